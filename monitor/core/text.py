@@ -1,0 +1,218 @@
+"""Text normalisation and tokens (SPEC §3), applied identically to item text and to query terms.
+
+What it does:
+  1. NFKC, then case-fold (folds Arabic presentation forms and full-width Latin).
+  2. Deletes Arabic diacritics (U+064B–U+065F, U+0670), tatweel, zero-width and bidi marks, soft hyphen.
+  3. Folds Arabic letters: أ إ آ ٱ → ا, ى → ي, ة → ه, ؤ → و, ئ → ي, Persian/Urdu ک → ك, ی → ي.
+  4. Splits into tokens: runs of letters, digits and combining marks. Han/Kana/Hangul runs are tokens of
+     their own (a term in those scripts matches as a substring, see `core.match`). A trailing English
+     possessive 's belongs to no token.
+
+What it does not do: Arabic proclitics (و ف ب ك ل ال) are not stripped here. The matcher expands each
+Arabic *term* into its proclitic forms instead, so the text is scanned once, untouched.
+
+Offsets: `NormalizedText.to_original` maps a span of the normalised text back to the original text,
+so hits can be highlighted in what the reader sees. The map is built only when asked for (most texts
+match nothing), and the common case — text already in NFKC whose case-folding keeps its length — is a
+1:1 map apart from the deleted marks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import accumulate
+
+import regex
+
+_DELETED = (
+    "\u064b-\u065f\u0670"  # harakat incl. shadda, sukun, tanween; superscript alef
+    "\u0640"  # tatweel
+    "\u200b-\u200f"  # zero-width space/joiners, LRM, RLM
+    "\u202a-\u202e"  # bidi embeddings and overrides
+    "\u2066-\u2069"  # bidi isolates
+    "\ufeff"  # zero-width no-break space / BOM
+    "\u00ad"  # soft hyphen
+)
+_DELETED_RUN = regex.compile(f"[{_DELETED}]+")
+
+_FOLDS = {
+    "أ": "ا",
+    "إ": "ا",
+    "آ": "ا",
+    "ٱ": "ا",
+    "ى": "ي",
+    "ة": "ه",
+    "ؤ": "و",
+    "ئ": "ي",
+    "ک": "ك",  # Persian/Urdu keheh
+    "ی": "ي",  # Persian/Urdu farsi yeh
+}
+# One C-level pass does every 1:1 fold and every deletion.
+_TRANSLATION: dict[int, str | None] = {ord(k): v for k, v in _FOLDS.items()}
+for _lo, _hi in ((0x064B, 0x065F), (0x0670, 0x0670), (0x0640, 0x0640), (0x200B, 0x200F),
+                 (0x202A, 0x202E), (0x2066, 0x2069), (0xFEFF, 0xFEFF), (0x00AD, 0x00AD)):
+    for _cp in range(_lo, _hi + 1):
+        _TRANSLATION[_cp] = None
+
+CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+# Katakana's prolonged sound mark ー (U+30FC) is Common script; count it with the run it lengthens.
+_CJK_RUN = rf"[{CJK_CLASS}\u30fc]+"
+_OTHER_RUN = rf"[[\p{{L}}\p{{N}}\p{{M}}]--[{CJK_CLASS}\u30fc]]+"
+TOKEN_PATTERN = regex.compile(rf"{_CJK_RUN}|{_OTHER_RUN}", regex.V1)
+_CJK_CHAR = regex.compile(rf"[{CJK_CLASS}]")
+_ARABIC_CHAR = regex.compile(r"\p{Arabic}")
+# The possessive 's after a letter or digit, not followed by another letter. Replaced by two spaces so
+# offsets do not move. After case-folding the apostrophe forms are ' (NFKC of ＇) and ’ and ʼ.
+_POSSESSIVE = regex.compile(r"(?<=[\p{L}\p{N}\p{M}])['’ʼ]s(?![\p{L}\p{N}\p{M}])")
+_GRAPHEME = regex.compile(r"\X")
+_CHUNK = regex.compile(r"\S+|\s+")
+
+
+def normalize(text: str) -> str:
+    """The normalised form of `text`: rules 1–3 of SPEC §3 (tokenising is separate)."""
+    return unicodedata.normalize("NFKC", text).casefold().translate(_TRANSLATION)
+
+
+def is_cjk(token: str) -> bool:
+    """True for a token of Han, Hiragana, Katakana or Hangul (matched as a substring)."""
+    return bool(_CJK_CHAR.match(token))
+
+
+def is_arabic(token: str) -> bool:
+    """True for a token in Arabic script (Arabic, Persian, Urdu …): proclitic rules apply."""
+    return bool(_ARABIC_CHAR.match(token))
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised tokens of `text`, e.g. tokens("Taiwan's «red line»") == ["taiwan", "red", "line"]."""
+    return TOKEN_PATTERN.findall(_POSSESSIVE.sub("  ", normalize(text)))
+
+
+@dataclass
+class NormalizedText:
+    """A text, its normalised form and its tokens, with a lazy map back to the original offsets."""
+
+    original: str
+    text: str  # normalised, same length as the scanned form (possessives blanked)
+    tokens: list[str]
+    _spans: list[tuple[int, int]] | None = field(default=None, repr=False)
+    _offsets: _OffsetMap | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, original: str) -> NormalizedText:
+        scanned = _POSSESSIVE.sub("  ", normalize(original))
+        return cls(original, scanned, TOKEN_PATTERN.findall(scanned))
+
+    def token_spans(self) -> list[tuple[int, int]]:
+        """(start, end) of every token in the normalised text; computed on first use."""
+        if self._spans is None:
+            self._spans = [m.span() for m in TOKEN_PATTERN.finditer(self.text)]
+        return self._spans
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """Map the normalised span [start, end) to the smallest original span that produced it."""
+        if self._offsets is None:
+            self._offsets = _OffsetMap.build(self.original)
+        return self._offsets.start(start), self._offsets.end(end)
+
+
+@dataclass(frozen=True)
+class _OffsetMap:
+    """Piecewise map from normalised offsets to original offsets.
+
+    `norm[i]`, `orig[i]` start a piece; inside a piece flagged exact, offsets advance together;
+    inside an inexact piece (an NFKC expansion such as ﻻ → لا) every offset maps to the piece's ends.
+    """
+
+    norm: list[int]
+    orig: list[int]
+    norm_len: list[int]
+    orig_len: list[int]
+
+    @classmethod
+    def build(cls, original: str) -> _OffsetMap:
+        norm: list[int] = []
+        orig: list[int] = []
+        norm_len: list[int] = []
+        orig_len: list[int] = []
+        n = 0
+
+        def piece(o: int, olen: int, produced: str) -> None:
+            # Deleted characters produce nothing and need no piece: the next piece starts where they end.
+            nonlocal n
+            produced_len = len(produced)
+            if produced_len == 0:
+                return
+            if produced_len == olen and norm_len and norm_len[-1] == orig_len[-1] and (
+                norm[-1] + norm_len[-1] == n and orig[-1] + orig_len[-1] == o
+            ):
+                norm_len[-1] += produced_len  # extend the previous exact piece
+                orig_len[-1] += olen
+            else:
+                norm.append(n)
+                orig.append(o)
+                norm_len.append(produced_len)
+                orig_len.append(olen)
+            n += produced_len
+
+        def exact_stretch(o: int, segment: str) -> None:
+            # `segment` is NFKC already and keeps its length when case-folded: only deletions move.
+            pos = 0
+            for m in _DELETED_RUN.finditer(segment):
+                if m.start() > pos:
+                    piece(o + pos, m.start() - pos, segment[pos : m.start()])
+                pos = m.end()
+            if pos < len(segment):
+                piece(o + pos, len(segment) - pos, segment[pos:])
+
+        if _keeps_length(original):
+            exact_stretch(0, original)
+        else:
+            for chunk in _CHUNK.finditer(original):
+                start, segment = chunk.start(), chunk.group()
+                if _keeps_length(segment):
+                    exact_stretch(start, segment)
+                    continue
+                for g in _GRAPHEME.finditer(segment):
+                    piece(start + g.start(), len(g.group()), normalize(g.group()))
+        return cls(norm, orig, norm_len, orig_len)
+
+    def _locate(self, offset: int) -> int:
+        return max(bisect.bisect_right(self.norm, offset) - 1, 0)
+
+    def start(self, offset: int) -> int:
+        if not self.norm:
+            return 0
+        i = self._locate(offset)
+        inside = offset - self.norm[i]
+        if self.norm_len[i] == self.orig_len[i]:
+            return self.orig[i] + min(inside, self.orig_len[i])
+        return self.orig[i] if inside < self.norm_len[i] else self.orig[i] + self.orig_len[i]
+
+    def end(self, offset: int) -> int:
+        if not self.norm:
+            return 0
+        i = self._locate(offset - 1) if offset > 0 else 0
+        inside = offset - self.norm[i]
+        if self.norm_len[i] == self.orig_len[i]:
+            return self.orig[i] + min(inside, self.orig_len[i])
+        return self.orig[i] + self.orig_len[i] if inside > 0 else self.orig[i]
+
+
+def _keeps_length(segment: str) -> bool:
+    """True when NFKC leaves `segment` alone and case-folding keeps its length (so 1:1 but deletions)."""
+    return unicodedata.is_normalized("NFKC", segment) and len(segment.casefold()) == len(segment)
+
+
+@lru_cache(maxsize=4096)
+def term_tokens(term: str) -> tuple[str, ...]:
+    """Tokens of a query term, cached: watchlists repeat their terms a lot."""
+    return tuple(tokens(term))
+
+
+def token_starts(words: list[str]) -> list[int]:
+    """Offsets of each token in `" " + " ".join(words) + " "` (the matcher's haystack)."""
+    return list(accumulate((len(w) + 1 for w in words[:-1]), initial=1)) if words else []

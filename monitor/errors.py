@@ -1,0 +1,84 @@
+"""One exception tree for the whole service.
+
+    MonitorError
+    ├── ConfigError        the config file is invalid; carries every problem found (exit code 2)
+    ├── QueryError         a watchlist query does not parse or names an unknown entity/field
+    ├── InputError         an input of `monitor match` is missing or cannot be decoded
+    ├── FetchError         an HTTP fetch or local read failed (timeout, status, body too large …)
+    │   └── UnsafeURLError the URL or an address it resolves to is refused (scheme, private address)
+    └── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
+
+Third-party exceptions are translated at the boundary (`raise FetchError(...) from exc`), so callers
+only ever catch these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MonitorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a config file: where, which key, and what."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(MonitorError):
+    """The configuration is invalid. `problems` lists every error found, not only the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class QueryError(MonitorError):
+    """A query that does not parse. `column` is 1-based, pointing at the fault in `query`."""
+
+    def __init__(self, message: str, column: int, query: str = "") -> None:
+        self.message = message
+        self.column = column
+        self.query = query
+        super().__init__(f"column {column}: {message}")
+
+    def pointer(self) -> str:
+        """The query with a caret under the faulty column, for terminals."""
+        return f"{self.query}\n{' ' * (self.column - 1)}^"
+
+
+class InputError(MonitorError):
+    """An input of `monitor match` could not be read or decoded."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+class FetchError(MonitorError):
+    """Fetching a URL or reading a local feed failed."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class UnsafeURLError(FetchError):
+    """The URL is refused before any connection: bad scheme or a non-public address."""
+
+
+class FeedParseError(MonitorError):
+    """The fetched bytes are not a feed we accept."""

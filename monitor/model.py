@@ -1,0 +1,43 @@
+"""Plain, frozen values that every layer shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Article:
+    """A piece of text to match: a feed item, a file, or a page.
+
+    `title` and `body` are plain text (HTML already reduced). `source` is the feed name, `language`
+    a BCP 47 tag such as "ar" or "en-GB" when known.
+    """
+
+    title: str
+    body: str
+    language: str | None = None
+    source: str | None = None
+    link: str | None = None
+    published: datetime | None = None
+    guid: str | None = None
+    author: str | None = None
+    html: str | None = None  # the original HTML of the body, kept for display
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where one query term matched: offsets are into the original title or body."""
+
+    term: str
+    field: str  # "title" or "body"
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """A watchlist that matched an article, with every hit that made it match."""
+
+    watchlist: str
+    hits: tuple[Hit, ...] = field(default_factory=tuple)

@@ -2,27 +2,30 @@
 
 How the cost stays independent of the number of watchlists (the idea of Lucene Monitor's presearcher):
 
-1. Compile once. Every query is reduced to *units*: one normalised token to match exactly, as a prefix
-   (`missile*`) or, for Han/Kana/Hangul, as a substring. Each unit becomes one or more keys of a single
-   Aho-Corasick automaton (pyahocorasick) shared by all watchlists. An Arabic unit gets one key per
-   proclitic form (و ف ب ك ل and ال, SPEC §3 rule 5), so the text itself is never stemmed.
+1. Compile once. Every query is reduced to *units*: one normalised token matched whole, as a prefix
+   (`missile*`) or, for Han/Kana/Hangul, as a substring. Each unit has one *key* per surface form: an
+   Arabic unit one per proclitic combination (و ف ب ك ل and ال, SPEC §3 rule 5), so the text itself is
+   never stemmed. Whole-token keys go into one hash table; prefix and substring keys into one
+   Aho-Corasick automaton (pyahocorasick). Both are shared by all watchlists.
    Each watchlist is indexed under a few *anchor* units, at least one of which must occur for it to
    match (for `a AND b` one side suffices, for `a OR b` both); queries with no anchor (`NOT x` alone,
    `lang:ar`) are evaluated for every article.
-2. Per article: one automaton scan per field over its tokens joined by single spaces, which yields the
-   positions of every unit present; then only the watchlists anchored on a present unit are evaluated.
+2. Per article: one hash lookup per token and, if any watchlist uses a wildcard or CJK, one automaton
+   scan; then only the watchlists anchored on a unit present are considered, a compiled necessary
+   condition (are all the words there?) drops most of them, and the rest are evaluated exactly.
    The work grows with the article's length and with the watchlists that could match it, not with the
-   total number of watchlists.
+   total number of watchlists. (A hash table beats the automaton for whole tokens: the text is already
+   split into tokens, and the lookups run in C.)
 
-Evaluation works on occurrences (field, first token, last token, hits), so phrases are consecutive
-tokens, NEAR/n compares token positions, and every match carries its hits. Offsets are mapped back to the
+Positions are coded as `token index << 16 | character offset in the token`, so a phrase is units on
+consecutive tokens and NEAR/n is a difference of token indices. Hits are mapped back to offsets in the
 original text only for watchlists that matched.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +42,14 @@ from monitor.model import Article, Hit, Match
 EXACT, PREFIX, SUBSTRING = 0, 1, 2  # how a unit matches a token: whole, start, anywhere
 FIELDS = ("title", "body")
 
-# An occurrence: (field, first token, last token, hits). A raw hit: (term, field, first token,
-# haystack start, last token, haystack end); mapped to original offsets only when reported.
-RawHit = tuple[str, str, int, int, int, int]
-Occurrence = tuple[str, int, int, tuple[RawHit, ...]]
-# Per field: unit id → list of (first token, last token, haystack start, haystack end).
-Positions = dict[int, list[tuple[int, int, int, int]]]
+# A position: token index << 16 | offset inside the token (tokens are capped at 65,535 characters).
+SHIFT = 16
+OFFSET_MASK = (1 << SHIFT) - 1
+# A raw hit: (term, field, start position, end position), mapped to original offsets at the end.
+RawHit = tuple[str, str, int, int]
+# Evaluators exchange groups of occurrences: (field, term, spans). A leaf's group has its term and
+# spans (start, end), each a hit; a NEAR pair's group has term None and spans (start, end, hits).
+Group = tuple[str, str | None, list[Any]]
 
 _CONJUNCTIONS = ("", "و", "ف")
 _PREPOSITIONS = ("", "ب", "ك", "ل")
@@ -157,13 +162,87 @@ class _Compiler:
 # ---- evaluators ------------------------------------------------------------------------------------
 
 
+class _FieldScan:
+    """Where the keys occur in one field's tokens; positions of units are derived on demand."""
+
+    __slots__ = ("_positions", "_starts", "found", "matcher", "words")
+
+    def __init__(self, words: list[str], matcher: Matcher) -> None:
+        self.words = words
+        self.matcher = matcher
+        self._positions: dict[int, list[tuple[int, int]]] = {}
+        self._starts: list[int] | None = None
+        # key number → token indices (whole-token keys) or haystack end offsets (automaton keys)
+        found: dict[int, list[Any]] = {}
+        get = matcher._whole_keys.get
+        for i, key in enumerate(map(get, words)):
+            if key is not None:
+                at = found.get(key)
+                if at is None:
+                    found[key] = [i]
+                else:
+                    at.append(i)
+        if matcher._automaton is not None and words:
+            self._scan_automaton(found)
+        self.found = found
+
+    def _scan_automaton(self, found: dict[int, list[Any]]) -> None:
+        # Only the end offsets are kept here; `positions` turns them into token positions for the few
+        # units that get evaluated.
+        for end, key in self.matcher._automaton.iter(self._haystack()):
+            at = found.get(key)
+            if at is None:
+                found[key] = [end]
+            else:
+                at.append(end)
+
+    def _haystack(self) -> str:
+        # Tokens joined by single spaces, with a space before the first: the automaton's text.
+        return " " + " ".join(self.words) + " "
+
+    def positions(self, unit: int) -> list[tuple[int, int]]:
+        """(start, end) positions of every occurrence of the unit, in text order."""
+        cached = self._positions.get(unit)
+        if cached is not None:
+            return cached
+        out: list[tuple[int, int]] = []
+        key_info = self.matcher._key_info
+        words = self.words
+        for key in self.matcher._unit_keys[unit]:
+            at = self.found.get(key)
+            if not at:
+                continue
+            length, kind = key_info[key]
+            if kind == EXACT:
+                out.extend((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)) for i in at)
+                continue
+            starts = self._token_starts()
+            for end in at:
+                hs = end - length + 1  # where the surface form starts in the haystack
+                i = bisect.bisect_right(starts, hs) - 1
+                if kind == PREFIX:  # a prefix is highlighted to the end of its word
+                    out.append((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)))
+                else:
+                    offset = min(hs - starts[i], OFFSET_MASK)
+                    out.append((i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK)))
+        if len(out) > 1:
+            out.sort()
+        self._positions[unit] = out
+        return out
+
+    def _token_starts(self) -> list[int]:
+        if self._starts is None:
+            self._starts = token_starts(self.words)
+        return self._starts
+
+
 class _Context:
-    """What evaluators see of one article: unit positions per field, and its metadata."""
+    """What evaluators see of one article: the scan of each field, and its metadata."""
 
-    __slots__ = ("language", "positions", "source")
+    __slots__ = ("language", "scans", "source")
 
-    def __init__(self, positions: dict[str, Positions], language: str, source: str) -> None:
-        self.positions = positions
+    def __init__(self, scans: dict[str, _FieldScan], language: str, source: str) -> None:
+        self.scans = scans
         self.language = language
         self.source = source
 
@@ -172,19 +251,27 @@ class _Node:
     """An evaluator: `evaluate` returns (matched, occurrences). `anchors` are units of which one must
     occur for the node to match, or None when it can match without any (NOT, filters)."""
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         raise NotImplementedError
 
-    def anchors(self) -> frozenset[int] | None:
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+        raise NotImplementedError
+
+    def test_expr(self) -> str:
+        """A Python expression over `P`, the set of units present in the article, that is true
+        whenever the node could match: a cheap necessary condition evaluated before `evaluate`."""
         raise NotImplementedError
 
 
 class _Never(_Node):
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         return False, []
 
-    def anchors(self) -> frozenset[int] | None:
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
         return frozenset()
+
+    def test_expr(self) -> str:
+        return "False"
 
 
 _NEVER = _Never()
@@ -200,41 +287,42 @@ class _Leaf(_Node):
         self.units = units
         self.fields = (field,) if field else FIELDS
 
-    def anchors(self) -> frozenset[int] | None:
-        return frozenset((self.units[0],))
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+        # Any word of a phrase must occur; the longest is likely the rarest.
+        return frozenset((max(self.units, key=lambda u: len(forms[u])),))
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
-        out: list[Occurrence] = []
-        first, rest = self.units[0], self.units[1:]
+    def test_expr(self) -> str:
+        return " and ".join(f"{u} in P" for u in dict.fromkeys(self.units))
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
+        out: list[Group] = []
         for field in self.fields:
-            positions = ctx.positions[field]
-            starts = positions.get(first)
-            if not starts:
+            scan = ctx.scans[field]
+            firsts = scan.positions(self.units[0])
+            if not firsts:
                 continue
-            if not rest:
-                label = self.label
-                out.extend(
-                    (field, a, b, ((label, field, a, hs, b, he),)) for a, b, hs, he in starts
-                )
+            if len(self.units) == 1:
+                out.append((field, self.label, firsts))
                 continue
+            # Each following word must start at the beginning of the next token.
             following = []
-            for u in rest:
-                found = positions.get(u)
+            for unit in self.units[1:]:
+                found = scan.positions(unit)
                 if not found:
                     break
-                following.append({a: (b, he) for a, b, _, he in found})
+                following.append(dict(found))
             else:
-                for a, b, hs, _ in starts:
-                    end_token, end_offset, ok = b, 0, True
+                spans = []
+                for start, end in firsts:
+                    last: int | None = end
                     for by_start in following:
-                        nxt = by_start.get(end_token + 1)
-                        if nxt is None:
-                            ok = False
+                        last = by_start.get(((last >> SHIFT) + 1) << SHIFT)  # type: ignore[operator]
+                        if last is None:
                             break
-                        end_token, end_offset = nxt
-                    if ok:
-                        hit = (self.label, field, a, hs, end_token, end_offset)
-                        out.append((field, a, end_token, (hit,)))
+                    if last is not None:
+                        spans.append((start, last))
+                if spans:
+                    out.append((field, self.label, spans))
         return bool(out), out
 
 
@@ -245,10 +333,13 @@ class _Filter(_Node):
         self.name = name
         self.value = value.casefold()
 
-    def anchors(self) -> frozenset[int] | None:
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
         return None
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def test_expr(self) -> str:
+        return "True"
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         actual = ctx.language if self.name == "lang" else ctx.source
         return actual == self.value, []
 
@@ -259,10 +350,13 @@ class _Not(_Node):
     def __init__(self, child: _Node) -> None:
         self.child = child
 
-    def anchors(self) -> frozenset[int] | None:
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
         return None
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def test_expr(self) -> str:
+        return "True"  # absence in the field cannot be told from the set of units present anywhere
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         return not self.child.evaluate(ctx)[0], []
 
 
@@ -272,17 +366,26 @@ class _And(_Node):
     def __init__(self, children: tuple[_Node, ...]) -> None:
         self.children = children
 
-    def anchors(self) -> frozenset[int] | None:
-        # Any one child's anchors will do; the smallest set keeps the watchlist off most articles.
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+        # Any one child's anchors will do. The fewest, longest words keep the watchlist off most
+        # articles (Lucene Monitor's presearcher weighs terms by length the same way).
         best: frozenset[int] | None = None
+        best_score: tuple[int, int] = (0, 0)
         for child in self.children:
-            a = child.anchors()
-            if a is not None and (best is None or len(a) < len(best)):
-                best = a
+            a = child.anchors(forms)
+            if a is None:
+                continue
+            score = (len(a), -min((len(forms[u]) for u in a), default=0))
+            if best is None or score < best_score:
+                best, best_score = a, score
         return best
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
-        occurrences: list[Occurrence] = []
+    def test_expr(self) -> str:
+        parts = [e for c in self.children if (e := c.test_expr()) != "True"]
+        return "(" + " and ".join(parts) + ")" if parts else "True"
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
+        occurrences: list[Group] = []
         for child in self.children:
             ok, occ = child.evaluate(ctx)
             if not ok:
@@ -297,18 +400,24 @@ class _Or(_Node):
     def __init__(self, children: tuple[_Node, ...]) -> None:
         self.children = children
 
-    def anchors(self) -> frozenset[int] | None:
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
         union: set[int] = set()
         for child in self.children:
-            a = child.anchors()
+            a = child.anchors(forms)
             if a is None:
                 return None
             union |= a
         return frozenset(union)
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def test_expr(self) -> str:
+        parts = [c.test_expr() for c in self.children]
+        if "True" in parts:
+            return "True"
+        return "(" + " or ".join(f"({p})" for p in parts) + ")" if parts else "False"
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         matched = False
-        occurrences: list[Occurrence] = []
+        occurrences: list[Group] = []
         for child in self.children:
             ok, occ = child.evaluate(ctx)
             if ok:
@@ -318,7 +427,7 @@ class _Or(_Node):
 
 
 class _Near(_Node):
-    """Both sides in the same field with at most `distance` tokens from one to the other."""
+    """Both sides in the same field, at most `distance` tokens apart (1 = adjacent), either order."""
 
     __slots__ = ("distance", "left", "right")
 
@@ -327,10 +436,13 @@ class _Near(_Node):
         self.right = right
         self.distance = distance
 
-    def anchors(self) -> frozenset[int] | None:
-        return _And((self.left, self.right)).anchors()
+    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+        return _And((self.left, self.right)).anchors(forms)
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, list[Occurrence]]:
+    def test_expr(self) -> str:
+        return _And((self.left, self.right)).test_expr()
+
+    def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         ok, lefts = self.left.evaluate(ctx)
         if not ok:
             return False, []
@@ -338,12 +450,36 @@ class _Near(_Node):
         if not ok:
             return False, []
         n = self.distance
-        out: list[Occurrence] = []
-        for lf, la, lb, lh in lefts:
-            for rf, ra, rb, rh in rights:
-                if lf == rf and ra - lb <= n and la - rb <= n:
-                    out.append((lf, min(la, ra), max(lb, rb), lh + rh))
+        out: list[Group] = []
+        for field, spans in _spans_with_hits(lefts):
+            for rfield, rspans in _spans_with_hits(rights):
+                if rfield != field:
+                    continue
+                pairs = []
+                for ls, le, lh in spans:
+                    for rs, re_, rh in rspans:
+                        if le <= rs:
+                            gap = (rs >> SHIFT) - (le >> SHIFT)
+                        elif re_ <= ls:
+                            gap = (ls >> SHIFT) - (re_ >> SHIFT)
+                        else:
+                            gap = 0  # overlapping
+                        if gap <= n:
+                            pairs.append((min(ls, rs), max(le, re_), lh + rh))
+                if pairs:
+                    out.append((field, None, pairs))
         return bool(out), out
+
+
+def _spans_with_hits(
+    groups: list[Group],
+) -> Iterator[tuple[str, list[tuple[int, int, tuple[RawHit, ...]]]]]:
+    """Each group's spans as (start, end, hits), for NEAR to combine."""
+    for field, term, spans in groups:
+        if term is None:
+            yield field, spans
+        else:
+            yield field, [(s, e, ((term, field, s, e),)) for s, e in spans]
 
 
 # ---- the matcher -----------------------------------------------------------------------------------
@@ -363,28 +499,42 @@ class WatchlistRule:
 class _Compiled:
     name: str
     root: _Node
+    could_match: Callable[[set[int]], bool]
     languages: frozenset[str]
     feeds: frozenset[str]
+
+
+def _test_function(root: _Node) -> Callable[[set[int]], bool]:
+    # The expression holds only unit numbers, `in`, `and`, `or` and booleans: nothing from the query
+    # text reaches the code, so compiling it is safe. It is ~10× faster than walking the tree.
+    code = compile(f"lambda P: {root.test_expr()}", "<watchlist>", "eval")
+    function: Callable[[set[int]], bool] = eval(code, {"__builtins__": {}})
+    return function
 
 
 class Matcher:
     """All watchlists compiled into one automaton plus an index unit → watchlists.
 
-    Build with `Matcher.compile(rules, entities)`; `match(article)` is safe to call from several
-    threads (it only reads the compiled structures).
+    Build with `Matcher.compile(rules, entities)`; `match(article)` only reads the compiled
+    structures, so one matcher serves any number of articles and threads.
     """
 
-    def __init__(
-        self,
-        watchlists: list[_Compiled],
-        automaton: Any,
-        anchored: dict[int, tuple[int, ...]],
-        always: tuple[int, ...],
-    ) -> None:
+    def __init__(self, compiler: _Compiler, watchlists: list[_Compiled]) -> None:
         self._watchlists = watchlists
-        self._automaton = automaton
-        self._anchored = anchored
-        self._always = always
+        anchored: dict[int, list[int]] = {}
+        always: list[int] = []
+        for index, w in enumerate(watchlists):
+            anchors = w.root.anchors(compiler.unit_forms)
+            if anchors is None:
+                always.append(index)
+            else:
+                for unit in anchors:
+                    anchored.setdefault(unit, []).append(index)
+        self._anchored = {unit: tuple(ws) for unit, ws in anchored.items()}
+        # Kept apart from the watchlists: the per-article loop touches only this list for most.
+        self._could_match = [w.could_match for w in watchlists]
+        self._always = tuple(always)
+        self._build_keys(compiler)
 
     @property
     def names(self) -> list[str]:
@@ -397,8 +547,6 @@ class Matcher:
         """Compile every rule; raise QueryError naming the watchlist if one does not parse."""
         compiler = _Compiler(entities or {})
         compiled: list[_Compiled] = []
-        anchored: dict[int, list[int]] = {}
-        always: list[int] = []
         for rule in rules:
             try:
                 root = compiler.compile(q.parse(rule.query))
@@ -406,133 +554,114 @@ class Matcher:
                 raise QueryError(
                     f"watchlist {rule.name!r}: {exc.message}", exc.column, rule.query
                 ) from None
-            index = len(compiled)
             compiled.append(
                 _Compiled(
                     rule.name,
                     root,
+                    _test_function(root),
                     frozenset(_language(x) for x in rule.languages),
                     frozenset(f.casefold() for f in rule.feeds),
                 )
             )
-            anchors = root.anchors()
-            if anchors is None:
-                always.append(index)
-            else:
-                for uid in anchors:
-                    anchored.setdefault(uid, []).append(index)
-        automaton = _build_automaton(compiler)
-        return cls(
-            compiled,
-            automaton,
-            {uid: tuple(ws) for uid, ws in anchored.items()},
-            tuple(always),
-        )
+        return cls(compiler, compiled)
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist the article matches, in compile order, each with its hits."""
         texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
-        positions: dict[str, Positions] = {}
+        scans = {field: _FieldScan(text.tokens, self) for field, text in texts.items()}
+        key_units = self._key_units
         present: set[int] = set()
-        for field, text in texts.items():
-            positions[field] = found = self._scan(text.tokens)
-            present.update(found)
-
+        for scan in scans.values():
+            present.update(*map(key_units.__getitem__, scan.found))
         candidates: set[int] = set(self._always)
-        for uid in present:
-            ws = self._anchored.get(uid)
-            if ws:
-                candidates.update(ws)
+        candidates.update(*filter(None, map(self._anchored.get, present)))
         if not candidates:
             return []
 
         language = _language(article.language) if article.language else ""
         source = (article.source or "").casefold()
-        ctx = _Context(positions, language, source)
-        starts = {field: token_starts(text.tokens) for field, text in texts.items()}
+        ctx = _Context(scans, language, source)
+        hits = _HitMapper(texts)
         matches = []
+        could_match = self._could_match
         for index in sorted(candidates):
+            if not could_match[index](present):
+                continue
             w = self._watchlists[index]
             # A filter on language or feed applies only when the article's is known.
             if w.languages and language and language not in w.languages:
                 continue
             if w.feeds and source and source not in w.feeds:
                 continue
-            ok, occurrences = w.root.evaluate(ctx)
+            ok, groups = w.root.evaluate(ctx)
             if ok:
-                matches.append(Match(w.name, _hits(occurrences, texts, starts)))
+                matches.append(Match(w.name, hits.of(groups)))
         return matches
 
-    def _scan(self, words: list[str]) -> Positions:
-        found: Positions = {}
-        if not words:
-            return found
-        haystack = " " + " ".join(words) + " "
-        starts = token_starts(words)
-        for end, (hit_len, kind, units) in self._automaton.iter(haystack):
-            # `end` is the index of the key's last character: the trailing space of an exact key.
-            if kind == EXACT:
-                hs = end - hit_len
-                i = bisect.bisect_right(starts, hs) - 1
-                entry = (i, i, hs, end)
-            else:
-                hs = end - hit_len + 1
-                i = bisect.bisect_right(starts, hs) - 1
-                # a prefix hit is highlighted to the end of its word
-                he = end + 1 if kind == SUBSTRING else starts[i] + len(words[i])
-                entry = (i, i, hs, he)
-            for uid in units:
-                found.setdefault(uid, []).append(entry)
-        return found
+    def _build_keys(self, compiler: _Compiler) -> None:
+        """The key tables: whole-token keys in a dict, prefix and substring keys in an automaton.
 
-
-def _build_automaton(compiler: _Compiler) -> Any:
-    keys: dict[str, tuple[int, list[int]]] = {}
-    for (kind, form), uid in compiler.units.items():
-        for surface in proclitic_forms(form) if kind != SUBSTRING else (form,):
-            key = f" {surface} " if kind == EXACT else f" {surface}" if kind == PREFIX else surface
-            keys.setdefault(key, (kind, []))[1].append(uid)
-    automaton = ahocorasick.Automaton()
-    for key, (kind, uids) in keys.items():
-        # (length of the hit inside the key, kind, units); exact and prefix keys carry spaces.
-        hit_len = len(key) - (2 if kind == EXACT else 1 if kind == PREFIX else 0)
-        automaton.add_word(key, (hit_len, kind, tuple(uids)))
-    if keys:
-        automaton.make_automaton()
-    else:
-        automaton = _EmptyAutomaton()
-    return automaton
-
-
-class _EmptyAutomaton:
-    """pyahocorasick refuses to search an automaton without keys; nothing matches here anyway."""
-
-    def iter(self, haystack: str) -> Iterable[Any]:
-        return ()
+        Per key: (length of the surface form, kind) and its units; per unit: its keys.
+        """
+        whole: dict[str, int] = {}
+        partial: dict[str, int] = {}
+        key_info: list[tuple[int, int]] = []
+        key_units: list[list[int]] = []
+        unit_keys: list[list[int]] = [[] for _ in compiler.unit_forms]
+        for (kind, form), unit in compiler.units.items():
+            for surface in proclitic_forms(form) if kind != SUBSTRING else (form,):
+                table = whole if kind == EXACT else partial
+                key = surface if kind != PREFIX else " " + surface
+                number = table.get(key)
+                if number is None:
+                    number = table[key] = len(key_info)
+                    key_info.append((len(surface), kind))
+                    key_units.append([])
+                key_units[number].append(unit)
+                unit_keys[unit].append(number)
+        self._whole_keys = whole
+        self._key_info = key_info
+        self._key_units = [tuple(units) for units in key_units]
+        self._unit_keys = [tuple(keys) for keys in unit_keys]
+        self._automaton: Any = None
+        if partial:
+            self._automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+            for key, number in partial.items():
+                self._automaton.add_word(key, number)
+            self._automaton.make_automaton()
 
 
 def _language(tag: str) -> str:
     return tag.replace("_", "-").split("-", 1)[0].casefold()
 
 
-def _hits(
-    occurrences: list[Occurrence],
-    texts: Mapping[str, NormalizedText],
-    starts: Mapping[str, list[int]],
-) -> tuple[Hit, ...]:
-    seen: set[tuple[str, int, int]] = set()
-    hits = []
-    for _, _, _, raw in occurrences:
-        for term, field, first, hs, last, he in raw:
-            text = texts[field]
-            spans = text.token_spans()
-            field_starts = starts[field]
-            norm_start = spans[first][0] + (hs - field_starts[first])
-            norm_end = spans[last][0] + (he - field_starts[last])
-            start, end = text.to_original(norm_start, norm_end)
-            key = (field, start, end)  # one hit per place, even when two aliases fold alike
-            if key not in seen:
-                seen.add(key)
-                hits.append(Hit(term, field, start, end))
-    hits.sort(key=lambda h: (h.field != "title", h.start, h.end, h.term))
-    return tuple(hits)
+class _HitMapper:
+    """Turns groups of raw hits into Hits with original offsets, sharing work across watchlists."""
+
+    def __init__(self, texts: Mapping[str, NormalizedText]) -> None:
+        self.texts = texts
+        self.cache: dict[tuple[str, int, int], tuple[int, int]] = {}
+
+    def original(self, field: str, start: int, end: int) -> tuple[int, int]:
+        key = (field, start, end)
+        span = self.cache.get(key)
+        if span is None:
+            text = self.texts[field]
+            norm_start = text.token_span(start >> SHIFT)[0] + (start & OFFSET_MASK)
+            norm_end = text.token_span(end >> SHIFT)[0] + (end & OFFSET_MASK)
+            span = self.cache[key] = text.to_original(norm_start, norm_end)
+        return span
+
+    def of(self, groups: list[Group]) -> tuple[Hit, ...]:
+        found: dict[tuple[str, int, int], Hit] = {}
+        for field, term, spans in groups:
+            raw: Iterable[RawHit] = (
+                ((term, field, s, e) for s, e in spans)
+                if term is not None
+                else (h for _, _, hs in spans for h in hs)
+            )
+            for label, hit_field, s, e in raw:
+                start, end = self.original(hit_field, s, e)
+                # one hit per place, even when two aliases fold alike
+                found.setdefault((hit_field, start, end), Hit(label, hit_field, start, end))
+        return tuple(sorted(found.values(), key=lambda h: (h.field != "title", h.start, h.end)))

@@ -260,7 +260,9 @@ class _Parser:
             right = self.parse_unary()
             for side in (node, right):
                 if not _is_positive(side):
-                    raise self.fail(f"{op.value} needs words on both sides, not NOT or a filter", op)
+                    raise self.fail(
+                        f"{op.value} needs words on both sides, not NOT or a filter", op
+                    )
             node = Near(node, right, op.number, op.column)
         return node
 
@@ -322,7 +324,7 @@ class _Parser:
     def parse_field(self, tok: _Tok) -> Node:
         nxt = self.peek()
         if nxt.kind not in _PRIMARY_START or nxt.kind == "NOT":
-            raise self.fail(f"{tok.value}: needs a value right after the colon", tok)
+            raise self.fail(f"{tok.value}: needs a value after the colon", tok)
         if tok.value in FILTER_FIELDS:
             if nxt.kind not in ("TERM", "PHRASE"):
                 raise self.fail(f"{tok.value}: takes a plain name, e.g. {tok.value}:aawsat", tok)

@@ -1,0 +1,216 @@
+"""Benchmark: matching cost against the number of watchlists, beside a naive per-rule regex baseline.
+
+    python benchmarks/match.py [--corpus DIR] [--sizes 100,1000,10000] [--articles 200]
+
+Watchlists are generated (fixed seed) in the query shapes of SPEC §4 — single terms, AND, OR, phrases,
+NEAR/n, NOT, prefix wildcards, entities, title: — half with Arabic terms, half with English, drawn from
+the corpus's own vocabulary. Articles are real Arabic and English news texts from the corpus, joined
+into pieces of about 5 KB. For each size it prints the compile time and the median and p95
+microseconds per article, and, in the same run, the same figures for a naive matcher that evaluates
+every watchlist against every article with one regular expression per term.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from monitor.core import query as q
+from monitor.core.match import Matcher, WatchlistRule
+from monitor.core.text import normalize, tokens
+from monitor.model import Article
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+ARTICLE_BYTES = 5_000
+ENTITIES = {
+    "taiwan": ["Taiwan", "Taipei", "تايوان", "تايبيه", "台湾", "臺灣"],
+    "red-line": ["red line", "red lines", "خط أحمر", "خطوط حمراء", "红线"],
+    "russia": ["Russia", "Moscow", "Kremlin", "روسيا", "موسكو", "الكرملين"],
+    "china": ["China", "Beijing", "الصين", "بكين"],
+}
+
+
+def load_articles(corpus: Path, limit: int) -> list[Article]:
+    """Real texts joined into ~5 KB articles, alternating Arabic and English."""
+    pools = []
+    for sub in ("articles/ar/ant-multisource", "articles/en/bbc-fulltext"):
+        files = sorted(p for p in (corpus / sub).rglob("*.txt") if p.name != "README.TXT")
+        pools.append([p.read_text(encoding="utf-8", errors="replace") for p in files])
+    articles: list[Article] = []
+    cursors = [0, 0]
+    while len(articles) < limit:
+        which = len(articles) % 2
+        pool = pools[which]
+        parts: list[str] = []
+        while sum(len(p.encode()) for p in parts) < ARTICLE_BYTES:
+            parts.append(pool[cursors[which] % len(pool)])
+            cursors[which] += 1
+        # cut at a word boundary so that every article is 5 KB of UTF-8
+        body = "\n\n".join(parts).encode()[:ARTICLE_BYTES].decode(errors="ignore").rsplit(" ", 1)[0]
+        title, _, rest = body.strip().partition("\n")
+        articles.append(Article(title=title, body=rest))
+    return articles
+
+
+def vocabulary(corpus: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Arabic and English words past the 1,000 most frequent (the names and topic words a watchlist
+    would name, not "said" or "government"), and two-word phrases past the 5,000 most frequent, all
+    from the whole corpus of articles."""
+    counts: Counter[str] = Counter()
+    bigrams: Counter[str] = Counter()
+    for sub in ("articles/ar", "articles/en"):
+        for path in sorted((corpus / sub).rglob("*.txt")):
+            words = tokens(path.read_text(encoding="utf-8", errors="replace"))
+            counts.update(words)
+            bigrams.update(f"{x} {y}" for x, y in zip(words, words[1:], strict=False))
+    ranked = [w for w, _ in counts.most_common() if len(w) > 3 and not w.isdigit()]
+    mid = ranked[1000:40000]
+    arabic = [w for w in mid if "\u0600" <= w[0] <= "\u06ff"]
+    english = [w for w in mid if w.isascii()]
+    phrases = [p for p, c in bigrams.most_common(60000)[5000:] if c >= 2 and len(p) > 8]
+    ar_phrases = [p for p in phrases if "\u0600" <= p[0] <= "\u06ff"]
+    en_phrases = [p for p in phrases if p.isascii()]
+    return arabic, english, ar_phrases, en_phrases
+
+
+def generate(n: int, vocab: tuple[list[str], list[str], list[str], list[str]]) -> list[str]:
+    rng = random.Random(n)
+    arabic, english, ar_phrases, en_phrases = vocab
+    queries = []
+    for i in range(n):
+        words, phrases = (arabic, ar_phrases) if i % 2 == 0 else (english, en_phrases)
+
+        def w() -> str:
+            return rng.choice(words)
+
+        def p() -> str:
+            return f'"{rng.choice(phrases)}"'
+
+        shape = i % 10
+        queries.append(
+            [
+                lambda: w(),
+                lambda: f"{w()} AND {w()}",
+                lambda: f"({w()} OR {w()}) AND {w()}",
+                lambda: p(),
+                lambda: f"{w()} NEAR/{rng.randint(3, 20)} {w()}",
+                lambda: f"{w()} NOT {w()}",
+                lambda: f"{w()[:5]}* AND {w()}",
+                lambda: f"@{rng.choice(list(ENTITIES))} AND {w()}",
+                lambda: f"title:{w()} OR {p()}",
+                lambda: f"({w()} OR {p()}) NEAR/10 ({w()} OR {w()})",
+            ][shape]()
+        )
+    return queries
+
+
+# ---- the naive baseline: every watchlist, every article, one regex per term --------------------------
+
+_PROCLITIC = "(?:[وف]?[بكل]?(?:ال)?)?"
+
+
+def naive_compile(query: str) -> Callable[[str, str], bool]:
+    def term_regex(text: str, prefix: bool = False) -> re.Pattern[str]:
+        words = tokens(text)
+        body = r"\W+".join(
+            (_PROCLITIC if "\u0600" <= w[0] <= "\u06ff" else "") + re.escape(w) for w in words
+        )
+        tail = r"\w*" if prefix else r"(?!\w)"
+        return re.compile(rf"(?<!\w){body}{tail}")
+
+    def build(node: q.Node, field: str | None = None) -> Callable[[str, str], bool]:
+        match node:
+            case q.Term(text=text, prefix=prefix):
+                rx = term_regex(text, prefix)
+                return lambda t, b: bool(rx.search(t if field == "title" else t + "\n" + b))
+            case q.Phrase(text=text):
+                rx = term_regex(text)
+                return lambda t, b: bool(rx.search(t if field == "title" else t + "\n" + b))
+            case q.EntityRef(name=name):
+                alts = [term_regex(a) for a in ENTITIES[name]]
+                return lambda t, b: any(rx.search(t + "\n" + b) for rx in alts)
+            case q.Field(name=name, child=child):
+                return build(child, name)
+            case q.Not(child=child):
+                inner = build(child, field)
+                return lambda t, b: not inner(t, b)
+            case q.And(children=children):
+                fs = [build(c, field) for c in children]
+                return lambda t, b: all(f(t, b) for f in fs)
+            case q.Or(children=children):
+                fs = [build(c, field) for c in children]
+                return lambda t, b: any(f(t, b) for f in fs)
+            case q.Near(left=left, right=right):
+                fl, fr = build(left, field), build(right, field)
+                return lambda t, b: fl(t, b) and fr(t, b)
+        raise AssertionError(node)
+
+    return build(q.parse(query))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--articles", type=int, default=200)
+    parser.add_argument("--baseline-articles", type=int, default=20)
+    args = parser.parse_args()
+    if not args.corpus.is_dir():
+        print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
+        return 2
+
+    articles = load_articles(args.corpus, args.articles)
+    vocab = vocabulary(args.corpus)
+    kb = statistics.mean(len((a.title + a.body).encode()) for a in articles) / 1000
+    print(f"{len(articles)} articles of {kb:.1f} KB on average (Arabic and English, from the corpus)")
+    print(
+        f"{'watchlists':>10} | {'compile s':>9} | {'median µs':>10} | {'p95 µs':>10} | "
+        f"{'matches/article':>15} | {'naive compile s':>15} | {'naive median µs':>15} | {'speed-up':>8}"
+    )
+    for size in (int(s) for s in args.sizes.split(",")):
+        queries = generate(size, vocab)
+        rules = [WatchlistRule(f"w{i}", query) for i, query in enumerate(queries)]
+        t0 = time.perf_counter()
+        matcher = Matcher.compile(rules, ENTITIES)
+        compile_s = time.perf_counter() - t0
+
+        timings, matched = [], 0
+        for article in articles:
+            t = time.perf_counter()
+            matched += len(matcher.match(article))
+            timings.append((time.perf_counter() - t) * 1e6)
+
+        t0 = time.perf_counter()
+        naive = [naive_compile(query) for query in queries]
+        naive_compile_s = time.perf_counter() - t0
+        naive_timings = []
+        for article in articles[: args.baseline_articles]:
+            t = time.perf_counter()
+            title, body = normalize(article.title), normalize(article.body)
+            sum(1 for f in naive if f(title, body))
+            naive_timings.append((time.perf_counter() - t) * 1e6)
+
+        median = statistics.median(timings)
+        naive_median = statistics.median(naive_timings)
+        print(
+            f"{size:>10} | {compile_s:>9.2f} | {median:>10.0f} | {percentile(timings, 95):>10.0f} | "
+            f"{matched / len(articles):>15.1f} | {naive_compile_s:>15.2f} | {naive_median:>15.0f} | "
+            f"{naive_median / median:>7.0f}×"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""SPEC §3: normalisation and tokens, from the data table in tests/data/normalisation.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor.core.text import NormalizedText, normalize, tokens
+
+CASES = json.loads((Path(__file__).parent / "data" / "normalisation.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize(("rule", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_tokens_follow_every_rule(rule: str, text: str, expected: list[str]) -> None:
+    assert tokens(text) == expected
+
+
+@pytest.mark.parametrize(("rule", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_token_offsets_point_back_into_the_original(rule: str, text: str, expected: list[str]) -> None:
+    """Every token maps to an original span whose own normalisation is that token."""
+    nt = NormalizedText.of(text)
+    assert nt.tokens == expected
+    for i, token in enumerate(nt.tokens):
+        start, end = nt.to_original(*nt.token_span(i))
+        assert 0 <= start < end <= len(text)
+        assert tokens(text[start:end]) == [token], (text[start:end], token)
+
+
+def test_normalize_is_idempotent() -> None:
+    for _, text, _ in CASES:
+        assert normalize(normalize(text)) == normalize(text)
+
+
+def test_offsets_survive_mixed_expansions_and_deletions() -> None:
+    # NBSP (NFKC → space), a lam-alef ligature (1 → 2), harakat (deleted), ß (casefold 1 → 2)
+    text = "Straße\u00a0ﻻ تَايْوَان «أول خط أحمر»"
+    nt = NormalizedText.of(text)
+    spans = [nt.to_original(*nt.token_span(i)) for i in range(len(nt.tokens))]
+    assert [text[s:e] for s, e in spans] == ["Straße", "ﻻ", "تَايْوَان", "أول", "خط", "أحمر"]

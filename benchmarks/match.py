@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 from monitor.core import query as q
@@ -69,7 +70,7 @@ def vocabulary(corpus: Path) -> tuple[list[str], list[str], list[str], list[str]
         for path in sorted((corpus / sub).rglob("*.txt")):
             words = tokens(path.read_text(encoding="utf-8", errors="replace"))
             counts.update(words)
-            bigrams.update(f"{x} {y}" for x, y in zip(words, words[1:], strict=False))
+            bigrams.update(f"{x} {y}" for x, y in pairwise(words))
     ranked = [w for w, _ in counts.most_common() if len(w) > 3 and not w.isdigit()]
     mid = ranked[1000:40000]
     arabic = [w for w in mid if "\u0600" <= w[0] <= "\u06ff"]
@@ -87,10 +88,10 @@ def generate(n: int, vocab: tuple[list[str], list[str], list[str], list[str]]) -
     for i in range(n):
         words, phrases = (arabic, ar_phrases) if i % 2 == 0 else (english, en_phrases)
 
-        def w() -> str:
+        def w(words: list[str] = words) -> str:
             return rng.choice(words)
 
-        def p() -> str:
+        def p(phrases: list[str] = phrases) -> str:
             return f'"{rng.choice(phrases)}"'
 
         shape = i % 10
@@ -174,7 +175,9 @@ def main() -> int:
     articles = load_articles(args.corpus, args.articles)
     vocab = vocabulary(args.corpus)
     kb = statistics.mean(len((a.title + a.body).encode()) for a in articles) / 1000
-    print(f"{len(articles)} articles of {kb:.1f} KB on average (Arabic and English, from the corpus)")
+    print(
+        f"{len(articles)} articles of {kb:.1f} KB on average (Arabic and English, from the corpus)"
+    )
     print(
         f"{'watchlists':>10} | {'compile s':>9} | {'median µs':>10} | {'p95 µs':>10} | "
         f"{'matches/article':>15} | {'naive compile s':>15} | {'naive median µs':>15} | {'speed-up':>8}"

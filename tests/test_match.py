@@ -20,7 +20,9 @@ ENTITIES = {
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "data" / "match_cases.json").read_text("utf-8")
 )
-REFERENCE = Path(__file__).resolve().parents[1] / "examples" / "articles" / "aawsat-wang-yi-russia.txt"
+REFERENCE = (
+    Path(__file__).resolve().parents[1] / "examples" / "articles" / "aawsat-wang-yi-russia.txt"
+)
 
 
 def article_of(case: dict[str, Any]) -> Article:

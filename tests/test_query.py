@@ -66,9 +66,7 @@ def test_entities_and_countries() -> None:
 
 def test_fields_and_filters() -> None:
     assert q.parse('title:"red line"') == q.Field("title", q.Phrase("red line", 7), 1)
-    assert q.parse("body:(a OR b)") == q.Field(
-        "body", q.Or((q.Term("a", 7), q.Term("b", 12))), 1
-    )
+    assert q.parse("body:(a OR b)") == q.Field("body", q.Or((q.Term("a", 7), q.Term("b", 12))), 1)
     assert q.parse("source:aawsat lang:ar") == q.And(
         (q.Filter("source", "aawsat", 1), q.Filter("lang", "ar", 15))
     )

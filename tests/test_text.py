@@ -18,7 +18,9 @@ def test_tokens_follow_every_rule(rule: str, text: str, expected: list[str]) -> 
 
 
 @pytest.mark.parametrize(("rule", "text", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_token_offsets_point_back_into_the_original(rule: str, text: str, expected: list[str]) -> None:
+def test_token_offsets_point_back_into_the_original(
+    rule: str, text: str, expected: list[str]
+) -> None:
     """Every token maps to an original span whose own normalisation is that token."""
     nt = NormalizedText.of(text)
     assert nt.tokens == expected

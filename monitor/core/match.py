@@ -224,7 +224,9 @@ class _FieldScan:
                     out.append((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)))
                 else:
                     offset = min(hs - starts[i], OFFSET_MASK)
-                    out.append((i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK)))
+                    out.append(
+                        (i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK))
+                    )
         if len(out) > 1:
             out.sort()
         self._positions[unit] = out

@@ -180,17 +180,19 @@ def _word_token(word: str, col: int, query: str) -> _Tok:
         if not name:
             raise QueryError("@ needs an entity name, e.g. @taiwan", col, query)
         if not all(ch.isalnum() or ch in "-_" for ch in name):
-            raise QueryError(f"@{name} is not an entity name (letters, digits, - and _)", col, query)
+            raise QueryError(
+                f"@{name} is not an entity name (letters, digits, - and _)", col, query
+            )
         return _Tok("ENTITY", name, col)
     head, colon, _ = word.partition(":")
     if colon and head and head.isascii() and head.isalpha():
         if head.lower() not in FIELDS:
-            raise QueryError(
-                f"unknown field {head!r}; fields are {', '.join(FIELDS)}", col, query
-            )
+            raise QueryError(f"unknown field {head!r}; fields are {', '.join(FIELDS)}", col, query)
         return _Tok("FIELD", head.lower(), col)
     if word.startswith("*"):
-        raise QueryError("leading wildcards are not supported (write the start: missile*)", col, query)
+        raise QueryError(
+            "leading wildcards are not supported (write the start: missile*)", col, query
+        )
     star = word.find("*")
     if star >= 0 and star != len(word) - 1:
         raise QueryError("a wildcard may only end a term, e.g. missile*", col + star, query)

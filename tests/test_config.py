@@ -1,0 +1,349 @@
+"""monitor.config: the YAML file → Settings, or every problem with file, line and key.
+
+Most cases are tables in tests/data/config/: invalid.yaml (snippet → expected problems) and
+valid.yaml (snippet → expected values). This file holds the cases a table cannot express.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import time as time_of_day
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from monitor.config import (
+    ConsoleChannel,
+    Digest,
+    EmailChannel,
+    Settings,
+    TelegramChannel,
+    load_config,
+    parse_config,
+    summary,
+)
+from monitor.durations import format_duration, format_size, parse_duration, parse_size
+from monitor.errors import ConfigError, ConfigProblem
+
+DATA = Path(__file__).parent / "data" / "config"
+SPEC_EXAMPLE = DATA / "spec_example.yaml"
+TOKEN = "123456789:AAE-secret-token-value_xyz"
+PASSWORD = "correct horse battery staple"
+SPEC_ENV = {"TELEGRAM_BOT_TOKEN": TOKEN, "SMTP_HOST": "smtp.example.org"}
+
+
+def _cases(name: str) -> list[Any]:
+    cases = yaml.safe_load((DATA / name).read_text(encoding="utf-8"))
+    return [pytest.param(case, id=case["name"]) for case in cases]
+
+
+def _problems(text: str, env: dict[str, str] | None = None) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "config.yaml", env or {})
+    return caught.value.problems
+
+
+# ---- the tables ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml"))
+def test_invalid_config_reports_every_problem(case: dict[str, Any]) -> None:
+    problems = _problems(case["config"], case.get("env"))
+    got = [(p.key, p.line, p.message) for p in problems]
+    assert len(problems) == len(case["problems"]), got
+    for problem, (key, line, fragment) in zip(problems, case["problems"], strict=True):
+        assert problem.file == "config.yaml"
+        assert (problem.key, problem.line) == (key, line), got
+        assert fragment in problem.message, got
+
+
+def _render(value: Any) -> Any:
+    """Settings values in the spelling valid.yaml uses."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, time_of_day):
+        return f"{value:%H:%M}"
+    if isinstance(value, tuple):
+        return [_render(item) for item in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if hasattr(value, "items"):
+        return {key: _render(item) for key, item in value.items()}
+    return value
+
+
+def _lookup(settings: Settings, path: str) -> Any:
+    value: Any = settings
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if index:
+            value = value[int(index)]
+        elif hasattr(value, "keys"):
+            value = value[name]
+        else:
+            value = getattr(value, name)
+    return value
+
+
+@pytest.mark.parametrize("case", _cases("valid.yaml"))
+def test_valid_config_loads_as_written(case: dict[str, Any]) -> None:
+    settings = parse_config(case["config"], "config.yaml", case.get("env", {}))
+    for path, expected in case["expect"].items():
+        assert _render(_lookup(settings, path)) == expected, path
+
+
+# ---- the SPEC §2 example -------------------------------------------------------------------------
+
+
+def test_spec_example_loads_cleanly() -> None:
+    settings = load_config(SPEC_EXAMPLE, env=SPEC_ENV)
+
+    assert settings.config_dir == DATA.absolute()
+    assert [feed.name for feed in settings.feeds] == ["aawsat", "sample"]
+    assert settings.feeds[0].interval == timedelta(minutes=5)
+    assert settings.feeds[1].interval == timedelta(minutes=10)  # from defaults.interval
+    assert settings.entities["taiwan"].aliases[2] == "تايوان"
+    taiwan = settings.watchlists["taiwan-red-line"]
+    assert (taiwan.name, taiwan.query, taiwan.notify) == (
+        "taiwan-red-line",
+        "@taiwan AND @red-line",
+        ("analysts", "desk"),
+    )
+    china = settings.watchlists["china-russia"]
+    assert (china.notify, china.languages, china.feeds) == (("console",), ("ar", "en"), ("aawsat",))
+    analysts, desk = settings.channels["analysts"], settings.channels["desk"]
+    assert isinstance(analysts, TelegramChannel)
+    assert analysts.chat_ids == (-1001234567890,)
+    assert isinstance(desk, EmailChannel)
+    assert desk.digest == Digest(every="daily", at=time_of_day(8, 0), timezone="Europe/London")
+    assert str(desk.digest) == "daily 08:00 Europe/London"
+    assert isinstance(settings.channels["log"], ConsoleChannel)
+    assert settings.telegram is not None
+    assert settings.telegram.token.get_secret_value() == TOKEN
+    assert settings.email is not None
+    assert (settings.email.host, settings.email.port, settings.email.starttls) == (
+        "smtp.example.org",
+        587,
+        True,
+    )
+    assert settings.email.username is None
+    assert settings.email.password is None
+    assert settings.fetch.max_body == 10 * 1024 * 1024
+    assert settings.database.retention == timedelta(days=90)
+
+
+def test_spec_example_without_its_environment_names_both_variables() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(SPEC_EXAMPLE, env={})
+    problems = [(p.key, p.message) for p in caught.value.problems]
+    assert [key for key, _ in problems] == ["telegram.token", "email.host"]
+    assert "TELEGRAM_BOT_TOKEN is not set" in problems[0][1]
+    assert "SMTP_HOST is not set" in problems[1][1]
+
+
+def test_summary_names_everything_and_hides_secrets() -> None:
+    settings = load_config(SPEC_EXAMPLE, env=SPEC_ENV)
+    text = summary(settings)
+    for expected in (
+        "feeds (2)",
+        "aawsat",
+        "https://aawsat.com/feed",
+        "entities (2)",
+        "watchlists (2)",
+        "@taiwan AND @red-line",
+        "→ analysts, desk",
+        "channels (4)",
+        "digest daily 08:00 Europe/London",
+        "telegram ",
+        "token set",
+    ):
+        assert expected in text
+    assert TOKEN not in text
+    assert len(text.splitlines()) < 40
+
+
+# ---- secrets -------------------------------------------------------------------------------------
+
+SECRETS_CONFIG = """
+database:
+  url: postgresql+psycopg://monitor:${DB_PASSWORD}@db.internal/monitor
+telegram:
+  token: ${TELEGRAM_BOT_TOKEN}
+email:
+  host: smtp.example.org
+  username: monitor
+  password: ${SMTP_PASSWORD}
+"""
+SECRETS_ENV = {"TELEGRAM_BOT_TOKEN": TOKEN, "SMTP_PASSWORD": PASSWORD, "DB_PASSWORD": "pg-secret"}
+
+
+def test_secrets_never_appear_in_repr_summary_or_dumps() -> None:
+    settings = parse_config(SECRETS_CONFIG, env=SECRETS_ENV)
+    assert settings.email is not None and settings.email.password is not None
+    assert settings.email.password.get_secret_value() == PASSWORD
+    for text in (
+        repr(settings),
+        str(settings),
+        summary(settings),
+        settings.model_dump_json(exclude={"database"}),
+    ):
+        for secret in (TOKEN, PASSWORD, "pg-secret"):
+            assert secret not in text
+    assert "monitor:***@db.internal" in summary(settings)
+
+
+def test_secrets_never_appear_in_errors() -> None:
+    env = {
+        "TELEGRAM_BOT_TOKEN": "not a token " + PASSWORD,
+        "SMTP_PASSWORD": PASSWORD,
+        "SMTP_PORT": PASSWORD,
+    }
+    text = SECRETS_CONFIG.replace("smtp.example.org", "smtp.example.org\n  port: ${SMTP_PORT}")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "config.yaml", env)
+    message = str(caught.value)
+    assert "telegram.token: does not look like a bot token" in message
+    assert "email.port: expected a whole number (value from ${SMTP_PORT})" in message
+    assert "DB_PASSWORD is not set" in message
+    assert PASSWORD not in message
+
+
+def test_literal_secrets_are_not_echoed_either() -> None:
+    text = "database:\n  url: mysql://u:hunter2@db/x\ntelegram:\n  token: hunter2\n"
+    problems = _problems(text)
+    assert [p.key for p in problems] == ["database.url", "telegram.token"]
+    assert "hunter2" not in str(ConfigError(problems))
+
+
+# ---- files, environment, immutability ------------------------------------------------------------
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert problem.file == str(path)
+    assert problem.line is None
+    assert "cannot read the file: No such file or directory" in problem.message
+
+
+def test_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path)
+
+
+def test_non_utf8_file_reports_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"feeds: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [ConfigProblem(str(path), 2, "", "the file is not UTF-8 text")]
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes("\ufeffwatchlists:\n  w: {query: تايوان}\n".encode())
+    assert load_config(path).watchlists["w"].query == "تايوان"
+
+
+def test_config_dir_is_the_files_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("feeds: [{name: a, url: feeds/a.xml}]\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_config("conf/config.yaml")
+    assert settings.config_dir == tmp_path / "conf"
+    assert settings.config_dir.is_absolute()
+    assert parse_config("{}").config_dir == tmp_path
+
+
+def test_error_text_lists_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("defaults:\n  intervall: 5m\n  timeout: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}:2: defaults.intervall: unknown key 'intervall'; did you mean 'interval'?",
+        f"{path}:3: defaults.timeout: must be longer than 0 (e.g. 30s)",
+    ]
+
+
+def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONITOR_TEST_AGENT", "agent/2.0")
+    monkeypatch.delenv("MONITOR_TEST_UNSET", raising=False)
+    settings = parse_config("fetch: {user_agent: '${MONITOR_TEST_AGENT}'}\n")
+    assert settings.fetch.user_agent == "agent/2.0"
+    with pytest.raises(ConfigError, match="MONITOR_TEST_UNSET is not set"):
+        parse_config("fetch: {user_agent: '${MONITOR_TEST_UNSET}'}\n")
+
+
+def test_keys_are_not_interpolated() -> None:
+    problems = _problems("defaults:\n  ${KEY}: 5m\n", {"KEY": "interval"})
+    assert [(p.key, p.line) for p in problems] == [("defaults.${KEY}", 2)]
+
+
+def test_settings_are_frozen() -> None:
+    settings = parse_config("watchlists:\n  w: {query: taiwan}\n")
+    with pytest.raises(ValidationError):
+        settings.feeds = ()
+    with pytest.raises(ValidationError):
+        settings.watchlists["w"].query = "china"
+    with pytest.raises(TypeError):
+        settings.watchlists["x"] = settings.watchlists["w"]  # type: ignore[index]
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for number in range(1, 9):
+        previous, name = chr(ord("a") + number - 1), chr(ord("a") + number)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    started = time.monotonic()
+    problems = _problems("\n".join(lines) + "\n")
+    assert time.monotonic() - started < 2
+    assert [p.message for p in problems] == [
+        "the file expands to more than 100000 values (aliases?)"
+    ]
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    problems = _problems("a: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert "nested too deeply" in problems[0].message
+
+
+# ---- durations and sizes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("1d 2h", 93600)],
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+    assert parse_duration(format_duration(timedelta(seconds=seconds))) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "0s", "10", "10 minutes", "m", "1m1h", "-1m", "1.5h", "1M"]
+)
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512", 512), ("512B", 512), ("512KB", 524288), ("10MB", 10485760), ("1 GiB", 1 << 30)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+    assert parse_size(format_size(size)) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "10 MBs", "1.5MB", "-1KB", "KB"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)

@@ -169,7 +169,14 @@ class _JsonReport:
             "input": name,
             "title": article.title,
             "matches": [
-                {"watchlist": m.watchlist, "hits": [h._asdict() for h in m.hits]} for m in matches
+                {
+                    "watchlist": m.watchlist,
+                    "hits": [
+                        {"term": h.term, "field": h.field, "start": h.start, "end": h.end}
+                        for h in m.hits
+                    ],
+                }
+                for m in matches
             ],
         }
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -198,8 +205,9 @@ class _TableReport:
             heading.append(" — ")
             heading.append(article.title)
         table = Table(show_lines=True, expand=True, title=heading, title_justify="left")
-        table.add_column("watchlist", overflow="fold", ratio=1)
-        table.add_column("hits", overflow="fold", ratio=4)
+        widest = max((len(m.watchlist) for m in matches), default=10)
+        table.add_column("watchlist", overflow="fold", min_width=min(widest, 30))
+        table.add_column("hits", overflow="fold", ratio=1)
         for m in matches:
             table.add_row(Text(m.watchlist), _highlighted(article, m))
         self.console.print(table)

@@ -25,7 +25,7 @@ original text only for watchlists that matched.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +165,7 @@ class _Compiler:
 class _FieldScan:
     """Where the keys occur in one field's tokens; positions of units are derived on demand."""
 
-    __slots__ = ("_positions", "_starts", "found", "matcher", "words")
+    __slots__ = ("_positions", "_starts", "found", "matcher", "unit_found", "words")
 
     def __init__(self, words: list[str], matcher: Matcher) -> None:
         self.words = words
@@ -185,6 +185,17 @@ class _FieldScan:
         if matcher._automaton is not None and words:
             self._scan_automaton(found)
         self.found = found
+        # unit → its keys found here; an Arabic unit has up to 24 keys, usually one is found
+        unit_found: dict[int, list[int]] = {}
+        key_units = matcher._key_units
+        for key in found:
+            for unit in key_units[key]:
+                keys = unit_found.get(unit)
+                if keys is None:
+                    unit_found[unit] = [key]
+                else:
+                    keys.append(key)
+        self.unit_found = unit_found
 
     def _scan_automaton(self, found: dict[int, list[Any]]) -> None:
         # Only the end offsets are kept here; `positions` turns them into token positions for the few
@@ -208,10 +219,8 @@ class _FieldScan:
         out: list[tuple[int, int]] = []
         key_info = self.matcher._key_info
         words = self.words
-        for key in self.matcher._unit_keys[unit]:
-            at = self.found.get(key)
-            if not at:
-                continue
+        for key in self.unit_found.get(unit, ()):
+            at = self.found[key]
             length, kind = key_info[key]
             if kind == EXACT:
                 out.extend((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)) for i in at)
@@ -501,16 +510,16 @@ class WatchlistRule:
 class _Compiled:
     name: str
     root: _Node
-    could_match: Callable[[set[int]], bool]
+    could_match: Callable[[Set[int]], bool]
     languages: frozenset[str]
     feeds: frozenset[str]
 
 
-def _test_function(root: _Node) -> Callable[[set[int]], bool]:
+def _test_function(root: _Node) -> Callable[[Set[int]], bool]:
     # The expression holds only unit numbers, `in`, `and`, `or` and booleans: nothing from the query
     # text reaches the code, so compiling it is safe. It is ~10× faster than walking the tree.
     code = compile(f"lambda P: {root.test_expr()}", "<watchlist>", "eval")
-    function: Callable[[set[int]], bool] = eval(code, {"__builtins__": {}})
+    function: Callable[[Set[int]], bool] = eval(code, {"__builtins__": {}})
     return function
 
 
@@ -571,10 +580,7 @@ class Matcher:
         """Every watchlist the article matches, in compile order, each with its hits."""
         texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
         scans = {field: _FieldScan(text.tokens, self) for field, text in texts.items()}
-        key_units = self._key_units
-        present: set[int] = set()
-        for scan in scans.values():
-            present.update(*map(key_units.__getitem__, scan.found))
+        present = scans["title"].unit_found.keys() | scans["body"].unit_found.keys()
         candidates: set[int] = set(self._always)
         candidates.update(*filter(None, map(self._anchored.get, present)))
         if not candidates:

@@ -1,0 +1,175 @@
+"""The command line, run the way users run it: `monitor check` and `monitor match`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from httpserver import LoopbackServer
+from typer.testing import CliRunner
+
+from monitor.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = ROOT / "config.example.yaml"
+REFERENCE = ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt"
+WATCHLISTS = """
+entities:
+  taiwan: {aliases: ["Taiwan", "تايوان", "台湾"]}
+  red-line: {aliases: ["red line", "خط أحمر", "红线"]}
+watchlists:
+  taiwan-red-line: {query: "@taiwan AND @red-line"}
+  russia: {query: "روسيا OR Russia"}
+"""
+
+
+def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(WATCHLISTS, encoding="utf-8")
+    return path
+
+
+def test_check_prints_a_summary_of_the_example_config() -> None:
+    code, out, _ = run("--config", str(EXAMPLE_CONFIG), "check")
+    assert code == 0
+    assert "taiwan-red-line" in out and "@taiwan AND @red-line" in out
+    assert out.rstrip().endswith("OK")
+
+
+def test_check_lists_every_error_with_file_line_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "watchlists:\n"
+        "  a: {query: '@nope AND x'}\n"
+        "  b: {query: 'x AND'}\n"
+        "feeds:\n"
+        "  - {name: f, url: 'https://example.org/feed', intervall: 5m}\n",
+        encoding="utf-8",
+    )
+    code, out, err = run("--config", str(bad), "check")
+    assert code == 2
+    assert out == ""
+    assert f"{bad}:2: watchlists.a.query:" in err and "unknown entity @nope" in err
+    assert f"{bad}:3: watchlists.b.query:" in err and "column 3" in err
+    assert f"{bad}:5: feeds[0].intervall:" in err
+    assert "3 problems" in err
+
+
+def test_check_names_a_missing_config(tmp_path: Path) -> None:
+    code, _, err = run("--config", str(tmp_path / "none.yaml"), "check")
+    assert code == 2
+    assert "none.yaml" in err and "MONITOR_CONFIG" in err
+
+
+def test_match_json_on_the_reference_article(config: Path) -> None:
+    code, out, _ = run("--config", str(config), "match", "--json", str(REFERENCE))
+    assert code == 0
+    (line,) = out.splitlines()
+    record = json.loads(line)
+    assert record["input"] == str(REFERENCE)
+    assert record["title"].startswith("بعد لقائه مستشار الأمن القومي")
+    assert [m["watchlist"] for m in record["matches"]] == ["taiwan-red-line", "russia"]
+    body = REFERENCE.read_text("utf-8").split("\n", 1)[1].lstrip("\n")
+    hits = record["matches"][0]["hits"]
+    assert set(hits[0]) == {"term", "field", "start", "end"}
+    assert [(h["term"], body[h["start"] : h["end"]]) for h in hits] == [
+        ("تايوان", "تايوان"),
+        ("تايوان", "تايوان"),
+        ("خط أحمر", "خط أحمر"),
+    ]
+
+
+def test_match_table_highlights_the_hits(config: Path) -> None:
+    code, out, _ = run("--config", str(config), "match", str(REFERENCE))
+    assert code == 0
+    assert "taiwan-red-line" in out
+    assert "خط أحمر" in out and "قضية تايوان" in out
+    assert "1 of 1 item matched (2 watchlists)" in out
+
+
+def test_match_reports_a_missing_input_and_still_matches_the_others(
+    config: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "latin1.txt"
+    broken.write_bytes("Taïwan red line\n\xe9t\xe9".encode("latin-1"))
+    code, out, err = run(
+        "--config", str(config), "match", "--json", "missing.txt", str(broken), str(REFERENCE)
+    )
+    assert code == 1
+    assert "missing.txt" in err and "no such file" in err
+    assert "latin1.txt" in err
+    assert "2 of 3 inputs failed" in err
+    assert [json.loads(line)["input"] for line in out.splitlines()] == [str(REFERENCE)]
+
+
+def test_match_reads_standard_input(config: Path) -> None:
+    code, out, _ = run(
+        "--config", str(config), "match", "--json", "-", stdin=b"Taipei\nTaiwan, a red line"
+    )
+    assert code == 0
+    record = json.loads(out)
+    assert record["input"] == "-"
+    assert record["matches"][0]["watchlist"] == "taiwan-red-line"
+
+
+def test_match_a_feed_url_item_by_item(tmp_path: Path, http_server: LoopbackServer) -> None:
+    feed = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        "<item><title>قضية تايوان</title><description>أول خط أحمر</description></item>"
+        "<item><title>Weather</title><description>Sunny</description></item>"
+        "</channel></rss>"
+    )
+    http_server.respond(
+        "/feed.xml", body=feed.encode(), headers={"Content-Type": "application/rss+xml"}
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(WATCHLISTS + "fetch: {allow_private: true}\n", encoding="utf-8")
+    code, out, _ = run("--config", str(config), "match", "--json", http_server.url("/feed.xml"))
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["title"] for r in records] == ["قضية تايوان", "Weather"]
+    assert [m["watchlist"] for m in records[0]["matches"]] == ["taiwan-red-line"]
+    assert records[0]["matches"][0]["hits"][0]["field"] == "title"
+    assert records[1]["matches"] == []
+
+
+def test_match_refuses_a_private_url_by_default(config: Path, http_server: LoopbackServer) -> None:
+    code, _, err = run("--config", str(config), "match", http_server.url("/etag"))
+    assert code == 1
+    assert "127.0.0.1" in err or "private" in err or "not allowed" in err
+    assert http_server.requests == []
+
+
+def test_installed_console_script_runs_the_quick_start() -> None:
+    """The README's run command, as a real process."""
+    env = {**os.environ, "COLUMNS": "120"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "--config",
+            str(EXAMPLE_CONFIG),
+            "match",
+            str(REFERENCE),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "taiwan-red-line" in result.stdout
+    assert "خط أحمر" in result.stdout

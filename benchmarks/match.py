@@ -38,11 +38,19 @@ ENTITIES = {
 }
 
 
+ARTICLE_SOURCES = ("articles/ar/ant-multisource", "articles/en/bbc-fulltext")
+
+
+def _article_files(corpus: Path, sub: str) -> list[Path]:
+    files = sorted(p for p in (corpus / sub).rglob("*.txt") if p.name != "README.TXT")
+    return files[::2]  # every other file; the rest is held out for the vocabulary
+
+
 def load_articles(corpus: Path, limit: int) -> list[Article]:
     """Real texts joined into ~5 KB articles, alternating Arabic and English."""
     pools = []
-    for sub in ("articles/ar/ant-multisource", "articles/en/bbc-fulltext"):
-        files = sorted(p for p in (corpus / sub).rglob("*.txt") if p.name != "README.TXT")
+    for sub in ARTICLE_SOURCES:
+        files = _article_files(corpus, sub)
         pools.append([p.read_text(encoding="utf-8", errors="replace") for p in files])
     articles: list[Article] = []
     cursors = [0, 0]
@@ -62,12 +70,17 @@ def load_articles(corpus: Path, limit: int) -> list[Article]:
 
 def vocabulary(corpus: Path) -> tuple[list[str], list[str], list[str], list[str]]:
     """Arabic and English words past the 1,000 most frequent (the names and topic words a watchlist
-    would name, not "said" or "government"), and two-word phrases past the 5,000 most frequent, all
-    from the whole corpus of articles."""
+    would name, not "said" or "government"), and two-word phrases past the 5,000 most frequent.
+
+    They come from the corpus's articles *other than* those matched, so that how often a watchlist
+    matches reflects how common its words are, not that it was made from the very same texts."""
     counts: Counter[str] = Counter()
     bigrams: Counter[str] = Counter()
+    matched = {p for sub in ARTICLE_SOURCES for p in _article_files(corpus, sub)}
     for sub in ("articles/ar", "articles/en"):
         for path in sorted((corpus / sub).rglob("*.txt")):
+            if path in matched:
+                continue
             words = tokens(path.read_text(encoding="utf-8", errors="replace"))
             counts.update(words)
             bigrams.update(f"{x} {y}" for x, y in pairwise(words))

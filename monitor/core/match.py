@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from itertools import compress, count
 from typing import Any
 
 import ahocorasick
@@ -174,14 +175,15 @@ class _FieldScan:
         self._starts: list[int] | None = None
         # key number → token indices (whole-token keys) or haystack end offsets (automaton keys)
         found: dict[int, list[Any]] = {}
-        get = matcher._whole_keys.get
-        for i, key in enumerate(map(get, words)):
-            if key is not None:
-                at = found.get(key)
-                if at is None:
-                    found[key] = [i]
-                else:
-                    at.append(i)
+        token_keys: list[Any] = list(map(matcher._whole_keys.get, words))
+        # Key numbers start at 1, so `compress` (in C) skips the tokens that are no key at all.
+        for i in compress(count(), token_keys):
+            key = token_keys[i]
+            at = found.get(key)
+            if at is None:
+                found[key] = [i]
+            else:
+                at.append(i)
         if matcher._automaton is not None and words:
             self._scan_automaton(found)
         self.found = found
@@ -190,11 +192,11 @@ class _FieldScan:
         key_units = matcher._key_units
         for key in found:
             for unit in key_units[key]:
-                keys = unit_found.get(unit)
-                if keys is None:
+                unit_keys = unit_found.get(unit)
+                if unit_keys is None:
                     unit_found[unit] = [key]
                 else:
-                    keys.append(key)
+                    unit_keys.append(key)
         self.unit_found = unit_found
 
     def _scan_automaton(self, found: dict[int, list[Any]]) -> None:
@@ -273,6 +275,11 @@ class _Node:
         whenever the node could match: a cheap necessary condition evaluated before `evaluate`."""
         raise NotImplementedError
 
+    def required(self) -> tuple[frozenset[int], bool]:
+        """Units that must all be present for the node to match, and whether that is the whole
+        of `test_expr` (then the compiled test need not run)."""
+        return frozenset(), True
+
 
 class _Never(_Node):
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
@@ -283,6 +290,9 @@ class _Never(_Node):
 
     def test_expr(self) -> str:
         return "False"
+
+    def required(self) -> tuple[frozenset[int], bool]:
+        return frozenset(), False
 
 
 _NEVER = _Never()
@@ -304,6 +314,9 @@ class _Leaf(_Node):
 
     def test_expr(self) -> str:
         return " and ".join(f"{u} in P" for u in dict.fromkeys(self.units))
+
+    def required(self) -> tuple[frozenset[int], bool]:
+        return frozenset(self.units), True
 
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         out: list[Group] = []
@@ -395,6 +408,15 @@ class _And(_Node):
         parts = [e for c in self.children if (e := c.test_expr()) != "True"]
         return "(" + " and ".join(parts) + ")" if parts else "True"
 
+    def required(self) -> tuple[frozenset[int], bool]:
+        units: frozenset[int] = frozenset()
+        exact = True
+        for child in self.children:
+            child_units, child_exact = child.required()
+            units |= child_units
+            exact = exact and child_exact
+        return units, exact
+
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         occurrences: list[Group] = []
         for child in self.children:
@@ -426,6 +448,16 @@ class _Or(_Node):
             return "True"
         return "(" + " or ".join(f"({p})" for p in parts) + ")" if parts else "False"
 
+    def required(self) -> tuple[frozenset[int], bool]:
+        if not self.children:
+            return frozenset(), False
+        units, exact = self.children[0].required()
+        if len(self.children) > 1:
+            for child in self.children[1:]:
+                units &= child.required()[0]
+            exact = False
+        return units, exact
+
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         matched = False
         occurrences: list[Group] = []
@@ -452,6 +484,9 @@ class _Near(_Node):
 
     def test_expr(self) -> str:
         return _And((self.left, self.right)).test_expr()
+
+    def required(self) -> tuple[frozenset[int], bool]:
+        return _And((self.left, self.right)).required()
 
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         ok, lefts = self.left.evaluate(ctx)
@@ -532,19 +567,22 @@ class Matcher:
 
     def __init__(self, compiler: _Compiler, watchlists: list[_Compiled]) -> None:
         self._watchlists = watchlists
-        anchored: dict[int, list[int]] = {}
-        always: list[int] = []
+        # unit → (watchlist index, units that must be present too, whether that is the whole test)
+        anchored: dict[int, list[tuple[int, frozenset[int], bool]]] = {}
+        always: list[tuple[int, frozenset[int], bool]] = []
         for index, w in enumerate(watchlists):
+            required, exact = w.root.required()
             anchors = w.root.anchors(compiler.unit_forms)
             if anchors is None:
-                always.append(index)
+                always.append((index, required, exact))
             else:
                 for unit in anchors:
-                    anchored.setdefault(unit, []).append(index)
-        self._anchored = {unit: tuple(ws) for unit, ws in anchored.items()}
+                    entry = (index, required - {unit}, exact)
+                    anchored.setdefault(unit, []).append(entry)
+        self._anchored = {unit: tuple(entries) for unit, entries in anchored.items()}
+        self._always = tuple(always)
         # Kept apart from the watchlists: the per-article loop touches only this list for most.
         self._could_match = [w.could_match for w in watchlists]
-        self._always = tuple(always)
         self._build_keys(compiler)
 
     @property
@@ -581,8 +619,16 @@ class Matcher:
         texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
         scans = {field: _FieldScan(text.tokens, self) for field, text in texts.items()}
         present = scans["title"].unit_found.keys() | scans["body"].unit_found.keys()
-        candidates: set[int] = set(self._always)
-        candidates.update(*filter(None, map(self._anchored.get, present)))
+        could_match = self._could_match
+        candidates: set[int] = set()
+        for entries in filter(None, map(self._anchored.get, present)):
+            for index, required, exact in entries:
+                # A subset test in C settles most watchlists without running their compiled test.
+                if required <= present and (exact or could_match[index](present)):
+                    candidates.add(index)
+        for index, required, exact in self._always:
+            if required <= present and (exact or could_match[index](present)):
+                candidates.add(index)
         if not candidates:
             return []
 
@@ -591,10 +637,7 @@ class Matcher:
         ctx = _Context(scans, language, source)
         hits = _HitMapper(texts)
         matches = []
-        could_match = self._could_match
         for index in sorted(candidates):
-            if not could_match[index](present):
-                continue
             w = self._watchlists[index]
             # A filter on language or feed applies only when the article's is known.
             if w.languages and language and language not in w.languages:
@@ -613,8 +656,8 @@ class Matcher:
         """
         whole: dict[str, int] = {}
         partial: dict[str, int] = {}
-        key_info: list[tuple[int, int]] = []
-        key_units: list[list[int]] = []
+        key_info: list[tuple[int, int]] = [(0, EXACT)]  # number 0 is no key: all keys are truthy
+        key_units: list[list[int]] = [[]]
         unit_keys: list[list[int]] = [[] for _ in compiler.unit_forms]
         for (kind, form), unit in compiler.units.items():
             for surface in proclitic_forms(form) if kind != SUBSTRING else (form,):

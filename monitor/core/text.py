@@ -72,6 +72,7 @@ _NEEDS_FULL_TOKENIZER = re.compile(
 )
 _GRAPHEME = regex.compile(r"\X")
 _CHUNK = regex.compile(r"\S+|\s+")
+_LINE = regex.compile(r"[^\n]*\n|[^\n]+")
 
 
 def normalize(text: str) -> str:
@@ -205,16 +206,19 @@ class _OffsetMap:
             if pos < len(segment):
                 piece(o + pos, len(segment) - pos, segment[pos:])
 
-        if _keeps_length(original):
-            exact_stretch(0, original)
-        else:
-            for chunk in _CHUNK.finditer(original):
-                start, segment = chunk.start(), chunk.group()
-                if _keeps_length(segment):
-                    exact_stretch(start, segment)
-                    continue
+        def narrow(start: int, segment: str, splitter: list[regex.Pattern[str]]) -> None:
+            # Narrow down to what changes length: the whole text, else line by line, else word
+            # by word, else grapheme by grapheme (one NBSP must not send a whole article there).
+            if _keeps_length(segment):
+                exact_stretch(start, segment)
+            elif splitter:
+                for part in splitter[0].finditer(segment):
+                    narrow(start + part.start(), part.group(), splitter[1:])
+            else:
                 for g in _GRAPHEME.finditer(segment):
                     piece(start + g.start(), len(g.group()), normalize(g.group()))
+
+        narrow(0, original, [_LINE, _CHUNK])
         return cls(norm, orig, norm_len, orig_len)
 
     def _locate(self, offset: int) -> int:

@@ -6,7 +6,9 @@
     ├── InputError         an input of `monitor match` is missing or cannot be decoded
     ├── FetchError         an HTTP fetch or local read failed (timeout, status, body too large …)
     │   └── UnsafeURLError the URL or an address it resolves to is refused (scheme, private address)
-    └── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
+    ├── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
+    └── StoreError         the database cannot be opened or a storage operation failed
+        └── SchemaVersionError  the schema is newer than this code, or older and not upgraded
 
 Third-party exceptions are translated at the boundary (`raise FetchError(...) from exc`), so callers
 only ever catch these.
@@ -82,3 +84,13 @@ class UnsafeURLError(FetchError):
 
 class FeedParseError(MonitorError):
     """The fetched bytes are not a feed we accept."""
+
+
+class StoreError(MonitorError):
+    """The database cannot be opened, or a statement failed (locked past the busy timeout, disk
+    full, connection lost …). Raised by `monitor.store`; the SQLAlchemy error is its `__cause__`."""
+
+
+class SchemaVersionError(StoreError):
+    """The database schema does not match this code: newer (refuse to start) or older and not
+    upgraded (run `monitor db upgrade`)."""

@@ -6,9 +6,13 @@ Exit codes: 0 ok, 1 runtime failure (e.g. an input could not be read), 2 bad usa
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -147,6 +151,266 @@ def match(
     if failed:
         stderr.print(f"{failed} of {len(inputs)} input{'s' if len(inputs) != 1 else ''} failed")
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    stderr.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+@app.command()
+def once(
+    ctx: typer.Context,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any feed failed (default: exit 0).")
+    ] = False,
+) -> None:
+    """Poll every feed once, match, deliver what is due, and exit (cron-friendly)."""
+    from monitor.daemon import AlreadyRunningError, Service, configure_logging, sqlite_lock
+    from monitor.errors import MonitorError
+
+    settings = _load_settings(ctx)
+    configure_logging(settings.service.log_format, level=logging.ERROR)  # the summary lists failures
+    try:
+        with sqlite_lock(settings.database.url) as alone:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=alone)
+            results, delivered = asyncio.run(_once(service))
+    except (AlreadyRunningError, MonitorError) as exc:
+        raise _fail(str(exc)) from None
+    failed = [r for r in results if r.failed]
+    counts = Counter(r.status for r in results)
+    new = sum(r.new_items for r in results)
+    updated = sum(r.updated_items for r in results)
+    alerts = sum(r.alerts for r in results)
+    parts = [f"{counts[s]} {label}" for s, label in _STATUS_LABELS if counts[s]]
+    stderr.print(
+        f"polled {len(results)} feed{'s' if len(results) != 1 else ''}: {', '.join(parts) or 'none'}; "
+        f"{new} new and {updated} updated items; {alerts} alerts queued, {delivered.sent} sent"
+        + (f", {delivered.retried} to retry" if delivered.retried else "")
+        + (f", {delivered.failed} given up" if delivered.failed else "")
+    )
+    for result in failed:
+        stderr.print(f"  [red]failed[/red] {escape(result.feed)}: {escape(result.error or '')}")
+    if failed and strict:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+_STATUS_LABELS = (
+    ("ok", "with news"),
+    ("unchanged", "unchanged"),
+    ("not_modified", "not modified"),
+    ("retry_later", "asked us to wait"),
+    ("error", "failed"),
+)
+
+
+async def _once(service: Any) -> tuple[list[Any], Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("", total=None)
+            results = await service.poll_all(
+                on_result=lambda r: progress.update(task, advance=1, description=r.feed),
+                total=lambda n: progress.update(task, total=n),
+            )
+        delivered = await service.deliver_tick()
+    finally:
+        await service.close()
+    return results, delivered
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """The daemon: poll on schedule, match, deliver, serve /healthz and /metrics. SIGTERM stops it."""
+    from monitor.daemon import (
+        AlreadyRunningError,
+        Service,
+        configure_logging,
+        run_forever,
+        sqlite_lock,
+    )
+    from monitor.errors import MonitorError
+
+    settings = _load_settings(ctx)
+    configure_logging(settings.service.log_format)
+    try:
+        with sqlite_lock(settings.database.url) as alone:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=alone)
+            asyncio.run(run_forever(service))
+    except (AlreadyRunningError, MonitorError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def feeds(ctx: typer.Context) -> None:
+    """The health of each feed: last poll, status, new items, failures, next poll."""
+    from monitor.errors import MonitorError
+    from monitor.store import db, repo
+
+    settings = _load_settings(ctx)
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            db.ensure_schema(engine, upgrade=False)
+            with db.read_session(engine) as session:
+                rows = repo.feed_health(session)
+                counts = repo.alert_counts(session)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(expand=True)
+    for column in ("feed", "last poll UTC", "status", "new", "failures", "next poll UTC", "items"):
+        table.add_column(column, overflow="fold")
+    table.add_column("error", overflow="fold", ratio=1)
+    configured = {f.name for f in settings.feeds}
+    for row in rows:
+        if row.name not in configured and not row.active:
+            continue
+        status = row.last_status or "never polled"
+        style = "red" if row.consecutive_failures else ""
+        table.add_row(
+            Text(row.name),
+            _when(row.last_polled_at),
+            Text(status, style=style),
+            str(row.last_new_items or 0),
+            Text(str(row.consecutive_failures), style=style),
+            _when(row.next_poll_at),
+            str(row.item_count),
+            Text(row.last_error or ""),
+        )
+    Console(highlight=False).print(table)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "empty"
+    Console(highlight=False).print(f"outbox: {summary}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+@app.command()
+def backtest(
+    ctx: typer.Context,
+    watchlist: Annotated[
+        str | None, typer.Argument(help="A watchlist of the config (or use --query).")
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="A query to try instead of a watchlist.")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 30d.")] = "30d",
+    top: Annotated[int, typer.Option("--top", help="How many stories to list.")] = 10,
+) -> None:
+    """What a watchlist (or --query) would have matched in stored items. Nothing is sent."""
+    from monitor.core.match import Matcher, WatchlistRule
+    from monitor.durations import parse_duration
+    from monitor.errors import MonitorError
+    from monitor.model import Article
+    from monitor.store import db, repo
+
+    settings = _load_settings(ctx)
+    if (watchlist is None) == (query is None):
+        raise _fail("give either a WATCHLIST name or --query", EXIT_USAGE)
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise _fail(f"--since: {exc}", EXIT_USAGE) from None
+    if watchlist is not None:
+        if watchlist not in settings.watchlists:
+            known = ", ".join(settings.watchlists) or "none"
+            raise _fail(f"no watchlist {watchlist!r} (watchlists: {known})", EXIT_USAGE)
+        w = settings.watchlists[watchlist]
+        rule = WatchlistRule(w.name, w.query, tuple(w.languages), tuple(w.feeds))
+    else:
+        rule = WatchlistRule("--query", query or "")
+    entities = {name: list(e.aliases) for name, e in settings.entities.items()}
+    try:
+        matcher = Matcher.compile([rule], entities)
+    except QueryError as exc:
+        stderr.print(f"[red]error:[/red] {escape(exc.message)}\n{escape(exc.pointer())}")
+        raise typer.Exit(EXIT_USAGE) from None
+    cutoff = datetime.now(UTC) - window
+    per_day: Counter[str] = Counter()
+    stories: dict[int, tuple[int, Any]] = {}
+    scanned = 0
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            db.ensure_schema(engine, upgrade=False)
+            with db.read_session(engine) as session:
+                for item in repo.items_since(session, cutoff):
+                    scanned += 1
+                    article = Article(
+                        item.title, item.text, item.language, item.feed_name, item.link
+                    )
+                    found = matcher.match(article)
+                    if not found:
+                        continue
+                    day = (item.published_at or item.fetched_at).astimezone(UTC).date().isoformat()
+                    per_day[day] += 1
+                    hits = len(found[0].hits)
+                    if item.story_id not in stories or stories[item.story_id][0] < hits:
+                        stories[item.story_id] = (hits, item)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise _fail(str(exc)) from None
+    out = Console(highlight=False)
+    out.print(
+        f"{rule.name}: {sum(per_day.values())} of {scanned} items since {cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+    if per_day:
+        days = Table(title="matches per day", title_justify="left")
+        days.add_column("day")
+        days.add_column("items", justify="right")
+        for day, count in sorted(per_day.items()):
+            days.add_row(day, str(count))
+        out.print(days)
+        best = Table(title=f"top {top} stories (most hits)", title_justify="left", expand=True)
+        for column in ("hits", "feed", "published", "title"):
+            best.add_column(column, overflow="fold")
+        ranked = sorted(stories.values(), key=lambda pair: -pair[0])[:top]
+        for hits, item in ranked:
+            best.add_row(
+                str(hits), Text(item.feed_name), _when(item.published_at), Text(item.title)
+            )
+        out.print(best)
+
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the schema migrations (run and once also do this by themselves)."""
+    from monitor.errors import MonitorError
+    from monitor.store import db
+
+    settings = _load_settings(ctx)
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            before, after = db.upgrade(engine)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise _fail(str(exc)) from None
+    if before == after:
+        typer.echo(f"database is up to date (revision {after})")
+    else:
+        typer.echo(f"database upgraded from {before or 'empty'} to revision {after}")
 
 
 def _fetch_policy(settings: Settings) -> FetchPolicy:

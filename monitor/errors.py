@@ -7,8 +7,9 @@
     ├── FetchError         an HTTP fetch or local read failed (timeout, status, body too large …)
     │   └── UnsafeURLError the URL or an address it resolves to is refused (scheme, private address)
     ├── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
-    └── StoreError         the database cannot be opened or a storage operation failed
-        └── SchemaVersionError  the schema is newer than this code, or older and not upgraded
+    ├── StoreError         the database cannot be opened or a storage operation failed
+    │   └── SchemaVersionError  the schema is newer than this code, or older and not upgraded
+    └── DeliveryError      a channel could not deliver an alert: temporary (retry) or permanent
 
 Third-party exceptions are translated at the boundary (`raise FetchError(...) from exc`), so callers
 only ever catch these.
@@ -94,3 +95,14 @@ class StoreError(MonitorError):
 class SchemaVersionError(StoreError):
     """The database schema does not match this code: newer (refuse to start) or older and not
     upgraded (run `monitor db upgrade`)."""
+
+
+class DeliveryError(MonitorError):
+    """A notifier could not deliver an alert. `permanent` ones are given up at once with the
+    reason; temporary ones are retried with back-off, no sooner than `retry_after` seconds."""
+
+    def __init__(self, reason: str, *, permanent: bool = False, retry_after: float | None = None):
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(reason)

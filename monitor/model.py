@@ -44,3 +44,25 @@ class Match:
 
     watchlist: str
     hits: tuple[Hit, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert from the outbox, with what a channel needs to show it.
+
+    `recipient` is "" for channels without recipients (console); `hits` are offsets into `body`
+    (title hits carry field "title"); `other_sources` names the other feeds carrying the story.
+    """
+
+    id: int
+    watchlist: str
+    channel: str
+    recipient: str
+    title: str
+    body: str
+    link: str | None
+    source: str
+    published: datetime | None
+    hits: tuple[Hit, ...] = ()
+    other_sources: tuple[str, ...] = ()
+    attempts: int = 0

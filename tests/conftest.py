@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from httpserver import LoopbackServer
@@ -13,3 +16,34 @@ def http_server() -> Iterator[LoopbackServer]:
     """A fresh loopback HTTP server (see tests/httpserver.py), stopped after the test."""
     with LoopbackServer() as server:
         yield server
+
+
+PG_URL = os.environ.get("MONITOR_TEST_DATABASE_URL")
+needs_pg = pytest.mark.skipif(
+    not PG_URL, reason="MONITOR_TEST_DATABASE_URL is not set: PostgreSQL tests skipped"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'monitor.db'}"
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from monitor.store.db import make_engine
+
+    assert PG_URL is not None
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.engine.dispose()

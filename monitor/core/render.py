@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
-from monitor.model import Hit
+from monitor.model import Alert, Hit
 
 SNIPPET_CHARS = 200
 
@@ -76,3 +77,50 @@ def _merge(marks: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
         else:
             merged.append((start, end))
     return tuple(merged)
+
+
+def alert_text(alert: Alert, emphasis: tuple[str, str] = ("*", "*")) -> str:
+    """The plain-text form of an alert (console, and the text part of emails):
+
+        [taiwan-red-line] Title of the item
+        sample · 2023-09-18 10:00 UTC · https://example.org/…
+        …a snippet with *hits* marked…
+        also in: bbc-arabic, aljazeera
+
+    Control characters from the feed are removed, so a title cannot add lines or move the cursor.
+    """
+    lines = [f"[{alert.watchlist}] {_one_line(alert.title) or '(no title)'}"]
+    meta = [alert.source]
+    if alert.published is not None:
+        meta.append(alert.published.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    if alert.link:
+        meta.append(_one_line(alert.link))
+    lines.append(" · ".join(meta))
+    body_hits = [h for h in alert.hits if h.field == "body"]
+    title_only = not body_hits and any(h.field == "title" for h in alert.hits)
+    if body_hits or not title_only:
+        cut = snippet(alert.body, body_hits)
+        text = _marked(_printable(cut.text), cut.marks, emphasis)
+        if text.strip():
+            lines.append(("…" if cut.cut_before else "") + text + ("…" if cut.cut_after else ""))
+    if alert.other_sources:
+        lines.append("also in: " + ", ".join(alert.other_sources))
+    return "\n".join(lines)
+
+
+def _marked(text: str, marks: tuple[tuple[int, int], ...], emphasis: tuple[str, str]) -> str:
+    out, pos = [], 0
+    for start, end in marks:
+        out += [text[pos:start], emphasis[0], text[start:end], emphasis[1]]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _printable(text: str) -> str:
+    # Same length as the input, so that snippet marks stay valid.
+    return "".join(c if c.isprintable() or c == " " else " " for c in text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_printable(text).split())

@@ -1,0 +1,18 @@
+"""Channels that deliver alerts, each behind the one small `Notifier` protocol.
+
+A notifier sends one alert or raises `DeliveryError` (temporary: retried with back-off; permanent:
+given up with the reason). It never touches the database: the outbox decides what to send and
+records what happened.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.model import Alert
+
+
+class Notifier(Protocol):
+    async def send(self, alert: Alert) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,162 @@
+"""The sender: claim due alerts from the outbox, deliver each through its channel, record the result.
+
+Delivery is at-least-once with the (story, watchlist, channel, recipient) key making repeats
+impossible in normal operation: an alert is claimed under a lease (timed by the database clock), sent,
+then marked sent. A crash between the send and the mark leaves the lease to expire, and the alert
+is sent again after restart — the only case of a duplicate. A failure is retried with exponential
+back-off and full jitter; a permanent failure, or the last of `MAX_ALERT_ATTEMPTS`, is recorded as
+given up with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
+from monitor.errors import DeliveryError, StoreError
+from monitor.model import Alert, Hit
+from monitor.notify import Notifier
+from monitor.store import db, repo
+
+log = logging.getLogger("monitor.outbox")
+
+ALERT_LEASE = timedelta(minutes=5)
+
+
+@dataclass
+class DeliveryStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def __iadd__(self, other: DeliveryStats) -> DeliveryStats:
+        self.sent += other.sent
+        self.retried += other.retried
+        self.failed += other.failed
+        return self
+
+
+class Outbox:
+    """Delivers the alerts of the channels it has a notifier for; others wait in the outbox."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        notifiers: Mapping[str, Notifier],
+        *,
+        owner: str,
+        lease: timedelta = ALERT_LEASE,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.notifiers = dict(notifiers)
+        self.owner = owner
+        self.lease = lease
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    async def deliver_due(self, limit: int = 100) -> DeliveryStats:
+        """Deliver every alert that is due, in batches of `limit`, until none is left."""
+        total = DeliveryStats()
+        while True:
+            batch = await asyncio.to_thread(self._claim, limit)
+            if not batch:
+                return total
+            for alert in batch:
+                total += await self._deliver(alert)
+            if len(batch) < limit:
+                return total
+
+    def _claim(self, limit: int) -> list[Alert]:
+        with db.transaction(self.engine) as session:
+            claimed = repo.claim_due_alerts(
+                session, self.owner, self.lease, limit, channels=tuple(self.notifiers)
+            )
+        return [_alert(a) for a in claimed]
+
+    async def _deliver(self, alert: Alert) -> DeliveryStats:
+        notifier = self.notifiers[alert.channel]
+        try:
+            await notifier.send(alert)
+        except DeliveryError as exc:
+            return await asyncio.to_thread(self._record_failure, alert, exc)
+        except Exception as exc:  # a notifier bug must not stop the others
+            log.exception("alert.crash alert=%s channel=%s", alert.id, alert.channel)
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            return await asyncio.to_thread(self._record_failure, alert, error)
+        await asyncio.to_thread(self._record_sent, alert)
+        log.info(
+            "alert.sent alert=%s channel=%s watchlist=%s", alert.id, alert.channel, alert.watchlist
+        )
+        return DeliveryStats(sent=1)
+
+    def _record_sent(self, alert: Alert) -> None:
+        try:
+            with db.transaction(self.engine) as session:
+                repo.mark_alert_sent(session, alert.id, self.owner, self.clock())
+        except StoreError:
+            # Sent but not recorded: the lease expires and it is sent once more (at-least-once).
+            log.exception("alert.unrecorded alert=%s", alert.id)
+
+    def _record_failure(self, alert: Alert, error: DeliveryError) -> DeliveryStats:
+        attempts = alert.attempts + 1
+        with db.transaction(self.engine) as session:
+            if error.permanent or attempts >= MAX_ALERT_ATTEMPTS:
+                reason = (
+                    error.reason
+                    if error.permanent
+                    else f"gave up after {attempts} attempts: {error.reason}"
+                )
+                repo.mark_alert_failed(session, alert.id, self.owner, reason)
+                log.warning(
+                    "alert.failed alert=%s channel=%s watchlist=%s reason=%r",
+                    alert.id,
+                    alert.channel,
+                    alert.watchlist,
+                    reason,
+                )
+                return DeliveryStats(failed=1)
+            now = self.clock()
+            retry_at = alert_retry_at(now, attempts, self.rng)
+            if error.retry_after is not None:
+                retry_at = max(retry_at, now + timedelta(seconds=error.retry_after))
+            repo.mark_alert_retry(session, alert.id, self.owner, error.reason, retry_at)
+        log.info(
+            "alert.retry alert=%s channel=%s attempt=%s at=%s reason=%r",
+            alert.id,
+            alert.channel,
+            attempts,
+            retry_at.isoformat(),
+            error.reason,
+        )
+        return DeliveryStats(retried=1)
+
+    async def close(self) -> None:
+        for notifier in self.notifiers.values():
+            await notifier.close()
+
+
+def _alert(row: repo.AlertToSend) -> Alert:
+    return Alert(
+        id=row.id,
+        watchlist=row.watchlist,
+        channel=row.channel,
+        recipient=row.recipient,
+        title=row.title,
+        body=row.text,
+        link=row.link,
+        source=row.feed_name,
+        published=row.published_at,
+        hits=tuple(Hit(**h) for h in json.loads(row.hits or "[]")),
+        other_sources=tuple(row.other_feeds),
+        attempts=row.attempts,
+    )

@@ -1,0 +1,359 @@
+"""One poll of one feed: fetch → parse → dedup → store → match → enqueue alerts.
+
+Everything a poll finds — new and updated items, their stories, matches and outbox alerts, and the
+feed's new poll state — is written in ONE transaction, so a crash anywhere loses nothing and repeats
+nothing: either the poll happened (and its alerts are in the outbox) or it did not (and the next
+poll finds the same items again).
+
+Dedup (SPEC §5, `core.dedup`): an item is known by its identity within its feed; seen again with the
+same content hash it is ignored; with a new hash it is stored as an update and re-matched, alerting
+only for watchlists its story did not match before. Items with the same content hash are one story,
+whichever feeds carry them, and a story alerts once per watchlist and recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import Engine
+
+from monitor.config import FeedSettings, Settings
+from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
+from monitor.core.match import Matcher
+from monitor.core.timing import cache_max_age, next_poll, next_poll_after_failure
+from monitor.errors import FeedParseError, FetchError, StoreError
+from monitor.feeds import parse_feed_async
+from monitor.fetch import (
+    FetchPolicy,
+    FetchResult,
+    RetryLaterError,
+    fetch,
+    fetch_local,
+    open_session,
+)
+from monitor.language import detect_language, primary_language
+from monitor.model import Article, Match
+from monitor.store import db, repo
+
+log = logging.getLogger("monitor.pipeline")
+
+Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
+PARSE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll did, for logs, `monitor once` and metrics."""
+
+    feed: str
+    status: str  # ok | not_modified | unchanged | error | retry_later
+    new_items: int = 0
+    updated_items: int = 0
+    alerts: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "error"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    article: Article
+    identity: str
+    content_hash: str
+    matches: list[Match]
+
+
+def routes_for(settings: Settings) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Where each watchlist's alerts go: (channel, recipient) pairs from its `notify` channels."""
+    from monitor.config import EmailChannel, TelegramChannel
+
+    routes: dict[str, tuple[tuple[str, str], ...]] = {}
+    for watchlist in settings.watchlists.values():
+        pairs: list[tuple[str, str]] = []
+        for name in watchlist.notify:
+            channel = settings.channels[name]
+            if isinstance(channel, TelegramChannel):
+                pairs += [(name, str(chat)) for chat in channel.chat_ids]
+            elif isinstance(channel, EmailChannel):
+                pairs += [(name, address) for address in channel.to]
+            else:
+                pairs.append((name, ""))
+        routes[watchlist.name] = tuple(dict.fromkeys(pairs))
+    return routes
+
+
+class Poller:
+    """Polls feeds for one process. Owns its HTTP sessions; `close()` them when done."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        matcher: Matcher,
+        routes: Routes,
+        *,
+        policy: FetchPolicy,
+        base_dir: Path,
+        owner: str,
+        per_host: int = 2,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.matcher = matcher
+        self.routes = routes
+        self.policy = policy
+        self.base_dir = base_dir
+        self.owner = owner
+        self.per_host = per_host
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+
+    def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
+        session = self._sessions.get(policy.allow_private)
+        if session is None or session.closed:
+            session = open_session(policy, limit_per_host=self.per_host)
+            self._sessions[policy.allow_private] = session
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    async def poll(
+        self, state: repo.FeedState, feed: FeedSettings, *, force: bool = False
+    ) -> PollResult:
+        """Poll one claimed feed and record the outcome (this releases its lease)."""
+        now = self.clock()
+        interval = feed.interval
+        policy = replace(self.policy, allow_private=feed.allow_private or self.policy.allow_private)
+        try:
+            result = await self._fetch(feed, state, policy, force=force)
+        except RetryLaterError as exc:
+            # 429/503: the server asked us to wait; that is not a broken feed.
+            at = next_poll_after_failure(
+                now, interval, 0, retry_after_seconds=exc.retry_after, rng=self.rng
+            )
+            return await self._record(state, now, "retry_later", str(exc.reason), at, failed=False)
+        except FetchError as exc:
+            failures = state.consecutive_failures + 1
+            at = next_poll_after_failure(
+                now, interval, failures, retry_after_seconds=None, rng=self.rng
+            )
+            return await self._record(state, now, "error", exc.reason, at, failed=True)
+
+        hints = {"max_age_seconds": cache_max_age(result.headers)}
+        if result.not_modified or result.body is None:
+            at = next_poll(now, interval, rng=self.rng, **hints)
+            return await self._record(
+                state, now, "not_modified", None, at, failed=False, validators=result
+            )
+        body_hash = hashlib.sha256(result.body).hexdigest()
+        if body_hash == state.body_hash and not force:
+            at = next_poll(now, interval, rng=self.rng, **hints)
+            return await self._record(
+                state,
+                now,
+                "unchanged",
+                None,
+                at,
+                failed=False,
+                validators=result,
+                body_hash=body_hash,
+            )
+        try:
+            parsed = await parse_feed_async(
+                result.body,
+                url=result.url,
+                headers=result.headers,
+                fetched_at=now,
+                source=feed.name,
+                timeout=PARSE_TIMEOUT,
+            )
+        except FeedParseError as exc:
+            failures = state.consecutive_failures + 1
+            at = next_poll_after_failure(
+                now, interval, failures, retry_after_seconds=None, rng=self.rng
+            )
+            return await self._record(state, now, "error", str(exc), at, failed=True)
+
+        prepared = await asyncio.to_thread(self._prepare, parsed.articles, feed, parsed.language)
+        at = next_poll(now, interval, ttl_minutes=parsed.ttl, rng=self.rng, **hints)
+        try:
+            outcome = await asyncio.to_thread(
+                self._store, state, prepared, now, at, result, body_hash, parsed.bozo_warning
+            )
+        except StoreError as exc:
+            log.error("poll.store_failed feed=%s error=%s", feed.name, exc)
+            return PollResult(feed.name, "error", error=f"database: {exc}")
+        log.info(
+            "poll.done feed=%s new=%s updated=%s alerts=%s",
+            feed.name,
+            outcome.new_items,
+            outcome.updated_items,
+            outcome.alerts,
+        )
+        return outcome
+
+    async def _fetch(
+        self, feed: FeedSettings, state: repo.FeedState, policy: FetchPolicy, *, force: bool
+    ) -> FetchResult:
+        if not feed.url.startswith(("http://", "https://")) and "://" not in feed.url:
+            return await asyncio.to_thread(fetch_local, feed.url, self.base_dir, policy.max_body)
+        return await fetch(
+            feed.url,
+            policy=policy,
+            session=self._session(policy),
+            etag=None if force else state.etag,
+            last_modified=None if force else state.last_modified,
+        )
+
+    def _prepare(
+        self, articles: Sequence[Article], feed: FeedSettings, feed_language: str | None
+    ) -> list[_Prepared]:
+        """Identity, content hash, language and matches of each item (CPU work, off the loop)."""
+        out = []
+        for article in articles:
+            language = primary_language(article.language or feed.language or feed_language)
+            if language is None:
+                language = detect_language(f"{article.title}\n{article.body}")
+            article = replace(article, language=language, source=feed.name)
+            identity = item_identity(article.guid, article.link, article.title, article.body)
+            out.append(
+                _Prepared(
+                    article,
+                    identity,
+                    content_hash(article.title, article.body),
+                    self.matcher.match(article),
+                )
+            )
+        return out
+
+    def _store(
+        self,
+        state: repo.FeedState,
+        prepared: list[_Prepared],
+        now: datetime,
+        next_at: datetime,
+        fetched: FetchResult,
+        body_hash: str,
+        warning: str | None,
+    ) -> PollResult:
+        new = updated = alerts = 0
+        with db.transaction(self.engine) as session:
+            # In hash order, so that two replicas storing the same stories lock rows in one order.
+            for p in sorted(prepared, key=lambda p: p.content_hash):
+                existing = repo.find_item(session, state.id, p.identity)
+                if existing is not None and existing.content_hash == p.content_hash:
+                    continue
+                story_id, _ = repo.story_for_hash(session, p.content_hash, now)
+                item = _new_item(p, now, story_id)
+                matched_before = repo.watchlists_matched(session, story_id)
+                if existing is not None:
+                    repo.update_item(session, existing.id, item, story_id)
+                    item_id = existing.id
+                    if existing.story_id is not None:
+                        matched_before |= repo.watchlists_matched(session, existing.story_id)
+                    updated += 1
+                else:
+                    inserted = repo.insert_item(session, state.id, item)
+                    if inserted is None:  # another replica stored it first
+                        continue
+                    item_id = inserted
+                    new += 1
+                for m in p.matches:
+                    if m.watchlist in matched_before:
+                        continue  # this story already alerted for this watchlist
+                    hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
+                    if not repo.insert_match(session, story_id, item_id, m.watchlist, hits, now):
+                        continue
+                    for channel, recipient in self.routes.get(m.watchlist, ()):
+                        if repo.enqueue_alert(
+                            session, story_id, item_id, m.watchlist, channel, recipient, now
+                        ):
+                            alerts += 1
+            repo.record_poll(
+                session,
+                state.id,
+                polled_at=now,
+                status="ok",
+                error=None,
+                etag=fetched.etag,
+                last_modified=fetched.last_modified,
+                body_hash=body_hash,
+                new_items=new + updated,
+                next_poll_at=next_at,
+                failed=False,
+                owner=self.owner,
+            )
+        return PollResult(state.name, "ok", new, updated, alerts, warning=warning)
+
+    async def _record(
+        self,
+        state: repo.FeedState,
+        now: datetime,
+        status: str,
+        error: str | None,
+        next_at: datetime,
+        *,
+        failed: bool,
+        validators: FetchResult | None = None,
+        body_hash: str | None = None,
+    ) -> PollResult:
+        def write() -> None:
+            with db.transaction(self.engine) as session:
+                repo.record_poll(
+                    session,
+                    state.id,
+                    polled_at=now,
+                    status=status,
+                    error=error,
+                    etag=validators.etag if validators else state.etag,
+                    last_modified=validators.last_modified if validators else state.last_modified,
+                    body_hash=body_hash or state.body_hash,
+                    new_items=0,
+                    next_poll_at=next_at,
+                    failed=failed,
+                    owner=self.owner,
+                )
+
+        try:
+            await asyncio.to_thread(write)
+        except StoreError as exc:
+            log.error("poll.record_failed feed=%s error=%s", state.name, exc)
+        if failed:
+            log.warning(
+                "poll.failed feed=%s error=%s next=%s", state.name, error, next_at.isoformat()
+            )
+        return PollResult(state.name, status, error=error)
+
+
+def _new_item(p: _Prepared, now: datetime, story_id: int) -> repo.NewItem:
+    a = p.article
+    return repo.NewItem(
+        identity=p.identity,
+        content_hash=p.content_hash,
+        hash_version=HASH_VERSION,
+        title=a.title,
+        text=a.body,
+        html=a.html,
+        link=a.link,
+        author=a.author,
+        published_at=a.published,
+        language=a.language,
+        fetched_at=now,
+        story_id=story_id,
+    )

@@ -1,0 +1,233 @@
+"""Engines, transactions and the schema version (SPEC §8, FAULTS 54–57).
+
+* `make_engine` knows the two supported databases. SQLite runs in WAL with a 10 s busy timeout and
+  foreign keys on; SQLAlchemy, not the sqlite3 module, emits BEGIN, so that a write transaction takes
+  the write lock up front (`BEGIN IMMEDIATE`). A deferred read-then-write transaction could otherwise
+  fail with SQLITE_BUSY_SNAPSHOT instead of waiting (https://sqlite.org/isolation.html). PostgreSQL
+  pings pooled connections before use, so a restarted server costs one reconnect, not a failed poll.
+* `transaction` is one write transaction; `read_session` one read. Both translate SQLAlchemy errors
+  into `StoreError`, so callers catch only our exception tree.
+* `upgrade` and `ensure_schema` run the Alembic migrations shipped in `monitor/store/migrations/` (a
+  Python package, so an installed wheel carries them); no alembic.ini is needed anywhere. A database
+  whose revision this code does not know is newer than the code and is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from monitor.errors import SchemaVersionError, StoreError
+
+__all__ = [
+    "BUSY_TIMEOUT_SECONDS",
+    "alembic_config",
+    "current_revision",
+    "ensure_schema",
+    "head_revision",
+    "make_engine",
+    "read_session",
+    "transaction",
+    "upgrade",
+]
+
+BUSY_TIMEOUT_SECONDS = 10.0
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+_WRITE_OPTION = "monitor_write"  # execution option: this connection's BEGIN is BEGIN IMMEDIATE
+_MIGRATION_LOCK = 7_261_504_118  # pg_advisory_xact_lock key: one replica migrates at a time
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `sqlite:///path` (relative to the cwd) or `postgresql+psycopg://…`.
+
+    A plain `postgresql://` URL gets the psycopg (3) driver. Nothing is connected yet, except that
+    a SQLite file whose directory does not exist is refused here, naming the path.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"database url {url!r} is not valid: {exc}") from exc
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                directory = Path(database).absolute().parent
+                if not directory.is_dir():
+                    raise StoreError(
+                        f"SQLite database {database}: directory {directory} does not exist"
+                    )
+                if not os.access(directory, os.W_OK | os.X_OK):  # WAL adds -wal and -shm files
+                    raise StoreError(
+                        f"SQLite database {database}: directory {directory} is not writable"
+                    )
+            engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        if backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            return create_engine(parsed, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"database url {parsed.render_as_string()}: {exc}") from exc
+    raise StoreError(
+        f"database url {parsed.render_as_string()}: unsupported database {backend!r} "
+        "(use sqlite:///path or postgresql+psycopg://user@host/db)"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 module (it would issue a deferred BEGIN of its own);
+    # `_sqlite_on_begin` emits it instead. COMMIT and ROLLBACK still work as usual.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # In WAL, NORMAL loses no committed transaction to a process crash; a power cut may roll
+        # back the last few, never corrupt the file.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    write = connection.get_execution_options().get(_WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _writer(engine: Engine) -> Engine:
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        # The driver's message, without the SQL and its parameters (whole articles); the full
+        # error stays reachable as __cause__.
+        detail = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip()
+        raise StoreError(f"{what} failed: {detail[:500]}") from exc
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One write transaction: committed when the block ends, rolled back if it raises.
+
+    On SQLite the write lock is taken at BEGIN (waiting up to the busy timeout for another writer).
+    """
+    with _translated("database transaction"), Session(_writer(engine)) as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for reads (one snapshot on SQLite WAL; nothing is committed)."""
+    with _translated("database read"), Session(engine) as session:
+        yield session  # closing the session rolls its transaction back
+
+
+# --- schema version ------------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The Alembic configuration of the shipped migrations, built in memory.
+
+    With `connection`, the migration environment runs on it (inside its transaction). To write a
+    new revision in a checkout: take this config, set its `sqlalchemy.url` to a database at head,
+    and call `alembic.command.revision(config, "what changes", autogenerate=True)`; then edit and
+    review the generated file under `migrations/versions/`.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations have exactly one head"
+    return head
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def _revision_of(connection: Connection) -> str | None:
+    heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise SchemaVersionError(f"database schema has several heads {heads}: fix it by hand")
+    return heads[0] if heads else None
+
+
+def _refuse_if_newer(current: str | None, head: str) -> None:
+    if current is not None and current not in _known_revisions():
+        raise SchemaVersionError(
+            f"database schema is at revision {current}, newer than this monitor (head {head}): "
+            "upgrade monitor"
+        )
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision, None for a database never migrated."""
+    with _translated("reading the schema version"), engine.connect() as connection:
+        return _revision_of(connection)
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Migrate the database to the head revision; return (revision before, revision after).
+
+    One transaction (DDL is transactional on both databases). On PostgreSQL an advisory lock makes
+    replicas that start together migrate one after the other; on SQLite BEGIN IMMEDIATE does.
+    """
+    head = head_revision()
+    with _translated("database upgrade"), _writer(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        before = _revision_of(connection)
+        _refuse_if_newer(before, head)
+        if before != head:
+            command.upgrade(alembic_config(connection), "head")
+    return before, head
+
+
+def ensure_schema(engine: Engine, *, upgrade: bool) -> None:
+    """Refuse a database newer than this code; bring an older one to head, or tell how to.
+
+    Raises `SchemaVersionError` for a newer database, and for an older one when `upgrade` is false.
+    """
+    head = head_revision()
+    current = current_revision(engine)
+    _refuse_if_newer(current, head)
+    if current == head:
+        return
+    if not upgrade:
+        state = "not initialised" if current is None else f"at revision {current}"
+        raise SchemaVersionError(
+            f"database schema is {state}, older than this monitor (head {head}): "
+            "run `monitor db upgrade`"
+        )
+    _upgrade(engine)
+
+
+_upgrade = upgrade  # `ensure_schema`'s keyword shadows the function's name

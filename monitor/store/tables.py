@@ -1,0 +1,210 @@
+"""The schema, as SQLAlchemy Core tables: the shape every migration must arrive at.
+
+Two column types do work that would otherwise be repeated at every call site:
+
+* `UTCDateTime` stores timezone-aware UTC and always gives aware UTC back (SQLite keeps no zone;
+  PostgreSQL answers in the session's zone). A naive datetime is a bug and is refused.
+* `CleanText` and `CleanString` strip NUL, the other C0 controls except tab/LF/CR, and lone
+  surrogates from every value bound to them, in inserts, updates and comparisons alike (FAULTS 9:
+  PostgreSQL refuses NUL, and a lone surrogate cannot be encoded as UTF-8).
+
+Near-duplicate stories (SPEC §5, later) need no change here: an item's story is `items.story_id`,
+independent of its own `content_hash`; `stories.content_hash` is the exact hash that created the story.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "ALERT_STATUSES",
+    "CleanString",
+    "CleanText",
+    "UTCDateTime",
+    "alerts",
+    "clean_text",
+    "feeds",
+    "items",
+    "matches",
+    "metadata",
+    "stories",
+]
+
+ALERT_STATUSES = ("pending", "sent", "failed")
+
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """`value` without C0 controls (tab, LF and CR kept) and lone surrogates."""
+    return _UNSTORABLE.sub("", value)
+
+
+class CleanText(TypeDecorator[str]):
+    """TEXT, cleaned by `clean_text` on the way in."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return value
+
+
+class CleanString(TypeDecorator[str]):
+    """VARCHAR(n) (`CleanString(n)`), cleaned by `clean_text` on the way in."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store takes timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        # SQLite stores text without a zone: keep it naive UTC so that text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A 64-bit key on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", CleanString(200), nullable=False, unique=True),
+    Column("url", CleanText(), nullable=False),
+    # False once the feed leaves the config: kept with its items, never claimed.
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("etag", CleanText()),
+    Column("last_modified", CleanText()),
+    Column("body_hash", String(64)),  # sha256 of the last body: an identical body is not parsed
+    Column("last_polled_at", UTCDateTime()),
+    Column("last_status", String(20)),  # ok | not_modified | error | retry_later
+    Column("last_error", CleanText()),
+    Column("last_new_items", Integer),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("next_poll_at", UTCDateTime(), nullable=False, index=True),
+    Column("lease_owner", CleanString(200)),
+    Column("lease_until", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("content_hash", String(128), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("feed_id", Id, ForeignKey("feeds.id"), nullable=False),
+    # guid, else the cleaned link; long ones are replaced by a digest (see repo._identity_key)
+    Column("identity", CleanText(), nullable=False),
+    Column("content_hash", String(128), nullable=False, index=True),
+    Column("hash_version", SmallInteger, nullable=False),
+    Column("title", CleanText(), nullable=False),
+    Column("text", CleanText(), nullable=False),
+    Column("html", CleanText()),
+    Column("link", CleanText()),
+    Column("author", CleanText()),
+    Column("published_at", UTCDateTime()),
+    Column("language", CleanString(35)),
+    Column("fetched_at", UTCDateTime(), nullable=False, index=True),  # first seen
+    Column("updated_at", UTCDateTime()),  # last content change
+    Column("story_id", Id, ForeignKey("stories.id"), nullable=False, index=True),
+    UniqueConstraint("feed_id", "identity"),
+)
+
+matches = Table(
+    "matches",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("story_id", Id, ForeignKey("stories.id"), nullable=False),
+    Column("item_id", Id, ForeignKey("items.id"), nullable=False, index=True),
+    Column("watchlist", CleanString(200), nullable=False),
+    Column("hits", CleanText(), nullable=False),  # JSON
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("story_id", "watchlist"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("story_id", Id, ForeignKey("stories.id"), nullable=False),
+    Column("item_id", Id, ForeignKey("items.id"), nullable=False, index=True),
+    Column("watchlist", CleanString(200), nullable=False),
+    Column("channel", CleanString(200), nullable=False),
+    Column("recipient", CleanString(320), nullable=False, server_default=""),
+    Column("status", String(10), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", CleanText()),
+    Column("lease_owner", CleanString(200)),
+    Column("lease_until", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # SPEC §6: a story alerts once per watchlist per recipient (of each channel).
+    UniqueConstraint("story_id", "watchlist", "channel", "recipient"),
+    CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
+    Index("ix_alerts_status_next_attempt_at", "status", "next_attempt_at"),
+)

@@ -1,0 +1,438 @@
+"""The daemon end to end on real parts: feeds served on loopback, a real database (SQLite, and
+PostgreSQL when MONITOR_TEST_DATABASE_URL is set), the outbox and its sender. Only the channel is an
+in-memory fake here (the console channel is tested as a real process below)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from httpserver import LoopbackServer
+from sqlalchemy import select
+
+from monitor.config import Settings, parse_config
+from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
+from monitor.errors import DeliveryError
+from monitor.model import Alert
+from monitor.store import db
+from monitor.store.tables import alerts, feeds, items, stories
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss(*entries: tuple[str, str, str]) -> bytes:
+    """A small RSS feed of (guid, title, description) items."""
+    body = "".join(
+        f"<item><guid isPermaLink='false'>{g}</guid><title>{t}</title>"
+        f"<link>https://example.org/{g}</link><description>{d}</description>"
+        "<pubDate>Mon, 18 Sep 2023 08:00:00 GMT</pubDate></item>"
+        for g, t, d in entries
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        f"{body}</channel></rss>"
+    ).encode()
+
+
+REFERENCE = ("ref-1", "وزير الخارجية الصيني يتوجه إلى روسيا", "قضية تايوان هي «أول خط أحمر»")
+WEATHER = ("wx-1", "Weather", "Sunny all week")
+
+
+class Feed:
+    """A feed served by the loopback server with ETag / 304 support; its body can change."""
+
+    def __init__(self, server: LoopbackServer, path: str, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+        self.headers: dict[str, str] = {}
+        self.requests: list[dict[str, str]] = []
+        self.url = server.url(path)
+        server.route(path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.headers))
+        if self.status != 200:
+            return web.Response(status=self.status, headers=self.headers)
+        etag = f'"{hash(self.body) & 0xFFFFFFFF:x}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            body=self.body, headers={"ETag": etag, "Content-Type": "application/rss+xml"}
+        )
+
+
+class RecordingNotifier:
+    """The in-memory channel: records what it was asked to send; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+        self.fail_with: DeliveryError | None = None
+
+    async def send(self, alert: Alert) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        return None
+
+
+def settings_for(
+    database_url: str, feeds_yaml: str, tmp_path: Path, listen: str = "null"
+) -> Settings:
+    text = textwrap.dedent(
+        f"""
+        database: {{url: "{database_url}"}}
+        fetch: {{allow_private: true}}
+        service: {{listen: {listen}}}
+        entities:
+          taiwan: {{aliases: ["Taiwan", "تايوان"]}}
+          red-line: {{aliases: ["red line", "خط أحمر"]}}
+        watchlists:
+          taiwan-red-line: {{query: "@taiwan AND @red-line"}}
+          russia: {{query: "روسيا OR Russia"}}
+          sunny: {{query: "sunny"}}
+        feeds:
+        """
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text + textwrap.indent(feeds_yaml.strip(), "  ") + "\n", "utf-8")
+    return parse_config(config.read_text("utf-8"), str(config))
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+def service_for(settings: Settings, notifier: RecordingNotifier) -> Service:
+    service = Service.build(settings, notifiers={"console": notifier})
+    service.prepare(now=datetime.now(UTC), alone=True)
+    return service
+
+
+def poll_and_deliver(settings: Settings, notifier: RecordingNotifier) -> list[Any]:
+    """One `monitor once` in process: poll every feed, deliver, close."""
+
+    async def go() -> list[Any]:
+        service = service_for(settings, notifier)
+        try:
+            results = await service.poll_all()
+            await service.deliver_tick()
+            return results
+        finally:
+            await service.close()
+
+    return asyncio.run(go())
+
+
+def rows(settings: Settings, table: Any) -> list[Any]:
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.read_session(engine) as session:
+            return list(session.execute(select(table)).mappings())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as s:
+        yield s
+
+
+def test_first_poll_stores_and_alerts_then_304_does_nothing(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+
+    (first,) = poll_and_deliver(settings, notifier)
+    assert (first.status, first.new_items, first.alerts) == ("ok", 2, 3)
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
+    alert = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
+    assert alert.title == REFERENCE[1] and alert.source == "a"
+    assert [alert.body[h.start : h.end] for h in alert.hits] == ["تايوان", "خط أحمر"]
+    assert len(rows(settings, items)) == 2
+
+    (second,) = poll_and_deliver(settings, notifier)
+    assert second.status == "not_modified"
+    assert feed.requests[-1].get("If-None-Match")  # conditional GET
+    assert len(notifier.sent) == 3
+    assert len(rows(settings, items)) == 2
+    assert [r["status"] for r in rows(settings, alerts)] == ["sent"] * 3
+
+
+def test_changed_item_is_an_update_and_alerts_only_for_new_watchlists(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    poll_and_deliver(settings, notifier)
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
+
+    guid, title, body = REFERENCE
+    feed.body = rss((guid, title, body + " Sunny weather in Taipei."))
+    (result,) = poll_and_deliver(settings, notifier)
+    assert (result.status, result.new_items, result.updated_items) == ("ok", 0, 1)
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
+    (item,) = rows(settings, items)
+    assert "Sunny weather" in item["text"]
+
+
+def test_same_article_in_two_feeds_is_one_story_and_one_alert(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    guid, title, body = REFERENCE
+    one = Feed(server, "/one.xml", rss((guid, title, body)))
+    two = Feed(server, "/two.xml", rss(("other-guid", title, body)))
+    settings = settings_for(
+        database_url,
+        f"- {{name: one, url: '{one.url}'}}\n- {{name: two, url: '{two.url}'}}",
+        tmp_path,
+    )
+    poll_and_deliver(settings, notifier)
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
+    assert len(rows(settings, stories)) == 1
+    assert len(rows(settings, items)) == 2
+    # the alert names the other feed that carries the story
+    taiwan = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
+    assert {taiwan.source, *taiwan.other_sources} == {"one", "two"}
+
+
+def test_same_guid_repeated_in_a_feed_is_stored_once(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE, REFERENCE, WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    (result,) = poll_and_deliver(settings, notifier)
+    assert result.new_items == 2
+    assert len(notifier.sent) == 3
+
+
+def test_retry_after_sets_the_next_poll_and_is_not_a_failure(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", b"", status=429)
+    feed.headers = {"Retry-After": "120"}
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    before = datetime.now(UTC)
+    (result,) = poll_and_deliver(settings, notifier)
+    assert result.status == "retry_later"
+    (row,) = rows(settings, feeds)
+    assert row["consecutive_failures"] == 0
+    assert row["next_poll_at"] >= before + timedelta(seconds=120)
+
+
+def test_server_error_backs_off_and_a_broken_body_keeps_stored_items(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    poll_and_deliver(settings, notifier)
+
+    feed.status = 500
+    (result,) = poll_and_deliver(settings, notifier)
+    assert result.status == "error" and "500" in (result.error or "")
+    feed.status = 200
+    feed.body = b"<html><head><title>Login</title></head><body>Sign in</body></html>"
+    before = datetime.now(UTC)
+    (result,) = poll_and_deliver(settings, notifier)
+    assert result.status == "error" and "not a feed" in (result.error or "")
+    (row,) = rows(settings, feeds)
+    assert row["consecutive_failures"] == 2
+    assert row["next_poll_at"] > before + timedelta(minutes=10)  # backed off past the interval
+    assert len(rows(settings, items)) == 1
+
+
+def test_delivery_failures_are_retried_then_given_up_with_the_reason(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    notifier.fail_with = DeliveryError("channel down")
+    poll_and_deliver(settings, notifier)
+    (alert,) = rows(settings, alerts)
+    assert alert["status"] == "pending" and alert["attempts"] == 1
+    assert alert["last_error"] == "channel down"
+    assert alert["next_attempt_at"] > datetime.now(UTC)
+
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.transaction(engine) as session:  # make it due now
+            session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
+    finally:
+        engine.dispose()
+    notifier.fail_with = DeliveryError("chat not found", permanent=True)
+    poll_and_deliver(settings, notifier)
+    (alert,) = rows(settings, alerts)
+    assert alert["status"] == "failed" and alert["last_error"] == "chat not found"
+    assert notifier.sent == []
+
+
+def test_run_polls_delivers_serves_health_and_stops(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+
+    async def go() -> None:
+        service = service_for(settings, notifier)
+        stop = asyncio.Event()
+        original = service.outbox.deliver_due
+
+        async def deliver_then_stop(limit: int = 100) -> Any:
+            stats = await original(limit)
+            if len(notifier.sent) >= 2:
+                stop.set()
+            return stats
+
+        service.outbox.deliver_due = deliver_then_stop  # type: ignore[method-assign]
+        await asyncio.wait_for(run_forever(service, stop=stop), timeout=30)
+
+    asyncio.run(go())
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
+    (row,) = rows(settings, feeds)
+    assert row["lease_owner"] is None  # released
+
+
+# ---- real processes -----------------------------------------------------------------------------
+
+CRASH_AFTER_COMMIT = """
+import asyncio, os, signal, sys
+from datetime import UTC, datetime
+from monitor.config import load_config
+from monitor.daemon import Service
+
+async def main():
+    service = Service.build(load_config(sys.argv[1]))
+    service.prepare(now=datetime.now(UTC), alone=True)
+    results = await service.poll_all()
+    assert results[0].alerts == 2, results
+    os.kill(os.getpid(), signal.SIGKILL)  # after the commit, before any delivery
+
+asyncio.run(main())
+"""
+
+
+def monitor(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_killed_after_commit_delivers_after_restart_exactly_once(
+    database_url: str, server: LoopbackServer, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(REFERENCE))
+    settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    config = tmp_path / "config.yaml"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_COMMIT, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert crashed.stdout == ""  # nothing was delivered
+
+    first = monitor("--config", str(config), "once", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("[taiwan-red-line]") == 1
+    assert first.stdout.count("[russia]") == 1
+    again = monitor("--config", str(config), "once", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "[taiwan-red-line]" not in again.stdout
+
+
+def test_quick_start_once_prints_the_reference_alert_offline(tmp_path: Path) -> None:
+    """The README's run command on the bundled sample feed (the example's other feeds are left out
+    here: tests talk to nothing but loopback)."""
+    sample = ROOT / "examples" / "feeds" / "sample.xml"
+    example = (ROOT / "config.example.yaml").read_text("utf-8")
+    config = tmp_path / "config.yaml"
+    head, _, rest = example.partition("feeds:\n")
+    tail = rest[rest.index("\nentities:") :]
+    config.write_text(f"{head}feeds:\n  - {{name: sample, url: '{sample}'}}\n{tail}", "utf-8")
+    result = monitor("--config", str(config), "once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[taiwan-red-line] بعد لقائه مستشار الأمن القومي" in result.stdout
+    assert "*تايوان* هي «أول *خط أحمر*" in result.stdout
+    assert "polled 1 feed: 1 with news" in result.stderr
+    assert (tmp_path / "monitor.db").exists()
+
+
+def test_run_stops_on_sigterm_within_ten_seconds(server: LoopbackServer, tmp_path: Path) -> None:
+    unused_tcp_port = free_port()
+    feed = Feed(server, "/a.xml", rss(WEATHER))
+    settings_for(
+        f"sqlite:///{tmp_path / 'monitor.db'}",
+        f"- {{name: a, url: '{feed.url}'}}",
+        tmp_path,
+        listen=f"'127.0.0.1:{unused_tcp_port}'",
+    )
+    config = tmp_path / "config.yaml"
+    with subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "--config", str(config), "run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            # The alert on stdout says the daemon polled and delivered; then it is healthy.
+            first_line = process.stdout.readline()
+            assert first_line.startswith("[sunny] Weather"), first_line
+            health = f"http://127.0.0.1:{unused_tcp_port}"
+            with urllib.request.urlopen(f"{health}/healthz", timeout=5) as response:
+                assert json.load(response)["status"] == "ok"
+            with urllib.request.urlopen(f"{health}/metrics", timeout=5) as response:
+                assert b'monitor_polls_total{status="ok"} 1.0' in response.read()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_one_process_per_sqlite_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    with sqlite_lock(url) as alone:
+        assert alone
+        with (
+            pytest.raises(AlreadyRunningError, match="another monitor is already running"),
+            sqlite_lock(url),
+        ):
+            pass
+    with sqlite_lock(url) as alone:  # released with the first
+        assert alone
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -1,0 +1,508 @@
+"""monitor.store on real databases: SQLite in a temp file, and PostgreSQL when
+MONITOR_TEST_DATABASE_URL is set (each test in a schema of its own, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from monitor.errors import SchemaVersionError, StoreError
+from monitor.store import repo
+from monitor.store.db import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    read_session,
+    transaction,
+    upgrade,
+)
+from monitor.store.tables import alerts, feeds, items, matches, metadata, stories
+
+PG_URL = os.environ.get("MONITOR_TEST_DATABASE_URL")
+LEASE = timedelta(minutes=5)
+
+needs_pg = pytest.mark.skipif(
+    not PG_URL, reason="MONITOR_TEST_DATABASE_URL is not set: PostgreSQL store tests skipped"
+)
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty database (not migrated)."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'monitor.db'}")
+        yield engine
+        engine.dispose()
+        return
+    assert PG_URL is not None
+    schema = f"test_store_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.engine.dispose()
+
+
+@pytest.fixture
+def engine(fresh: Engine) -> Engine:
+    """An engine on a database migrated to head."""
+    upgrade(fresh)
+    return fresh
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def _now(engine: Engine) -> datetime:
+    with read_session(engine) as session:
+        return repo.database_now(session)
+
+
+def _set(engine: Engine, table: Any, row_id: int, **values: Any) -> None:
+    """Test-only shortcut: change a row directly (backdate leases, due times …)."""
+    with transaction(engine) as session:
+        session.execute(update(table).where(table.c.id == row_id).values(**values))
+
+
+def _count(session: Session, table: Any) -> int:
+    return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _item(identity: str, content_hash: str, story_id: int, at: datetime, **kw: Any) -> repo.NewItem:
+    values: dict[str, Any] = {
+        "identity": identity,
+        "content_hash": content_hash,
+        "hash_version": 1,
+        "title": f"title {identity}",
+        "text": f"text {identity}",
+        "html": None,
+        "link": f"https://example.org/{identity}",
+        "author": None,
+        "published_at": at,
+        "language": "en",
+        "fetched_at": at,
+        "story_id": story_id,
+    }
+    return repo.NewItem(**(values | kw))
+
+
+def _store_item(
+    engine: Engine, feed: str, identity: str, content_hash: str, at: datetime, **kw: Any
+) -> tuple[int, int]:
+    """Feed (synced if new) + story + item in one transaction; (item id, story id)."""
+    with transaction(engine) as session:
+        feed_id = session.execute(select(feeds.c.id).where(feeds.c.name == feed)).scalar()
+        if feed_id is None:
+            feed_id = repo.sync_feeds(session, [(feed, f"https://{feed}.example/rss")], at)[feed]
+        story_id, _ = repo.story_for_hash(session, content_hash, at)
+        item_id = repo.insert_item(
+            session, feed_id, _item(identity, content_hash, story_id, at, **kw)
+        )
+        assert item_id is not None
+        return item_id, story_id
+
+
+# --- schema version -------------------------------------------------------------------------------
+
+
+def test_migrations_reach_head_and_match_the_tables(fresh: Engine) -> None:
+    with pytest.raises(SchemaVersionError, match=r"not initialised.*run `monitor db upgrade`"):
+        ensure_schema(fresh, upgrade=False)
+    ensure_schema(fresh, upgrade=True)
+    assert current_revision(fresh) == head_revision()
+    ensure_schema(fresh, upgrade=False)  # at head: nothing to do
+    assert upgrade(fresh) == (head_revision(), head_revision())
+    with fresh.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_a_newer_schema_is_refused(engine: Engine) -> None:
+    with transaction(engine) as session:
+        session.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
+    message = (
+        f"database schema is at revision f00dfeed9999, newer than this monitor "
+        f"(head {head_revision()}): upgrade monitor"
+    )
+    for allow_upgrade in (True, False):
+        with pytest.raises(SchemaVersionError) as caught:
+            ensure_schema(engine, upgrade=allow_upgrade)
+        assert str(caught.value) == message
+    with pytest.raises(SchemaVersionError, match="newer than this monitor"):
+        upgrade(engine)
+
+
+# --- feeds ----------------------------------------------------------------------------------------
+
+
+def test_sync_feeds_adds_updates_and_deactivates(engine: Engine) -> None:
+    now = _now(engine)
+    with transaction(engine) as session:
+        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+    _set(engine, feeds, ids["a"], etag='"v1"', body_hash="0" * 64)
+    later = now + timedelta(minutes=1)
+    with transaction(engine) as session:
+        again = repo.sync_feeds(session, [("a", "https://a/new"), ("c", "https://c/rss")], later)
+    assert again["a"] == ids["a"] and set(again) == {"a", "c"}
+    with read_session(engine) as session:
+        health = {h.name: h for h in repo.feed_health(session)}
+        a = session.execute(select(feeds).where(feeds.c.name == "a")).one()
+    assert (a.url, a.etag, a.body_hash, a.next_poll_at) == ("https://a/new", None, None, later)
+    assert a.next_poll_at.tzinfo is UTC
+    assert [h.active for h in (health["a"], health["b"], health["c"])] == [True, False, True]
+    with transaction(engine) as session:
+        assert repo.claim_due_feeds(session, "w", LEASE, 10, include_not_due=True) != []
+        claimed = {f.name for f in repo.claim_due_feeds(session, "x", LEASE, 10)}
+    assert "b" not in claimed  # inactive feeds are never claimed
+    with transaction(engine) as session:
+        repo.sync_feeds(session, [("b", "https://b/rss")], later)
+    with read_session(engine) as session:
+        assert {h.name for h in repo.feed_health(session) if h.active} == {"b"}
+
+
+def test_feed_leases_and_poll_records(engine: Engine) -> None:
+    now = _now(engine)
+    with transaction(engine) as session:
+        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+    with transaction(engine) as session:
+        first = repo.claim_due_feeds(session, "one", LEASE, 10)
+    assert [f.name for f in first] == ["a", "b"]
+    assert first[0].next_poll_at == now and first[0].consecutive_failures == 0
+    with transaction(engine) as session:
+        assert repo.claim_due_feeds(session, "two", LEASE, 10) == []  # both leased to "one"
+
+    # "one" records a failed poll of a: the lease is released, a is due again in an hour.
+    with transaction(engine) as session:
+        hour = repo.database_now(session) + timedelta(hours=1)
+        assert repo.record_poll(
+            session,
+            ids["a"],
+            polled_at=now,
+            status="error",
+            error="HTTP 500",
+            etag='"e"',
+            last_modified=None,
+            body_hash=None,
+            new_items=0,
+            next_poll_at=hour,
+            failed=True,
+            owner="one",
+        )
+        assert repo.claim_due_feeds(session, "two", LEASE, 10) == []  # a not due, b leased
+    # The lease on b expires (its holder died): "two" may take it; "one" can no longer record.
+    _set(engine, feeds, ids["b"], lease_until=now - timedelta(seconds=1))
+    with transaction(engine) as session:
+        taken = repo.claim_due_feeds(session, "two", LEASE, 10)
+        assert [f.name for f in taken] == ["b"]
+        poll: dict[str, Any] = {
+            "polled_at": now,
+            "status": "ok",
+            "error": None,
+            "etag": None,
+            "last_modified": None,
+            "body_hash": None,
+            "new_items": 3,
+            "next_poll_at": hour,
+            "failed": False,
+        }
+        assert not repo.record_poll(session, ids["b"], owner="one", **poll)
+        assert repo.record_poll(session, ids["b"], owner="two", **poll)
+    # `monitor once` claims feeds that are not due; failures count up, then reset.
+    with transaction(engine) as session:
+        states = {
+            f.name: f for f in repo.claim_due_feeds(session, "c", LEASE, 10, include_not_due=True)
+        }
+        assert states["a"].consecutive_failures == 1 and states["a"].etag == '"e"'
+        repo.record_poll(session, ids["a"], **(poll | {"failed": True, "status": "error"}))
+        assert repo.release_feed(session, ids["b"], "c")
+        assert not repo.release_feed(session, ids["b"], "c")
+    with read_session(engine) as session:
+        health = {h.name: h for h in repo.feed_health(session)}
+    assert health["a"].consecutive_failures == 2 and health["a"].last_status == "error"
+    assert health["b"].consecutive_failures == 0 and health["b"].last_new_items == 3
+    with transaction(engine) as session:
+        repo.record_poll(session, ids["a"], **poll)
+    with read_session(engine) as session:
+        assert {h.name: h.consecutive_failures for h in repo.feed_health(session)}["a"] == 0
+
+
+def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite write transactions are serialised")
+    now = _now(engine)
+    with transaction(engine) as session:
+        repo.sync_feeds(session, [(f"f{i}", f"https://f{i}/rss") for i in range(5)], now)
+    replica = make_engine(_url(engine))
+    try:
+        with transaction(engine) as first:
+            mine = repo.claim_due_feeds(first, "one", LEASE, 2)  # rows locked until commit
+            with transaction(replica) as second:
+                # Without SKIP LOCKED this would wait for `first`: fail instead of hanging.
+                second.execute(text("SET LOCAL lock_timeout = '2s'"))
+                theirs = repo.claim_due_feeds(second, "two", LEASE, 10)
+    finally:
+        replica.dispose()
+    assert len(mine) == 2 and len(theirs) == 3
+    assert {f.id for f in mine}.isdisjoint(f.id for f in theirs)
+
+
+# --- items and stories ----------------------------------------------------------------------------
+
+
+def test_items_stories_and_conflicts(engine: Engine) -> None:
+    now = _now(engine)
+    with transaction(engine) as session:
+        feed_id = repo.sync_feeds(session, [("a", "https://a/rss")], now)["a"]
+        story_id, created = repo.story_for_hash(session, "h1", now)
+        assert created
+        assert repo.story_for_hash(session, "h1", now) == (story_id, False)
+        item = _item("guid-1", "h1", story_id, now)
+        item_id = repo.insert_item(session, feed_id, item)
+        assert item_id is not None
+    with transaction(engine) as session:
+        assert repo.story_for_hash(session, "h1", now) == (story_id, False)
+        assert repo.insert_item(session, feed_id, item) is None  # same (feed, identity)
+        assert repo.find_item(session, feed_id, "guid-1") == repo.StoredItemRef(
+            item_id, "h1", 1, story_id
+        )
+        assert repo.find_item(session, feed_id, "guid-2") is None
+        story2, _ = repo.story_for_hash(session, "h2", now)
+        changed = _item("guid-1", "h2", story2, now + timedelta(minutes=5), title="changed")
+        repo.update_item(session, item_id, changed, story2)
+        long_identity = "https://example.org/?q=" + "x" * 5000
+        long_id = repo.insert_item(session, feed_id, _item(long_identity, "h3", story2, now))
+    with read_session(engine) as session:
+        assert repo.find_item(session, feed_id, "guid-1") == repo.StoredItemRef(
+            item_id, "h2", 1, story2
+        )
+        row = session.execute(select(items).where(items.c.id == item_id)).one()
+        assert (row.title, row.fetched_at, row.updated_at) == ("changed", now, changed.fetched_at)
+        found = repo.find_item(session, feed_id, long_identity)
+        assert found is not None and found.id == long_id
+
+
+def test_control_characters_are_stripped_before_the_database(engine: Engine) -> None:
+    now = _now(engine)
+    dirty = "Taiwan\x00 red\x07 line\x1b\ud800 \t\n\rok"
+    item_id, _ = _store_item(engine, "a", "guid\x00", "h", now, title=dirty, text=dirty)
+    with read_session(engine) as session:
+        row = session.execute(select(items).where(items.c.id == item_id)).one()
+        assert repo.find_item(session, row.feed_id, "guid\x00") is not None
+    assert row.title == row.text == "Taiwan red line \t\n\rok"
+    assert row.identity == "guid"
+
+
+# --- the outbox -----------------------------------------------------------------------------------
+
+
+def test_outbox_enqueue_claim_and_send(engine: Engine) -> None:
+    now = _now(engine)
+    item_a, story = _store_item(engine, "a", "g1", "same", now)
+    item_b, story_b = _store_item(engine, "b", "g2", "same", now)  # the same story elsewhere
+    _store_item(engine, "c", "g3", "same", now)
+    assert story_b == story
+    hits = '[{"term": "taiwan", "field": "title", "start": 0, "end": 6}]'
+    with transaction(engine) as session:
+        assert repo.insert_match(session, story, item_a, "taiwan", hits, now)
+        assert not repo.insert_match(session, story, item_b, "taiwan", "[]", now)
+        assert repo.watchlists_matched(session, story) == {"taiwan"}
+        assert repo.enqueue_alert(session, story, item_a, "taiwan", "console", "", now)
+        assert not repo.enqueue_alert(session, story, item_b, "taiwan", "console", "", now)
+        assert repo.enqueue_alert(session, story, item_a, "taiwan", "email", "", now)
+        assert repo.enqueue_alert(session, story, item_a, "taiwan", "email", "x@example.org", now)
+    with transaction(engine) as session:
+        assert repo.alert_counts(session) == {"pending": 3, "sent": 0, "failed": 0}
+        claimed = repo.claim_due_alerts(session, "one", LEASE, 10, channels=["console"])
+        assert repo.claim_due_alerts(session, "two", LEASE, 10, channels=["console"]) == []
+    [alert] = claimed
+    assert (alert.channel, alert.recipient, alert.watchlist, alert.attempts) == (
+        "console",
+        "",
+        "taiwan",
+        0,
+    )
+    assert (alert.title, alert.feed_name, alert.hits, alert.other_feeds) == (
+        "title g1",
+        "a",
+        hits,
+        ("b", "c"),
+    )
+    assert alert.published_at == now and alert.language == "en"
+    with transaction(engine) as session:
+        assert not repo.mark_alert_sent(session, alert.id, "two", now)
+        assert repo.mark_alert_sent(session, alert.id, "one", now)
+        assert not repo.mark_alert_sent(session, alert.id, "one", now)  # done already
+        assert repo.alert_counts(session) == {"pending": 2, "sent": 1, "failed": 0}
+        assert len(repo.claim_due_alerts(session, "two", LEASE, 10)) == 2  # the email ones
+
+
+def test_retries_wait_until_due_and_give_ups_are_reported(engine: Engine) -> None:
+    now = _now(engine)
+    item_id, story = _store_item(engine, "a", "g1", "h1", now)
+    with transaction(engine) as session:
+        repo.enqueue_alert(session, story, item_id, "w", "telegram", "42", now)
+        [alert] = repo.claim_due_alerts(session, "one", LEASE, 10)
+        later = repo.database_now(session) + timedelta(hours=1)
+        assert repo.mark_alert_retry(session, alert.id, "one", "HTTP 502", later)
+    with transaction(engine) as session:
+        assert repo.claim_due_alerts(session, "one", LEASE, 10) == []  # not due yet
+    _set(engine, alerts, alert.id, next_attempt_at=now)
+    with transaction(engine) as session:
+        [again] = repo.claim_due_alerts(session, "one", LEASE, 10)
+        assert again.attempts == 1
+    # "one" dies; when its lease expires, "two" takes the alert and "one" can no longer mark it.
+    _set(engine, alerts, alert.id, lease_until=now - timedelta(seconds=1))
+    with transaction(engine) as session:
+        assert [a.id for a in repo.claim_due_alerts(session, "two", LEASE, 10)] == [alert.id]
+        assert not repo.mark_alert_failed(session, alert.id, "one", "late")
+        assert repo.mark_alert_failed(session, alert.id, "two", "Forbidden: bot was blocked")
+    with read_session(engine) as session:
+        assert repo.alert_counts(session) == {"pending": 0, "sent": 0, "failed": 1}
+        [failed] = repo.failed_alerts(session)
+        [health] = repo.feed_health(session)
+    assert (failed.last_error, failed.attempts, failed.feed_name) == (
+        "Forbidden: bot was blocked",
+        2,
+        "a",
+    )
+    assert (health.item_count, health.failed_alert_count) == (1, 1)
+
+
+# --- backtest, retention, transactions ------------------------------------------------------------
+
+
+def test_items_since_streams_recent_items_oldest_first(engine: Engine) -> None:
+    now = _now(engine)
+    _store_item(engine, "a", "old", "h0", now - timedelta(days=3))
+    _store_item(engine, "a", "new2", "h2", now)
+    _store_item(engine, "b", "new1", "h1", now - timedelta(hours=1))
+    with read_session(engine) as session:
+        found = list(repo.items_since(session, now - timedelta(days=1)))
+    assert [(i.title, i.feed_name) for i in found] == [("title new1", "b"), ("title new2", "a")]
+    assert found[1].fetched_at == now and found[1].fetched_at.tzinfo is UTC
+
+
+def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
+    now = _now(engine)
+    old = now - timedelta(days=100)
+    alerted_item, alerted_story = _store_item(engine, "a", "alerted", "h1", old)
+    quiet_item, quiet_story = _store_item(engine, "a", "quiet", "h2", old)
+    recent_item, _ = _store_item(engine, "a", "recent", "h3", now)
+    with transaction(engine) as session:
+        repo.insert_match(session, alerted_story, alerted_item, "w", "[]", old)
+        repo.enqueue_alert(session, alerted_story, alerted_item, "w", "console", "", old)
+        repo.insert_match(session, quiet_story, quiet_item, "v", "[]", old)
+    with transaction(engine) as session:
+        assert repo.prune(session, now - timedelta(days=90)) == 1
+    with read_session(engine) as session:
+        assert set(session.scalars(select(items.c.id))) == {alerted_item, recent_item}
+        assert quiet_story not in set(session.scalars(select(stories.c.id)))
+        assert list(session.scalars(select(matches.c.item_id))) == [alerted_item]
+        assert _count(session, alerts) == 1
+
+
+def test_transaction_rolls_back_and_translates_errors(engine: Engine) -> None:
+    now = _now(engine)
+    with pytest.raises(RuntimeError), transaction(engine) as session:
+        repo.sync_feeds(session, [("a", "https://a/rss")], now)
+        raise RuntimeError("boom")
+    with (
+        pytest.raises(StoreError, match="database transaction failed"),
+        transaction(engine) as session,
+    ):
+        session.execute(text("SELECT * FROM no_such_table"))
+    with read_session(engine) as session:
+        assert _count(session, feeds) == 0
+
+
+# --- SQLite specifics -----------------------------------------------------------------------------
+
+
+def test_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine, other = make_engine(url), make_engine(url)
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            pragma = {
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            }
+        assert pragma == {"journal_mode": "wal", "busy_timeout": 10_000, "foreign_keys": 1}
+
+        now = datetime.now(UTC)
+        locked, release = threading.Event(), threading.Event()
+        begins, done = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def first_writer() -> None:
+            with transaction(engine) as session:
+                repo.sync_feeds(session, [("first", "https://first/rss")], now)
+                locked.set()
+                release.wait(10)
+
+        @event.listens_for(other, "before_cursor_execute")
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement == "BEGIN IMMEDIATE":
+                begins.set()
+
+        def second_writer() -> None:
+            try:
+                with transaction(other) as session:
+                    repo.sync_feeds(session, [("first", "u"), ("second", "u")], now)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        holder = threading.Thread(target=first_writer)
+        holder.start()
+        assert locked.wait(5)
+        with read_session(engine) as session:  # WAL: a reader is not blocked by the writer
+            assert _count(session, feeds) == 0
+        waiter = threading.Thread(target=second_writer)
+        waiter.start()
+        assert begins.wait(5)
+        assert not done.wait(0.3), f"second writer did not wait: {errors}"
+        release.set()
+        holder.join(5)
+        waiter.join(5)
+        assert errors == []
+        with read_session(engine) as session:
+            assert set(session.scalars(select(feeds.c.name))) == {"first", "second"}
+    finally:
+        release.set()
+        engine.dispose()
+        other.dispose()
+
+
+def test_sqlite_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(StoreError, match=re.escape(f"directory {missing} does not exist")):
+        make_engine(f"sqlite:///{missing / 'monitor.db'}")
+    assert not missing.exists()

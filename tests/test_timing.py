@@ -1,0 +1,272 @@
+"""When to poll and when to retry: pure functions of (now, state, rng), tested with seeded rngs."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from monitor.core.timing import (
+    ALERT_RETRY_BASE,
+    ALERT_RETRY_CAP,
+    MAX_ALERT_ATTEMPTS,
+    MAX_POLL_DELAY,
+    POLL_JITTER,
+    alert_retry_at,
+    cache_max_age,
+    first_poll,
+    is_due,
+    is_throttled,
+    next_poll,
+    next_poll_after_failure,
+)
+
+NOW = datetime(2024, 11, 25, 8, 0, tzinfo=UTC)
+TEN_MINUTES = timedelta(minutes=10)
+DAY = timedelta(hours=24)
+SEEDS = range(200)
+
+
+def rngs() -> list[random.Random]:
+    return [random.Random(seed) for seed in SEEDS]
+
+
+def within(delay: timedelta, low: timedelta, high: timedelta) -> bool:
+    return low <= delay <= high
+
+
+# --- next_poll --------------------------------------------------------------------------------
+
+
+def test_next_poll_is_the_interval_plus_up_to_ten_percent() -> None:
+    delays = [next_poll(NOW, TEN_MINUTES, rng=rng) - NOW for rng in rngs()]
+    assert all(within(d, TEN_MINUTES, TEN_MINUTES * (1 + POLL_JITTER)) for d in delays)
+    assert len(set(delays)) == len(delays)  # jitter really spreads feeds
+    assert max(delays) - min(delays) > TEN_MINUTES * POLL_JITTER * 0.8
+
+
+def test_next_poll_is_deterministic_for_a_seed() -> None:
+    first = next_poll(NOW, TEN_MINUTES, rng=random.Random(7))
+    assert first == next_poll(NOW, TEN_MINUTES, rng=random.Random(7))
+
+
+@pytest.mark.parametrize(
+    ("ttl_minutes", "max_age_seconds", "expected"),
+    [
+        (60, None, timedelta(hours=1)),  # <ttl>60</ttl> stretches a 10 min interval
+        (None, 1800, timedelta(minutes=30)),  # max-age=1800
+        (60, 1800, timedelta(hours=1)),  # the longer hint wins
+        (1, None, TEN_MINUTES),  # a hint never makes polling more frequent
+        (None, 30, TEN_MINUTES),
+        (0, 0, TEN_MINUTES),  # zero or negative hints are no hints
+        (-5, -1, TEN_MINUTES),
+        (7 * 24 * 60, None, DAY),  # capped at 24 h
+        (None, 10**12, DAY),
+    ],
+)
+def test_feed_hints_stretch_within_bounds(
+    ttl_minutes: int | None, max_age_seconds: int | None, expected: timedelta
+) -> None:
+    for rng in rngs():
+        delay = (
+            next_poll(
+                NOW, TEN_MINUTES, ttl_minutes=ttl_minutes, max_age_seconds=max_age_seconds, rng=rng
+            )
+            - NOW
+        )
+        assert within(delay, expected, min(expected * (1 + POLL_JITTER), DAY)), delay
+
+
+def test_an_operator_interval_above_a_day_is_kept() -> None:
+    two_days = timedelta(days=2)
+    for rng in rngs():
+        assert next_poll(NOW, two_days, ttl_minutes=60, rng=rng) - NOW == two_days
+
+
+def test_a_non_positive_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        next_poll(NOW, timedelta(0), rng=random.Random(0))
+
+
+# --- next_poll_after_failure ------------------------------------------------------------------
+
+
+def test_backoff_doubles_per_failure_up_to_a_day() -> None:
+    """FAULTS 24: 500/502/503 → exponential back-off. Same seed per step: the jitter factor is
+    the same, so the sequence must be monotonic and exactly doubling until the cap."""
+    delays = [
+        next_poll_after_failure(
+            NOW, TEN_MINUTES, failures, retry_after_seconds=None, rng=random.Random(3)
+        )
+        - NOW
+        for failures in range(1, 40)
+    ]
+    assert delays == sorted(delays)
+    tick = timedelta(microseconds=2)  # timedelta rounds to whole microseconds
+    assert abs(delays[1] - delays[0] * 2) <= tick and abs(delays[2] - delays[0] * 4) <= tick
+    assert delays[-1] == DAY
+    assert all(d <= DAY for d in delays)
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3, 5, 8])
+def test_backoff_jitter_bounds(failures: int) -> None:
+    base = min(TEN_MINUTES * 2 ** (failures - 1), DAY)
+    for rng in rngs():
+        delay = (
+            next_poll_after_failure(NOW, TEN_MINUTES, failures, retry_after_seconds=None, rng=rng)
+            - NOW
+        )
+        assert within(delay, base, min(base * (1 + POLL_JITTER), DAY))
+
+
+def test_the_first_failure_waits_one_interval_and_huge_counts_stay_finite() -> None:
+    rng = random.Random(1)
+    first = next_poll_after_failure(NOW, TEN_MINUTES, 1, retry_after_seconds=None, rng=rng) - NOW
+    assert within(first, TEN_MINUTES, TEN_MINUTES * 1.1)
+    many = next_poll_after_failure(NOW, DAY * 3, 10**9, retry_after_seconds=None, rng=rng) - NOW
+    assert many == DAY * 3
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected_at_least"),
+    [
+        (120.0, timedelta(seconds=120)),  # 429 Retry-After: 120 (FAULTS 23), below the interval
+        (3600.0, timedelta(hours=1)),  # above the interval: honoured as a minimum
+        (10.0**9, DAY),  # capped at 24 h
+        (0.0, TEN_MINUTES),  # an HTTP-date in the past
+    ],
+)
+def test_retry_after_is_a_minimum(retry_after: float, expected_at_least: timedelta) -> None:
+    for rng in rngs():
+        delay = (
+            next_poll_after_failure(NOW, TEN_MINUTES, 0, retry_after_seconds=retry_after, rng=rng)
+            - NOW
+        )
+        assert delay >= expected_at_least
+        assert delay >= TEN_MINUTES
+        assert delay <= max(expected_at_least, TEN_MINUTES * (1 + POLL_JITTER))
+
+
+def test_retry_after_from_an_http_date_in_seconds() -> None:
+    """fetch.parse_retry_after turns an HTTP-date into seconds; that value is honoured as is."""
+    seconds = (datetime(2024, 11, 25, 10, 30, tzinfo=UTC) - NOW).total_seconds()
+    at = next_poll_after_failure(
+        NOW, TEN_MINUTES, 2, retry_after_seconds=seconds, rng=random.Random(0)
+    )
+    assert at >= datetime(2024, 11, 25, 10, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "throttled"),
+    [
+        (429, 120.0, True),
+        (429, None, True),
+        (503, 60.0, True),
+        (503, None, False),  # a bare 503 is a server error
+        (500, 60.0, False),
+        (404, None, False),
+        (None, None, False),  # a network error
+    ],
+)
+def test_throttling_is_not_a_broken_feed(
+    status: int | None, retry_after: float | None, throttled: bool
+) -> None:
+    assert is_throttled(status, retry_after) is throttled
+
+
+# --- first_poll and is_due ---------------------------------------------------------------------
+
+
+def test_first_polls_spread_over_the_first_interval() -> None:
+    times = [first_poll(NOW, TEN_MINUTES, rng) for rng in rngs()]
+    assert all(NOW <= t <= NOW + TEN_MINUTES for t in times)
+    assert sum(t < NOW + TEN_MINUTES / 2 for t in times) in range(70, 131)  # roughly uniform
+    assert first_poll(NOW, TEN_MINUTES, random.Random(0), immediate=True) == NOW
+
+
+def test_is_due() -> None:
+    later, earlier = NOW + TEN_MINUTES, NOW - TEN_MINUTES
+    assert is_due(NOW, None, None)
+    assert is_due(NOW, NOW, earlier)
+    assert is_due(NOW, earlier, earlier)
+    assert not is_due(NOW, later, earlier)
+    assert not is_due(NOW, later, None)
+
+
+def test_a_clock_set_back_makes_the_feed_due_again() -> None:
+    """FAULTS 62: polled at 08:00, next poll 08:10 — then the clock jumps back an hour. The last
+    poll now lies in the future, so the stored schedule is void and the feed is due at once."""
+    polled_at = NOW
+    next_at = next_poll(polled_at, TEN_MINUTES, rng=random.Random(0))
+    jumped = NOW - timedelta(hours=1)
+    assert is_due(jumped, next_at, polled_at)
+
+
+# --- alert_retry_at -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", range(1, MAX_ALERT_ATTEMPTS + 3))
+def test_alert_retry_has_full_jitter_under_a_growing_ceiling(attempts: int) -> None:
+    ceiling = min(ALERT_RETRY_BASE * 2 ** (attempts - 1), ALERT_RETRY_CAP)
+    delays = [alert_retry_at(NOW, attempts, rng) - NOW for rng in rngs()]
+    assert all(timedelta(0) <= d <= ceiling for d in delays)
+    assert min(delays) < ceiling * 0.1 and max(delays) > ceiling * 0.9  # the full range is used
+
+
+def test_alert_retry_ceiling_is_monotonic_and_capped() -> None:
+    """Same seed: the uniform draw is the same fraction, so delays grow with attempts."""
+    delays = [alert_retry_at(NOW, a, random.Random(5)) - NOW for a in range(1, 30)]
+    assert delays == sorted(delays)
+    assert delays[-1] <= ALERT_RETRY_CAP
+    assert alert_retry_at(NOW, 10**9, random.Random(5)) - NOW <= ALERT_RETRY_CAP
+
+
+def test_alert_retry_honours_the_channels_retry_after() -> None:
+    """FAULTS 45: Telegram RetryAfter(30) → at least 30 s later."""
+    for rng in rngs():
+        assert alert_retry_at(NOW, 1, rng, retry_after_seconds=30) - NOW >= timedelta(seconds=30)
+    assert (
+        alert_retry_at(NOW, 1, random.Random(0), retry_after_seconds=10**7) - NOW == ALERT_RETRY_CAP
+    )
+
+
+def test_max_alert_attempts() -> None:
+    assert MAX_ALERT_ATTEMPTS == 8
+
+
+# --- cache_max_age ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Cache-Control": "max-age=600"}, 600),
+        ({"cache-control": "public, MAX-AGE=300, must-revalidate"}, 300),
+        ({"CACHE-CONTROL": 'max-age="120"'}, 120),
+        ({"Cache-Control": "max-age=600", "Age": "100"}, 500),
+        ({"Cache-Control": "max-age=60", "age": "100"}, 0),
+        ({"Cache-Control": "max-age=600, max-age=30"}, 600),  # the first wins
+        ({"Cache-Control": "no-cache, max-age=600"}, None),
+        ({"Cache-Control": "max-age=600, No-Store"}, None),
+        ({"Cache-Control": "s-maxage=600"}, None),
+        ({"Cache-Control": "max-age=-1"}, None),
+        ({"Cache-Control": "max-age=ten"}, None),
+        ({"Cache-Control": "max-age=١٢٠"}, None),  # Arabic-Indic digits are not HTTP digits
+        ({"Cache-Control": "private"}, None),
+        ({"Expires": "Thu, 01 Dec 2094 16:00:00 GMT"}, None),
+        ({}, None),
+    ],
+)
+def test_cache_max_age(headers: dict[str, str], expected: int | None) -> None:
+    assert cache_max_age(headers) == expected
+
+
+def test_cache_max_age_feeds_next_poll() -> None:
+    hint = cache_max_age({"Cache-Control": "max-age=3600"})
+    delay = next_poll(NOW, TEN_MINUTES, max_age_seconds=hint, rng=random.Random(0)) - NOW
+    assert within(delay, timedelta(hours=1), timedelta(hours=1.1))
+
+
+def test_max_poll_delay_is_a_day() -> None:
+    assert MAX_POLL_DELAY == DAY

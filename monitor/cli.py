@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -170,7 +171,8 @@ def once(
     from monitor.errors import MonitorError
 
     settings = _load_settings(ctx)
-    configure_logging(settings.service.log_format, level=logging.ERROR)  # the summary lists failures
+    # Only errors: the summary at the end lists the feeds that failed.
+    configure_logging(settings.service.log_format, level=logging.ERROR)
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
@@ -242,6 +244,8 @@ def run(ctx: typer.Context) -> None:
     )
     from monitor.errors import MonitorError
 
+    # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = _load_settings(ctx)
     configure_logging(settings.service.log_format)
     try:
@@ -251,6 +255,10 @@ def run(ctx: typer.Context) -> None:
             asyncio.run(run_forever(service))
     except (AlreadyRunningError, MonitorError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 @app.command()

@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from monitor.config import FeedSettings, Settings
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
-from monitor.core.timing import cache_max_age, next_poll, next_poll_after_failure
+from monitor.core.timing import cache_max_age, is_throttled, next_poll, next_poll_after_failure
 from monitor.errors import FeedParseError, FetchError, StoreError
 from monitor.feeds import parse_feed_async
 from monitor.fetch import (
@@ -143,11 +143,21 @@ class Poller:
         try:
             result = await self._fetch(feed, state, policy, force=force)
         except RetryLaterError as exc:
-            # 429/503: the server asked us to wait; that is not a broken feed.
+            if is_throttled(exc.status, exc.retry_after):
+                # 429, or 503 with Retry-After: the server asked us to wait, not a broken feed.
+                at = next_poll_after_failure(
+                    now,
+                    interval,
+                    state.consecutive_failures,
+                    retry_after_seconds=exc.retry_after,
+                    rng=self.rng,
+                )
+                return await self._record(state, now, "retry_later", exc.reason, at, failed=False)
+            failures = state.consecutive_failures + 1
             at = next_poll_after_failure(
-                now, interval, 0, retry_after_seconds=exc.retry_after, rng=self.rng
+                now, interval, failures, retry_after_seconds=None, rng=self.rng
             )
-            return await self._record(state, now, "retry_later", str(exc.reason), at, failed=False)
+            return await self._record(state, now, "error", exc.reason, at, failed=True)
         except FetchError as exc:
             failures = state.consecutive_failures + 1
             at = next_poll_after_failure(

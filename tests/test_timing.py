@@ -231,8 +231,16 @@ def test_alert_retry_honours_the_channels_retry_after() -> None:
     )
 
 
-def test_max_alert_attempts() -> None:
-    assert MAX_ALERT_ATTEMPTS == 8
+def test_alerts_outlive_an_hour_long_outage() -> None:
+    """FAULTS 51: a channel down for an hour must not make alerts give up before it is back."""
+    windows = []
+    for seed in range(200):
+        rng, now = random.Random(seed), NOW
+        for attempts in range(1, MAX_ALERT_ATTEMPTS):
+            now = alert_retry_at(now, attempts, rng)
+        windows.append(now - NOW)
+    windows.sort()
+    assert windows[len(windows) // 20] > timedelta(hours=1)  # 95 % of alerts keep trying past 1 h
 
 
 # --- cache_max_age ---------------------------------------------------------------------------

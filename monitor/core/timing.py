@@ -63,7 +63,7 @@ ALERT_RETRY_CAP: Final = timedelta(hours=1)
 # 8 attempts = the first try and 7 retries, waiting at most 30 s + 1 + 2 + 4 + 8 + 16 + 32 min
 # (~64 min, ~32 min on average) before the outbox gives up. A channel that is down for longer than
 # that (FAULTS 51) should be paused by the outbox rather than burn each alert's attempts.
-MAX_ALERT_ATTEMPTS: Final = 8
+MAX_ALERT_ATTEMPTS: Final = 12  # ~2.5 h of retries on average: outlives an hour-long outage
 
 _MAX_DOUBLINGS: Final = 64  # 2**64 intervals is beyond any cap; keeps the float finite
 

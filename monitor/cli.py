@@ -275,6 +275,7 @@ def feeds(ctx: typer.Context) -> None:
             with db.read_session(engine) as session:
                 rows = repo.feed_health(session)
                 counts = repo.alert_counts(session)
+                given_up = repo.failed_alerts(session, limit=10)
         finally:
             engine.dispose()
     except MonitorError as exc:
@@ -299,9 +300,24 @@ def feeds(ctx: typer.Context) -> None:
             str(row.item_count),
             Text(row.last_error or ""),
         )
-    Console(highlight=False).print(table)
+    out = Console(highlight=False)
+    out.print(table)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "empty"
-    Console(highlight=False).print(f"outbox: {summary}")
+    out.print(f"outbox: {summary}")
+    if given_up:
+        failed = Table(title="alerts given up (newest first)", title_justify="left", expand=True)
+        for column in ("alert", "watchlist", "channel", "attempts", "feed", "reason"):
+            failed.add_column(column, overflow="fold")
+        for alert in given_up:
+            failed.add_row(
+                str(alert.id),
+                Text(alert.watchlist),
+                Text(f"{alert.channel} {alert.recipient}".strip()),
+                str(alert.attempts),
+                Text(alert.feed_name),
+                Text(alert.last_error or ""),
+            )
+        out.print(failed)
 
 
 def _when(moment: datetime | None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
@@ -436,3 +436,61 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def test_feeds_backtest_db_upgrade_and_strict(server: LoopbackServer, tmp_path: Path) -> None:
+    """The maintenance commands on a database filled by `monitor once`."""
+    feed = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
+    broken = Feed(server, "/broken.xml", b"", status=500)
+    settings_for(
+        f"sqlite:///{tmp_path / 'monitor.db'}",
+        f"- {{name: a, url: '{feed.url}'}}\n- {{name: broken, url: '{broken.url}'}}",
+        tmp_path,
+    )
+    config = str(tmp_path / "config.yaml")
+
+    upgraded = monitor("--config", config, "db", "upgrade", cwd=tmp_path)
+    assert upgraded.returncode == 0 and "upgraded from empty to revision" in upgraded.stdout
+    again = monitor("--config", config, "db", "upgrade", cwd=tmp_path)
+    assert "up to date" in again.stdout
+
+    strict = monitor("--config", config, "once", "--strict", cwd=tmp_path)
+    assert strict.returncode == 1
+    assert "failed broken: HTTP 500" in strict.stderr or "failed broken:" in strict.stderr
+    assert "polled 2 feeds: 1 with news, 1 failed; 2 new and 0 updated items" in strict.stderr
+
+    health = monitor("--config", config, "feeds", cwd=tmp_path)
+    assert health.returncode == 0, health.stderr
+    lines = health.stdout.splitlines()
+    assert any("│ a " in line and "ok" in line for line in lines)
+    assert any("│ broken " in line and "error" in line for line in lines)
+    assert "outbox: 0 failed, 0 pending, 3 sent" in health.stdout
+
+    found = monitor(
+        "--config", config, "backtest", "taiwan-red-line", "--since", "1d", cwd=tmp_path
+    )
+    assert found.returncode == 0, found.stderr
+    assert "taiwan-red-line: 1 of 2 items since" in found.stdout
+    assert "2023-09-18" in found.stdout and REFERENCE[1] in found.stdout
+    query = monitor("--config", config, "backtest", "--query", "sunny OR weather", cwd=tmp_path)
+    assert "--query: 1 of 2 items" in query.stdout
+    bad = monitor("--config", config, "backtest", "--query", "(sunny", cwd=tmp_path)
+    assert bad.returncode == 2 and "unbalanced parenthesis" in bad.stderr
+    neither = monitor("--config", config, "backtest", cwd=tmp_path)
+    assert neither.returncode == 2
+
+
+def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    settings_for(f"sqlite:///{tmp_path / 'monitor.db'}", "[]", tmp_path)
+    config = str(tmp_path / "config.yaml")
+    assert monitor("--config", config, "db", "upgrade", cwd=tmp_path).returncode == 0
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'monitor.db'}")
+    try:
+        with db.transaction(engine) as session:
+            session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+    for command in (["once"], ["feeds"]):
+        result = monitor("--config", config, *command, cwd=tmp_path)
+        assert result.returncode == 1
+        assert "newer than this monitor" in result.stderr

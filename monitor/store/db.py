@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +127,39 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"{what} failed: {detail[:500]}") from exc
 
 
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.Lock | None:
+    """On SQLite, one write transaction at a time per engine (a process has one).
+
+    SQLite allows one writer anyway; queueing the threads here, instead of letting each spin in
+    SQLite's busy handler while the writer competes with them for the GIL, keeps 50 concurrent polls
+    from running into the busy timeout ("database is locked"). Other processes still wait in the
+    busy handler."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with _SQLITE_WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.get(engine)
+        if lock is None:
+            lock = _SQLITE_WRITERS[engine] = threading.Lock()
+        return lock
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One write transaction: committed when the block ends, rolled back if it raises.
 
     On SQLite the write lock is taken at BEGIN (waiting up to the busy timeout for another writer).
     """
-    with _translated("database transaction"), Session(_writer(engine)) as session, session.begin():
+    lock = _writer_lock(engine)
+    with (
+        lock if lock is not None else nullcontext(),
+        _translated("database transaction"),
+        Session(_writer(engine)) as session,
+        session.begin(),
+    ):
         yield session
 
 

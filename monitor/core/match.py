@@ -164,89 +164,69 @@ class _Compiler:
 
 
 class _FieldScan:
-    """Where the keys occur in one field's tokens; positions of units are derived on demand."""
+    """Where the units occur in one field's tokens; their positions are built on demand.
 
-    __slots__ = ("_positions", "_starts", "found", "matcher", "unit_found", "words")
+    Memory latency, not arithmetic, is the cost here (the tables of 10,000 watchlists do not fit
+    in the CPU caches), so a whole-token form maps straight to its units: one lookup per token.
+    """
+
+    __slots__ = ("_positions", "matcher", "partial", "tokens", "words")
 
     def __init__(self, words: list[str], matcher: Matcher) -> None:
         self.words = words
         self.matcher = matcher
         self._positions: dict[int, list[tuple[int, int]]] = {}
-        self._starts: list[int] | None = None
-        # key number → token indices (whole-token keys) or haystack end offsets (automaton keys)
-        found: dict[int, list[Any]] = {}
-        token_keys: list[Any] = list(map(matcher._whole_keys.get, words))
-        # Key numbers start at 1, so `compress` (in C) skips the tokens that are no key at all.
-        for i in compress(count(), token_keys):
-            key = token_keys[i]
-            at = found.get(key)
-            if at is None:
-                found[key] = [i]
-            else:
-                at.append(i)
-        if matcher._automaton is not None and words:
-            self._scan_automaton(found)
-        self.found = found
-        # unit → its keys found here; an Arabic unit has up to 24 keys, usually one is found
-        unit_found: dict[int, list[int]] = {}
-        key_units = matcher._key_units
-        for key in found:
-            for unit in key_units[key]:
-                unit_keys = unit_found.get(unit)
-                if unit_keys is None:
-                    unit_found[unit] = [key]
+        # unit → indices of the tokens it matches whole
+        tokens: dict[int, list[int]] = {}
+        token_units: list[Any] = list(map(matcher._whole_forms.get, words))
+        for i in compress(count(), token_units):  # `compress` (in C) skips tokens that are no form
+            for unit in token_units[i]:
+                at = tokens.get(unit)
+                if at is None:
+                    tokens[unit] = [i]
                 else:
-                    unit_keys.append(key)
-        self.unit_found = unit_found
+                    at.append(i)
+        self.tokens = tokens
+        # unit → (start, end) positions found by the automaton (prefixes and CJK substrings)
+        self.partial: dict[int, list[tuple[int, int]]] = {}
+        if matcher._automaton is not None and words:
+            self._scan_automaton()
 
-    def _scan_automaton(self, found: dict[int, list[Any]]) -> None:
-        # Only the end offsets are kept here; `positions` turns them into token positions for the few
-        # units that get evaluated.
-        for end, key in self.matcher._automaton.iter(self._haystack()):
-            at = found.get(key)
-            if at is None:
-                found[key] = [end]
+    def _scan_automaton(self) -> None:
+        words = self.words
+        haystack = " " + " ".join(words) + " "  # single spaces: offsets map back to tokens
+        starts = token_starts(words)
+        key_info, key_units = self.matcher._key_info, self.matcher._key_units
+        for end, key in self.matcher._automaton.iter(haystack):
+            length, kind = key_info[key]
+            hs = end - length + 1  # where the surface form starts in the haystack
+            i = bisect.bisect_right(starts, hs) - 1
+            if kind == PREFIX:  # a prefix is highlighted to the end of its word
+                span = (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
             else:
-                at.append(end)
+                offset = min(hs - starts[i], OFFSET_MASK)
+                span = (i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK))
+            for unit in key_units[key]:
+                self.partial.setdefault(unit, []).append(span)
 
-    def _haystack(self) -> str:
-        # Tokens joined by single spaces, with a space before the first: the automaton's text.
-        return " " + " ".join(self.words) + " "
+    def present(self) -> set[int]:
+        return self.tokens.keys() | self.partial.keys()
 
     def positions(self, unit: int) -> list[tuple[int, int]]:
         """(start, end) positions of every occurrence of the unit, in text order."""
         cached = self._positions.get(unit)
         if cached is not None:
             return cached
-        out: list[tuple[int, int]] = []
-        key_info = self.matcher._key_info
         words = self.words
-        for key in self.unit_found.get(unit, ()):
-            at = self.found[key]
-            length, kind = key_info[key]
-            if kind == EXACT:
-                out.extend((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)) for i in at)
-                continue
-            starts = self._token_starts()
-            for end in at:
-                hs = end - length + 1  # where the surface form starts in the haystack
-                i = bisect.bisect_right(starts, hs) - 1
-                if kind == PREFIX:  # a prefix is highlighted to the end of its word
-                    out.append((i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK)))
-                else:
-                    offset = min(hs - starts[i], OFFSET_MASK)
-                    out.append(
-                        (i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK))
-                    )
-        if len(out) > 1:
-            out.sort()
+        out = [
+            (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
+            for i in self.tokens.get(unit, ())
+        ]
+        partial = self.partial.get(unit)
+        if partial:
+            out = sorted(out + partial)
         self._positions[unit] = out
         return out
-
-    def _token_starts(self) -> list[int]:
-        if self._starts is None:
-            self._starts = token_starts(self.words)
-        return self._starts
 
 
 class _Context:
@@ -618,7 +598,7 @@ class Matcher:
         """Every watchlist the article matches, in compile order, each with its hits."""
         texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
         scans = {field: _FieldScan(text.tokens, self) for field, text in texts.items()}
-        present = scans["title"].unit_found.keys() | scans["body"].unit_found.keys()
+        present = scans["title"].present() | scans["body"].present()
         could_match = self._could_match
         candidates: set[int] = set()
         for entries in filter(None, map(self._anchored.get, present)):
@@ -650,30 +630,27 @@ class Matcher:
         return matches
 
     def _build_keys(self, compiler: _Compiler) -> None:
-        """The key tables: whole-token keys in a dict, prefix and substring keys in an automaton.
-
-        Per key: (length of the surface form, kind) and its units; per unit: its keys.
-        """
-        whole: dict[str, int] = {}
+        """The lookup tables: whole-token forms map to their units in a dict; prefix and substring
+        forms are keys of one automaton, with per key (length of the form, kind) and units."""
+        whole: dict[str, list[int]] = {}
         partial: dict[str, int] = {}
-        key_info: list[tuple[int, int]] = [(0, EXACT)]  # number 0 is no key: all keys are truthy
-        key_units: list[list[int]] = [[]]
-        unit_keys: list[list[int]] = [[] for _ in compiler.unit_forms]
+        key_info: list[tuple[int, int]] = []
+        key_units: list[list[int]] = []
         for (kind, form), unit in compiler.units.items():
             for surface in proclitic_forms(form) if kind != SUBSTRING else (form,):
-                table = whole if kind == EXACT else partial
-                key = surface if kind != PREFIX else " " + surface
-                number = table.get(key)
+                if kind == EXACT:
+                    whole.setdefault(surface, []).append(unit)
+                    continue
+                key = surface if kind == SUBSTRING else " " + surface
+                number = partial.get(key)
                 if number is None:
-                    number = table[key] = len(key_info)
+                    number = partial[key] = len(key_info)
                     key_info.append((len(surface), kind))
                     key_units.append([])
                 key_units[number].append(unit)
-                unit_keys[unit].append(number)
-        self._whole_keys = whole
+        self._whole_forms = {surface: tuple(units) for surface, units in whole.items()}
         self._key_info = key_info
         self._key_units = [tuple(units) for units in key_units]
-        self._unit_keys = [tuple(keys) for keys in unit_keys]
         self._automaton: Any = None
         if partial:
             self._automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)

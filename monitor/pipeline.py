@@ -209,6 +209,9 @@ class Poller:
         except StoreError as exc:
             log.error("poll.store_failed feed=%s error=%s", feed.name, exc)
             return PollResult(feed.name, "error", error=f"database: {exc}")
+        if parsed.bozo_warning:
+            # A broken feed that still had items: accepted, and the problem kept in the log.
+            log.warning("poll.bozo feed=%s warning=%r", feed.name, parsed.bozo_warning)
         log.info(
             "poll.done feed=%s new=%s updated=%s alerts=%s",
             feed.name,

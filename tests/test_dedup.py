@@ -4,12 +4,12 @@ real duplicate pairs of the shared corpus (MANIFEST: "exact-same-body pairs").""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from httpserver import require_corpus
 
 from monitor.core.dedup import (
     HASH_VERSION,
@@ -26,12 +26,8 @@ HASHES = json.loads((DATA / "dedup_hash.json").read_text("utf-8"))
 
 
 def corpus() -> Path:
-    """The shared corpus ($MONITOR_CORPUS, else <repo>/../shared/corpus), or skip the test."""
-    env = os.environ.get("MONITOR_CORPUS")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    if not path.is_dir():
-        pytest.skip(f"test corpus not found at {path} (set MONITOR_CORPUS)")
-    return path
+    """The shared corpus, or skip the test (see tests/httpserver.py)."""
+    return require_corpus()
 
 
 def trec_article(path: Path) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from pathlib import Path
@@ -10,18 +9,15 @@ from typing import Any
 
 import feedparser
 import pytest
+from httpserver import require_corpus
 
 from monitor import language
 from monitor.language import MIN_LETTERS, detect_language, primary_language
 
 
 def corpus() -> Path:
-    """The shared corpus ($MONITOR_CORPUS, else <repo>/../shared/corpus), or skip the test."""
-    env = os.environ.get("MONITOR_CORPUS")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    if not path.is_dir():
-        pytest.skip(f"test corpus not found at {path} (set MONITOR_CORPUS)")
-    return path
+    """The shared corpus, or skip the test (see tests/httpserver.py)."""
+    return require_corpus()
 
 
 def read(relative: str) -> str:

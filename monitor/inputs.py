@@ -151,7 +151,7 @@ def _read_file(spec: str, base_dir: Path, max_body: int, now: datetime | None) -
     if suffix in TEXT_SUFFIXES:
         return [_text_article(data, spec)]
     if suffix in HTML_SUFFIXES:
-        return [_html_article(data, spec)]
+        return [html_article(data, spec)]
     if suffix in FEED_SUFFIXES:
         return _feed_articles(data, spec, now=now)
     return _articles_from_content(data, spec, now=now)
@@ -171,7 +171,7 @@ def _articles_from_content(
         return _feed_articles(data, name, url=url, headers=headers, now=now)
     content_type = (headers or {}).get("Content-Type", "").lower()
     if kind == "html" or "html" in content_type:
-        return [_html_article(data, name, url=url)]
+        return [html_article(data, name, url=url)]
     return [_text_article(data, name)]
 
 
@@ -210,7 +210,7 @@ def _text_article(data: bytes, name: str) -> Article:
     raise InputError(name, "empty: no text to match")
 
 
-def _html_article(data: bytes, name: str, *, url: str | None = None) -> Article:
+def html_article(data: bytes, name: str, *, url: str | None = None) -> Article:
     """The page's title and main text with trafilatura; its <title> and all text if trafilatura
     finds no main text."""
     markup = decode_file(data)  # BOM, then <meta charset>, then detection

@@ -30,7 +30,7 @@ from monitor.config import FeedSettings, Settings
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
 from monitor.core.timing import cache_max_age, is_throttled, next_poll, next_poll_after_failure
-from monitor.errors import FeedParseError, FetchError, StoreError
+from monitor.errors import FeedParseError, FetchError, InputError, StoreError
 from monitor.feeds import parse_feed_async
 from monitor.fetch import (
     FetchPolicy,
@@ -40,6 +40,7 @@ from monitor.fetch import (
     fetch_local,
     open_session,
 )
+from monitor.inputs import html_article
 from monitor.language import detect_language, primary_language
 from monitor.model import Article, Match
 from monitor.store import db, repo
@@ -48,6 +49,7 @@ log = logging.getLogger("monitor.pipeline")
 
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
 PARSE_TIMEOUT = 30.0
+FULL_TEXT_PER_POLL = 20  # pages fetched per poll of a `full_text` feed
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,10 @@ class Poller:
             )
             return await self._record(state, now, "error", str(exc), at, failed=True)
 
-        prepared = await asyncio.to_thread(self._prepare, parsed.articles, feed, parsed.language)
+        pages = await self._full_texts(state, parsed.articles, policy) if feed.full_text else {}
+        prepared = await asyncio.to_thread(
+            self._prepare, parsed.articles, feed, parsed.language, pages
+        )
         at = next_poll(now, interval, ttl_minutes=parsed.ttl, rng=self.rng, **hints)
         try:
             outcome = await asyncio.to_thread(
@@ -234,25 +239,64 @@ class Poller:
             last_modified=None if force else state.last_modified,
         )
 
+    async def _full_texts(
+        self, state: repo.FeedState, articles: Sequence[Article], policy: FetchPolicy
+    ) -> dict[int, str]:
+        """For a `full_text` feed: the main text of each NEW item's page (trafilatura), by index.
+
+        Only items not stored yet, at most FULL_TEXT_PER_POLL a poll; a page that cannot be
+        fetched or read leaves the feed's own text."""
+
+        def new_items() -> list[int]:
+            with db.read_session(self.engine) as session:
+                return [
+                    i
+                    for i, a in enumerate(articles)
+                    if a.link
+                    and repo.find_item(
+                        session, state.id, item_identity(a.guid, a.link, a.title, a.body)
+                    )
+                    is None
+                ]
+
+        async def page(i: int) -> tuple[int, str | None]:
+            link = articles[i].link or ""
+            try:
+                result = await fetch(link, policy=policy, session=self._session(policy))
+                if not result.body:
+                    return i, None
+                extracted = await asyncio.to_thread(html_article, result.body, link, url=result.url)
+            except (FetchError, InputError) as exc:
+                log.info("poll.full_text_failed feed=%s link=%s error=%s", state.name, link, exc)
+                return i, None
+            return i, extracted.body
+
+        wanted = (await asyncio.to_thread(new_items))[:FULL_TEXT_PER_POLL]
+        found = await asyncio.gather(*(page(i) for i in wanted))
+        return {i: body for i, body in found if body and len(body) > len(articles[i].body)}
+
     def _prepare(
-        self, articles: Sequence[Article], feed: FeedSettings, feed_language: str | None
+        self,
+        articles: Sequence[Article],
+        feed: FeedSettings,
+        feed_language: str | None,
+        pages: Mapping[int, str],
     ) -> list[_Prepared]:
-        """Identity, content hash, language and matches of each item (CPU work, off the loop)."""
+        """Identity, content hash, language and matches of each item (CPU work, off the loop).
+
+        The content hash is always of the feed's own text, so that a full-text item is not taken
+        for an update on the next poll, when only the feed's version is at hand."""
         out = []
-        for article in articles:
+        for index, article in enumerate(articles):
             language = primary_language(article.language or feed.language or feed_language)
             if language is None:
                 language = detect_language(f"{article.title}\n{article.body}")
-            article = replace(article, language=language, source=feed.name)
             identity = item_identity(article.guid, article.link, article.title, article.body)
-            out.append(
-                _Prepared(
-                    article,
-                    identity,
-                    content_hash(article.title, article.body),
-                    self.matcher.match(article),
-                )
+            digest = content_hash(article.title, article.body)
+            article = replace(
+                article, language=language, source=feed.name, body=pages.get(index, article.body)
             )
+            out.append(_Prepared(article, identity, digest, self.matcher.match(article)))
         return out
 
     def _store(

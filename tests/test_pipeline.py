@@ -494,3 +494,36 @@ def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
         result = monitor("--config", config, *command, cwd=tmp_path)
         assert result.returncode == 1
         assert "newer than this monitor" in result.stderr
+
+
+def test_full_text_feed_matches_the_page_and_is_not_refetched(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    page = (
+        "<html><head><title>Forecast</title></head><body><article><h1>Forecast</h1>"
+        + "<p>The week ahead will be sunny across the region, forecasters said.</p>" * 5
+        + "</article></body></html>"
+    ).encode()
+    server.respond("/story.html", body=page, headers={"Content-Type": "text/html"})
+    item = (
+        "<item><guid>story-1</guid><title>Forecast</title>"
+        f"<link>{server.url('/story.html')}</link><description>Read more</description></item>"
+    )
+    feed = Feed(server, "/a.xml", b"")
+    feed.body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{item}</channel></rss>'.encode()
+    settings = settings_for(
+        database_url, f"- {{name: a, url: '{feed.url}', full_text: true}}", tmp_path
+    )
+    (first,) = poll_and_deliver(settings, notifier)
+    assert (first.new_items, first.alerts) == (1, 1)
+    assert [a.watchlist for a in notifier.sent] == ["sunny"]
+    (stored,) = rows(settings, items)
+    assert "sunny across the region" in stored["text"]
+
+    page_requests = len([r for r in server.requests if r.path == "/story.html"])
+    feed.body = feed.body.replace(
+        b"</channel>", b"<item><guid>x</guid><title>Other</title></item></channel>"
+    )
+    (second,) = poll_and_deliver(settings, notifier)
+    assert (second.new_items, second.updated_items) == (1, 0)  # the first item is not "updated"
+    assert len([r for r in server.requests if r.path == "/story.html"]) == page_requests

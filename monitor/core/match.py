@@ -112,7 +112,7 @@ class _Compiler:
                 merged[-1] += w
             else:
                 merged.append(w)
-        units = []
+        units, kinds = [], set()
         for i, w in enumerate(merged):
             if is_cjk(w):
                 kind = SUBSTRING
@@ -120,8 +120,9 @@ class _Compiler:
                 kind = PREFIX
             else:
                 kind = EXACT
+            kinds.add(kind)
             units.append(self.unit(kind, w))
-        return _Leaf(label, tuple(units), field)
+        return _Leaf(label, tuple(units), field, whole=kinds == {EXACT})
 
     def compile(self, node: q.Node, field: str | None = None) -> _Node:
         match node:
@@ -170,12 +171,13 @@ class _FieldScan:
     in the CPU caches), so a whole-token form maps straight to its units: one lookup per token.
     """
 
-    __slots__ = ("_positions", "matcher", "partial", "tokens", "words")
+    __slots__ = ("_positions", "_sets", "matcher", "partial", "tokens", "words")
 
     def __init__(self, words: list[str], matcher: Matcher) -> None:
         self.words = words
         self.matcher = matcher
         self._positions: dict[int, list[tuple[int, int]]] = {}
+        self._sets: dict[int, frozenset[int]] = {}
         # unit → indices of the tokens it matches whole
         tokens: dict[int, list[int]] = {}
         token_units: list[Any] = list(map(matcher._whole_forms.get, words))
@@ -211,6 +213,13 @@ class _FieldScan:
 
     def present(self) -> set[int]:
         return self.tokens.keys() | self.partial.keys()
+
+    def token_set(self, unit: int) -> frozenset[int]:
+        """Indices of the tokens a whole-token unit matches, as a set (cached)."""
+        found = self._sets.get(unit)
+        if found is None:
+            found = self._sets[unit] = frozenset(self.tokens.get(unit, ()))
+        return found
 
     def positions(self, unit: int) -> list[tuple[int, int]]:
         """(start, end) positions of every occurrence of the unit, in text order."""
@@ -281,12 +290,15 @@ _NEVER = _Never()
 class _Leaf(_Node):
     """A term or phrase: a sequence of units on consecutive tokens, in one field or in both."""
 
-    __slots__ = ("fields", "label", "units")
+    __slots__ = ("fields", "label", "units", "whole")
 
-    def __init__(self, label: str, units: tuple[int, ...], field: str | None) -> None:
+    def __init__(
+        self, label: str, units: tuple[int, ...], field: str | None, whole: bool = False
+    ) -> None:
         self.label = label
         self.units = units
         self.fields = (field,) if field else FIELDS
+        self.whole = whole  # every unit matches whole tokens: a phrase is consecutive indices
 
     def anchors(self, forms: list[str]) -> frozenset[int] | None:
         # Any word of a phrase must occur; the longest is likely the rarest.
@@ -308,6 +320,11 @@ class _Leaf(_Node):
             if len(self.units) == 1:
                 out.append((field, self.label, firsts))
                 continue
+            if self.whole:
+                spans = self._consecutive(scan)
+                if spans:
+                    out.append((field, self.label, spans))
+                continue
             # Each following word must start at the beginning of the next token.
             following = []
             for unit in self.units[1:]:
@@ -328,6 +345,24 @@ class _Leaf(_Node):
                 if spans:
                     out.append((field, self.label, spans))
         return bool(out), out
+
+    def _consecutive(self, scan: _FieldScan) -> list[tuple[int, int]]:
+        """Phrases of whole-token units by token index: most candidate phrases have both words
+        somewhere but never side by side, and this finds that without building positions."""
+        starts = scan.tokens.get(self.units[0], ())
+        for offset, unit in enumerate(self.units[1:], 1):
+            if not starts:
+                return []
+            following = scan.token_set(unit)
+            starts = [i for i in starts if i + offset in following]
+        if not starts:
+            return []
+        last = len(self.units) - 1
+        words = scan.words
+        return [
+            (i << SHIFT, (i + last) << SHIFT | min(len(words[i + last]), OFFSET_MASK))
+            for i in starts
+        ]
 
 
 class _Filter(_Node):

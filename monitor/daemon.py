@@ -47,7 +47,7 @@ from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
 from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
-from monitor.pipeline import Poller, PollResult, routes_for
+from monitor.pipeline import Poller, PollResult, digests_for, routes_for
 from monitor.store import db, repo
 from monitor.watchlists import compile_watchlists
 
@@ -58,7 +58,8 @@ POLL_TICK_SECONDS = 2.0
 DELIVER_TICK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 MAX_CONCURRENT_POLLS = 50
-SHUTDOWN_GRACE_SECONDS = 8.0
+SHUTDOWN_GRACE_SECONDS = 6.0
+FLUSH_SECONDS = 2.0
 
 
 class AlreadyRunningError(MonitorError):
@@ -85,6 +86,26 @@ def sqlite_lock(database_url: str) -> Iterator[bool]:
         yield True
     finally:
         handle.close()
+
+
+EMAIL_TIMEOUT_SECONDS = 8.0  # one SMTP exchange; keeps SIGTERM's 10 s promise
+
+
+def notifiers_for(settings: Settings) -> dict[str, Notifier]:
+    """A notifier for every configured channel this build can deliver to."""
+    from monitor.notify.email import EmailNotifier
+
+    notifiers: dict[str, Notifier] = {}
+    email: EmailNotifier | None = None
+    for name, channel in settings.channels.items():
+        if channel.type == "console":
+            notifiers[name] = ConsoleNotifier()
+        elif channel.type == "email" and settings.email is not None:
+            email = email or EmailNotifier.from_settings(
+                settings.email, timeout=EMAIL_TIMEOUT_SECONDS
+            )
+            notifiers[name] = email
+    return notifiers
 
 
 class Metrics:
@@ -157,17 +178,17 @@ class Service:
             policy=policy,
             base_dir=settings.config_dir,
             owner=owner,
+            digests=digests_for(settings),
             per_host=settings.fetch.per_host,
             rng=rng,
             clock=clock,
         )
         if notifiers is None:
-            notifiers = {
-                name: ConsoleNotifier()
-                for name, channel in settings.channels.items()
-                if channel.type == "console"
-            }
-        outbox = Outbox(engine, notifiers, owner=owner, rng=rng, clock=clock)
+            notifiers = notifiers_for(settings)
+        digests = digests_for(settings)
+        outbox = Outbox(
+            engine, notifiers, owner=owner, rng=rng, clock=clock, digest_channels=digests
+        )
         feeds = {feed.name: feed for feed in settings.feeds}
         return cls(settings, engine, poller, outbox, feeds, owner)
 
@@ -366,8 +387,9 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         log.info("run.stopping")
         scheduler.shutdown(wait=False)
         await service.drain()
-        with contextlib.suppress(StoreError):
-            await service.deliver_tick()  # flush what is already due, quickly
+        with contextlib.suppress(StoreError, TimeoutError):
+            # flush what is already due, within the time SIGTERM allows
+            await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
         if runner is not None:
             await runner.cleanup()
         await service.close()

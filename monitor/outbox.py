@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -56,9 +56,11 @@ class Outbox:
         lease: timedelta = ALERT_LEASE,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        digest_channels: Collection[str] = (),
     ) -> None:
         self.engine = engine
         self.notifiers = dict(notifiers)
+        self.digest_channels = frozenset(digest_channels)
         self.owner = owner
         self.lease = lease
         self.rng = rng or random.Random()
@@ -71,8 +73,14 @@ class Outbox:
             batch = await asyncio.to_thread(self._claim, limit)
             if not batch:
                 return total
+            digests: dict[tuple[str, str], list[Alert]] = {}
             for alert in batch:
-                total += await self._deliver(alert)
+                if alert.channel in self.digest_channels:
+                    digests.setdefault((alert.channel, alert.recipient), []).append(alert)
+                else:
+                    total += await self._deliver(alert)
+            for (channel, _recipient), alerts in digests.items():
+                total += await self._deliver_digest(channel, alerts)
             if len(batch) < limit:
                 return total
 
@@ -98,6 +106,29 @@ class Outbox:
             "alert.sent alert=%s channel=%s watchlist=%s", alert.id, alert.channel, alert.watchlist
         )
         return DeliveryStats(sent=1)
+
+    async def _deliver_digest(self, channel: str, alerts: list[Alert]) -> DeliveryStats:
+        """The alerts a digest channel collected for one recipient, as one message."""
+        notifier = self.notifiers[channel]
+        send_digest = getattr(notifier, "send_digest", None)
+        if send_digest is None:  # a channel without digests sends them one by one
+            stats = DeliveryStats()
+            for alert in alerts:
+                stats += await self._deliver(alert)
+            return stats
+        count = len(alerts)
+        title = f"{count} alert{'s' if count != 1 else ''} ({channel} digest)"
+        try:
+            await send_digest(alerts, title=title, recipient=alerts[0].recipient)
+        except DeliveryError as exc:
+            stats = DeliveryStats()
+            for alert in alerts:
+                stats += await asyncio.to_thread(self._record_failure, alert, exc)
+            return stats
+        for alert in alerts:
+            await asyncio.to_thread(self._record_sent, alert)
+        log.info("digest.sent channel=%s alerts=%s", channel, count)
+        return DeliveryStats(sent=count)
 
     def _record_sent(self, alert: Alert) -> None:
         try:

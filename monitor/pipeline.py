@@ -26,10 +26,16 @@ from pathlib import Path
 import aiohttp
 from sqlalchemy import Engine
 
-from monitor.config import FeedSettings, Settings
+from monitor.config import Digest, FeedSettings, Settings
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
-from monitor.core.timing import cache_max_age, is_throttled, next_poll, next_poll_after_failure
+from monitor.core.timing import (
+    cache_max_age,
+    is_throttled,
+    next_digest_at,
+    next_poll,
+    next_poll_after_failure,
+)
 from monitor.errors import FeedParseError, FetchError, InputError, StoreError
 from monitor.feeds import parse_feed_async
 from monitor.fetch import (
@@ -77,6 +83,15 @@ class _Prepared:
     matches: list[Match]
 
 
+def digests_for(settings: Settings) -> dict[str, Digest]:
+    """The channels that take their alerts as a digest, with its schedule."""
+    return {
+        name: digest
+        for name, channel in settings.channels.items()
+        if (digest := getattr(channel, "digest", None)) is not None
+    }
+
+
 def routes_for(settings: Settings) -> dict[str, tuple[tuple[str, str], ...]]:
     """Where each watchlist's alerts go: (channel, recipient) pairs from its `notify` channels."""
     from monitor.config import EmailChannel, TelegramChannel
@@ -108,6 +123,7 @@ class Poller:
         policy: FetchPolicy,
         base_dir: Path,
         owner: str,
+        digests: Mapping[str, Digest] | None = None,
         per_host: int = 2,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -118,6 +134,7 @@ class Poller:
         self.policy = policy
         self.base_dir = base_dir
         self.owner = owner
+        self.digests = dict(digests or {})
         self.per_host = per_host
         self.rng = rng or random.Random()
         self.clock = clock
@@ -339,7 +356,14 @@ class Poller:
                         continue
                     for channel, recipient in self.routes.get(m.watchlist, ()):
                         if repo.enqueue_alert(
-                            session, story_id, item_id, m.watchlist, channel, recipient, now
+                            session,
+                            story_id,
+                            item_id,
+                            m.watchlist,
+                            channel,
+                            recipient,
+                            now,
+                            due_at=self._due(channel, now),
                         ):
                             alerts += 1
             repo.record_poll(
@@ -357,6 +381,13 @@ class Poller:
                 owner=self.owner,
             )
         return PollResult(state.name, "ok", new, updated, alerts, warning=warning)
+
+    def _due(self, channel: str, now: datetime) -> datetime | None:
+        """A digest channel's alerts wait for its next digest; others are due at once."""
+        digest = self.digests.get(channel)
+        if digest is None:
+            return None
+        return next_digest_at(now, digest.every, digest.at, digest.zone)
 
     async def _record(
         self,

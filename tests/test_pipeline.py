@@ -527,3 +527,78 @@ def test_full_text_feed_matches_the_page_and_is_not_refetched(
     (second,) = poll_and_deliver(settings, notifier)
     assert (second.new_items, second.updated_items) == (1, 0)  # the first item is not "updated"
     assert len([r for r in server.requests if r.path == "/story.html"]) == page_requests
+
+
+def test_email_channels_immediate_and_daily_digest(
+    database_url: str, server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Alerts by email through a real SMTP server: one channel at once, one as a daily digest
+    that waits for its time and then arrives as one message."""
+    from smtpserver import SMTPTestServer
+
+    feed = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
+    with SMTPTestServer() as smtp:
+        settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+        config = tmp_path / "config.yaml"
+        text = (
+            config.read_text("utf-8")
+            .replace(
+                'taiwan-red-line: {query: "@taiwan AND @red-line"}',
+                'taiwan-red-line: {query: "@taiwan AND @red-line", notify: [desk, morning]}',
+            )
+            .replace(
+                'sunny: {query: "sunny"}',
+                'sunny: {query: "sunny", notify: [morning]}',
+            )
+        )
+        text += textwrap.dedent(
+            f"""
+            channels:
+              desk: {{type: email, to: [desk@example.org]}}
+              morning: {{type: email, to: [chief@example.org], digest: daily 08:00 Europe/London}}
+            email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false, from: "Monitor <m@example.org>"}}
+            """
+        )
+        config.write_text(text, "utf-8")
+        settings = parse_config(text, str(config))
+
+        async def poll() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            try:
+                await service.poll_all()
+                await service.deliver_tick()
+            finally:
+                await service.close()
+
+        asyncio.run(poll())
+        (immediate,) = smtp.messages
+        message = immediate.message
+        assert message["To"] == "desk@example.org"
+        assert message["Subject"] == f"[taiwan-red-line] {REFERENCE[1]}"
+        pending = [r for r in rows(settings, alerts) if r["status"] == "pending"]
+        assert {r["recipient"] for r in pending} == {"chief@example.org"}
+        assert all(r["next_attempt_at"] > datetime.now(UTC) for r in pending)
+
+        engine = db.make_engine(settings.database.url)
+        try:
+            with db.transaction(engine) as session:  # the digest's time has come
+                session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
+        finally:
+            engine.dispose()
+
+        async def deliver() -> None:
+            service = Service.build(settings)
+            try:
+                await service.deliver_tick()
+            finally:
+                await service.close()
+
+        asyncio.run(deliver())
+        assert len(smtp.messages) == 2
+        digest = smtp.messages[1].message
+        assert digest["To"] == "chief@example.org"
+        assert "2 alerts" in digest["Subject"]
+        body = digest.get_body(("plain",)).get_content()
+        assert "taiwan-red-line" in body and "sunny" in body
+    assert {r["status"] for r in rows(settings, alerts)} == {"sent"}

@@ -18,6 +18,7 @@ from monitor.core.timing import (
     first_poll,
     is_due,
     is_throttled,
+    next_digest_at,
     next_poll,
     next_poll_after_failure,
 )
@@ -278,3 +279,60 @@ def test_cache_max_age_feeds_next_poll() -> None:
 
 def test_max_poll_delay_is_a_day() -> None:
     assert MAX_POLL_DELAY == DAY
+
+
+# --- next_digest_at ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "every", "at", "zone", "expected"),
+    [
+        # daily 08:00 London: before and after the time, in winter (UTC+0) and summer (UTC+1)
+        (
+            "2026-01-10T07:59:00+00:00",
+            "daily",
+            "08:00",
+            "Europe/London",
+            "2026-01-10T08:00:00+00:00",
+        ),
+        (
+            "2026-01-10T08:00:00+00:00",
+            "daily",
+            "08:00",
+            "Europe/London",
+            "2026-01-11T08:00:00+00:00",
+        ),
+        (
+            "2026-07-10T06:30:00+00:00",
+            "daily",
+            "08:00",
+            "Europe/London",
+            "2026-07-10T07:00:00+00:00",
+        ),
+        # the night DST starts in London (29 March 2026): still 08:00 local
+        (
+            "2026-03-28T09:00:00+00:00",
+            "daily",
+            "08:00",
+            "Europe/London",
+            "2026-03-29T07:00:00+00:00",
+        ),
+        # Riyadh is UTC+3 all year
+        ("2026-05-01T22:00:00+00:00", "daily", "06:00", "Asia/Riyadh", "2026-05-02T03:00:00+00:00"),
+        # hourly: the next full hour, also in a half-hour zone
+        ("2026-05-01T10:15:00+00:00", "hourly", None, "UTC", "2026-05-01T11:00:00+00:00"),
+        ("2026-05-01T10:15:00+00:00", "hourly", None, "Asia/Kolkata", "2026-05-01T10:30:00+00:00"),
+    ],
+)
+def test_next_digest_at(now: str, every: str, at: str | None, zone: str, expected: str) -> None:
+    from datetime import time as clock
+    from zoneinfo import ZoneInfo
+
+    when = next_digest_at(
+        datetime.fromisoformat(now),
+        every,
+        clock.fromisoformat(at) if at else None,
+        ZoneInfo(zone),
+    )
+    assert when == datetime.fromisoformat(expected)
+    assert when.tzinfo is not None

@@ -118,8 +118,9 @@ def _marked(text: str, marks: tuple[tuple[int, int], ...], emphasis: tuple[str, 
 
 
 def _printable(text: str) -> str:
-    # Same length as the input, so that snippet marks stay valid.
-    return "".join(c if c.isprintable() or c == " " else " " for c in text)
+    # Same length as the input, so that snippet marks stay valid. ZWNJ and ZWJ stay: Persian words
+    # and emoji need them.
+    return "".join(c if c.isprintable() or c in " \u200c\u200d" else " " for c in text)
 
 
 def _one_line(text: str) -> str:

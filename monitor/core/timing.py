@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, tzinfo
 from typing import Final
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "first_poll",
     "is_due",
     "is_throttled",
+    "next_digest_at",
     "next_poll",
     "next_poll_after_failure",
 ]
@@ -165,6 +166,22 @@ def alert_retry_at(
     if retry_after_seconds is not None and retry_after_seconds > 0:
         delay = max(delay, timedelta(seconds=min(retry_after_seconds, _seconds(ALERT_RETRY_CAP))))
     return now + delay
+
+
+def next_digest_at(now: datetime, every: str, at: time | None, zone: tzinfo) -> datetime:
+    """When the next digest goes out: the next full hour (`hourly`) or the next `at` o'clock in
+    `zone` (`daily`), strictly after `now`. Wall-clock times are kept across DST changes: a digest
+    at 08:00 Europe/London is at 08:00 in winter and in summer."""
+    local = now.astimezone(zone)
+    if every == "hourly":
+        top = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        return top.astimezone(now.tzinfo)
+    if at is None:
+        raise ValueError("a daily digest needs a time")
+    candidate = datetime.combine(local.date(), at, tzinfo=zone)
+    if candidate <= local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=zone)
+    return candidate.astimezone(now.tzinfo)
 
 
 def cache_max_age(headers: Mapping[str, str]) -> int | None:

@@ -500,9 +500,11 @@ def enqueue_alert(
     channel: str,
     recipient: str,
     now: datetime,
+    due_at: datetime | None = None,
 ) -> bool:
-    """Put an alert in the outbox, due at `now`; False if (story, watchlist, channel, recipient)
-    has one already. Call it in the transaction that stored the item and its match."""
+    """Put an alert in the outbox, due at `due_at` (default `now`; later for a digest); False if
+    (story, watchlist, channel, recipient) has one already. Call it in the transaction that stored
+    the item and its match."""
     values = {
         "story_id": story_id,
         "item_id": item_id,
@@ -511,7 +513,7 @@ def enqueue_alert(
         "recipient": recipient,
         "status": "pending",
         "attempts": 0,
-        "next_attempt_at": now,
+        "next_attempt_at": due_at or now,
         "created_at": now,
     }
     conflict = ["story_id", "watchlist", "channel", "recipient"]

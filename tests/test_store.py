@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, event, func, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from monitor.errors import SchemaVersionError, StoreError
@@ -43,28 +41,13 @@ needs_pg = pytest.mark.skipif(
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine on an empty database (not migrated)."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'monitor.db'}")
-        yield engine
-        engine.dispose()
-        return
-    assert PG_URL is not None
-    schema = f"test_store_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    engine = make_engine(url.render_as_string(hide_password=False))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.engine.dispose()
+@pytest.fixture
+def fresh(database_url: str) -> Iterator[Engine]:
+    """An engine on an empty database (not migrated): SQLite, and PostgreSQL when configured
+    (the `database_url` fixture of conftest.py gives each test a schema of its own)."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,11 @@
     ├── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
     ├── StoreError         the database cannot be opened or a storage operation failed
     │   └── SchemaVersionError  the schema is newer than this code, or older and not upgraded
+    ├── BotError           the Telegram subscriber bot cannot start (token rejected, API unreachable)
     └── DeliveryError      a channel could not deliver an alert: temporary (retry) or permanent
+        ├── RateLimitedError     the channel asked us to wait `retry_after` s (Telegram 429): not a failure
+        ├── RecipientGoneError   the recipient blocked/kicked the bot or is gone: permanent, deactivate it
+        └── RecipientMovedError  the chat has a new id (group → supergroup): store it and resend there
 
 Third-party exceptions are translated at the boundary (`raise FetchError(...) from exc`), so callers
 only ever catch these.
@@ -106,3 +110,38 @@ class DeliveryError(MonitorError):
         self.permanent = permanent
         self.retry_after = retry_after
         super().__init__(reason)
+
+
+class BotError(MonitorError):
+    """The Telegram subscriber bot cannot start or poll: the token was rejected, the Bot API is
+    unreachable. Alerts are not affected; the bot can be started again later."""
+
+
+class RateLimitedError(DeliveryError):
+    """The channel refused the message for now and said how long to wait (Telegram's 429 with
+    `parameters.retry_after`). Not a failure: retry after exactly `retry_after` seconds without
+    counting an attempt — the alert is merely early."""
+
+    def __init__(self, reason: str, *, retry_after: float, recipient: str = "") -> None:
+        super().__init__(reason, permanent=False, retry_after=retry_after)
+        self.recipient = recipient
+
+
+class RecipientGoneError(DeliveryError):
+    """This recipient can no longer receive anything (the user blocked the bot, the bot was kicked
+    from the group, the chat was deleted). Permanent for this recipient only: deactivate it, and
+    leave every other recipient alone."""
+
+    def __init__(self, recipient: str, reason: str) -> None:
+        super().__init__(reason, permanent=True)
+        self.recipient = recipient
+
+
+class RecipientMovedError(DeliveryError):
+    """The chat moved to a new id (a Telegram group upgraded to a supergroup). Temporary, due at
+    once: store `new_recipient` in place of `recipient` and send there."""
+
+    def __init__(self, recipient: str, new_recipient: str, reason: str) -> None:
+        super().__init__(reason, permanent=False, retry_after=0.0)
+        self.recipient = recipient
+        self.new_recipient = new_recipient

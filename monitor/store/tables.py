@@ -208,3 +208,36 @@ alerts = Table(
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
     Index("ix_alerts_status_next_attempt_at", "status", "next_attempt_at"),
 )
+
+__all__ += ["subscribers", "subscriptions"]
+
+# ---- Telegram subscribers (migration 0002) -------------------------------------------------------
+# A subscriber is a chat that receives alerts of the watchlists it subscribed to with /subscribe;
+# `chat_id` is where alerts go (a user's private chat, or a group), `user_id` who subscribed it.
+# `active` turns false when Telegram says the chat is gone (blocked, kicked), with the reason; any
+# later command from the chat turns it back on. `digest` is NULL (each alert at once) or a spec as
+# written in the config: "hourly", "daily 08:00 Europe/London".
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("chat_id", BigInteger, nullable=False, unique=True),
+    Column("user_id", BigInteger),
+    Column("username", CleanString(64)),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("inactive_reason", CleanText()),
+    Column("muted_until", UTCDateTime()),
+    Column("digest", CleanString(100)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), primary_key=True),
+    Column("watchlist", CleanString(200), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_subscriptions_watchlist", "watchlist"),
+)

@@ -1,0 +1,118 @@
+"""Telegram's sending limits, enforced by us before Telegram has to (pure: `now` is an argument).
+
+From https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this:
+
+* in one chat, no more than about one message per second;
+* in a group or channel (chat ids below zero), no more than 20 messages per minute;
+* in bulk, no more than about 30 messages per second overall.
+
+PTB's AIORateLimiter has no per-private-chat limit, hence this module. `reserve` books the earliest
+moment that satisfies all three for a chat and returns how long to wait for it, so that concurrent
+senders get distinct slots instead of racing for the same one. The overall limit is kept as a grid
+of 1/30 s ticks holding one message each, so no second ever holds more than 30, and a message
+waiting for its own chat does not hold up the others.
+
+After a 429, `hold(chat_id, retry_after, now)` keeps that chat closed for exactly `retry_after`
+seconds: the next slot for it is no sooner (Bot API: "the number of seconds left to wait before the
+request can be repeated").
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["RateLimiter"]
+
+_EPSILON = 1e-9
+
+
+@dataclass
+class _Chat:
+    sent: deque[float] = field(default_factory=deque)  # reserved send times, oldest first
+    held_until: float = 0.0
+
+
+class RateLimiter:
+    """Slots for messages per chat and overall. Times are seconds on any monotonic clock."""
+
+    def __init__(
+        self,
+        *,
+        chat_interval: float = 1.0,
+        group_per_minute: int = 20,
+        overall_per_second: int = 30,
+    ) -> None:
+        self.chat_interval = chat_interval
+        self.group_per_minute = group_per_minute
+        self.overall_per_second = overall_per_second
+        self._chats: dict[int, _Chat] = {}
+        self._ticks: set[int] = set()  # taken ticks of 1/overall_per_second s
+        self._reservations = 0
+
+    # ---- the two questions -------------------------------------------------------------------
+
+    def next_slot(self, chat_id: int, now: float) -> float:
+        """Seconds to wait before a message to `chat_id` may go (0.0: at once). Reserves nothing."""
+        return max(self._tick_time(self._free_tick(self._chat_earliest(chat_id, now))) - now, 0.0)
+
+    def reserve(self, chat_id: int, now: float) -> float:
+        """Book the next slot for `chat_id`; return the seconds to wait for it (0.0: send now)."""
+        self._forget_before(now)
+        tick = self._free_tick(self._chat_earliest(chat_id, now))
+        self._ticks.add(tick)
+        at = max(self._tick_time(tick), now)
+        chat = self._chats.setdefault(chat_id, _Chat())
+        chat.sent.append(at)
+        while len(chat.sent) > max(self.group_per_minute, 1):
+            chat.sent.popleft()
+        return at - now
+
+    def hold(self, chat_id: int, retry_after: float, now: float) -> None:
+        """Telegram said "retry after `retry_after` s" for this chat: nothing goes to it before."""
+        chat = self._chats.setdefault(chat_id, _Chat())
+        chat.held_until = max(chat.held_until, now + retry_after)
+
+    def held_until(self, chat_id: int) -> float:
+        """The end of a `hold` on this chat (0.0 if it was never held)."""
+        chat = self._chats.get(chat_id)
+        return chat.held_until if chat else 0.0
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _chat_earliest(self, chat_id: int, now: float) -> float:
+        earliest = now
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return earliest
+        earliest = max(earliest, chat.held_until)
+        if chat.sent:
+            earliest = max(earliest, chat.sent[-1] + self.chat_interval)
+        if chat_id < 0 and len(chat.sent) >= self.group_per_minute > 0:
+            earliest = max(earliest, chat.sent[-self.group_per_minute] + 60.0)
+        return earliest
+
+    def _tick_time(self, tick: int) -> float:
+        return tick / self.overall_per_second
+
+    def _free_tick(self, earliest: float) -> int:
+        tick = math.ceil(earliest * self.overall_per_second - _EPSILON)
+        while tick in self._ticks:
+            tick += 1
+        return tick
+
+    def _forget_before(self, now: float) -> None:
+        """Drop ticks in the past and chats idle for over a minute (not on every call)."""
+        self._reservations += 1
+        if self._reservations % 256:
+            return
+        current = math.floor(now * self.overall_per_second)
+        self._ticks = {t for t in self._ticks if t >= current}
+        stale = [
+            chat_id
+            for chat_id, chat in self._chats.items()
+            if chat.held_until <= now and (not chat.sent or chat.sent[-1] < now - 60.0)
+        ]
+        for chat_id in stale:
+            del self._chats[chat_id]

@@ -1,0 +1,344 @@
+"""The Telegram channel: alerts sent with python-telegram-bot's `Bot` (issue 4; FAULTS 43–51).
+
+A `TelegramNotifier` sends one alert to one chat (`alert.recipient` is the chat id) as HTML with
+link previews off, after waiting for a slot of our own rate limiter (`monitor.core.ratelimit`:
+~1/s per chat, 20/min per group, 30/s overall). `api_url` is the root of the Bot API server, for
+a self-hosted one or a test double; PTB calls `{api_url}/bot<token>/<method>`.
+
+Telegram's errors become our `DeliveryError`s — mind the order: `BadRequest` and `TimedOut` are
+subclasses of `NetworkError`, so they are caught first:
+
+    RetryAfter   → RateLimitedError(retry_after=exactly Telegram's seconds); the chat is held as long
+    Forbidden    → RecipientGoneError (blocked, kicked, deactivated user): permanent for that chat
+    ChatMigrated → RecipientMovedError(new_recipient=the new chat id): store it and resend
+    BadRequest   → one immediate retry as plain text (no parse mode); if that is refused too, a
+                   permanent DeliveryError with both reasons ("chat not found": RecipientGoneError)
+    TimedOut     → temporary DeliveryError, marked ambiguous: the message may have arrived (FAULTS 50)
+    NetworkError, InvalidToken, other TelegramError → temporary DeliveryError
+
+The bot token is a password. PTB's httpx logger writes every request URL, token included, at INFO,
+and PTB puts it in some messages (`InvalidToken`), so `install_token_redaction` puts a filter on
+those loggers and on the root handlers that rewrites the token as `<redacted>`; the notifier
+installs it for its token, and every reason it raises is redacted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, timedelta, tzinfo
+from urllib.parse import quote
+
+from telegram import Bot, LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from monitor.core.ratelimit import RateLimiter
+from monitor.core.telegram_html import alert_html, alert_plain, digest_html, plain_text
+from monitor.errors import (
+    DeliveryError,
+    RateLimitedError,
+    RecipientGoneError,
+    RecipientMovedError,
+)
+from monitor.model import Alert
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "REDACTED",
+    "TOKEN_LOGGERS",
+    "TelegramNotifier",
+    "TokenFilter",
+    "install_token_redaction",
+    "remove_token_redaction",
+]
+
+log = logging.getLogger("monitor.notify.telegram")
+
+# PTB 22.2+ warns whenever a time period is read as an int — even inside its own RetryAfter
+# constructor — unless this opt-in to the coming `timedelta` form is set (it is read at each use).
+# Our code reads both forms.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+DEFAULT_API_URL = "https://api.telegram.org"
+REDACTED = "<redacted>"
+# Loggers that may carry the token: httpx/httpcore (request URLs) and PTB's own (`get_logger`
+# names). A filter on a logger sees only records logged to that very logger, hence the list.
+TOKEN_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram",
+    "telegram.Bot",
+    "telegram.ext",
+    "telegram.ext.Application",
+    "telegram.ext.ExtBot",
+    "telegram.ext.Updater",
+    "telegram.ext.JobQueue",
+    "telegram.ext.AIORateLimiter",
+    "telegram.ext.ConversationHandler",
+    "telegram.request",
+    "telegram.request.BaseRequest",
+    "telegram.request.HTTPXRequest",
+    "monitor",
+)
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# "Bad Request: chat not found": the chat does not exist (any more) for this bot.
+_GONE_MARKERS = ("chat not found", "user not found", "peer_id_invalid")
+
+
+# ---- the token never reaches a log -------------------------------------------------------------
+
+
+class TokenFilter(logging.Filter):
+    """Rewrites a secret (and its URL-encoded form) as `<redacted>` in the message, arguments,
+    traceback and stack of every record it sees. Never drops a record."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        self._forms = tuple(dict.fromkeys(f for f in (secret, quote(secret, safe="")) if f))
+
+    def redact(self, text: str) -> str:
+        for form in self._forms:
+            text = text.replace(form, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(form in text for form in self._forms):
+                # The traceback names the token: keep only its redacted text. Formatters print
+                # `exc_text`; one that formats `exc_info` itself now has nothing to leak.
+                record.exc_text, record.exc_info = text, None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+_INSTALLED: dict[str, TokenFilter] = {}
+
+
+def install_token_redaction(token: str, loggers: Iterable[str] = TOKEN_LOGGERS) -> TokenFilter:
+    """Redact `token` from the named loggers and from the handlers the root logger has now (call
+    it again after replacing them, e.g. after `configure_logging`). Idempotent per token."""
+    token_filter = _INSTALLED.get(token) or TokenFilter(token)
+    _INSTALLED[token] = token_filter
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if token_filter not in logger.filters:
+            logger.addFilter(token_filter)
+    for handler in logging.getLogger().handlers:
+        if token_filter not in handler.filters:
+            handler.addFilter(token_filter)
+    return token_filter
+
+
+def remove_token_redaction(token: str, loggers: Iterable[str] = TOKEN_LOGGERS) -> None:
+    """Undo `install_token_redaction` (tests)."""
+    token_filter = _INSTALLED.pop(token, None)
+    if token_filter is None:
+        return
+    for name in loggers:
+        logging.getLogger(name).removeFilter(token_filter)
+    for handler in logging.getLogger().handlers:
+        handler.removeFilter(token_filter)
+
+
+# ---- the notifier ------------------------------------------------------------------------------
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    # PTB 22.2+ warns on reading `retry_after` as int unless PTB_TIMEDELTA is set; both forms are
+    # handled here, and the warning (an error under `pytest -W error`) is not ours to show.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramNotifier:
+    """The `Notifier` of one bot token. Safe to use from concurrent tasks of one event loop.
+
+    `max_wait`: when the chat's next slot is further away than this (it is held after a 429, or a
+    group used its 20 messages of the minute), `send` does not sleep but raises
+    `RateLimitedError` with the exact wait, so the outbox can send to other chats meanwhile.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        api_url: str = DEFAULT_API_URL,
+        *,
+        limiter: RateLimiter | None = None,
+        tz: tzinfo = UTC,
+        max_wait: float = 5.0,
+        timeout: float = 10.0,
+        connections: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._filter = install_token_redaction(token)
+        self.limiter = limiter or RateLimiter()
+        self.tz = tz
+        self.max_wait = max_wait
+        self.clock = clock
+        self._requests = (
+            HTTPXRequest(connection_pool_size=2, read_timeout=timeout, connect_timeout=timeout),
+            HTTPXRequest(
+                connection_pool_size=connections,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                connect_timeout=timeout,
+                pool_timeout=timeout,
+            ),
+        )
+        self.bot = Bot(
+            token,
+            base_url=f"{api_url.rstrip('/')}/bot",
+            base_file_url=f"{api_url.rstrip('/')}/file/bot",
+            get_updates_request=self._requests[0],
+            request=self._requests[1],
+        )
+
+    # ---- Notifier ----------------------------------------------------------------------------
+
+    async def send(self, alert: Alert) -> None:
+        """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
+        chat_id = self._chat(alert.recipient)
+        await self.send_html(chat_id, alert_html(alert, tz=self.tz), alert_plain(alert))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(request.shutdown() for request in self._requests))
+
+    # ---- more than the protocol --------------------------------------------------------------
+
+    async def send_digest(self, recipient: str, alerts: Sequence[Alert], title: str) -> int:
+        """Send `alerts` as a digest (`digest_html`: as few messages as the limit allows, each
+        waiting for its slot). Returns the number of messages sent. A failure part-way raises, and
+        a retry sends the parts already delivered again."""
+        chat_id = self._chat(recipient)
+        messages = digest_html(alerts, title, tz=self.tz)
+        for markup in messages:
+            await self.send_html(chat_id, markup, plain_text(markup))
+        return len(messages)
+
+    async def send_html(self, chat_id: int, markup: str, plain: str) -> None:
+        """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it."""
+        await self._wait_for_slot(chat_id)
+        try:
+            await self._post(chat_id, markup, ParseMode.HTML)
+            return
+        except BadRequest as exc:
+            first = self._reason(exc)
+            if any(marker in first.lower() for marker in _GONE_MARKERS):
+                raise RecipientGoneError(str(chat_id), first) from exc
+        log.warning("telegram.html_refused chat=%s reason=%r retry=plain", chat_id, first)
+        try:
+            await self._post(chat_id, plain, None)
+        except BadRequest as exc:
+            raise DeliveryError(
+                f"Telegram refused the message: {first}; as plain text too: {self._reason(exc)}",
+                permanent=True,
+            ) from exc
+
+    async def check(self) -> str:
+        """Ask Telegram who the bot is (getMe); its @username, or a `DeliveryError`."""
+        try:
+            me = await self.bot.get_me()
+        except TelegramError as exc:
+            raise self._translate(exc, None) from exc
+        return me.username or me.first_name
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _chat(recipient: str) -> int:
+        try:
+            return int(recipient)
+        except ValueError:
+            raise DeliveryError(
+                f"{recipient!r} is not a Telegram chat id", permanent=True
+            ) from None
+
+    def _reason(self, exc: BaseException) -> str:
+        return self._filter.redact(str(exc) or type(exc).__name__)
+
+    async def _wait_for_slot(self, chat_id: int) -> None:
+        now = self.clock()
+        wait = self.limiter.next_slot(chat_id, now)
+        if wait > self.max_wait:
+            raise RateLimitedError(
+                f"chat {chat_id} is rate limited for {wait:.3f} s more",
+                retry_after=wait,
+                recipient=str(chat_id),
+            )
+        delay = self.limiter.reserve(chat_id, now)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _post(self, chat_id: int, text: str, parse_mode: str | None) -> None:
+        try:
+            await self.bot.send_message(
+                chat_id=chat_id,
+                text=text,
+                parse_mode=parse_mode,
+                link_preview_options=_NO_PREVIEW,
+            )
+        except BadRequest:
+            raise  # the caller retries it as plain text
+        except TelegramError as exc:
+            raise self._translate(exc, chat_id) from exc
+
+    def _translate(self, exc: TelegramError, chat_id: int | None) -> DeliveryError:
+        reason = self._reason(exc)
+        recipient = "" if chat_id is None else str(chat_id)
+        if isinstance(exc, RetryAfter):
+            seconds = _retry_seconds(exc)
+            if chat_id is not None:
+                self.limiter.hold(chat_id, seconds, self.clock())
+            log.info("telegram.retry_after chat=%s seconds=%s", chat_id, seconds)
+            return RateLimitedError(
+                f"Telegram flood control: retry after {seconds:g} s",
+                retry_after=seconds,
+                recipient=recipient,
+            )
+        if isinstance(exc, Forbidden):
+            return RecipientGoneError(recipient, reason)
+        if isinstance(exc, ChatMigrated):
+            new = str(exc.new_chat_id)
+            return RecipientMovedError(recipient, new, f"chat {recipient} moved to {new}")
+        if isinstance(exc, BadRequest):  # before NetworkError: it is one
+            return DeliveryError(f"Telegram refused the request: {reason}", permanent=True)
+        if isinstance(exc, TimedOut):  # before NetworkError: it is one
+            log.warning("telegram.timeout chat=%s ambiguous=true reason=%r", chat_id, reason)
+            return DeliveryError(
+                f"Telegram timed out; the message may have been delivered: {reason}"
+            )
+        if isinstance(exc, InvalidToken):
+            return DeliveryError("Telegram rejected the bot token (check telegram.token)")
+        if isinstance(exc, NetworkError):
+            return DeliveryError(f"cannot reach Telegram: {reason}")
+        return DeliveryError(f"Telegram error: {reason}")

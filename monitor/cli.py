@@ -172,7 +172,7 @@ def once(
 
     settings = _load_settings(ctx)
     # Only errors: the summary at the end lists the feeds that failed.
-    configure_logging(settings.service.log_format, level=logging.ERROR)
+    configure_logging(settings.service.log_format, level=logging.ERROR, secrets=_secrets(settings))
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
@@ -247,7 +247,7 @@ def run(ctx: typer.Context) -> None:
     # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = _load_settings(ctx)
-    configure_logging(settings.service.log_format)
+    configure_logging(settings.service.log_format, secrets=_secrets(settings))
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
@@ -255,6 +255,16 @@ def run(ctx: typer.Context) -> None:
             asyncio.run(run_forever(service))
     except (AlreadyRunningError, MonitorError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """Values that must never reach a log: the bot token and the SMTP password."""
+    found = []
+    if settings.telegram is not None:
+        found.append(settings.telegram.token.get_secret_value())
+    if settings.email is not None and settings.email.password is not None:
+        found.append(settings.email.password.get_secret_value())
+    return tuple(secret for secret in found if secret)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -410,6 +420,82 @@ def backtest(
                 str(hits), Text(item.feed_name), _when(item.published_at), Text(item.title)
             )
         out.print(best)
+
+
+@app.command("send-test")
+def send_test(
+    ctx: typer.Context,
+    channel: Annotated[str, typer.Argument(help="A channel of the config.")],
+) -> None:
+    """Send a sample alert through a channel (to each of its recipients) and report the result."""
+    from monitor.daemon import notifiers_for
+    from monitor.errors import DeliveryError
+    from monitor.model import Alert, Hit
+    from monitor.pipeline import routes_for
+
+    settings = _load_settings(ctx)
+    if channel not in settings.channels:
+        known = ", ".join(settings.channels) or "none"
+        raise _fail(f"no channel {channel!r} (channels: {known})", EXIT_USAGE)
+    notifier = notifiers_for(settings).get(channel)
+    if notifier is None:
+        raise _fail(
+            f"channel {channel!r} cannot send: its section (email: or telegram:) is missing"
+        )
+    recipients = sorted(
+        {r for pairs in routes_for(settings).values() for c, r in pairs if c == channel}
+        | set(_channel_recipients(settings, channel))
+    )
+    body = "A sample alert from news-monitor: قضية تايوان هي «أول خط أحمر» (the first red line)."
+    start = body.index("تايوان")
+    red = body.index("خط أحمر")
+    failures = 0
+
+    async def send_all() -> None:
+        nonlocal failures
+        try:
+            for recipient in recipients:
+                alert = Alert(
+                    id=0,
+                    watchlist="send-test",
+                    channel=channel,
+                    recipient=recipient,
+                    title="Test alert from news-monitor",
+                    body=body,
+                    link="https://example.org/news-monitor/send-test",
+                    source="send-test",
+                    published=datetime.now(UTC),
+                    hits=(
+                        Hit("تايوان", "body", start, start + 6),
+                        Hit("خط أحمر", "body", red, red + 7),
+                    ),
+                )
+                label = recipient or channel
+                try:
+                    await notifier.send(alert)
+                except DeliveryError as exc:
+                    failures += 1
+                    kind = "permanent" if exc.permanent else "temporary"
+                    stderr.print(
+                        f"[red]failed[/red] {escape(label)}: {escape(exc.reason)} ({kind})"
+                    )
+                else:
+                    stderr.print(f"sent to {escape(label)}")
+        finally:
+            await notifier.close()
+
+    asyncio.run(send_all())
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _channel_recipients(settings: Settings, channel: str) -> list[str]:
+    config = settings.channels[channel]
+    if config.type == "telegram":
+        return [str(chat) for chat in getattr(config, "chat_ids", ())]
+    if config.type == "email":
+        return list(getattr(config, "to", ()))
+    return [""]
 
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)

@@ -105,6 +105,20 @@ def notifiers_for(settings: Settings) -> dict[str, Notifier]:
                 settings.email, timeout=EMAIL_TIMEOUT_SECONDS
             )
             notifiers[name] = email
+    if settings.telegram is not None:
+        from monitor.notify.telegram import TelegramNotifier
+        from monitor.pipeline import SUBSCRIBERS_DIGEST_CHANNEL
+        from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
+
+        # One notifier, so one rate limiter covers every chat of the bot (30 messages/s).
+        telegram = TelegramNotifier(
+            settings.telegram.token.get_secret_value(), settings.telegram.api_url
+        )
+        for name, channel in settings.channels.items():
+            if channel.type == "telegram":
+                notifiers[name] = telegram
+        notifiers[SUBSCRIBERS_CHANNEL] = telegram
+        notifiers[SUBSCRIBERS_DIGEST_CHANNEL] = telegram
     return notifiers
 
 
@@ -150,6 +164,7 @@ class Service:
     owner: str
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: dict[int, asyncio.Task[PollResult]] = field(default_factory=dict)
+    leader_connection: Any = None  # PostgreSQL: holds the bot's advisory lock while open
     last_tick: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -179,13 +194,18 @@ class Service:
             base_dir=settings.config_dir,
             owner=owner,
             digests=digests_for(settings),
+            subscribers=settings.telegram is not None,
             per_host=settings.fetch.per_host,
             rng=rng,
             clock=clock,
         )
         if notifiers is None:
             notifiers = notifiers_for(settings)
-        digests = digests_for(settings)
+        digests: set[str] = set(digests_for(settings))
+        if settings.telegram is not None:
+            from monitor.pipeline import SUBSCRIBERS_DIGEST_CHANNEL
+
+            digests.add(SUBSCRIBERS_DIGEST_CHANNEL)
         outbox = Outbox(
             engine, notifiers, owner=owner, rng=rng, clock=clock, digest_channels=digests
         )
@@ -206,6 +226,8 @@ class Service:
     async def close(self) -> None:
         await self.poller.close()
         await self.outbox.close()
+        if self.leader_connection is not None:
+            self.leader_connection.close()
         self.engine.dispose()
 
     # ---- polling ---------------------------------------------------------------------------------
@@ -357,6 +379,7 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
     if service.settings.service.listen:
         runner = await start_health_server(service, service.settings.service.listen)
         log.info("health.listening address=%s", service.settings.service.listen)
+    bot = await start_bot(service)
     scheduler = AsyncIOScheduler(timezone=UTC)
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
     scheduler.add_job(
@@ -390,6 +413,8 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(StoreError, TimeoutError):
             # flush what is already due, within the time SIGTERM allows
             await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
+        if bot is not None:
+            await bot.stop()
         if runner is not None:
             await runner.cleanup()
         await service.close()
@@ -397,6 +422,40 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("run.stopped")
+
+
+async def start_bot(service: Service) -> Any:
+    """The Telegram subscriber bot, when `telegram:` is configured and this process may poll.
+
+    Only one process may call getUpdates for a token. On SQLite the lock file already makes this
+    process the only one; on PostgreSQL the replica holding an advisory lock (on a connection kept
+    open for the life of the process) is the one that polls.
+    """
+    telegram = service.settings.telegram
+    if telegram is None:
+        return None
+    from monitor.bot import SubscriberBot, polling_lock_key
+    from monitor.errors import BotError
+
+    token = telegram.token.get_secret_value()
+    if service.engine.dialect.name == "postgresql":
+        connection = service.engine.connect()
+        leader = connection.exec_driver_sql(
+            f"SELECT pg_try_advisory_lock({polling_lock_key(token)})"
+        ).scalar()
+        if not leader:
+            connection.close()
+            log.info("bot.standby reason=another replica polls Telegram")
+            return None
+        service.leader_connection = connection
+    bot = SubscriberBot.from_settings(telegram, service.engine, service.settings.watchlists.keys())
+    try:
+        await bot.start()
+    except BotError as exc:
+        log.error("bot.failed error=%s", exc)
+        return None
+    log.info("bot.started")
+    return bot
 
 
 # ---- logging -------------------------------------------------------------------------------------------
@@ -410,13 +469,19 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by a filter
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
 def configure_logging(
-    log_format: str, *, level: int = logging.INFO, stream: IO[str] | None = None
+    log_format: str,
+    *,
+    level: int = logging.INFO,
+    stream: IO[str] | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> None:
     """Events as text (`time level logger event key=value …`) or one JSON object per line."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -430,3 +495,9 @@ def configure_logging(
     # Libraries that log URLs (tokens are part of Telegram's) stay quiet below WARNING.
     for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if secrets:
+        # And whatever is still logged has the secrets redacted (on the handler: every record).
+        from monitor.notify.telegram import install_token_redaction
+
+        for secret in secrets:
+            install_token_redaction(secret)

@@ -14,21 +14,29 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
 from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
-from monitor.errors import DeliveryError, StoreError
+from monitor.errors import (
+    DeliveryError,
+    RateLimitedError,
+    RecipientGoneError,
+    RecipientMovedError,
+    StoreError,
+)
 from monitor.model import Alert, Hit
 from monitor.notify import Notifier
-from monitor.store import db, repo
+from monitor.store import db, repo, subscribers
+from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
 
 log = logging.getLogger("monitor.outbox")
 
 ALERT_LEASE = timedelta(minutes=5)
+CONCURRENT_SENDS = 50
 
 
 @dataclass
@@ -69,18 +77,30 @@ class Outbox:
     async def deliver_due(self, limit: int = 100) -> DeliveryStats:
         """Deliver every alert that is due, in batches of `limit`, until none is left."""
         total = DeliveryStats()
+        # Concurrently: a notifier that waits for one chat's rate limit lets the others go on.
+        gate = asyncio.Semaphore(CONCURRENT_SENDS)
+
+        async def gated(job: Awaitable[DeliveryStats]) -> DeliveryStats:
+            async with gate:
+                return await job
+
         while True:
             batch = await asyncio.to_thread(self._claim, limit)
             if not batch:
                 return total
             digests: dict[tuple[str, str], list[Alert]] = {}
+            singles: list[Alert] = []
             for alert in batch:
                 if alert.channel in self.digest_channels:
                     digests.setdefault((alert.channel, alert.recipient), []).append(alert)
                 else:
-                    total += await self._deliver(alert)
-            for (channel, _recipient), alerts in digests.items():
-                total += await self._deliver_digest(channel, alerts)
+                    singles.append(alert)
+            jobs = [gated(self._deliver(a)) for a in singles] + [
+                gated(self._deliver_digest(channel, alerts))
+                for (channel, _recipient), alerts in digests.items()
+            ]
+            for stats in await asyncio.gather(*jobs):
+                total += stats
             if len(batch) < limit:
                 return total
 
@@ -119,7 +139,7 @@ class Outbox:
         count = len(alerts)
         title = f"{count} alert{'s' if count != 1 else ''} ({channel} digest)"
         try:
-            await send_digest(alerts, title=title, recipient=alerts[0].recipient)
+            await send_digest(alerts=alerts, title=title, recipient=alerts[0].recipient)
         except DeliveryError as exc:
             stats = DeliveryStats()
             for alert in alerts:
@@ -141,6 +161,47 @@ class Outbox:
     def _record_failure(self, alert: Alert, error: DeliveryError) -> DeliveryStats:
         attempts = alert.attempts + 1
         with db.transaction(self.engine) as session:
+            now = self.clock()
+            if isinstance(error, RateLimitedError | RecipientMovedError):
+                if isinstance(error, RecipientMovedError) and alert.channel.startswith(
+                    SUBSCRIBERS_CHANNEL
+                ):
+                    # A group became a supergroup: follow it, and take its waiting alerts along.
+                    subscribers.migrate_chat(
+                        session, int(error.recipient), int(error.new_recipient), now
+                    )
+                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_CHANNEL + ":digest"):
+                        subscribers.move_pending_alerts(
+                            session, channel, error.recipient, error.new_recipient
+                        )
+                # Not a failure: wait exactly as long as asked, without counting an attempt.
+                retry_at = now + timedelta(seconds=error.retry_after or 0.0)
+                repo.postpone_alert(session, alert.id, self.owner, error.reason, retry_at)
+                log.info(
+                    "alert.postponed alert=%s channel=%s until=%s reason=%r",
+                    alert.id,
+                    alert.channel,
+                    retry_at.isoformat(),
+                    error.reason,
+                )
+                return DeliveryStats(retried=1)
+            if isinstance(error, RecipientGoneError) and alert.channel.startswith(
+                SUBSCRIBERS_CHANNEL
+            ):
+                # Blocked or kicked: that subscriber is deactivated, nobody else is affected.
+                subscribers.deactivate(session, int(error.recipient), error.reason, now)
+                repo.mark_alert_failed(session, alert.id, self.owner, error.reason)
+                others = sum(
+                    repo.fail_pending_alerts(session, channel, alert.recipient, error.reason)
+                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_CHANNEL + ":digest")
+                )
+                log.warning(
+                    "subscriber.deactivated chat=%s reason=%r pending_failed=%s",
+                    alert.recipient,
+                    error.reason,
+                    others,
+                )
+                return DeliveryStats(failed=1 + others)
             if error.permanent or attempts >= MAX_ALERT_ATTEMPTS:
                 reason = (
                     error.reason
@@ -156,7 +217,6 @@ class Outbox:
                     reason,
                 )
                 return DeliveryStats(failed=1)
-            now = self.clock()
             retry_at = alert_retry_at(now, attempts, self.rng)
             if error.retry_after is not None:
                 retry_at = max(retry_at, now + timedelta(seconds=error.retry_after))

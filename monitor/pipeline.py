@@ -20,11 +20,13 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from monitor.config import Digest, FeedSettings, Settings
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
@@ -49,7 +51,10 @@ from monitor.fetch import (
 from monitor.inputs import html_article
 from monitor.language import detect_language, primary_language
 from monitor.model import Article, Match
-from monitor.store import db, repo
+from monitor.store import db, repo, subscribers
+from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
+
+SUBSCRIBERS_DIGEST_CHANNEL = SUBSCRIBERS_CHANNEL + ":digest"  # held alerts, sent as one digest
 
 log = logging.getLogger("monitor.pipeline")
 
@@ -124,6 +129,7 @@ class Poller:
         base_dir: Path,
         owner: str,
         digests: Mapping[str, Digest] | None = None,
+        subscribers: bool = False,
         per_host: int = 2,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -135,6 +141,7 @@ class Poller:
         self.base_dir = base_dir
         self.owner = owner
         self.digests = dict(digests or {})
+        self.subscribers = subscribers  # Telegram subscribers get alerts too
         self.per_host = per_host
         self.rng = rng or random.Random()
         self.clock = clock
@@ -366,6 +373,8 @@ class Poller:
                             due_at=self._due(channel, now),
                         ):
                             alerts += 1
+                    if self.subscribers:
+                        alerts += _enqueue_for_subscribers(session, story_id, item_id, m, now)
             repo.record_poll(
                 session,
                 state.id,
@@ -427,6 +436,36 @@ class Poller:
                 "poll.failed feed=%s error=%s next=%s", state.name, error, next_at.isoformat()
             )
         return PollResult(state.name, status, error=error)
+
+
+def _enqueue_for_subscribers(
+    session: Session, story_id: int, item_id: int, match: Match, now: datetime
+) -> int:
+    """One alert per active Telegram subscriber of the watchlist. A muted subscriber's alerts wait
+    for the mute to end and a digest subscriber's for the digest time: both go to the digest
+    channel, which delivers a recipient's due alerts as one digest."""
+    queued = 0
+    for target in subscribers.subscribers_of(session, match.watchlist):
+        due = None
+        if target.digest:
+            due = subscriber_digest_at(now, target.digest)
+        if target.muted_until is not None and target.muted_until > now:
+            due = max(due or now, target.muted_until)
+        channel = SUBSCRIBERS_DIGEST_CHANNEL if due is not None else SUBSCRIBERS_CHANNEL
+        if repo.enqueue_alert(
+            session, story_id, item_id, match.watchlist, channel, target.recipient, now, due_at=due
+        ):
+            queued += 1
+    return queued
+
+
+def subscriber_digest_at(now: datetime, spec: str) -> datetime:
+    """The next digest time of a subscriber's `/digest` setting: `hourly` or `daily HH:MM Zone`."""
+    every, _, rest = spec.partition(" ")
+    if every == "hourly":
+        return next_digest_at(now, "hourly", None, UTC)
+    at, _, zone = rest.partition(" ")
+    return next_digest_at(now, "daily", time.fromisoformat(at), ZoneInfo(zone or "UTC"))
 
 
 def _new_item(p: _Prepared, now: datetime, story_id: int) -> repo.NewItem:

@@ -600,11 +600,15 @@ def claim_due_alerts(
     ]
 
 
-def _finish_alert(session: Session, alert_id: int, owner: str, **values: Any) -> bool:
+def _finish_alert(
+    session: Session, alert_id: int, owner: str, *, attempt: bool = True, **values: Any
+) -> bool:
+    if attempt:
+        values["attempts"] = alerts.c.attempts + 1
     result = session.execute(
         update(alerts)
         .where(alerts.c.id == alert_id, alerts.c.lease_owner == owner, alerts.c.status == "pending")
-        .values(attempts=alerts.c.attempts + 1, lease_owner=None, lease_until=None, **values)
+        .values(lease_owner=None, lease_until=None, **values)
         .returning(alerts.c.id)
     )
     return result.first() is not None
@@ -622,6 +626,35 @@ def mark_alert_retry(
     return _finish_alert(
         session, alert_id, owner, last_error=_short(error), next_attempt_at=next_attempt_at
     )
+
+
+def postpone_alert(
+    session: Session, alert_id: int, owner: str, reason: str, next_attempt_at: datetime
+) -> bool:
+    """Not sent, through no fault of its own (the channel asked us to wait, or the chat moved):
+    due again at `next_attempt_at`, without counting an attempt."""
+    return _finish_alert(
+        session,
+        alert_id,
+        owner,
+        attempt=False,
+        last_error=_short(reason),
+        next_attempt_at=next_attempt_at,
+    )
+
+
+def fail_pending_alerts(session: Session, channel: str, recipient: str, error: str) -> int:
+    """Give up every pending alert of one recipient (a subscriber who blocked the bot)."""
+    result = session.execute(
+        update(alerts)
+        .where(
+            alerts.c.channel == channel,
+            alerts.c.recipient == recipient,
+            alerts.c.status == "pending",
+        )
+        .values(status="failed", last_error=_short(error), lease_owner=None, lease_until=None)
+    )
+    return _rowcount(result)
 
 
 def mark_alert_failed(session: Session, alert_id: int, owner: str, error: str) -> bool:

@@ -1,0 +1,198 @@
+"""Telegram end to end through the service: python-telegram-bot itself against the local Bot API
+double, the subscriber bot, the poll pipeline and the outbox, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from botapi import TOKEN, BotAPIDouble
+from httpserver import LoopbackServer
+from sqlalchemy import select
+
+from monitor.config import Settings, parse_config
+from monitor.daemon import Service, start_bot
+from monitor.store import db
+from monitor.store import subscribers as subs
+from monitor.store.tables import alerts
+
+ROOT = Path(__file__).resolve().parents[1]
+ALICE, BOB, DESK = 1001, 1002, -100777
+FEED = (
+    '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+    "<item><guid>ref-1</guid>"
+    "<title>الصين &amp;lt;/b&amp;gt;&amp;lt;a href=x&amp;gt;وروسيا &amp;amp; تايوان</title>"
+    "<link>https://example.org/ref-1</link>"
+    "<description>قضية تايوان هي «أول خط أحمر»</description></item></channel></rss>"
+).encode()
+
+
+@pytest.fixture
+def double() -> Iterator[BotAPIDouble]:
+    with BotAPIDouble() as server:
+        yield server
+
+
+def settings_for(
+    database_url: str, feed_url: str, double: BotAPIDouble, tmp_path: Path
+) -> Settings:
+    text = textwrap.dedent(
+        f"""
+        database: {{url: "{database_url}"}}
+        fetch: {{allow_private: true}}
+        service: {{listen: null}}
+        feeds:
+          - {{name: a, url: '{feed_url}'}}
+        entities:
+          taiwan: {{aliases: ["Taiwan", "تايوان"]}}
+          red-line: {{aliases: ["red line", "خط أحمر"]}}
+        watchlists:
+          taiwan-red-line: {{query: "@taiwan AND @red-line", notify: [desk]}}
+        channels:
+          desk: {{type: telegram, chat_ids: [{DESK}]}}
+        telegram:
+          token: "{TOKEN}"
+          api_url: "{double.api_url}"
+          subscriptions: open
+        """
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text, "utf-8")
+    return parse_config(text, str(config))
+
+
+def test_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivated(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+
+        async def scenario() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            bot = await start_bot(service)
+            assert bot is not None
+            try:
+                for chat in (ALICE, BOB):
+                    double.send_command("/subscribe taiwan-red-line", chat_id=chat, user_id=chat)
+                    await double.messages_eventually(1, chat_id=chat)
+                double.fail(BOB, "blocked")
+                await service.poll_all()
+                stats = await service.deliver_tick()
+                assert (stats.sent, stats.failed) == (2, 1)
+            finally:
+                await bot.stop()
+                await service.close()
+
+        asyncio.run(scenario())
+
+    (alert_to_alice,) = double.messages_to(ALICE)[1:]
+    assert alert_to_alice.parse_mode == "HTML"
+    # feed text arrives literally, hits in bold
+    assert "الصين </b><a href=x>وروسيا & تايوان" in alert_to_alice.plain
+    bold = [alert_to_alice.plain[e.start : e.end] for e in alert_to_alice.entities if e.type == "b"]
+    assert "تايوان" in bold and "خط أحمر" in bold
+    (to_desk,) = double.messages_to(DESK)
+    assert "taiwan-red-line" in to_desk.plain
+
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.read_session(engine) as session:
+            assert subs.get_subscriber(session, BOB).active is False  # type: ignore[union-attr]
+            assert subs.get_subscriber(session, ALICE).active is True  # type: ignore[union-attr]
+            statuses = {
+                (row.channel, row.recipient): row.status
+                for row in session.execute(select(alerts)).all()
+            }
+    finally:
+        engine.dispose()
+    assert statuses == {
+        ("desk", str(DESK)): "sent",
+        (subs.SUBSCRIBERS_CHANNEL, str(ALICE)): "sent",
+        (subs.SUBSCRIBERS_CHANNEL, str(BOB)): "failed",
+    }
+
+
+def test_retry_after_postpones_without_counting_and_mute_holds_for_a_digest(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+
+        async def scenario() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            bot = await start_bot(service)
+            assert bot is not None
+            try:
+                double.send_command("/subscribe taiwan-red-line", chat_id=ALICE, user_id=ALICE)
+                await double.messages_eventually(1, chat_id=ALICE)
+                double.send_command("/subscribe taiwan-red-line", chat_id=BOB, user_id=BOB)
+                await double.messages_eventually(1, chat_id=BOB)
+                double.send_command("/mute 2h", chat_id=BOB, user_id=BOB)
+                await double.messages_eventually(2, chat_id=BOB)
+                double.fail(DESK, "retry_after", retry_after=45)
+                await service.poll_all()
+                await service.deliver_tick()
+            finally:
+                await bot.stop()
+                await service.close()
+
+        before = datetime.now(UTC)
+        asyncio.run(scenario())
+
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.read_session(engine) as session:
+            rows = {(r.channel, r.recipient): r for r in session.execute(select(alerts)).all()}
+    finally:
+        engine.dispose()
+    desk = rows["desk", str(DESK)]
+    assert desk.status == "pending" and desk.attempts == 0
+    assert desk.next_attempt_at >= before + timedelta(seconds=45)
+    held = rows[subs.SUBSCRIBERS_CHANNEL + ":digest", str(BOB)]
+    assert held.status == "pending"
+    assert held.next_attempt_at >= before + timedelta(hours=2) - timedelta(seconds=5)
+    assert rows[subs.SUBSCRIBERS_CHANNEL, str(ALICE)].status == "sent"  # Alice, at once
+    assert len(double.messages_to(BOB)) == 2  # only the two replies: nothing while muted
+
+
+def test_send_test_reports_success_and_the_exact_error(
+    double: BotAPIDouble, tmp_path: Path
+) -> None:
+    settings_for(f"sqlite:///{tmp_path / 'monitor.db'}", "examples/x.xml", double, tmp_path)
+    config = str(tmp_path / "config.yaml")
+
+    def send_test(channel: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitor.cli", "--config", config, "send-test", channel],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    ok = send_test("desk")
+    assert ok.returncode == 0, ok.stderr
+    assert f"sent to {DESK}" in ok.stderr
+    (sample,) = double.messages_to(DESK)
+    assert "Test alert from news-monitor" in sample.plain
+    assert TOKEN not in ok.stderr + ok.stdout
+
+    double.fail(DESK, "blocked")
+    refused = send_test("desk")
+    assert refused.returncode == 1
+    assert "blocked" in refused.stderr and "permanent" in refused.stderr
+    unknown = send_test("nowhere")
+    assert unknown.returncode == 2 and "no channel 'nowhere'" in unknown.stderr

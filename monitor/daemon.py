@@ -107,8 +107,7 @@ def notifiers_for(settings: Settings) -> dict[str, Notifier]:
             notifiers[name] = email
     if settings.telegram is not None:
         from monitor.notify.telegram import TelegramNotifier
-        from monitor.pipeline import SUBSCRIBERS_DIGEST_CHANNEL
-        from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
+        from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
         # One notifier, so one rate limiter covers every chat of the bot (30 messages/s).
         telegram = TelegramNotifier(
@@ -203,7 +202,7 @@ class Service:
             notifiers = notifiers_for(settings)
         digests: set[str] = set(digests_for(settings))
         if settings.telegram is not None:
-            from monitor.pipeline import SUBSCRIBERS_DIGEST_CHANNEL
+            from monitor.store.subscribers import SUBSCRIBERS_DIGEST_CHANNEL
 
             digests.add(SUBSCRIBERS_DIGEST_CHANNEL)
         outbox = Outbox(

@@ -31,7 +31,7 @@ from monitor.errors import (
 from monitor.model import Alert, Hit
 from monitor.notify import Notifier
 from monitor.store import db, repo, subscribers
-from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
+from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
 log = logging.getLogger("monitor.outbox")
 
@@ -170,7 +170,7 @@ class Outbox:
                     subscribers.migrate_chat(
                         session, int(error.recipient), int(error.new_recipient), now
                     )
-                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_CHANNEL + ":digest"):
+                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL):
                         subscribers.move_pending_alerts(
                             session, channel, error.recipient, error.new_recipient
                         )
@@ -193,7 +193,7 @@ class Outbox:
                 repo.mark_alert_failed(session, alert.id, self.owner, error.reason)
                 others = sum(
                     repo.fail_pending_alerts(session, channel, alert.recipient, error.reason)
-                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_CHANNEL + ":digest")
+                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL)
                 )
                 log.warning(
                     "subscriber.deactivated chat=%s reason=%r pending_failed=%s",

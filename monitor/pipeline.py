@@ -52,9 +52,7 @@ from monitor.inputs import html_article
 from monitor.language import detect_language, primary_language
 from monitor.model import Article, Match
 from monitor.store import db, repo, subscribers
-from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
-
-SUBSCRIBERS_DIGEST_CHANNEL = SUBSCRIBERS_CHANNEL + ":digest"  # held alerts, sent as one digest
+from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
 log = logging.getLogger("monitor.pipeline")
 

@@ -27,7 +27,7 @@ from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
 from monitor.errors import DeliveryError
 from monitor.model import Alert
-from monitor.store import db
+from monitor.store import db, repo
 from monitor.store.tables import alerts, feeds, items, stories
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -602,3 +602,46 @@ def test_email_channels_immediate_and_daily_digest(
         body = digest.get_body(("plain",)).get_content()
         assert "taiwan-red-line" in body and "sunny" in body
     assert {r["status"] for r in rows(settings, alerts)} == {"sent"}
+
+
+def test_a_crash_between_claim_and_send_delivers_after_restart_once(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+
+    async def poll_only() -> None:
+        service = service_for(settings, notifier)
+        try:
+            await service.poll_all()
+        finally:
+            await service.close()
+
+    asyncio.run(poll_only())
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.transaction(engine) as session:  # a process claims the alert, then dies
+            (claimed,) = repo.claim_due_alerts(session, "crashed:1", timedelta(minutes=5), 10)
+        with db.transaction(engine) as session:
+            assert repo.claim_due_alerts(session, "other:2", timedelta(minutes=5), 10) == []
+            # …until its lease runs out (by the database clock)
+            session.execute(
+                alerts.update().values(
+                    lease_until=repo.database_now(session) - timedelta(seconds=1)
+                )
+            )
+    finally:
+        engine.dispose()
+
+    async def restart() -> None:
+        service = Service.build(settings, notifiers={"console": notifier})
+        try:
+            await service.deliver_tick()
+            await service.deliver_tick()
+        finally:
+            await service.close()
+
+    asyncio.run(restart())
+    assert [a.id for a in notifier.sent] == [claimed.id]
+    (row,) = rows(settings, alerts)
+    assert row["status"] == "sent"

@@ -159,7 +159,7 @@ def test_retry_after_postpones_without_counting_and_mute_holds_for_a_digest(
     desk = rows["desk", str(DESK)]
     assert desk.status == "pending" and desk.attempts == 0
     assert desk.next_attempt_at >= before + timedelta(seconds=45)
-    held = rows[subs.SUBSCRIBERS_CHANNEL + ":digest", str(BOB)]
+    held = rows[subs.SUBSCRIBERS_DIGEST_CHANNEL, str(BOB)]
     assert held.status == "pending"
     assert held.next_attempt_at >= before + timedelta(hours=2) - timedelta(seconds=5)
     assert rows[subs.SUBSCRIBERS_CHANNEL, str(ALICE)].status == "sent"  # Alice, at once
@@ -196,3 +196,60 @@ def test_send_test_reports_success_and_the_exact_error(
     assert "blocked" in refused.stderr and "permanent" in refused.stderr
     unknown = send_test("nowhere")
     assert unknown.returncode == 2 and "no channel 'nowhere'" in unknown.stderr
+
+
+def test_a_digest_subscriber_gets_one_digest_at_its_time_and_unmute_releases_held_alerts(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+
+        async def scenario() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            bot = await start_bot(service)
+            assert bot is not None
+            try:
+                for chat, command in (
+                    (ALICE, "/subscribe taiwan-red-line"),
+                    (ALICE, "/digest daily 08:00 Asia/Riyadh"),
+                    (BOB, "/subscribe taiwan-red-line"),
+                    (BOB, "/mute 2h"),
+                ):
+                    before = len(double.messages_to(chat))
+                    double.send_command(command, chat_id=chat, user_id=chat)
+                    await double.messages_eventually(before + 1, chat_id=chat)
+                await service.poll_all()
+                await service.deliver_tick()
+                assert len(double.messages_to(ALICE)) == 2  # replies only: the alert waits
+                assert len(double.messages_to(BOB)) == 2
+
+                double.send_command("/unmute", chat_id=BOB, user_id=BOB)
+                await double.messages_eventually(3, chat_id=BOB)
+                await service.deliver_tick()  # Bob's held alert is due now
+                assert len(double.messages_to(BOB)) == 4
+
+                engine = db.make_engine(settings.database.url)
+                try:  # Alice's digest time has come
+                    with db.transaction(engine) as session:
+                        session.execute(
+                            alerts.update()
+                            .where(alerts.c.recipient == str(ALICE))
+                            .values(next_attempt_at=datetime.now(UTC))
+                        )
+                finally:
+                    engine.dispose()
+                await service.deliver_tick()
+            finally:
+                await bot.stop()
+                await service.close()
+
+        asyncio.run(scenario())
+
+    digest_to_alice = double.messages_to(ALICE)[-1]
+    assert "taiwan-red-line" in digest_to_alice.plain
+    assert "digest" in digest_to_alice.plain
+    assert "تايوان" in digest_to_alice.plain
+    released_to_bob = double.messages_to(BOB)[-1]
+    assert "taiwan-red-line" in released_to_bob.plain

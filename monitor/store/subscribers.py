@@ -21,6 +21,7 @@ from monitor.store.tables import alerts, subscribers, subscriptions
 
 __all__ = [
     "SUBSCRIBERS_CHANNEL",
+    "SUBSCRIBERS_DIGEST_CHANNEL",
     "Subscriber",
     "Target",
     "deactivate",
@@ -39,6 +40,8 @@ __all__ = [
 # The outbox channel of alerts to subscribers. "@" cannot start a configured channel name, so it
 # never collides with one.
 SUBSCRIBERS_CHANNEL = "@telegram"
+# Held alerts (a muted or digest subscriber's), delivered as one digest per chat when due.
+SUBSCRIBERS_DIGEST_CHANNEL = SUBSCRIBERS_CHANNEL + ":digest"
 
 
 @dataclass(frozen=True)
@@ -233,13 +236,30 @@ def move_pending_alerts(session: Session, channel: str, old: str, new: str) -> i
 
 
 def set_mute(session: Session, chat_id: int, until: datetime | None, now: datetime) -> bool:
-    """Hold alerts for `chat_id` until `until` (None: unmute). False if no such subscriber."""
+    """Hold alerts for `chat_id` until `until` (None: unmute). False if no such subscriber.
+
+    Unmuting a subscriber who takes alerts at once makes the alerts held by the mute due now, so
+    they come as one digest right away rather than when the mute would have ended."""
     result = session.execute(
         update(subscribers)
         .where(subscribers.c.chat_id == chat_id)
         .values(muted_until=until, updated_at=now)
-    )
-    return _rowcount(result) > 0
+        .returning(subscribers.c.digest)
+    ).first()
+    if result is None:
+        return False
+    if until is None and result.digest is None:
+        session.execute(
+            update(alerts)
+            .where(
+                alerts.c.channel == SUBSCRIBERS_DIGEST_CHANNEL,
+                alerts.c.recipient == str(chat_id),
+                alerts.c.status == "pending",
+                alerts.c.next_attempt_at > now,
+            )
+            .values(next_attempt_at=now)
+        )
+    return True
 
 
 def set_digest(session: Session, chat_id: int, spec: str | None, now: datetime) -> bool:

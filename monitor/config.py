@@ -365,9 +365,12 @@ def _parse_digest(value: object) -> object:
 
 
 class TelegramChannel(_Model):
+    """Fixed chats that receive their watchlists' alerts; `digest` None means each at once."""
+
     name: str
     type: Literal["telegram"]
     chat_ids: NonEmptyListOf[int]
+    digest: Annotated[Digest | None, BeforeValidator(_parse_digest)] = None
 
 
 class EmailChannel(_Model):
@@ -1109,7 +1112,8 @@ def _all_names(s: Settings) -> Iterator[str]:
 
 def _channel_details(channel: TelegramChannel | EmailChannel | ConsoleChannel) -> str:
     if isinstance(channel, TelegramChannel):
-        return _plural(len(channel.chat_ids), "chat")
+        timing = f"digest {channel.digest}" if channel.digest else "immediate"
+        return f"{_plural(len(channel.chat_ids), 'chat')}, {timing}"
     if isinstance(channel, EmailChannel):
         timing = f"digest {channel.digest}" if channel.digest else "immediate"
         return f"{', '.join(channel.to)}, {timing}"

@@ -253,3 +253,37 @@ def test_a_digest_subscriber_gets_one_digest_at_its_time_and_unmute_releases_hel
     assert "تايوان" in digest_to_alice.plain
     released_to_bob = double.messages_to(BOB)[-1]
     assert "taiwan-red-line" in released_to_bob.plain
+
+
+def test_a_telegram_channel_can_take_a_daily_digest(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+        config = tmp_path / "config.yaml"
+        text = config.read_text("utf-8").replace(
+            f"chat_ids: [{DESK}]}}", f"chat_ids: [{DESK}], digest: daily 07:30 Europe/Paris}}"
+        )
+        settings = parse_config(text, str(config))
+
+        async def scenario() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            try:
+                await service.poll_all()
+                await service.deliver_tick()
+                assert double.messages_to(DESK) == []  # held for the digest
+                engine = db.make_engine(settings.database.url)
+                try:
+                    with db.transaction(engine) as session:
+                        session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
+                finally:
+                    engine.dispose()
+                await service.deliver_tick()
+            finally:
+                await service.close()
+
+        asyncio.run(scenario())
+    (digest,) = double.messages_to(DESK)
+    assert "digest" in digest.plain and "taiwan-red-line" in digest.plain

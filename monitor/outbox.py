@@ -163,17 +163,34 @@ class Outbox:
         with db.transaction(self.engine) as session:
             now = self.clock()
             if isinstance(error, RateLimitedError | RecipientMovedError):
-                if isinstance(error, RecipientMovedError) and alert.channel.startswith(
-                    SUBSCRIBERS_CHANNEL
-                ):
+                if isinstance(error, RecipientMovedError):
                     # A group became a supergroup: follow it, and take its waiting alerts along.
-                    subscribers.migrate_chat(
-                        session, int(error.recipient), int(error.new_recipient), now
-                    )
-                    for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL):
+                    if alert.channel.startswith(SUBSCRIBERS_CHANNEL):
+                        subscribers.migrate_chat(
+                            session, int(error.recipient), int(error.new_recipient), now
+                        )
+                        channels: tuple[str, ...] = (
+                            SUBSCRIBERS_CHANNEL,
+                            SUBSCRIBERS_DIGEST_CHANNEL,
+                        )
+                    else:
+                        log.warning(
+                            "channel.chat_migrated channel=%s old=%s new=%s "
+                            "action=update chat_ids in the config",
+                            alert.channel,
+                            error.recipient,
+                            error.new_recipient,
+                        )
+                        channels = (alert.channel,)
+                    for channel in channels:
                         subscribers.move_pending_alerts(
                             session, channel, error.recipient, error.new_recipient
                         )
+                    if repo.alert_recipient(session, alert.id) == error.recipient:
+                        # the new chat has this alert already: this copy is done
+                        reason = f"{error.reason}; chat {error.new_recipient} has it already"
+                        repo.mark_alert_failed(session, alert.id, self.owner, reason)
+                        return DeliveryStats(failed=1)
                 # Not a failure: wait exactly as long as asked, without counting an attempt.
                 retry_at = now + timedelta(seconds=error.retry_after or 0.0)
                 repo.postpone_alert(session, alert.id, self.owner, error.reason, retry_at)

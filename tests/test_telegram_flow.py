@@ -287,3 +287,29 @@ def test_a_telegram_channel_can_take_a_daily_digest(
         asyncio.run(scenario())
     (digest,) = double.messages_to(DESK)
     assert "digest" in digest.plain and "taiwan-red-line" in digest.plain
+
+
+def test_a_fixed_chat_that_migrated_gets_the_alert_at_its_new_id(
+    database_url: str, double: BotAPIDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    new_id = -100888
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+        double.fail(DESK, "migrated", migrate_to=new_id)
+
+        async def scenario() -> None:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=True)
+            try:
+                await service.poll_all()
+                await service.deliver_tick()
+                await service.deliver_tick()  # the next tick resends it at the new id
+            finally:
+                await service.close()
+
+        asyncio.run(scenario())
+    assert double.messages_to(DESK) == []
+    (moved,) = double.messages_to(new_id)
+    assert "taiwan-red-line" in moved.plain
+    assert "update chat_ids in the config" in caplog.text

@@ -628,6 +628,14 @@ def mark_alert_retry(
     )
 
 
+def alert_recipient(session: Session, alert_id: int) -> str | None:
+    """The recipient an alert is addressed to now (it changes when a chat migrates)."""
+    recipient: str | None = session.execute(
+        select(alerts.c.recipient).where(alerts.c.id == alert_id)
+    ).scalar()
+    return recipient
+
+
 def postpone_alert(
     session: Session, alert_id: int, owner: str, reason: str, next_attempt_at: datetime
 ) -> bool:

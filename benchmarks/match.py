@@ -99,7 +99,8 @@ def generate(n: int, vocab: tuple[list[str], list[str], list[str], list[str]]) -
     arabic, english, ar_phrases, en_phrases = vocab
     queries = []
     for i in range(n):
-        words, phrases = (arabic, ar_phrases) if i % 2 == 0 else (english, en_phrases)
+        # every shape in both languages: the language alternates per round of the ten shapes
+        words, phrases = (arabic, ar_phrases) if (i // 10) % 2 == 0 else (english, en_phrases)
 
         def w(words: list[str] = words) -> str:
             return rng.choice(words)

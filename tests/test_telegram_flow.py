@@ -4,13 +4,15 @@ double, the subscriber bot, the poll pipeline and the outbox, on a real database
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botapi import TOKEN, BotAPIDouble
@@ -38,6 +40,36 @@ FEED = (
 def double() -> Iterator[BotAPIDouble]:
     with BotAPIDouble() as server:
         yield server
+
+
+@pytest.fixture
+def feed_url() -> Iterator[str]:
+    """The URL of FEED, served on loopback."""
+    with LoopbackServer() as server:
+        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
+        yield server.url("/a.xml")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, bot: bool = True) -> AsyncIterator[Service]:
+    """The service as `monitor run` builds it (with the subscriber bot), closed afterwards."""
+    service = Service.build(settings)
+    service.prepare(now=datetime.now(UTC), alone=True)
+    subscriber_bot = await start_bot(service) if bot else None
+    assert subscriber_bot is not None or not bot
+    try:
+        yield service
+    finally:
+        if subscriber_bot is not None:
+            await subscriber_bot.stop()
+        await service.close()
+
+
+async def say(double: BotAPIDouble, chat: int, command: str) -> None:
+    """A user sends a command; returns once the bot has answered."""
+    before = len(double.messages_to(chat))
+    double.send_command(command, chat_id=chat, user_id=chat)
+    await double.messages_eventually(before + 1, chat_id=chat)
 
 
 def settings_for(
@@ -68,32 +100,40 @@ def settings_for(
     return parse_config(text, str(config))
 
 
+def make_due(settings: Settings, *where: Any) -> None:
+    """The waiting alerts' time has come (a digest's hour, a mute's end)."""
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.transaction(engine) as session:
+            session.execute(alerts.update().where(*where).values(next_attempt_at=datetime.now(UTC)))
+    finally:
+        engine.dispose()
+
+
+def outbox_rows(settings: Settings) -> dict[tuple[str, str], Any]:
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.read_session(engine) as session:
+            return {(r.channel, r.recipient): r for r in session.execute(select(alerts)).all()}
+    finally:
+        engine.dispose()
+
+
 def test_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivated(
-    database_url: str, double: BotAPIDouble, tmp_path: Path
+    database_url: str, double: BotAPIDouble, feed_url: str, tmp_path: Path
 ) -> None:
-    with LoopbackServer() as server:
-        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
-        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+    settings = settings_for(database_url, feed_url, double, tmp_path)
 
-        async def scenario() -> None:
-            service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=True)
-            bot = await start_bot(service)
-            assert bot is not None
-            try:
-                for chat in (ALICE, BOB):
-                    double.send_command("/subscribe taiwan-red-line", chat_id=chat, user_id=chat)
-                    await double.messages_eventually(1, chat_id=chat)
-                double.fail(BOB, "blocked")
-                await service.poll_all()
-                stats = await service.deliver_tick()
-                assert (stats.sent, stats.failed) == (2, 1)
-            finally:
-                await bot.stop()
-                await service.close()
+    async def scenario() -> None:
+        async with running(settings) as service:
+            for chat in (ALICE, BOB):
+                await say(double, chat, "/subscribe taiwan-red-line")
+            double.fail(BOB, "blocked")
+            await service.poll_all()
+            stats = await service.deliver_tick()
+            assert (stats.sent, stats.failed) == (2, 1)
 
-        asyncio.run(scenario())
-
+    asyncio.run(scenario())
     (alert_to_alice,) = double.messages_to(ALICE)[1:]
     assert alert_to_alice.parse_mode == "HTML"
     # feed text arrives literally, hits in bold
@@ -108,13 +148,9 @@ def test_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivate
         with db.read_session(engine) as session:
             assert subs.get_subscriber(session, BOB).active is False  # type: ignore[union-attr]
             assert subs.get_subscriber(session, ALICE).active is True  # type: ignore[union-attr]
-            statuses = {
-                (row.channel, row.recipient): row.status
-                for row in session.execute(select(alerts)).all()
-            }
     finally:
         engine.dispose()
-    assert statuses == {
+    assert {key: row.status for key, row in outbox_rows(settings).items()} == {
         ("desk", str(DESK)): "sent",
         (subs.SUBSCRIBERS_CHANNEL, str(ALICE)): "sent",
         (subs.SUBSCRIBERS_CHANNEL, str(BOB)): "failed",
@@ -122,40 +158,22 @@ def test_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivate
 
 
 def test_retry_after_postpones_without_counting_and_mute_holds_for_a_digest(
-    database_url: str, double: BotAPIDouble, tmp_path: Path
+    database_url: str, double: BotAPIDouble, feed_url: str, tmp_path: Path
 ) -> None:
-    with LoopbackServer() as server:
-        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
-        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+    settings = settings_for(database_url, feed_url, double, tmp_path)
 
-        async def scenario() -> None:
-            service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=True)
-            bot = await start_bot(service)
-            assert bot is not None
-            try:
-                double.send_command("/subscribe taiwan-red-line", chat_id=ALICE, user_id=ALICE)
-                await double.messages_eventually(1, chat_id=ALICE)
-                double.send_command("/subscribe taiwan-red-line", chat_id=BOB, user_id=BOB)
-                await double.messages_eventually(1, chat_id=BOB)
-                double.send_command("/mute 2h", chat_id=BOB, user_id=BOB)
-                await double.messages_eventually(2, chat_id=BOB)
-                double.fail(DESK, "retry_after", retry_after=45)
-                await service.poll_all()
-                await service.deliver_tick()
-            finally:
-                await bot.stop()
-                await service.close()
+    async def scenario() -> None:
+        async with running(settings) as service:
+            await say(double, ALICE, "/subscribe taiwan-red-line")
+            await say(double, BOB, "/subscribe taiwan-red-line")
+            await say(double, BOB, "/mute 2h")
+            double.fail(DESK, "retry_after", retry_after=45)
+            await service.poll_all()
+            await service.deliver_tick()
 
-        before = datetime.now(UTC)
-        asyncio.run(scenario())
-
-    engine = db.make_engine(settings.database.url)
-    try:
-        with db.read_session(engine) as session:
-            rows = {(r.channel, r.recipient): r for r in session.execute(select(alerts)).all()}
-    finally:
-        engine.dispose()
+    before = datetime.now(UTC)
+    asyncio.run(scenario())
+    rows = outbox_rows(settings)
     desk = rows["desk", str(DESK)]
     assert desk.status == "pending" and desk.attempts == 0
     assert desk.next_attempt_at >= before + timedelta(seconds=45)
@@ -199,54 +217,29 @@ def test_send_test_reports_success_and_the_exact_error(
 
 
 def test_a_digest_subscriber_gets_one_digest_at_its_time_and_unmute_releases_held_alerts(
-    database_url: str, double: BotAPIDouble, tmp_path: Path
+    database_url: str, double: BotAPIDouble, feed_url: str, tmp_path: Path
 ) -> None:
-    with LoopbackServer() as server:
-        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
-        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
+    settings = settings_for(database_url, feed_url, double, tmp_path)
 
-        async def scenario() -> None:
-            service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=True)
-            bot = await start_bot(service)
-            assert bot is not None
-            try:
-                for chat, command in (
-                    (ALICE, "/subscribe taiwan-red-line"),
-                    (ALICE, "/digest daily 08:00 Asia/Riyadh"),
-                    (BOB, "/subscribe taiwan-red-line"),
-                    (BOB, "/mute 2h"),
-                ):
-                    before = len(double.messages_to(chat))
-                    double.send_command(command, chat_id=chat, user_id=chat)
-                    await double.messages_eventually(before + 1, chat_id=chat)
-                await service.poll_all()
-                await service.deliver_tick()
-                assert len(double.messages_to(ALICE)) == 2  # replies only: the alert waits
-                assert len(double.messages_to(BOB)) == 2
+    async def scenario() -> None:
+        async with running(settings) as service:
+            await say(double, ALICE, "/subscribe taiwan-red-line")
+            await say(double, ALICE, "/digest daily 08:00 Asia/Riyadh")
+            await say(double, BOB, "/subscribe taiwan-red-line")
+            await say(double, BOB, "/mute 2h")
+            await service.poll_all()
+            await service.deliver_tick()
+            assert len(double.messages_to(ALICE)) == 2  # replies only: the alert waits
+            assert len(double.messages_to(BOB)) == 2
 
-                double.send_command("/unmute", chat_id=BOB, user_id=BOB)
-                await double.messages_eventually(3, chat_id=BOB)
-                await service.deliver_tick()  # Bob's held alert is due now
-                assert len(double.messages_to(BOB)) == 4
+            await say(double, BOB, "/unmute")
+            await service.deliver_tick()  # Bob's held alert is due now
+            assert len(double.messages_to(BOB)) == 4
 
-                engine = db.make_engine(settings.database.url)
-                try:  # Alice's digest time has come
-                    with db.transaction(engine) as session:
-                        session.execute(
-                            alerts.update()
-                            .where(alerts.c.recipient == str(ALICE))
-                            .values(next_attempt_at=datetime.now(UTC))
-                        )
-                finally:
-                    engine.dispose()
-                await service.deliver_tick()
-            finally:
-                await bot.stop()
-                await service.close()
+            make_due(settings, alerts.c.recipient == str(ALICE))  # Alice's digest time
+            await service.deliver_tick()
 
-        asyncio.run(scenario())
-
+    asyncio.run(scenario())
     digest_to_alice = double.messages_to(ALICE)[-1]
     assert "taiwan-red-line" in digest_to_alice.plain
     assert "digest" in digest_to_alice.plain
@@ -256,59 +249,46 @@ def test_a_digest_subscriber_gets_one_digest_at_its_time_and_unmute_releases_hel
 
 
 def test_a_telegram_channel_can_take_a_daily_digest(
-    database_url: str, double: BotAPIDouble, tmp_path: Path
+    database_url: str, double: BotAPIDouble, feed_url: str, tmp_path: Path
 ) -> None:
-    with LoopbackServer() as server:
-        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
-        settings_for(database_url, server.url("/a.xml"), double, tmp_path)
-        config = tmp_path / "config.yaml"
-        text = config.read_text("utf-8").replace(
-            f"chat_ids: [{DESK}]}}", f"chat_ids: [{DESK}], digest: daily 07:30 Europe/Paris}}"
-        )
-        settings = parse_config(text, str(config))
+    settings_for(database_url, feed_url, double, tmp_path)
+    config = tmp_path / "config.yaml"
+    text = config.read_text("utf-8").replace(
+        f"chat_ids: [{DESK}]}}", f"chat_ids: [{DESK}], digest: daily 07:30 Europe/Paris}}"
+    )
+    settings = parse_config(text, str(config))
 
-        async def scenario() -> None:
-            service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=True)
-            try:
-                await service.poll_all()
-                await service.deliver_tick()
-                assert double.messages_to(DESK) == []  # held for the digest
-                engine = db.make_engine(settings.database.url)
-                try:
-                    with db.transaction(engine) as session:
-                        session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
-                finally:
-                    engine.dispose()
-                await service.deliver_tick()
-            finally:
-                await service.close()
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await service.poll_all()
+            await service.deliver_tick()
+            assert double.messages_to(DESK) == []  # held for the digest
+            make_due(settings)
+            await service.deliver_tick()
 
-        asyncio.run(scenario())
+    asyncio.run(scenario())
     (digest,) = double.messages_to(DESK)
     assert "digest" in digest.plain and "taiwan-red-line" in digest.plain
 
 
 def test_a_fixed_chat_that_migrated_gets_the_alert_at_its_new_id(
-    database_url: str, double: BotAPIDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str,
+    double: BotAPIDouble,
+    feed_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     new_id = -100888
-    with LoopbackServer() as server:
-        server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})
-        settings = settings_for(database_url, server.url("/a.xml"), double, tmp_path)
-        double.fail(DESK, "migrated", migrate_to=new_id)
+    settings = settings_for(database_url, feed_url, double, tmp_path)
+    double.fail(DESK, "migrated", migrate_to=new_id)
 
-        async def scenario() -> None:
-            service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=True)
-            try:
-                await service.poll_all()
-                await service.deliver_tick()
-                await service.deliver_tick()  # the next tick resends it at the new id
-            finally:
-                await service.close()
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await service.poll_all()
+            await service.deliver_tick()
+            await service.deliver_tick()  # the next tick resends it at the new id
 
-        asyncio.run(scenario())
+    asyncio.run(scenario())
     assert double.messages_to(DESK) == []
     (moved,) = double.messages_to(new_id)
     assert "taiwan-red-line" in moved.plain

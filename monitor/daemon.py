@@ -492,7 +492,7 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that log URLs (tokens are part of Telegram's) stay quiet below WARNING.
-    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if secrets:
         # And whatever is still logged has the secrets redacted (on the handler: every record).

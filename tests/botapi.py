@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from httpserver import ThreadedServer
 
 TOKEN = "123456789:AAE-test_token-Secret0987654321abcdefgh"
 BOT_ID = 123456789
@@ -302,13 +303,14 @@ def _utf16_len(text: str) -> int:
 # ---- the server --------------------------------------------------------------------------------
 
 
-class BotAPIDouble:
+class BotAPIDouble(ThreadedServer):
     """The Bot API on 127.0.0.1, random port, in its own thread. Start/stop or use `with`."""
 
+    thread_name = "bot-api-double"
+
     def __init__(self, token: str = TOKEN) -> None:
+        super().__init__()
         self.token = token
-        self.host = "127.0.0.1"
-        self.port = 0
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._messages: list[SentMessage] = []
@@ -323,38 +325,10 @@ class BotAPIDouble:
         self._limits: dict[str, float] | None = None
         self._accepted_at: deque[float] = deque()
         self._chat_accepted: dict[int, deque[float]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
         self._new_update: asyncio.Event | None = None
         self._release: asyncio.Event | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> BotAPIDouble:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start_site())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="bot-api-double", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        return self
 
     async def _start_site(self) -> None:
         self._new_update = asyncio.Event()
@@ -369,23 +343,8 @@ class BotAPIDouble:
         await site.start()
         self.port = self._runner.addresses[0][1]
 
-    def stop(self) -> None:
-        loop, runner = self._loop, self._runner
-        if loop is None or self._thread is None:
-            return
-        self.release()
-        if runner is not None:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> BotAPIDouble:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _before_stop(self) -> None:
+        self.release()  # requests told to hang must not hold the shutdown
 
     # -- what tests use -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
+from typing import Self
 
 import pytest
 from aiohttp import web
@@ -88,26 +89,22 @@ class RecordedRequest:
     headers: Mapping[str, str]
 
 
-class LoopbackServer:
-    """aiohttp.web on 127.0.0.1 with a random port, in its own thread. Start/stop or use `with`."""
+class ThreadedServer:
+    """An aiohttp.web server on 127.0.0.1 (random port) in a thread with its own event loop, so
+    synchronous tests can use it and tests that run their own loop never share it. Subclasses
+    build their app in `_start_site` (setting `self._runner` and `self.port`); start/stop, or
+    use `with`."""
 
-    def __init__(
-        self, corpus: Path | None = None, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        self.corpus = corpus if corpus is not None else corpus_dir()
-        self.ssl_context = ssl_context
+    thread_name = "loopback-server"
+
+    def __init__(self) -> None:
         self.host = "127.0.0.1"
         self.port = 0
-        self._routes: dict[str, Handler] = {}
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> LoopbackServer:
+    def start(self) -> Self:
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -125,12 +122,54 @@ class LoopbackServer:
             loop.run_forever()
             loop.close()
 
-        self._thread = threading.Thread(target=serve, name="loopback-http", daemon=True)
+        self._thread = threading.Thread(target=serve, name=self.thread_name, daemon=True)
         self._thread.start()
         ready.wait()
         if failure:
             raise failure[0]
         return self
+
+    async def _start_site(self) -> None:
+        raise NotImplementedError
+
+    def _before_stop(self) -> None:
+        """Called before the server shuts down (e.g. to release requests held open)."""
+
+    def stop(self) -> None:
+        loop, runner = self._loop, self._runner
+        if loop is None or self._thread is None:
+            return
+        self._before_stop()
+        if runner is not None:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=10)
+        self._loop = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LoopbackServer(ThreadedServer):
+    """aiohttp.web on 127.0.0.1 with a random port, in its own thread. Start/stop or use `with`."""
+
+    def __init__(
+        self, corpus: Path | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__()
+        self.corpus = corpus if corpus is not None else corpus_dir()
+        self.ssl_context = ssl_context
+        self._routes: dict[str, Handler] = {}
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    thread_name = "loopback-http"
 
     async def _start_site(self) -> None:
         app = web.Application()
@@ -142,23 +181,6 @@ class LoopbackServer:
         site = web.TCPSite(self._runner, self.host, 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
-
-    def stop(self) -> None:
-        loop, runner = self._loop, self._runner
-        if loop is None or self._thread is None:
-            return
-        if runner is not None:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- what tests use --------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import lru_cache
 
 from monitor.core.text import term_tokens
 from monitor.errors import QueryError
@@ -367,8 +368,11 @@ def _has_field(node: Node) -> bool:
     return False
 
 
+@lru_cache(maxsize=65536)
 def parse(query: str) -> Node:
-    """Parse a query into its AST, or raise QueryError with the 1-based column of the fault."""
+    """Parse a query into its AST, or raise QueryError with the 1-based column of the fault.
+
+    Cached (the AST is immutable): the config check and the matcher parse the same queries."""
     return _Parser(query).parse()
 
 

@@ -234,6 +234,25 @@ def test_feed_leases_and_poll_records(engine: Engine) -> None:
         assert {h.name: h.consecutive_failures for h in repo.feed_health(session)}["a"] == 0
 
 
+def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
+    """FAULTS 62: after the clock jumps back a day, a feed polled "tomorrow" with its next poll
+    "tomorrow + 10 min" is due now, not in a day."""
+    now = _now(engine)
+    with transaction(engine) as session:
+        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+    tomorrow = now + timedelta(days=1)
+    _set(
+        engine,
+        feeds,
+        ids["a"],
+        last_polled_at=tomorrow,
+        next_poll_at=tomorrow + timedelta(minutes=10),
+    )
+    _set(engine, feeds, ids["b"], last_polled_at=now, next_poll_at=now + timedelta(minutes=10))
+    with transaction(engine) as session:
+        assert [f.name for f in repo.claim_due_feeds(session, "one", LEASE, 10)] == ["a"]
+
+
 def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite write transactions are serialised")

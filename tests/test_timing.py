@@ -15,8 +15,6 @@ from monitor.core.timing import (
     POLL_JITTER,
     alert_retry_at,
     cache_max_age,
-    first_poll,
-    is_due,
     is_throttled,
     next_digest_at,
     next_poll,
@@ -174,34 +172,6 @@ def test_throttling_is_not_a_broken_feed(
     status: int | None, retry_after: float | None, throttled: bool
 ) -> None:
     assert is_throttled(status, retry_after) is throttled
-
-
-# --- first_poll and is_due ---------------------------------------------------------------------
-
-
-def test_first_polls_spread_over_the_first_interval() -> None:
-    times = [first_poll(NOW, TEN_MINUTES, rng) for rng in rngs()]
-    assert all(NOW <= t <= NOW + TEN_MINUTES for t in times)
-    assert sum(t < NOW + TEN_MINUTES / 2 for t in times) in range(70, 131)  # roughly uniform
-    assert first_poll(NOW, TEN_MINUTES, random.Random(0), immediate=True) == NOW
-
-
-def test_is_due() -> None:
-    later, earlier = NOW + TEN_MINUTES, NOW - TEN_MINUTES
-    assert is_due(NOW, None, None)
-    assert is_due(NOW, NOW, earlier)
-    assert is_due(NOW, earlier, earlier)
-    assert not is_due(NOW, later, earlier)
-    assert not is_due(NOW, later, None)
-
-
-def test_a_clock_set_back_makes_the_feed_due_again() -> None:
-    """FAULTS 62: polled at 08:00, next poll 08:10 — then the clock jumps back an hour. The last
-    poll now lies in the future, so the stored schedule is void and the feed is due at once."""
-    polled_at = NOW
-    next_at = next_poll(polled_at, TEN_MINUTES, rng=random.Random(0))
-    jumped = NOW - timedelta(hours=1)
-    assert is_due(jumped, next_at, polled_at)
 
 
 # --- alert_retry_at -----------------------------------------------------------------------------

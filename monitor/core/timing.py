@@ -14,17 +14,17 @@ Feed polling (SPEC §9, FAULTS 22–24, 62):
 * Jitter: every poll delay is multiplied by a factor in [1, 1 + `POLL_JITTER`] (0–10 % later), so
   feeds added together drift apart and a host's feeds do not fire in step. One-sided on purpose:
   some publishers set a minimum interval, and a jittered poll must never come *earlier* than the
-  configured interval. `first_poll` spreads new feeds over the first interval.
+  configured interval.
 * After a failure: `next_poll_after_failure` — the interval doubled per consecutive failure
   (the first failure waits one interval, the second two, then four …), capped at 24 h, same
   jitter. A ``Retry-After`` is a minimum (capped at 24 h too).
 * Throttling is not breakage: 429, or 503 with a Retry-After, means "ask later" (`is_throttled`).
   The caller then keeps the feed's consecutive-failure count as it was (not +1), and calls
   `next_poll_after_failure` with that count and the Retry-After; the feed is not reported broken.
-* A clock that jumped back leaves `next_poll_at` far in the future; `is_due` notices that the
-  last poll is "in the future" and makes the feed due again, so polling resumes at once instead of
-  after the jump (FAULTS 62). A jump forward makes every feed due at once; dedup keeps that from
-  becoming an alert storm, and the per-host limit from becoming a flood.
+* A clock that jumped back leaves `next_poll_at` far in the future; the feed claim
+  (`store.repo.claim_due_feeds`) treats a last poll "in the future" as due, so polling resumes at
+  once instead of after the jump (FAULTS 62). A jump forward makes every feed due at once; dedup
+  keeps that from becoming an alert storm, and the per-host limit from becoming a flood.
 
 Alert delivery (SPEC §6): `alert_retry_at` — exponential back-off with *full* jitter (a uniform
 delay between 0 and min(1 h, 30 s × 2^(attempts − 1))), the AWS "Exponential Backoff and Jitter"
@@ -48,8 +48,6 @@ __all__ = [
     "POLL_JITTER",
     "alert_retry_at",
     "cache_max_age",
-    "first_poll",
-    "is_due",
     "is_throttled",
     "next_digest_at",
     "next_poll",
@@ -125,26 +123,6 @@ def is_throttled(status: int | None, retry_after_seconds: float | None) -> bool:
     waits for the Retry-After (`next_poll_after_failure`).
     """
     return status == 429 or (status == 503 and retry_after_seconds is not None)
-
-
-def first_poll(
-    now: datetime, interval: timedelta, rng: random.Random, *, immediate: bool = False
-) -> datetime:
-    """When to poll a feed the scheduler has never polled: uniformly spread over the first
-    interval, so a config with 500 feeds does not fire 500 requests at start-up; `immediate=True`
-    (``monitor once``) polls now."""
-    _check_interval(interval)
-    if immediate:
-        return now
-    return now + timedelta(seconds=rng.uniform(0.0, _seconds(interval)))
-
-
-def is_due(now: datetime, next_poll_at: datetime | None, last_poll_at: datetime | None) -> bool:
-    """True when a feed should be polled at `now`: never scheduled, its time has come, or its last
-    poll lies in the future — the clock was set back, and the stored schedule means nothing."""
-    if next_poll_at is None or next_poll_at <= now:
-        return True
-    return last_poll_at is not None and last_poll_at > now
 
 
 def alert_retry_at(

@@ -323,7 +323,9 @@ def claim_due_feeds(
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write transaction is exclusive
     )
     if not include_not_due:
-        due = due.where(feeds.c.next_poll_at <= now)
+        # A last poll "in the future" means the clock was set back: the stored schedule means
+        # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
+        due = due.where(or_(feeds.c.next_poll_at <= now, feeds.c.last_polled_at > now))
     ids = list(session.scalars(due))
     if not ids:
         return []

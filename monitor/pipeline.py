@@ -239,6 +239,8 @@ class Poller:
         if parsed.bozo_warning:
             # A broken feed that still had items: accepted, and the problem kept in the log.
             log.warning("poll.bozo feed=%s warning=%r", feed.name, parsed.bozo_warning)
+        if parsed.dropped_items:
+            log.warning("poll.capped feed=%s dropped_items=%s", feed.name, parsed.dropped_items)
         log.info(
             "poll.done feed=%s new=%s updated=%s alerts=%s",
             feed.name,

@@ -431,6 +431,7 @@ def send_test(
     from monitor.daemon import notifiers_for
     from monitor.errors import DeliveryError
     from monitor.model import Alert, Hit
+
     settings = _load_settings(ctx)
     if channel not in settings.channels:
         known = ", ".join(settings.channels) or "none"

@@ -41,3 +41,25 @@ def test_offsets_survive_mixed_expansions_and_deletions() -> None:
     nt = NormalizedText.of(text)
     spans = [nt.to_original(*nt.token_span(i)) for i in range(len(nt.tokens))]
     assert [text[s:e] for s, e in spans] == ["Straße", "ﻻ", "تَايْوَان", "أول", "خط", "أحمر"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [c[1] for c in CASES]
+    + [
+        "\u064bتايوان",  # a deleted mark first
+        "تايوان\u064b\u0651",  # and last
+        "قَضِيَّةُ تَايْوَانَ هِيَ «أَوَّلُ خَطٍّ أَحْمَرَ»",
+        "plain ascii, Taiwan's line",
+        "",
+    ],
+)
+def test_quick_offset_map_agrees_with_the_exact_one(text: str) -> None:
+    """Texts that only lose marks get their offset map while normalising; it must equal the map
+    built character by character from the original."""
+    from monitor.core.text import _OffsetMap
+
+    quick = NormalizedText.of(text)
+    exact = _OffsetMap.build(text)
+    for offset in range(len(quick.text) + 1):
+        assert quick.to_original(offset, offset) == (exact.start(offset), exact.end(offset))

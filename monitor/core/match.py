@@ -27,14 +27,15 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from itertools import compress, count
-from typing import Any
+from itertools import accumulate, compress, pairwise, repeat
+from operator import add
+from typing import Any, cast
 
 import ahocorasick
 
 from monitor.core import query as q
 from monitor.core.entities import country_names
-from monitor.core.text import NormalizedText, is_arabic, is_cjk, term_tokens, token_starts
+from monitor.core.text import NormalizedText, is_arabic, is_cjk, term_tokens
 from monitor.errors import QueryError
 from monitor.model import Article, Hit, Match
 
@@ -42,6 +43,8 @@ from monitor.model import Article, Hit, Match
 
 EXACT, PREFIX, SUBSTRING = 0, 1, 2  # how a unit matches a token: whole, start, anywhere
 FIELDS = ("title", "body")
+# The names under which the compiled presence tests see the units present in a field, or in either.
+_PRESENT_IN = {"title": "T", "body": "B"}
 
 # A position: token index << 16 | offset inside the token (tokens are capped at 65,535 characters).
 SHIFT = 16
@@ -91,7 +94,8 @@ class _Compiler:
     def __init__(self, entities: Mapping[str, Sequence[str]]) -> None:
         self.entities = entities
         self.units: dict[tuple[int, str], int] = {}
-        self.unit_forms: list[str] = []
+        # Unit 0 is no unit: every real unit number is true, for `filter` and `compress`.
+        self.unit_forms: list[str] = [""]
 
     def unit(self, kind: int, form: str) -> int:
         key = (kind, form)
@@ -165,60 +169,97 @@ class _Compiler:
 
 
 class _FieldScan:
-    """Where the units occur in one field's tokens; their positions are built on demand.
+    """Which units occur in one field's tokens; where they occur is worked out only when asked.
 
-    Memory latency, not arithmetic, is the cost here (the tables of 10,000 watchlists do not fit
-    in the CPU caches), so a whole-token form maps straight to its units: one lookup per token.
+    Memory latency, not arithmetic, is the cost here (the tables of 10,000 watchlists do not fit in
+    the CPU caches), so each distinct word is looked up once, in C (`Counter`, `map`, `set.union`),
+    and the token indices of a unit are found only for the units a candidate watchlist needs.
     """
 
-    __slots__ = ("_positions", "_sets", "matcher", "partial", "tokens", "words")
+    __slots__ = (
+        "_positions",
+        "_sets",
+        "index",
+        "matcher",
+        "partial",
+        "present",
+        "unit_words",
+        "words",
+    )
 
     def __init__(self, words: list[str], matcher: Matcher) -> None:
         self.words = words
         self.matcher = matcher
+        # word → indices of its tokens
+        self.index: dict[str, list[int]] = {}
+        index = self.index
+        for i, word in enumerate(words):
+            at = index.get(word)
+            if at is None:
+                index[word] = [i]
+            else:
+                at.append(i)
+        # unit → the words of this field it matches whole
+        self.unit_words: dict[int, list[str]] = {}
+        distinct = list(index)
+        found: list[int | tuple[int, ...] | None] = list(map(matcher._whole_forms.get, distinct))
+        if any(found):
+            unit_words = self.unit_words
+            hit_units = cast("Iterator[int | tuple[int, ...]]", filter(None, found))
+            for word, units in zip(compress(distinct, found), hit_units, strict=True):
+                if isinstance(units, int):  # most words are a form of one unit only
+                    words_of = unit_words.get(units)
+                    if words_of is None:
+                        unit_words[units] = [word]
+                    else:
+                        words_of.append(word)
+                    continue
+                for unit in units:
+                    words_of = unit_words.get(unit)
+                    if words_of is None:
+                        unit_words[unit] = [word]
+                    else:
+                        words_of.append(word)
+        self.present: set[int] = set(self.unit_words)
         self._positions: dict[int, list[tuple[int, int]]] = {}
         self._sets: dict[int, frozenset[int]] = {}
-        # unit → indices of the tokens it matches whole
-        tokens: dict[int, list[int]] = {}
-        token_units: list[Any] = list(map(matcher._whole_forms.get, words))
-        for i in compress(count(), token_units):  # `compress` (in C) skips tokens that are no form
-            for unit in token_units[i]:
-                at = tokens.get(unit)
-                if at is None:
-                    tokens[unit] = [i]
-                else:
-                    at.append(i)
-        self.tokens = tokens
-        # unit → (start, end) positions found by the automaton (prefixes and CJK substrings)
-        self.partial: dict[int, list[tuple[int, int]]] = {}
-        if matcher._automaton is not None and words:
+        # unit → (word, offset in the word, length, kind) found by the automaton (prefixes, CJK)
+        self.partial: dict[int, list[tuple[str, int, int, int]]] = {}
+        if matcher._automaton is not None and index:
             self._scan_automaton()
 
     def _scan_automaton(self) -> None:
-        words = self.words
-        haystack = " " + " ".join(words) + " "  # single spaces: offsets map back to tokens
-        starts = token_starts(words)
+        distinct = list(self.index)
+        haystack = " " + " ".join(distinct) + " "  # single spaces: offsets map back to words
+        starts = list(accumulate(map(add, map(len, distinct), repeat(1)), initial=1))
         key_info, key_units = self.matcher._key_info, self.matcher._key_units
+        partial = self.partial
         for end, key in self.matcher._automaton.iter(haystack):
             length, kind = key_info[key]
-            hs = end - length + 1  # where the surface form starts in the haystack
-            i = bisect.bisect_right(starts, hs) - 1
-            if kind == PREFIX:  # a prefix is highlighted to the end of its word
-                span = (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
-            else:
-                offset = min(hs - starts[i], OFFSET_MASK)
-                span = (i << SHIFT | offset, i << SHIFT | min(offset + length, OFFSET_MASK))
+            at = end - length + 1  # where the surface form starts in the haystack
+            i = bisect.bisect_right(starts, at) - 1
+            found = (distinct[i], at - starts[i], length, kind)
             for unit in key_units[key]:
-                self.partial.setdefault(unit, []).append(span)
+                occurrences = partial.get(unit)
+                if occurrences is None:
+                    partial[unit] = [found]
+                else:
+                    occurrences.append(found)
+        self.present.update(partial)
 
-    def present(self) -> set[int]:
-        return self.tokens.keys() | self.partial.keys()
+    def token_indices(self, unit: int) -> list[int]:
+        """Indices of the tokens a whole-token unit matches, in text order."""
+        index = self.index
+        words = self.unit_words[unit]
+        if len(words) == 1:
+            return index[words[0]]
+        return sorted(i for w in words for i in index[w])
 
     def token_set(self, unit: int) -> frozenset[int]:
         """Indices of the tokens a whole-token unit matches, as a set (cached)."""
         found = self._sets.get(unit)
         if found is None:
-            found = self._sets[unit] = frozenset(self.tokens.get(unit, ()))
+            found = self._sets[unit] = frozenset(self.token_indices(unit))
         return found
 
     def positions(self, unit: int) -> list[tuple[int, int]]:
@@ -226,16 +267,28 @@ class _FieldScan:
         cached = self._positions.get(unit)
         if cached is not None:
             return cached
-        words = self.words
-        out = [
-            (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
-            for i in self.tokens.get(unit, ())
-        ]
         partial = self.partial.get(unit)
-        if partial:
-            out = sorted(out + partial)
+        if partial is None:
+            out = self._whole_positions(unit)
+        else:  # a prefix or substring unit: only the automaton finds it
+            out = []
+            for word, offset, length, kind in partial:
+                for i in self.index[word]:
+                    if kind == PREFIX:  # a prefix is highlighted to the end of its word
+                        out.append((i << SHIFT, i << SHIFT | min(len(word), OFFSET_MASK)))
+                    else:
+                        start = i << SHIFT | min(offset, OFFSET_MASK)
+                        out.append((start, i << SHIFT | min(offset + length, OFFSET_MASK)))
+            out.sort()
         self._positions[unit] = out
         return out
+
+    def _whole_positions(self, unit: int) -> list[tuple[int, int]]:
+        words = self.words
+        return [
+            (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
+            for i in self.token_indices(unit)
+        ]
 
 
 class _Context:
@@ -247,6 +300,24 @@ class _Context:
         self.scans = scans
         self.language = language
         self.source = source
+
+    def adjacent(self, first: int, second: int) -> bool:
+        """Whether a word of unit `first` is directly followed by a word of unit `second`, in
+        either field (both are whole-token units)."""
+        for scan in self.scans.values():
+            firsts = scan.unit_words.get(first)
+            if firsts is None:
+                continue
+            seconds = scan.unit_words.get(second)
+            if seconds is None:
+                continue
+            words, index = scan.words, scan.index
+            last = len(words) - 1
+            for x in firsts:
+                for i in index[x]:
+                    if i < last and words[i + 1] in seconds:
+                        return True
+        return False
 
 
 class _Node:
@@ -305,58 +376,61 @@ class _Leaf(_Node):
         return frozenset((max(self.units, key=lambda u: len(forms[u])),))
 
     def test_expr(self) -> str:
-        return " and ".join(f"{u} in P" for u in dict.fromkeys(self.units))
+        present = _PRESENT_IN[self.fields[0]] if len(self.fields) == 1 else "P"
+        tests = [f"{u} in {present}" for u in dict.fromkeys(self.units)]
+        if self.whole:
+            tests += [f"A({a}, {b})" for a, b in pairwise(self.units)]
+        return " and ".join(tests)
 
     def required(self) -> tuple[frozenset[int], bool]:
-        return frozenset(self.units), True
+        # The test must run for a phrase (are its words adjacent?) and for a single field
+        # (presence in the other does not count).
+        return frozenset(self.units), len(self.fields) > 1 and not (
+            self.whole and len(self.units) > 1
+        )
 
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         out: list[Group] = []
+        units = self.units
         for field in self.fields:
             scan = ctx.scans[field]
-            firsts = scan.positions(self.units[0])
-            if not firsts:
+            present = scan.present
+            if units[0] not in present:
                 continue
-            if len(self.units) == 1:
-                out.append((field, self.label, firsts))
+            if len(units) == 1:
+                out.append((field, self.label, scan.positions(units[0])))
                 continue
-            if self.whole:
-                spans = self._consecutive(scan)
-                if spans:
-                    out.append((field, self.label, spans))
+            if not present.issuperset(units):
                 continue
-            # Each following word must start at the beginning of the next token.
-            following = []
-            for unit in self.units[1:]:
-                found = scan.positions(unit)
-                if not found:
-                    break
-                following.append(dict(found))
-            else:
-                spans = []
-                for start, end in firsts:
-                    last: int | None = end
-                    for by_start in following:
-                        last = by_start.get(((last >> SHIFT) + 1) << SHIFT)  # type: ignore[operator]
-                        if last is None:
-                            break
-                    if last is not None:
-                        spans.append((start, last))
-                if spans:
-                    out.append((field, self.label, spans))
+            spans = self._consecutive(scan) if self.whole else self._adjacent(scan)
+            if spans:
+                out.append((field, self.label, spans))
         return bool(out), out
+
+    def _adjacent(self, scan: _FieldScan) -> list[tuple[int, int]]:
+        """Phrases with a prefix or substring unit: each following unit must start at the
+        beginning of the next token."""
+        following = [dict(scan.positions(unit)) for unit in self.units[1:]]
+        spans = []
+        for start, end in scan.positions(self.units[0]):
+            last: int | None = end
+            for by_start in following:
+                last = by_start.get(((last >> SHIFT) + 1) << SHIFT)  # type: ignore[operator]
+                if last is None:
+                    break
+            if last is not None:
+                spans.append((start, last))
+        return spans
 
     def _consecutive(self, scan: _FieldScan) -> list[tuple[int, int]]:
         """Phrases of whole-token units by token index: most candidate phrases have both words
         somewhere but never side by side, and this finds that without building positions."""
-        starts = scan.tokens.get(self.units[0], ())
+        starts = scan.token_indices(self.units[0])
         for offset, unit in enumerate(self.units[1:], 1):
-            if not starts:
-                return []
             following = scan.token_set(unit)
             starts = [i for i in starts if i + offset in following]
-        if not starts:
-            return []
+            if not starts:
+                return []
         last = len(self.units) - 1
         words = scan.words
         return [
@@ -560,16 +634,28 @@ class WatchlistRule:
 class _Compiled:
     name: str
     root: _Node
-    could_match: Callable[[Set[int]], bool]
     languages: frozenset[str]
     feeds: frozenset[str]
 
 
-def _test_function(root: _Node) -> Callable[[Set[int]], bool]:
-    # The expression holds only unit numbers, `in`, `and`, `or` and booleans: nothing from the query
-    # text reaches the code, so compiling it is safe. It is ~10× faster than walking the tree.
-    code = compile(f"lambda P: {root.test_expr()}", "<watchlist>", "eval")
-    function: Callable[[Set[int]], bool] = eval(code, {"__builtins__": {}})
+# A compiled presence test: (units present anywhere, in the title, in the body, whether two units
+# are adjacent) → could match.
+_Test = Callable[[Set[int], Set[int], Set[int], Callable[[int, int], bool]], bool]
+_NONE: frozenset[str] = frozenset()
+# An index entry: (watchlist index, other units that must be present, test or None when those are all).
+_Entry = tuple[int, frozenset[int], _Test | None]
+
+
+def _test_function(node: _Node, cache: dict[str, _Test]) -> _Test:
+    """The node's `test_expr` as a function, shared by every node with the same expression."""
+    expression = node.test_expr()
+    function = cache.get(expression)
+    if function is None:
+        # The expression holds only unit numbers, `in`, `and`, `or`, calls of A and booleans:
+        # nothing from the query text reaches the code, so compiling it is safe. It is ~10×
+        # faster than walking the tree.
+        code = compile(f"lambda P, T, B, A: {expression}", "<watchlist>", "eval")
+        function = cache[expression] = eval(code, {"__builtins__": {}})
     return function
 
 
@@ -582,22 +668,36 @@ class Matcher:
 
     def __init__(self, compiler: _Compiler, watchlists: list[_Compiled]) -> None:
         self._watchlists = watchlists
-        # unit → (watchlist index, units that must be present too, whether that is the whole test)
-        anchored: dict[int, list[tuple[int, frozenset[int], bool]]] = {}
-        always: list[tuple[int, frozenset[int], bool]] = []
+        forms = compiler.unit_forms
+        anchored: dict[int, list[_Entry]] = {}
+        always: list[_Entry] = []
+        tests: dict[str, _Test] = {}
         for index, w in enumerate(watchlists):
-            required, exact = w.root.required()
-            anchors = w.root.anchors(compiler.unit_forms)
-            if anchors is None:
-                always.append((index, required, exact))
-            else:
-                for unit in anchors:
-                    entry = (index, required - {unit}, exact)
-                    anchored.setdefault(unit, []).append(entry)
-        self._anchored = {unit: tuple(entries) for unit, entries in anchored.items()}
+            # An OR at the top is indexed branch by branch: each branch brings its own required
+            # words and a narrower test, so that a present anchor seldom runs a test in vain.
+            root = w.root
+            branches = root.children if isinstance(root, _Or) and root.children else (root,)
+            if any(branch.anchors(forms) is None for branch in branches):
+                required, exact = root.required()
+                always.append((index, required, None if exact else _test_function(root, tests)))
+                continue
+            for branch in branches:
+                required, exact = branch.required()
+                test = None if exact else _test_function(branch, tests)
+                for unit in branch.anchors(forms) or ():
+                    anchored.setdefault(unit, []).append((index, required - {unit}, test))
+        # unit → entries of the watchlists anchored on it. Rebuilt unit by unit, so that the
+        # entries one unit leads to lie together in memory (the per-article loop is bound by
+        # cache misses).
+        empty: frozenset[int] = frozenset()
+        self._anchored: dict[int, tuple[_Entry, ...]] = {
+            unit: tuple(
+                (index, frozenset(others) if others else empty, test)
+                for index, others, test in entries
+            )
+            for unit, entries in anchored.items()
+        }
         self._always = tuple(always)
-        # Kept apart from the watchlists: the per-article loop touches only this list for most.
-        self._could_match = [w.could_match for w in watchlists]
         self._build_keys(compiler)
 
     @property
@@ -622,9 +722,8 @@ class Matcher:
                 _Compiled(
                     rule.name,
                     root,
-                    _test_function(root),
-                    frozenset(_language(x) for x in rule.languages),
-                    frozenset(f.casefold() for f in rule.feeds),
+                    frozenset(_language(x) for x in rule.languages) or _NONE,
+                    frozenset(f.casefold() for f in rule.feeds) or _NONE,
                 )
             )
         return cls(compiler, compiled)
@@ -633,23 +732,26 @@ class Matcher:
         """Every watchlist the article matches, in compile order, each with its hits."""
         texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
         scans = {field: _FieldScan(text.tokens, self) for field, text in texts.items()}
-        present = scans["title"].present() | scans["body"].present()
-        could_match = self._could_match
+        in_title, in_body = scans["title"].present, scans["body"].present
+        present = in_title | in_body
+        language = _language(article.language) if article.language else ""
+        source = (article.source or "").casefold()
+        ctx = _Context(scans, language, source)
+        adjacent = ctx.adjacent
         candidates: set[int] = set()
         for entries in filter(None, map(self._anchored.get, present)):
-            for index, required, exact in entries:
+            for index, required, test in entries:
                 # A subset test in C settles most watchlists without running their compiled test.
-                if required <= present and (exact or could_match[index](present)):
+                if required <= present and (
+                    test is None or test(present, in_title, in_body, adjacent)
+                ):
                     candidates.add(index)
-        for index, required, exact in self._always:
-            if required <= present and (exact or could_match[index](present)):
+        for index, required, test in self._always:
+            if required <= present and (test is None or test(present, in_title, in_body, adjacent)):
                 candidates.add(index)
         if not candidates:
             return []
 
-        language = _language(article.language) if article.language else ""
-        source = (article.source or "").casefold()
-        ctx = _Context(scans, language, source)
         hits = _HitMapper(texts)
         matches = []
         for index in sorted(candidates):
@@ -683,7 +785,12 @@ class Matcher:
                     key_info.append((len(surface), kind))
                     key_units.append([])
                 key_units[number].append(unit)
-        self._whole_forms = {surface: tuple(units) for surface, units in whole.items()}
+        # A form of one unit maps to its number, saving a tuple per form (170,000 of them for
+        # 10,000 watchlists): a smaller table means fewer cache misses per lookup.
+        self._whole_forms: dict[str, int | tuple[int, ...]] = {
+            surface: units[0] if len(units) == 1 else tuple(units)
+            for surface, units in whole.items()
+        }
         self._key_info = key_info
         self._key_units = [tuple(units) for units in key_units]
         self._automaton: Any = None
@@ -703,28 +810,35 @@ class _HitMapper:
 
     def __init__(self, texts: Mapping[str, NormalizedText]) -> None:
         self.texts = texts
-        self.cache: dict[tuple[str, int, int], tuple[int, int]] = {}
+        # (field, start position, end position) → (sort key, original start, original end)
+        self.cache: dict[tuple[str, int, int], tuple[tuple[bool, int, int], int, int]] = {}
 
-    def original(self, field: str, start: int, end: int) -> tuple[int, int]:
-        key = (field, start, end)
-        span = self.cache.get(key)
-        if span is None:
-            text = self.texts[field]
-            norm_start = text.token_span(start >> SHIFT)[0] + (start & OFFSET_MASK)
-            norm_end = text.token_span(end >> SHIFT)[0] + (end & OFFSET_MASK)
-            span = self.cache[key] = text.to_original(norm_start, norm_end)
-        return span
+    def _map(self, key: tuple[str, int, int]) -> tuple[tuple[bool, int, int], int, int]:
+        field, start, end = key
+        original_start, original_end = self.texts[field].original_span(
+            start >> SHIFT, start & OFFSET_MASK, end >> SHIFT, end & OFFSET_MASK
+        )
+        # Hits are listed title first, then by place.
+        found = self.cache[key] = (
+            (field != "title", original_start, original_end),
+            original_start,
+            original_end,
+        )
+        return found
 
     def of(self, groups: list[Group]) -> tuple[Hit, ...]:
-        found: dict[tuple[str, int, int], Hit] = {}
+        found: dict[tuple[bool, int, int], Hit] = {}
+        cache = self.cache
         for field, term, spans in groups:
             raw: Iterable[RawHit] = (
-                ((term, field, s, e) for s, e in spans)
+                [(term, field, s, e) for s, e in spans]
                 if term is not None
-                else (h for _, _, hs in spans for h in hs)
+                else [h for _, _, hs in spans for h in hs]
             )
             for label, hit_field, s, e in raw:
-                start, end = self.original(hit_field, s, e)
-                # one hit per place, even when two aliases fold alike
-                found.setdefault((hit_field, start, end), Hit(label, hit_field, start, end))
-        return tuple(sorted(found.values(), key=lambda h: (h.field != "title", h.start, h.end)))
+                key = (hit_field, s, e)
+                mapped = cache.get(key) or self._map(key)
+                place = mapped[0]
+                if place not in found:  # one hit per place, even when two aliases fold alike
+                    found[place] = Hit(label, hit_field, mapped[1], mapped[2])
+        return tuple([found[place] for place in sorted(found)])

@@ -38,6 +38,7 @@ _DELETED = (
     "\u00ad"  # soft hyphen
 )
 _DELETED_RUN = re.compile(f"[{_DELETED}]+")
+_DELETED_SPLIT = re.compile(f"([{_DELETED}]+)")
 
 _FOLDS = {
     "أ": "ا",
@@ -77,13 +78,25 @@ _LINE = regex.compile(r"[^\n]*\n|[^\n]+")
 
 def normalize(text: str) -> str:
     """The normalised form of `text`: rules 1–3 of SPEC §3 (tokenising is separate)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    if folded.isascii():
-        return folded
-    for letter, replacement in _FOLDS.items():  # str.replace is ~50× faster than str.translate
-        if letter in folded:
-            folded = folded.replace(letter, replacement)
-    return _DELETED_RUN.sub("", folded)
+    folded, _ = _fold(text)
+    return folded if folded.isascii() else _DELETED_RUN.sub("", folded)
+
+
+def _fold(text: str) -> tuple[str, bool]:
+    """Rules 1 and 3 (NFKC, case-fold, letter folds), and whether every character of `text` became
+    exactly one character, so that only the deletions of rule 2 can move offsets."""
+    if "\xa0" in text:  # the one compatibility character common in news: NFKC makes it a space
+        text = text.replace("\xa0", " ")
+    nfkc = unicodedata.normalize("NFKC", text)
+    folded = nfkc.casefold()
+    # `normalize` hands back its argument when it is NFKC already (a new string otherwise, even if
+    # equal: then the slow, exact offset map is used). Case-folding never shortens a character.
+    one_to_one = nfkc is text and len(folded) == len(text)
+    if not folded.isascii():
+        for letter, replacement in _FOLDS.items():  # str.replace is ~50× faster than str.translate
+            if letter in folded:
+                folded = folded.replace(letter, replacement)
+    return folded, one_to_one
 
 
 def _token_pattern(normalized: str) -> re.Pattern[str] | regex.Pattern[str]:
@@ -133,8 +146,20 @@ class NormalizedText:
 
     @classmethod
     def of(cls, original: str) -> NormalizedText:
-        scanned = _blank_possessives(normalize(original))
-        return cls(original, scanned, _token_pattern(scanned).split(scanned))
+        folded, one_to_one = _fold(original)
+        offsets = None
+        if folded.isascii():
+            normalized = folded
+            if one_to_one:
+                offsets = _OffsetMap.identity_map(len(original))
+        else:
+            # Split around the deleted marks rather than delete them: the pieces are the map.
+            pieces = _DELETED_SPLIT.split(folded)
+            normalized = "".join(pieces[0::2])
+            if one_to_one:
+                offsets = _OffsetMap.around_deletions(pieces)
+        scanned = _blank_possessives(normalized)
+        return cls(original, scanned, _token_pattern(scanned).split(scanned), _offsets=offsets)
 
     @property
     def tokens(self) -> list[str]:
@@ -142,16 +167,32 @@ class NormalizedText:
 
     def token_span(self, index: int) -> tuple[int, int]:
         """(start, end) of token `index` in the normalised text."""
-        if self._starts is None:
-            # Offsets of every part: token i runs from starts[2i] to starts[2i + 1].
-            self._starts = list(accumulate(map(len, self.parts), initial=0))
-        return self._starts[2 * index + 1], self._starts[2 * index + 2]
+        starts = self._starts or self._token_starts()
+        return starts[2 * index + 1], starts[2 * index + 2]
+
+    def _token_starts(self) -> list[int]:
+        # Offsets of every part: token i runs from starts[2i + 1] to starts[2i + 2].
+        self._starts = list(accumulate(map(len, self.parts), initial=0))
+        return self._starts
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Map the normalised span [start, end) to the smallest original span that produced it."""
         if self._offsets is None:
             self._offsets = _OffsetMap.build(self.original)
         return self._offsets.start(start), self._offsets.end(end)
+
+    def original_span(self, first: int, start: int, last: int, end: int) -> tuple[int, int]:
+        """The original span from `start` characters into token `first` to `end` characters into
+        token `last` (the matcher's hits, mapped in one call)."""
+        starts = self._starts or self._token_starts()
+        offsets = self._offsets
+        if offsets is None:
+            offsets = self._offsets = _OffsetMap.build(self.original)
+        start += starts[2 * first + 1]
+        end += starts[2 * last + 1]
+        if offsets.identity:
+            return start, end
+        return offsets.start(start), offsets.end(end)
 
 
 @dataclass(frozen=True)
@@ -166,6 +207,28 @@ class _OffsetMap:
     orig: list[int]
     norm_len: list[int]
     orig_len: list[int]
+    identity: bool = False  # every offset maps to itself
+
+    @classmethod
+    def identity_map(cls, length: int) -> _OffsetMap:
+        return cls([0], [0], [length], [length], identity=True)
+
+    @classmethod
+    def around_deletions(cls, pieces: list[str]) -> _OffsetMap:
+        """The map of a text whose characters were each kept as one character or deleted:
+        `pieces` alternates kept text and deleted runs, as `re.split` with a group returns it."""
+        norm: list[int] = []
+        orig: list[int] = []
+        lengths: list[int] = []
+        n = o = 0
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0 and piece:
+                norm.append(n)
+                orig.append(o)
+                lengths.append(len(piece))
+                n += len(piece)
+            o += len(piece)
+        return cls(norm, orig, lengths, lengths)
 
     @classmethod
     def build(cls, original: str) -> _OffsetMap:

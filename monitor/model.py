@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -38,12 +38,12 @@ class Hit(NamedTuple):
     end: int
 
 
-@dataclass(frozen=True)
-class Match:
-    """A watchlist that matched an article, with every hit that made it match."""
+class Match(NamedTuple):
+    """A watchlist that matched an article, with every hit that made it match (a NamedTuple, like
+    Hit: with 10,000 watchlists an article can match dozens)."""
 
     watchlist: str
-    hits: tuple[Hit, ...] = field(default_factory=tuple)
+    hits: tuple[Hit, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -830,15 +830,19 @@ class _HitMapper:
         found: dict[tuple[bool, int, int], Hit] = {}
         cache = self.cache
         for field, term, spans in groups:
-            raw: Iterable[RawHit] = (
-                [(term, field, s, e) for s, e in spans]
-                if term is not None
-                else [h for _, _, hs in spans for h in hs]
-            )
-            for label, hit_field, s, e in raw:
-                key = (hit_field, s, e)
-                mapped = cache.get(key) or self._map(key)
-                place = mapped[0]
-                if place not in found:  # one hit per place, even when two aliases fold alike
-                    found[place] = Hit(label, hit_field, mapped[1], mapped[2])
+            if term is not None:
+                for s, e in spans:
+                    key = (field, s, e)
+                    mapped = cache.get(key) or self._map(key)
+                    if mapped[0] not in found:  # one hit per place, even when aliases fold alike
+                        found[mapped[0]] = Hit(term, field, mapped[1], mapped[2])
+                continue
+            for _, _, pair_hits in spans:  # a NEAR pair: the hits of both sides
+                for label, hit_field, s, e in pair_hits:
+                    key = (hit_field, s, e)
+                    mapped = cache.get(key) or self._map(key)
+                    if mapped[0] not in found:
+                        found[mapped[0]] = Hit(label, hit_field, mapped[1], mapped[2])
+        if len(found) == 1:
+            return tuple(found.values())
         return tuple([found[place] for place in sorted(found)])

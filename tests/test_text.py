@@ -50,6 +50,7 @@ def test_offsets_survive_mixed_expansions_and_deletions() -> None:
         "\u064bتايوان",  # a deleted mark first
         "تايوان\u064b\u0651",  # and last
         "قَضِيَّةُ تَايْوَانَ هِيَ «أَوَّلُ خَطٍّ أَحْمَرَ»",
+        "قَضِيَّةُ تَايْوَانَ هِيَ «أَوَّلُ خَطٍّ أَحْمَرَ» " * 4,  # fully vocalised: many marks
         "plain ascii, Taiwan's line",
         "",
     ],
@@ -63,3 +64,17 @@ def test_quick_offset_map_agrees_with_the_exact_one(text: str) -> None:
     exact = _OffsetMap.build(text)
     for offset in range(len(quick.text) + 1):
         assert quick.to_original(offset, offset) == (exact.start(offset), exact.end(offset))
+
+
+def test_the_code_pages_that_skip_the_full_tokenizer_need_it_nowhere() -> None:
+    """A text that encodes in one of these code pages takes the fast tokenizer without a search:
+    no character of theirs may be one the fast tokenizer gets wrong."""
+    from monitor.core.text import _FAST_CODE_PAGES, _NEEDS_FULL_TOKENIZER
+
+    for code_page in _FAST_CODE_PAGES:
+        for byte in range(256):
+            try:
+                char = bytes([byte]).decode(code_page)
+            except UnicodeDecodeError:
+                continue
+            assert not _NEEDS_FULL_TOKENIZER.search(char), (code_page, hex(ord(char)))

@@ -644,6 +644,13 @@ _Test = Callable[[Set[int], Set[int], Set[int], Callable[[int, int], bool]], boo
 _NONE: frozenset[str] = frozenset()
 # An index entry: (watchlist index, other units that must be present, test or None when those are all).
 _Entry = tuple[int, frozenset[int], _Test | None]
+# What a unit leads to (see `Matcher.__init__`).
+_Anchored = tuple[
+    tuple[int, ...],
+    tuple[frozenset[int], ...],
+    tuple[tuple[int, _Test], ...],
+    tuple[frozenset[int], ...],
+]
 
 
 def _test_function(node: _Node, cache: dict[str, _Test]) -> _Test:
@@ -686,17 +693,21 @@ class Matcher:
                 test = None if exact else _test_function(branch, tests)
                 for unit in branch.anchors(forms) or ():
                     anchored.setdefault(unit, []).append((index, required - {unit}, test))
-        # unit → entries of the watchlists anchored on it. Rebuilt unit by unit, so that the
-        # entries one unit leads to lie together in memory (the per-article loop is bound by
-        # cache misses).
+        # unit → the watchlists anchored on it, as (watchlists settled by their required units,
+        # those units; watchlists whose test must run too, their required units). Rebuilt unit by
+        # unit, so that what one unit leads to lies together in memory: the per-article loop is
+        # bound by cache misses.
         empty: frozenset[int] = frozenset()
-        self._anchored: dict[int, tuple[_Entry, ...]] = {
-            unit: tuple(
-                (index, frozenset(others) if others else empty, test)
-                for index, others, test in entries
+        self._anchored: dict[int, _Anchored] = {}
+        for unit, entries in anchored.items():
+            settled = [(i, others) for i, others, test in entries if test is None]
+            tested = [(i, others, test) for i, others, test in entries if test is not None]
+            self._anchored[unit] = (
+                tuple(i for i, _ in settled),
+                tuple(frozenset(others) if others else empty for _, others in settled),
+                tuple((i, test) for i, _, test in tested),
+                tuple(frozenset(others) if others else empty for _, others, _ in tested),
             )
-            for unit, entries in anchored.items()
-        }
         self._always = tuple(always)
         self._build_keys(compiler)
 
@@ -739,15 +750,21 @@ class Matcher:
         ctx = _Context(scans, language, source)
         adjacent = ctx.adjacent
         candidates: set[int] = set()
-        for entries in filter(None, map(self._anchored.get, present)):
-            for index, required, test in entries:
-                # A subset test in C settles most watchlists without running their compiled test.
-                if required <= present and (
-                    test is None or test(present, in_title, in_body, adjacent)
-                ):
-                    candidates.add(index)
-        for index, required, test in self._always:
-            if required <= present and (test is None or test(present, in_title, in_body, adjacent)):
+        is_present = present.issuperset
+        for settled, settled_required, tested, tested_required in filter(
+            None, map(self._anchored.get, present)
+        ):
+            # Subset tests in C settle most watchlists; the compiled tests run for the rest.
+            if settled:
+                candidates.update(compress(settled, map(is_present, settled_required)))
+            if tested:
+                for index, test in compress(tested, map(is_present, tested_required)):
+                    if test(present, in_title, in_body, adjacent):
+                        candidates.add(index)
+        for index, required, always_test in self._always:
+            if required <= present and (
+                always_test is None or always_test(present, in_title, in_body, adjacent)
+            ):
                 candidates.add(index)
         if not candidates:
             return []

@@ -28,14 +28,19 @@ from itertools import accumulate
 
 import regex
 
-_DELETED = (
-    "\u064b-\u065f\u0670"  # harakat incl. shadda, sukun, tanween; superscript alef
-    "\u0640"  # tatweel
-    "\u200b-\u200f"  # zero-width space/joiners, LRM, RLM
-    "\u202a-\u202e"  # bidi embeddings and overrides
-    "\u2066-\u2069"  # bidi isolates
-    "\ufeff"  # zero-width no-break space / BOM
-    "\u00ad"  # soft hyphen
+_DELETED_RANGES = (
+    ("\u064b", "\u065f"),  # harakat incl. shadda, sukun, tanween
+    ("\u0670", "\u0670"),  # superscript alef
+    ("\u0640", "\u0640"),  # tatweel
+    ("\u200b", "\u200f"),  # zero-width space/joiners, LRM, RLM
+    ("\u202a", "\u202e"),  # bidi embeddings and overrides
+    ("\u2066", "\u2069"),  # bidi isolates
+    ("\ufeff", "\ufeff"),  # zero-width no-break space / BOM
+    ("\u00ad", "\u00ad"),  # soft hyphen
+)
+_DELETED = "".join(f"{first}-{last}" for first, last in _DELETED_RANGES)
+_DELETED_CHARS = tuple(
+    chr(c) for first, last in _DELETED_RANGES for c in range(ord(first), ord(last) + 1)
 )
 _DELETED_RUN = re.compile(f"[{_DELETED}]+")
 _DELETED_SPLIT = re.compile(f"([{_DELETED}]+)")
@@ -71,6 +76,7 @@ _NEEDS_FULL_TOKENIZER = re.compile(
     "\u0900-\u1cff\u1dc0-\u1dff\u20d0-\u20ff\u2e80-\ua4cf\ua670-\ua6ff\ua800-\ud7ff"
     "\uf900-\ufaff\ufe00-\ufe0f\ufe20-\ufe2f\uff65-\uffdc\U00010000-\U0010ffff]"
 )
+_FAST_CODE_PAGES = ("cp1252", "cp1256")
 _GRAPHEME = regex.compile(r"\X")
 _CHUNK = regex.compile(r"\S+|\s+")
 _LINE = regex.compile(r"[^\n]*\n|[^\n]+")
@@ -79,7 +85,7 @@ _LINE = regex.compile(r"[^\n]*\n|[^\n]+")
 def normalize(text: str) -> str:
     """The normalised form of `text`: rules 1–3 of SPEC §3 (tokenising is separate)."""
     folded, _ = _fold(text)
-    return folded if folded.isascii() else _DELETED_RUN.sub("", folded)
+    return folded if folded.isascii() else _delete_marks(folded)[0]
 
 
 def _fold(text: str) -> tuple[str, bool]:
@@ -99,10 +105,49 @@ def _fold(text: str) -> tuple[str, bool]:
     return folded, one_to_one
 
 
+def _delete_marks(folded: str) -> tuple[str, list[int]]:
+    """`folded` without the characters rule 2 deletes, and their offsets in `folded`.
+
+    News text holds few of them (a tanween here, a tatweel there), and looking for each one with
+    `in` and `find` is ~30× faster than a regular expression over the whole text."""
+    present = [c for c in _DELETED_CHARS if c in folded]
+    if not present:
+        return folded, []
+    if sum(map(folded.count, present)) > 64:  # a vocalised text: one pass of the expression
+        pieces = _DELETED_SPLIT.split(folded)
+        deleted = []
+        offset = 0
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                deleted.extend(range(offset, offset + len(piece)))
+            offset += len(piece)
+        return "".join(pieces[0::2]), deleted
+    deleted = []
+    for c in present:
+        at = folded.find(c)
+        while at != -1:
+            deleted.append(at)
+            at = folded.find(c, at + 1)
+    deleted.sort()
+    normalized = folded
+    for c in present:
+        normalized = normalized.replace(c, "")
+    return normalized, deleted
+
+
 def _token_pattern(normalized: str) -> re.Pattern[str] | regex.Pattern[str]:
-    if normalized.isascii() or not _NEEDS_FULL_TOKENIZER.search(normalized):
+    if normalized.isascii():
         return _FAST_TOKEN
-    return TOKEN_PATTERN
+    # Western European and Arabic text fits one of these code pages, which hold none of the
+    # characters that need the full tokenizer (a test checks): encoding is 2–3× faster than
+    # searching for those characters.
+    for code_page in _FAST_CODE_PAGES:
+        try:
+            normalized.encode(code_page)
+        except UnicodeEncodeError:
+            continue
+        return _FAST_TOKEN
+    return TOKEN_PATTERN if _NEEDS_FULL_TOKENIZER.search(normalized) else _FAST_TOKEN
 
 
 def is_cjk(token: str) -> bool:
@@ -153,11 +198,9 @@ class NormalizedText:
             if one_to_one:
                 offsets = _OffsetMap.identity_map(len(original))
         else:
-            # Split around the deleted marks rather than delete them: the pieces are the map.
-            pieces = _DELETED_SPLIT.split(folded)
-            normalized = "".join(pieces[0::2])
+            normalized, deleted = _delete_marks(folded)
             if one_to_one:
-                offsets = _OffsetMap.around_deletions(pieces)
+                offsets = _OffsetMap.around_deletions(len(folded), deleted)
         scanned = _blank_possessives(normalized)
         return cls(original, scanned, _token_pattern(scanned).split(scanned), _offsets=offsets)
 
@@ -214,20 +257,22 @@ class _OffsetMap:
         return cls([0], [0], [length], [length], identity=True)
 
     @classmethod
-    def around_deletions(cls, pieces: list[str]) -> _OffsetMap:
-        """The map of a text whose characters were each kept as one character or deleted:
-        `pieces` alternates kept text and deleted runs, as `re.split` with a group returns it."""
+    def around_deletions(cls, length: int, deleted: list[int]) -> _OffsetMap:
+        """The map of a text of `length` characters, each kept as one character but those at the
+        offsets `deleted` (in order)."""
+        if not deleted:
+            return cls.identity_map(length)
         norm: list[int] = []
         orig: list[int] = []
         lengths: list[int] = []
-        n = o = 0
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0 and piece:
+        n = start = 0
+        for end in [*deleted, length]:
+            if end > start:  # the kept piece [start, end)
                 norm.append(n)
-                orig.append(o)
-                lengths.append(len(piece))
-                n += len(piece)
-            o += len(piece)
+                orig.append(start)
+                lengths.append(end - start)
+                n += end - start
+            start = end + 1
         return cls(norm, orig, lengths, lengths)
 
     @classmethod

@@ -111,18 +111,17 @@ def _delete_marks(folded: str) -> tuple[str, list[int]]:
     News text holds few of them (a tanween here, a tatweel there), and looking for each one with
     `in` and `find` is ~30× faster than a regular expression over the whole text."""
     present = [c for c in _DELETED_CHARS if c in folded]
+    deleted: list[int] = []
     if not present:
-        return folded, []
+        return folded, deleted
     if sum(map(folded.count, present)) > 64:  # a vocalised text: one pass of the expression
         pieces = _DELETED_SPLIT.split(folded)
-        deleted = []
         offset = 0
         for i, piece in enumerate(pieces):
             if i % 2:
                 deleted.extend(range(offset, offset + len(piece)))
             offset += len(piece)
         return "".join(pieces[0::2]), deleted
-    deleted = []
     for c in present:
         at = folded.find(c)
         while at != -1:

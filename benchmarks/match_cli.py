@@ -5,8 +5,10 @@ watchlists.
 
 For each size it writes a config of generated watchlists (the same generator as benchmarks/match.py)
 and runs the installed CLI as a real process, on one article (start-up: imports, config validation,
-compiling the watchlists) and on all the articles, the fastest of three runs each. The time each
-article adds is (all − one) / (articles − 1). The smallest size is the baseline the others are
+compiling the watchlists) and on all the articles, in three rounds over every size, keeping the
+fastest run of each kind. The time each article adds is the slope of the output: the time from the
+first lines to the last over the articles in between, so that start-up (whose own time varies by
+tenths of a second) does not leak into it. The smallest size is the baseline the others are
 compared with.
 """
 
@@ -34,17 +36,29 @@ def write_config(path: Path, queries: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run(config: Path, files: list[Path]) -> tuple[float, int]:
+def run(config: Path, files: list[Path]) -> tuple[float, float, int]:
+    """Run `monitor match --json` on `files`: (seconds in all, seconds per article once running,
+    matches). The time per article is the slope of the output's arrival, from the first lines to
+    the last, so that the start-up, and how long it happened to take, is not part of it."""
     command = [sys.executable, "-m", "monitor.cli", "--config", str(config), "match", "--json"]
-    started = time.perf_counter()
-    result = subprocess.run(
-        command + [str(f) for f in files], capture_output=True, text=True, check=False
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"monitor match failed:\n{result.stderr}")
-    matches = sum(len(json.loads(line)["matches"]) for line in result.stdout.splitlines())
-    return elapsed, matches
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command + [str(f) for f in files], stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        assert process.stdout is not None
+        arrivals = [(time.perf_counter(), line) for line in process.stdout]
+        returncode = process.wait()
+        elapsed = time.perf_counter() - started
+        if returncode != 0 or len(arrivals) != len(files):
+            errors.seek(0)
+            raise SystemExit(f"monitor match failed:\n{errors.read().decode(errors='replace')}")
+    matches = sum(len(json.loads(line)["matches"]) for _, line in arrivals)
+    # The output comes in blocks; the lines of the first block were matched before it arrived.
+    first = arrivals[0][0]
+    counted = sum(1 for t, _ in arrivals if t > first)
+    per_article = (arrivals[-1][0] - first) / counted if counted else float("nan")
+    return elapsed, per_article, matches
 
 
 def main() -> int:
@@ -74,23 +88,36 @@ def main() -> int:
             f"{'watchlists':>10} | {'start-up s':>10} | {'all articles s':>14} | "
             f"{'per article ms':>14} | {'matches':>8} | {'vs baseline':>11}"
         )
+        sizes = [int(s) for s in args.sizes.split(",")]
+        configs = {}
+        for size in sizes:
+            configs[size] = root / f"config-{size}.yaml"
+            write_config(configs[size], match_bench.generate(size, vocab))
+        # Rounds that run every size in turn, keeping the fastest run of each kind: one slow run
+        # (a cold disk cache, a busy neighbour) would otherwise be charged to every article, and
+        # a machine that slows down during the benchmark slows every size alike.
+        startups = dict.fromkeys(sizes, float("inf"))
+        totals = dict.fromkeys(sizes, float("inf"))
+        per_article = dict.fromkeys(sizes, float("inf"))
+        matches = dict.fromkeys(sizes, 0)
+        for _ in range(args.repeat):
+            for size in sizes:
+                startups[size] = min(startups[size], run(configs[size], files[:1])[0])
+                total, each, matches[size] = run(configs[size], files)
+                totals[size] = min(totals[size], total)
+                per_article[size] = min(per_article[size], each)
         baseline: tuple[float, float] | None = None
-        for size in (int(s) for s in args.sizes.split(",")):
-            config = root / f"config-{size}.yaml"
-            write_config(config, match_bench.generate(size, vocab))
-            # The least of a few runs: one slow start-up (a cold disk cache, a busy neighbour)
-            # would otherwise be charged to every article.
-            startup = min(run(config, files[:1])[0] for _ in range(args.repeat))
-            total, matches = min(run(config, files) for _ in range(args.repeat))
-            per_article = (total - startup) / (len(files) - 1)
+        for size in sizes:
             if baseline is None:
-                baseline = (startup, per_article)
+                baseline = (startups[size], per_article[size])
                 versus = "baseline"
             else:
-                versus = f"{per_article / baseline[1]:.2f}× +{startup - baseline[0]:.1f}s"
+                versus = (
+                    f"{per_article[size] / baseline[1]:.2f}× +{startups[size] - baseline[0]:.1f}s"
+                )
             print(
-                f"{size:>10} | {startup:>10.2f} | {total:>14.2f} | {per_article * 1000:>14.2f} | "
-                f"{matches:>8} | {versus:>11}"
+                f"{size:>10} | {startups[size]:>10.2f} | {totals[size]:>14.2f} | "
+                f"{per_article[size] * 1000:>14.2f} | {matches[size]:>8} | {versus:>11}"
             )
     return 0
 

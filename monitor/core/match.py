@@ -25,8 +25,10 @@ original text only for watchlists that matched.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate, compress, pairwise, repeat
 from operator import add
 from typing import Any, cast
@@ -655,17 +657,29 @@ _Anchored = tuple[
 ]
 
 
-def _test_function(node: _Node, cache: dict[str, _Test]) -> _Test:
-    """The node's `test_expr` as a function, shared by every node with the same expression."""
-    expression = node.test_expr()
-    function = cache.get(expression)
+_UNIT_NUMBER = re.compile(r"\b\d+\b")
+
+
+def _test_function(node: _Node, cache: dict[str, Callable[..., bool]]) -> _Test:
+    """The node's `test_expr` as a function.
+
+    Watchlists of one shape share one compiled function, with their unit numbers bound as
+    arguments: the per-article loop calls a hundred tests, and code shared by many watchlists
+    stays in the CPU caches where one function per watchlist would not.
+    """
+    units: dict[str, str] = {}
+    template = _UNIT_NUMBER.sub(
+        lambda m: units.setdefault(m.group(), f"_{len(units)}"), node.test_expr()
+    )
+    function = cache.get(template)
     if function is None:
         # The expression holds only unit numbers, `in`, `and`, `or`, calls of A and booleans:
         # nothing from the query text reaches the code, so compiling it is safe. It is ~10×
         # faster than walking the tree.
-        code = compile(f"lambda P, T, B, A: {expression}", "<watchlist>", "eval")
-        function = cache[expression] = eval(code, {"__builtins__": {}})
-    return function
+        parameters = "".join(f"{name}, " for name in units.values())
+        code = compile(f"lambda {parameters}P, T, B, A: {template}", "<watchlist>", "eval")
+        function = cache[template] = eval(code, {"__builtins__": {}})
+    return partial(function, *map(int, units))
 
 
 class Matcher:
@@ -680,7 +694,7 @@ class Matcher:
         forms = compiler.unit_forms
         anchored: dict[int, list[_Entry]] = {}
         always: list[_Entry] = []
-        tests: dict[str, _Test] = {}
+        tests: dict[str, Callable[..., bool]] = {}
         for index, w in enumerate(watchlists):
             # An OR at the top is indexed branch by branch: each branch brings its own required
             # words and a narrower test, so that a present anchor seldom runs a test in vain.
@@ -700,7 +714,8 @@ class Matcher:
         # unit, so that what one unit leads to lies together in memory: the per-article loop is
         # bound by cache misses.
         empty: frozenset[int] = frozenset()
-        self._anchored: dict[int, _Anchored] = {}
+        # A list indexed by unit number: smaller than a dict, so fewer cache misses per lookup.
+        self._anchored: list[_Anchored | None] = [None] * len(forms)
         for unit, entries in anchored.items():
             settled = [(i, others) for i, others, test in entries if test is None]
             tested = [(i, others, test) for i, others, test in entries if test is not None]
@@ -754,7 +769,7 @@ class Matcher:
         candidates: set[int] = set()
         is_present = present.issuperset
         for settled, settled_required, tested, tested_required in filter(
-            None, map(self._anchored.get, present)
+            None, map(self._anchored.__getitem__, present)
         ):
             # Subset tests in C settle most watchlists; the compiled tests run for the rest.
             if settled:

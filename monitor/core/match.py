@@ -344,6 +344,11 @@ class _Node:
         of `test_expr` (then the compiled test need not run)."""
         return frozenset(), True
 
+    def groups(self, forms: list[str]) -> list[frozenset[int]]:
+        """Sets of units of each of which one must be present for the node to match: checked in
+        C before the compiled test runs (which they do not replace)."""
+        return []
+
 
 class _Never(_Node):
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
@@ -510,6 +515,15 @@ class _And(_Node):
             exact = exact and child_exact
         return units, exact
 
+    def groups(self, forms: list[str]) -> list[frozenset[int]]:
+        found = []
+        for child in self.children:
+            anchors = child.anchors(forms)
+            if anchors is not None:
+                found.append(anchors)
+            found += child.groups(forms)
+        return found
+
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         occurrences: list[Group] = []
         for child in self.children:
@@ -581,6 +595,9 @@ class _Near(_Node):
     def required(self) -> tuple[frozenset[int], bool]:
         return _And((self.left, self.right)).required()
 
+    def groups(self, forms: list[str]) -> list[frozenset[int]]:
+        return _And((self.left, self.right)).groups(forms)
+
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         ok, lefts = self.left.evaluate(ctx)
         if not ok:
@@ -646,15 +663,38 @@ class _Compiled:
 # are adjacent) → could match.
 _Test = Callable[[Set[int], Set[int], Set[int], Callable[[int, int], bool]], bool]
 _NONE: frozenset[str] = frozenset()
+_EMPTY: frozenset[int] = frozenset()
 # An index entry: (watchlist index, other units that must be present, test or None when those are all).
 _Entry = tuple[int, frozenset[int], _Test | None]
 # What a unit leads to (see `Matcher.__init__`).
+# While indexing: (watchlist, other units required, groups of which one unit must be present,
+# test or None when the required units are the whole test).
+_IndexEntry = tuple[int, frozenset[int], list[frozenset[int]], _Test | None]
 _Anchored = tuple[
     tuple[int, ...],
     tuple[frozenset[int], ...],
-    tuple[tuple[int, _Test], ...],
+    tuple[tuple[int, tuple[frozenset[int], ...], _Test], ...],
     tuple[frozenset[int], ...],
 ]
+
+
+def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_Anchored | None]:
+    """unit → the watchlists anchored on it, as (watchlists settled by their required units,
+    those units; watchlists with groups to check and a test to run, their required units).
+
+    A list indexed by unit number, smaller than a dict; built unit by unit, so that what one unit
+    leads to lies together in memory: the per-article loop is bound by cache misses."""
+    index: list[_Anchored | None] = [None] * units
+    for unit, entries in anchored.items():
+        settled = [(i, others) for i, others, _, test in entries if test is None]
+        tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
+        index[unit] = (
+            tuple(i for i, _ in settled),
+            tuple(frozenset(others) or _EMPTY for _, others in settled),
+            tuple((i, tuple(groups), test) for i, _, groups, test in tested),
+            tuple(frozenset(others) or _EMPTY for _, others, _, _ in tested),
+        )
+    return index
 
 
 _UNIT_NUMBER = re.compile(r"\b\d+\b")
@@ -692,7 +732,9 @@ class Matcher:
     def __init__(self, compiler: _Compiler, watchlists: list[_Compiled]) -> None:
         self._watchlists = watchlists
         forms = compiler.unit_forms
-        anchored: dict[int, list[_Entry]] = {}
+        # unit → entries anchored on it, among all the units present, or the title's only
+        anchored: dict[int, list[_IndexEntry]] = {}
+        in_title: dict[int, list[_IndexEntry]] = {}
         always: list[_Entry] = []
         tests: dict[str, Callable[..., bool]] = {}
         for index, w in enumerate(watchlists):
@@ -706,25 +748,20 @@ class Matcher:
                 continue
             for branch in branches:
                 required, exact = branch.required()
+                # A term in the title only is looked for among the title's words: no test.
+                title_only = isinstance(branch, _Leaf) and branch.fields == ("title",)
+                if isinstance(branch, _Leaf) and title_only:
+                    exact = len(branch.units) == 1 or not branch.whole
                 test = None if exact else _test_function(branch, tests)
                 for unit in branch.anchors(forms) or ():
-                    anchored.setdefault(unit, []).append((index, required - {unit}, test))
-        # unit → the watchlists anchored on it, as (watchlists settled by their required units,
-        # those units; watchlists whose test must run too, their required units). Rebuilt unit by
-        # unit, so that what one unit leads to lies together in memory: the per-article loop is
-        # bound by cache misses.
-        empty: frozenset[int] = frozenset()
-        # A list indexed by unit number: smaller than a dict, so fewer cache misses per lookup.
-        self._anchored: list[_Anchored | None] = [None] * len(forms)
-        for unit, entries in anchored.items():
-            settled = [(i, others) for i, others, test in entries if test is None]
-            tested = [(i, others, test) for i, others, test in entries if test is not None]
-            self._anchored[unit] = (
-                tuple(i for i, _ in settled),
-                tuple(frozenset(others) if others else empty for _, others in settled),
-                tuple((i, test) for i, _, test in tested),
-                tuple(frozenset(others) if others else empty for _, others, _ in tested),
-            )
+                    # The groups that the anchor or the required units do not settle already
+                    groups = [
+                        g for g in branch.groups(forms) if unit not in g and g.isdisjoint(required)
+                    ]
+                    entry = (index, required - {unit}, groups, test)
+                    (in_title if title_only else anchored).setdefault(unit, []).append(entry)
+        self._anchored = _anchor_index(anchored, len(forms))
+        self._in_title = _anchor_index(in_title, len(forms))
         self._always = tuple(always)
         self._build_keys(compiler)
 
@@ -767,17 +804,20 @@ class Matcher:
         ctx = _Context(scans, language, source)
         adjacent = ctx.adjacent
         candidates: set[int] = set()
-        is_present = present.issuperset
-        for settled, settled_required, tested, tested_required in filter(
-            None, map(self._anchored.__getitem__, present)
-        ):
-            # Subset tests in C settle most watchlists; the compiled tests run for the rest.
-            if settled:
-                candidates.update(compress(settled, map(is_present, settled_required)))
-            if tested:
-                for index, test in compress(tested, map(is_present, tested_required)):
-                    if test(present, in_title, in_body, adjacent):
-                        candidates.add(index)
+        for anchored, found in ((self._anchored, present), (self._in_title, in_title)):
+            is_present, is_absent = found.issuperset, present.isdisjoint
+            for settled, settled_required, tested, tested_required in filter(
+                None, map(anchored.__getitem__, found)
+            ):
+                # Subset tests in C settle most watchlists; the compiled tests run for the rest.
+                if settled:
+                    candidates.update(compress(settled, map(is_present, settled_required)))
+                if tested:
+                    for index, needed, test in compress(tested, map(is_present, tested_required)):
+                        if needed and any(map(is_absent, needed)):
+                            continue
+                        if test(present, in_title, in_body, adjacent):
+                            candidates.add(index)
         for index, required, always_test in self._always:
             if required <= present and (
                 always_test is None or always_test(present, in_title, in_body, adjacent)

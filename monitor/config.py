@@ -58,6 +58,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from monitor.core.collector import collector_paused
 from monitor.core.query import parse as parse_query
 from monitor.core.query import validate as validate_query
 from monitor.core.text import term_tokens
@@ -1007,7 +1008,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(
             [ConfigProblem(filename, line, "", "the file is not UTF-8 text")]
         ) from None
-    return parse_config(text, filename, env)
+    with collector_paused():  # 10,000 watchlists make many objects, all kept
+        return parse_config(text, filename, env)
 
 
 def _already_reported(path: KeyPath, doc: _Document) -> bool:

@@ -111,3 +111,20 @@ def test_proclitic_forms() -> None:
     assert {"صين", "الصين", "بصين", "للصين", "وصين"} <= proclitic_forms("صين")
     assert proclitic_forms("china") == {"china"}
     assert proclitic_forms("ب") == {"ب"}  # too short to take proclitics
+
+
+def test_compiling_leaves_the_garbage_collector_as_it_was() -> None:
+    import gc
+
+    assert gc.isenabled()
+    Matcher.compile([WatchlistRule("w", "taiwan")], ENTITIES)
+    assert gc.isenabled()
+    with pytest.raises(QueryError):
+        Matcher.compile([WatchlistRule("w", "taiwan AND")], ENTITIES)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Matcher.compile([WatchlistRule("w", "taiwan")], ENTITIES)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

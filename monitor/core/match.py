@@ -36,6 +36,7 @@ from typing import Any, cast
 import ahocorasick
 
 from monitor.core import query as q
+from monitor.core.collector import collector_paused
 from monitor.core.entities import country_names
 from monitor.core.text import NormalizedText, is_arabic, is_cjk, term_tokens
 from monitor.errors import QueryError
@@ -774,24 +775,25 @@ class Matcher:
         cls, rules: Iterable[WatchlistRule], entities: Mapping[str, Sequence[str]] | None = None
     ) -> Matcher:
         """Compile every rule; raise QueryError naming the watchlist if one does not parse."""
-        compiler = _Compiler(entities or {})
-        compiled: list[_Compiled] = []
-        for rule in rules:
-            try:
-                root = compiler.compile(q.parse(rule.query))
-            except QueryError as exc:
-                raise QueryError(
-                    f"watchlist {rule.name!r}: {exc.message}", exc.column, rule.query
-                ) from None
-            compiled.append(
-                _Compiled(
-                    rule.name,
-                    root,
-                    frozenset(_language(x) for x in rule.languages) or _NONE,
-                    frozenset(f.casefold() for f in rule.feeds) or _NONE,
+        with collector_paused():  # a million long-lived objects for 10,000 watchlists
+            compiler = _Compiler(entities or {})
+            compiled: list[_Compiled] = []
+            for rule in rules:
+                try:
+                    root = compiler.compile(q.parse(rule.query))
+                except QueryError as exc:
+                    raise QueryError(
+                        f"watchlist {rule.name!r}: {exc.message}", exc.column, rule.query
+                    ) from None
+                compiled.append(
+                    _Compiled(
+                        rule.name,
+                        root,
+                        frozenset(_language(x) for x in rule.languages) or _NONE,
+                        frozenset(f.casefold() for f in rule.feeds) or _NONE,
+                    )
                 )
-            )
-        return cls(compiler, compiled)
+            return cls(compiler, compiled)
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist the article matches, in compile order, each with its hits."""

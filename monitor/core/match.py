@@ -8,14 +8,19 @@ How the cost stays independent of the number of watchlists (the idea of Lucene M
    never stemmed. Whole-token keys go into one hash table; prefix and substring keys into one
    Aho-Corasick automaton (pyahocorasick). Both are shared by all watchlists.
    Each watchlist is indexed under a few *anchor* units, at least one of which must occur for it to
-   match (for `a AND b` one side suffices, for `a OR b` both); queries with no anchor (`NOT x` alone,
-   `lang:ar`) are evaluated for every article.
-2. Per article: one hash lookup per token and, if any watchlist uses a wildcard or CJK, one automaton
-   scan; then only the watchlists anchored on a unit present are considered, a compiled necessary
-   condition (are all the words there?) drops most of them, and the rest are evaluated exactly.
+   match (for `a AND b` one side suffices, for `a OR b` both; a top-level OR branch by branch; a
+   `title:` term among the title's units); queries with no anchor (`NOT x` alone, `lang:ar`) are
+   considered for every article.
+2. Per article: one hash lookup per distinct word and, if any watchlist uses a wildcard or CJK, one
+   automaton scan over the distinct words; then only the watchlists anchored on a unit present are
+   considered. Necessary conditions drop most of them before any evaluation: the units they require
+   (a subset test in C), one unit of each OR group (`isdisjoint` in C), then a compiled test that
+   also knows fields and phrase adjacency. The rest are evaluated exactly.
    The work grows with the article's length and with the watchlists that could match it, not with the
    total number of watchlists. (A hash table beats the automaton for whole tokens: the text is already
-   split into tokens, and the lookups run in C.)
+   split into tokens, and the lookups run in C.) At 10,000 watchlists the tables do not fit the CPU
+   caches, so the layout is chosen for fewer cache misses: lists indexed by unit number, a form of
+   one unit mapped to its number rather than a tuple, one test function per query shape.
 
 Positions are coded as `token index << 16 | character offset in the token`, so a phrase is units on
 consecutive tokens and NEAR/n is a difference of token indices. Hits are mapped back to offsets in the

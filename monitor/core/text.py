@@ -12,9 +12,10 @@ What it does not do: Arabic proclitics (و ف ب ك ل ال) are not stripped he
 Arabic *term* into its proclitic forms instead, so the text is scanned once, untouched.
 
 Offsets: `NormalizedText.to_original` maps a span of the normalised text back to the original text,
-so hits can be highlighted in what the reader sees. The map is built only when asked for (most texts
-match nothing), and the common case — text already in NFKC whose case-folding keeps its length — is a
-1:1 map apart from the deleted marks.
+so hits can be highlighted in what the reader sees. In the common case — text already in NFKC whose
+case-folding keeps its length — the map is 1:1 apart from the deleted marks, and it is made while
+normalising, from where those marks were. Any other text gets its map built character by character,
+only when asked for.
 """
 
 from __future__ import annotations

@@ -68,9 +68,12 @@ def load_articles(corpus: Path, limit: int) -> list[Article]:
     return articles
 
 
-def vocabulary(corpus: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+def vocabulary(
+    corpus: Path, words_from: int = 1000
+) -> tuple[list[str], list[str], list[str], list[str]]:
     """Arabic and English words past the 1,000 most frequent (the names and topic words a watchlist
-    would name, not "said" or "government"), and two-word phrases past the 5,000 most frequent.
+    would name, not "said" or "government"; `words_from` moves that rank), and two-word phrases
+    past the 5,000 most frequent.
 
     They come from the corpus's articles *other than* those matched, so that how often a watchlist
     matches reflects how common its words are, not that it was made from the very same texts."""
@@ -85,7 +88,7 @@ def vocabulary(corpus: Path) -> tuple[list[str], list[str], list[str], list[str]
             counts.update(words)
             bigrams.update(f"{x} {y}" for x, y in pairwise(words))
     ranked = [w for w, _ in counts.most_common() if len(w) > 3 and not w.isdigit()]
-    mid = ranked[1000:40000]
+    mid = ranked[words_from : words_from + 39000]
     arabic = [w for w in mid if "\u0600" <= w[0] <= "\u06ff"]
     english = [w for w in mid if w.isascii()]
     phrases = [p for p, c in bigrams.most_common(60000)[5000:] if c >= 2 and len(p) > 8]
@@ -182,13 +185,20 @@ def main() -> int:
     parser.add_argument("--articles", type=int, default=200)
     parser.add_argument("--baseline-articles", type=int, default=20)
     parser.add_argument("--passes", type=int, default=3, help="passes over the articles")
+    parser.add_argument(
+        "--words-from",
+        type=int,
+        default=1000,
+        metavar="RANK",
+        help="draw watchlist words past this frequency rank (higher: rarer words, fewer matches)",
+    )
     args = parser.parse_args()
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
         return 2
 
     articles = load_articles(args.corpus, args.articles)
-    vocab = vocabulary(args.corpus)
+    vocab = vocabulary(args.corpus, args.words_from)
     kb = statistics.mean(len((a.title + a.body).encode()) for a in articles) / 1000
     print(
         f"{len(articles)} articles of {kb:.1f} KB on average (Arabic and English, from the corpus)"

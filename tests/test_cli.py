@@ -76,6 +76,7 @@ def test_match_json_on_the_reference_article(config: Path) -> None:
     assert code == 0
     (line,) = out.splitlines()
     record = json.loads(line)
+    assert line == json.dumps(record, ensure_ascii=False)  # exactly as json.dumps writes it
     assert record["input"] == str(REFERENCE)
     assert record["title"].startswith("بعد لقائه مستشار الأمن القومي")
     assert [m["watchlist"] for m in record["matches"]] == ["taiwan-red-line", "russia"]

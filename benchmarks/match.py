@@ -73,7 +73,7 @@ def vocabulary(
 ) -> tuple[list[str], list[str], list[str], list[str]]:
     """Arabic and English words past the 1,000 most frequent (the names and topic words a watchlist
     would name, not "said" or "government"; `words_from` moves that rank), and two-word phrases
-    past the 5,000 most frequent.
+    of such words.
 
     They come from the corpus's articles *other than* those matched, so that how often a watchlist
     matches reflects how common its words are, not that it was made from the very same texts."""
@@ -91,7 +91,14 @@ def vocabulary(
     mid = ranked[words_from : words_from + 39000]
     arabic = [w for w in mid if "\u0600" <= w[0] <= "\u06ff"]
     english = [w for w in mid if w.isascii()]
-    phrases = [p for p, c in bigrams.most_common(60000)[5000:] if c >= 2 and len(p) > 8]
+    # Phrases of two such words that occur together more than once ("computer graphics",
+    # "الانتخابات النيابيه"), not any frequent pair ("said although", "and would").
+    topical = set(mid)
+    phrases = [
+        p
+        for p, c in bigrams.most_common()
+        if c >= 2 and all(word in topical for word in p.split(" "))
+    ]
     ar_phrases = [p for p in phrases if "\u0600" <= p[0] <= "\u06ff"]
     en_phrases = [p for p in phrases if p.isascii()]
     return arabic, english, ar_phrases, en_phrases

@@ -289,11 +289,16 @@ class _FieldScan:
         return out
 
     def _whole_positions(self, unit: int) -> list[tuple[int, int]]:
-        words = self.words
-        return [
-            (i << SHIFT, i << SHIFT | min(len(words[i]), OFFSET_MASK))
-            for i in self.token_indices(unit)
-        ]
+        index = self.index
+        words = self.unit_words[unit]
+        if len(words) == 1:  # the common case: one form of the unit occurs, maybe several times
+            end = min(len(words[0]), OFFSET_MASK)
+            return [(i << SHIFT, i << SHIFT | end) for i in index[words[0]]]
+        return sorted(
+            (i << SHIFT, i << SHIFT | min(len(word), OFFSET_MASK))
+            for word in words
+            for i in index[word]
+        )
 
 
 class _Context:

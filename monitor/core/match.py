@@ -178,8 +178,8 @@ class _FieldScan:
     """Which units occur in one field's tokens; where they occur is worked out only when asked.
 
     Memory latency, not arithmetic, is the cost here (the tables of 10,000 watchlists do not fit in
-    the CPU caches), so each distinct word is looked up once, in C (`Counter`, `map`, `set.union`),
-    and the token indices of a unit are found only for the units a candidate watchlist needs.
+    the CPU caches), so each distinct word is looked up once, in C (`map`), and the positions of a
+    unit are worked out only for the units a candidate watchlist needs.
     """
 
     __slots__ = (
@@ -674,7 +674,6 @@ _NONE: frozenset[str] = frozenset()
 _EMPTY: frozenset[int] = frozenset()
 # An index entry: (watchlist index, other units that must be present, test or None when those are all).
 _Entry = tuple[int, frozenset[int], _Test | None]
-# What a unit leads to (see `Matcher.__init__`).
 # While indexing: (watchlist, other units required, groups of which one unit must be present,
 # test or None when the required units are the whole test).
 _IndexEntry = tuple[int, frozenset[int], list[frozenset[int]], _Test | None]
@@ -756,9 +755,11 @@ class Matcher:
                 continue
             for branch in branches:
                 required, exact = branch.required()
-                # A term in the title only is looked for among the title's words: no test.
-                title_only = isinstance(branch, _Leaf) and branch.fields == ("title",)
-                if isinstance(branch, _Leaf) and title_only:
+                # A term in the title only is indexed apart and its required units are checked
+                # among the title's: only a phrase of whole words still needs its test (adjacency).
+                title_only = False
+                if isinstance(branch, _Leaf) and branch.fields == ("title",):
+                    title_only = True
                     exact = len(branch.units) == 1 or not branch.whole
                 test = None if exact else _test_function(branch, tests)
                 for unit in branch.anchors(forms) or ():

@@ -96,8 +96,9 @@ def _fold(text: str) -> tuple[str, bool]:
         text = text.replace("\xa0", " ")
     nfkc = unicodedata.normalize("NFKC", text)
     folded = nfkc.casefold()
-    # `normalize` hands back its argument when it is NFKC already (a new string otherwise, even if
-    # equal: then the slow, exact offset map is used). Case-folding never shortens a character.
+    # `unicodedata.normalize` hands back its argument when it is NFKC already (a new string
+    # otherwise, even if equal: then the slow, exact offset map is used). Case-folding never
+    # shortens a character.
     one_to_one = nfkc is text and len(folded) == len(text)
     if not folded.isascii():
         for letter, replacement in _FOLDS.items():  # str.replace is ~50× faster than str.translate
@@ -220,22 +221,18 @@ class NormalizedText:
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Map the normalised span [start, end) to the smallest original span that produced it."""
-        if self._offsets is None:
-            self._offsets = _OffsetMap.build(self.original)
-        return self._offsets.start(start), self._offsets.end(end)
+        offsets = self._offsets
+        if offsets is None:
+            offsets = self._offsets = _OffsetMap.build(self.original)
+        if offsets.identity:
+            return start, end
+        return offsets.start(start), offsets.end(end)
 
     def original_span(self, first: int, start: int, last: int, end: int) -> tuple[int, int]:
         """The original span from `start` characters into token `first` to `end` characters into
         token `last` (the matcher's hits, mapped in one call)."""
         starts = self._starts or self._token_starts()
-        offsets = self._offsets
-        if offsets is None:
-            offsets = self._offsets = _OffsetMap.build(self.original)
-        start += starts[2 * first + 1]
-        end += starts[2 * last + 1]
-        if offsets.identity:
-            return start, end
-        return offsets.start(start), offsets.end(end)
+        return self.to_original(start + starts[2 * first + 1], end + starts[2 * last + 1])
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import partial
 from itertools import compress, pairwise
+from operator import gt
 from typing import Any, cast
 
 import ahocorasick
@@ -682,12 +683,14 @@ _Anchored = tuple[
     tuple[frozenset[int], ...],
     tuple[tuple[int, tuple[frozenset[int], ...], _Test], ...],
     tuple[frozenset[int], ...],
+    tuple[frozenset[int], ...],
 ]
 
 
 def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_Anchored | None]:
     """unit → the watchlists anchored on it, as (watchlists settled by their required units,
-    those units; watchlists with groups to check and a test to run, their required units).
+    those units; watchlists with a test to run, their other groups and test, their required
+    units, one group of which a unit must be present).
 
     A list indexed by unit number, smaller than a dict; built unit by unit, so that what one unit
     leads to lies together in memory: the per-article loop is bound by cache misses."""
@@ -695,11 +698,14 @@ def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_A
     for unit, entries in anchored.items():
         settled = [(i, others) for i, others, _, test in entries if test is None]
         tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
+        # A watchlist without groups gets its anchor as its group: present whenever looked up.
+        anchor = frozenset((unit,))
         index[unit] = (
             tuple(i for i, _ in settled),
             tuple(frozenset(others) or _EMPTY for _, others in settled),
-            tuple((i, tuple(groups), test) for i, _, groups, test in tested),
+            tuple((i, tuple(groups[1:]), test) for i, _, groups, test in tested),
             tuple(frozenset(others) or _EMPTY for _, others, _, _ in tested),
+            tuple(groups[0] if groups else anchor for _, _, groups, _ in tested),
         )
     return index
 
@@ -816,14 +822,19 @@ class Matcher:
         candidates: set[int] = set()
         for anchored, found in ((self._anchored, present), (self._in_title, in_title)):
             is_present, is_absent = found.issuperset, present.isdisjoint
-            for settled, settled_required, tested, tested_required in filter(
+            for settled, settled_required, tested, tested_required, tested_group in filter(
                 None, map(anchored.__getitem__, found)
             ):
-                # Subset tests in C settle most watchlists; the compiled tests run for the rest.
+                # Subset tests in C settle most watchlists; the compiled tests run for the rest,
+                # and only for those whose required units and first group are present (in C:
+                # True > False is "required present and group not absent").
                 if settled:
                     candidates.update(compress(settled, map(is_present, settled_required)))
                 if tested:
-                    for index, needed, test in compress(tested, map(is_present, tested_required)):
+                    for index, needed, test in compress(
+                        tested,
+                        map(gt, map(is_present, tested_required), map(is_absent, tested_group)),
+                    ):
                         if needed and any(map(is_absent, needed)):
                             continue
                         if test(present, in_title, in_body, adjacent):
@@ -836,8 +847,7 @@ class Matcher:
         if not candidates:
             return []
 
-        hits = _HitMapper(texts)
-        matches = []
+        matched: list[tuple[str, list[Group]]] = []
         for index in sorted(candidates):
             w = self._watchlists[index]
             # A filter on language or feed applies only when the article's is known.
@@ -847,8 +857,8 @@ class Matcher:
                 continue
             ok, groups = w.root.evaluate(ctx)
             if ok:
-                matches.append(Match(w.name, hits.of(groups)))
-        return matches
+                matched.append((w.name, groups))
+        return _with_hits(texts, matched) if matched else []
 
     def _build_keys(self, compiler: _Compiler) -> None:
         """The lookup tables: whole-token forms map to their units in a dict; prefix and substring
@@ -881,44 +891,53 @@ def _language(tag: str) -> str:
     return tag.replace("_", "-").split("-", 1)[0].casefold()
 
 
-class _HitMapper:
-    """Turns groups of raw hits into Hits with original offsets, sharing work across watchlists."""
-
-    def __init__(self, texts: Mapping[str, NormalizedText]) -> None:
-        self.texts = texts
-        # (field, start position, end position) → (sort key, original start, original end)
-        self.cache: dict[tuple[str, int, int], tuple[tuple[bool, int, int], int, int]] = {}
-
-    def _map(self, key: tuple[str, int, int]) -> tuple[tuple[bool, int, int], int, int]:
-        field, start, end = key
-        original_start, original_end = self.texts[field].original_span(
-            start >> SHIFT, start & OFFSET_MASK, end >> SHIFT, end & OFFSET_MASK
+def _with_hits(
+    texts: Mapping[str, NormalizedText], matched: list[tuple[str, list[Group]]]
+) -> list[Match]:
+    """The matches with their hits in original offsets: every place any match needs is mapped in
+    one call per field (many watchlists share their hits), then each match lists its hits, title
+    first, then by place, one per place even when aliases fold alike."""
+    places: dict[str, dict[tuple[int, int], None]] = {"title": {}, "body": {}}
+    for _, groups in matched:
+        for field, term, spans in groups:
+            if term is not None:
+                places[field].update(dict.fromkeys(spans))
+                continue
+            for _, _, pair_hits in spans:  # a NEAR pair: the hits of both sides
+                for _, hit_field, s, e in pair_hits:
+                    places[hit_field][(s, e)] = None
+    # (field, start position, end position) → (title last?, original start, original end)
+    mapped: dict[tuple[str, int, int], tuple[bool, int, int]] = {}
+    for field, spans in places.items():
+        if not spans:
+            continue
+        original = texts[field].original_spans(
+            [(s >> SHIFT, s & OFFSET_MASK, e >> SHIFT, e & OFFSET_MASK) for s, e in spans]
         )
-        # Hits are listed title first, then by place.
-        found = self.cache[key] = (
-            (field != "title", original_start, original_end),
-            original_start,
-            original_end,
-        )
-        return found
-
-    def of(self, groups: list[Group]) -> tuple[Hit, ...]:
+        in_body = field != "title"
+        for (s, e), (start, end) in zip(spans, original, strict=True):
+            mapped[field, s, e] = (in_body, start, end)
+    matches = []
+    for name, groups in matched:
         found: dict[tuple[bool, int, int], Hit] = {}
-        cache = self.cache
         for field, term, spans in groups:
             if term is not None:
                 for s, e in spans:
-                    key = (field, s, e)
-                    mapped = cache.get(key) or self._map(key)
-                    if mapped[0] not in found:  # one hit per place, even when aliases fold alike
-                        found[mapped[0]] = Hit(term, field, mapped[1], mapped[2])
+                    place = mapped[field, s, e]
+                    if place not in found:
+                        found[place] = _new_hit((term, field, place[1], place[2]))
                 continue
-            for _, _, pair_hits in spans:  # a NEAR pair: the hits of both sides
+            for _, _, pair_hits in spans:
                 for label, hit_field, s, e in pair_hits:
-                    key = (hit_field, s, e)
-                    mapped = cache.get(key) or self._map(key)
-                    if mapped[0] not in found:
-                        found[mapped[0]] = Hit(label, hit_field, mapped[1], mapped[2])
+                    place = mapped[hit_field, s, e]
+                    if place not in found:
+                        found[place] = _new_hit((label, hit_field, place[1], place[2]))
         if len(found) == 1:
-            return tuple(found.values())
-        return tuple([found[place] for place in sorted(found)])
+            matches.append(Match(name, tuple(found.values())))
+        else:
+            matches.append(Match(name, tuple([found[place] for place in sorted(found)])))
+    return matches
+
+
+# Hit's NamedTuple constructor is a Python function; this builds the same tuple in C.
+_new_hit = cast("Callable[[tuple[str, str, int, int]], Hit]", partial(tuple.__new__, Hit))

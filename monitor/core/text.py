@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
@@ -211,28 +212,55 @@ class NormalizedText:
 
     def token_span(self, index: int) -> tuple[int, int]:
         """(start, end) of token `index` in the normalised text."""
-        starts = self._starts or self._token_starts()
-        return starts[2 * index + 1], starts[2 * index + 2]
+        if self._starts is None:
+            # Offsets of every part: token i runs from starts[2i + 1] to starts[2i + 2].
+            self._starts = list(accumulate(map(len, self.parts), initial=0))
+        return self._starts[2 * index + 1], self._starts[2 * index + 2]
 
-    def _token_starts(self) -> list[int]:
-        # Offsets of every part: token i runs from starts[2i + 1] to starts[2i + 2].
-        self._starts = list(accumulate(map(len, self.parts), initial=0))
-        return self._starts
-
-    def to_original(self, start: int, end: int) -> tuple[int, int]:
-        """Map the normalised span [start, end) to the smallest original span that produced it."""
+    def _offset_map(self) -> _OffsetMap:
         offsets = self._offsets
         if offsets is None:
             offsets = self._offsets = _OffsetMap.build(self.original)
+        return offsets
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """Map the normalised span [start, end) to the smallest original span that produced it."""
+        offsets = self._offset_map()
         if offsets.identity:
             return start, end
         return offsets.start(start), offsets.end(end)
 
-    def original_span(self, first: int, start: int, last: int, end: int) -> tuple[int, int]:
-        """The original span from `start` characters into token `first` to `end` characters into
-        token `last` (the matcher's hits, mapped in one call)."""
-        starts = self._starts or self._token_starts()
-        return self.to_original(start + starts[2 * first + 1], end + starts[2 * last + 1])
+    def original_spans(self, spans: Sequence[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+        """The original span of each (first token, characters into it, last token, characters
+        into it): the matcher's hits, mapped in one call."""
+        # Only the tokens asked for are located, by the length of the text between them: a list
+        # of every part's offset would cost a thousand additions for a few dozen hits.
+        parts = self.parts
+        at = offset = 0
+        token_start: dict[int, int] = {}
+        for token in sorted({f for f, _, _, _ in spans} | {t for _, _, t, _ in spans}):
+            part = 2 * token + 1
+            offset += len("".join(parts[at:part]))
+            at = part
+            token_start[token] = offset
+        offsets = self._offset_map()
+        if offsets.identity:
+            return [(s + token_start[f], e + token_start[t]) for f, s, t, e in spans]
+        if not (offsets.one_to_one and offsets.norm):
+            start, end = offsets.start, offsets.end
+            return [(start(s + token_start[f]), end(e + token_start[t])) for f, s, t, e in spans]
+        # Every piece keeps its length (only deletions): OffsetMap.start and .end, inlined.
+        norm, orig, lengths = offsets.norm, offsets.orig, offsets.orig_len
+        out = []
+        for f, s, t, e in spans:
+            a = s + token_start[f]
+            i = bisect.bisect_right(norm, a) - 1 if a > 0 else 0
+            b = e + token_start[t]
+            j = bisect.bisect_right(norm, b - 1) - 1 if b > 1 else 0
+            out.append(
+                (orig[i] + min(a - norm[i], lengths[i]), orig[j] + min(b - norm[j], lengths[j]))
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -248,10 +276,11 @@ class _OffsetMap:
     norm_len: list[int]
     orig_len: list[int]
     identity: bool = False  # every offset maps to itself
+    one_to_one: bool = False  # every piece keeps its length: the text only lost characters
 
     @classmethod
     def identity_map(cls, length: int) -> _OffsetMap:
-        return cls([0], [0], [length], [length], identity=True)
+        return cls([0], [0], [length], [length], identity=True, one_to_one=True)
 
     @classmethod
     def around_deletions(cls, length: int, deleted: list[int]) -> _OffsetMap:
@@ -270,7 +299,7 @@ class _OffsetMap:
                 lengths.append(end - start)
                 n += end - start
             start = end + 1
-        return cls(norm, orig, lengths, lengths)
+        return cls(norm, orig, lengths, lengths, one_to_one=True)
 
     @classmethod
     def build(cls, original: str) -> _OffsetMap:

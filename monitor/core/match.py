@@ -908,14 +908,14 @@ def _with_hits(
                     places[hit_field][(s, e)] = None
     # (field, start position, end position) → (title last?, original start, original end)
     mapped: dict[tuple[str, int, int], tuple[bool, int, int]] = {}
-    for field, spans in places.items():
-        if not spans:
+    for field, needed in places.items():
+        if not needed:
             continue
         original = texts[field].original_spans(
-            [(s >> SHIFT, s & OFFSET_MASK, e >> SHIFT, e & OFFSET_MASK) for s, e in spans]
+            [(s >> SHIFT, s & OFFSET_MASK, e >> SHIFT, e & OFFSET_MASK) for s, e in needed]
         )
         in_body = field != "title"
-        for (s, e), (start, end) in zip(spans, original, strict=True):
+        for (s, e), (start, end) in zip(needed, original, strict=True):
             mapped[field, s, e] = (in_body, start, end)
     matches = []
     for name, groups in matched:

@@ -90,6 +90,31 @@ def test_match_json_on_the_reference_article(config: Path) -> None:
     ]
 
 
+def test_match_json_escapes_what_json_escapes(tmp_path: Path) -> None:
+    """Quotes, backslashes, control characters, line separators and emoji in the input's name,
+    the title and a term: the line is still exactly json.dumps's."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "watchlists:\n  say-no: {query: '\"C:\\\\temp\" OR émoji'}\n  plain: {query: 'tab'}\n",
+        encoding="utf-8",
+    )
+    # Linux file names may hold any character but / and NUL: the input's name carries the
+    # control characters the reader would tidy out of a title.
+    article = tmp_path / 'odd "name" \\ \t\u2028\x7f\x1b ✓ 🎉.txt'
+    article.write_text('A "quoted" C:\\temp\ttab émoji 🎉 title\nbody émoji\n', encoding="utf-8")
+    code, out, err = run("--config", str(config), "match", "--json", str(article))
+    assert code == 0, err
+    (line,) = out.rstrip("\n").split("\n")  # U+2028 is not escaped, so not splitlines()
+    record = json.loads(line)
+    assert line == json.dumps(record, ensure_ascii=False)
+    assert "\\t" in line and "\\u001b" in line and '\\"name\\"' in line
+    assert record["input"] == str(article)
+    assert record["title"] == 'A "quoted" C:\\temp tab émoji 🎉 title'
+    assert [m["watchlist"] for m in record["matches"]] == ["say-no", "plain"]
+    assert {h["term"] for h in record["matches"][0]["hits"]} == {"C:\\\\temp", "émoji"}
+    assert [h["field"] for h in record["matches"][0]["hits"]] == ["title", "title", "body"]
+
+
 def test_match_table_highlights_the_hits(config: Path) -> None:
     code, out, _ = run("--config", str(config), "match", str(REFERENCE))
     assert code == 0

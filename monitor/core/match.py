@@ -33,8 +33,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import partial
-from itertools import compress, pairwise
-from operator import gt
+from itertools import chain, compress, pairwise
+from operator import gt, itemgetter
 from typing import Any, cast
 
 import ahocorasick
@@ -56,6 +56,8 @@ _PRESENT_IN = {"title": "T", "body": "B"}
 # A position: token index << 16 | offset inside the token (tokens are capped at 65,535 characters).
 SHIFT = 16
 OFFSET_MASK = (1 << SHIFT) - 1
+# An automaton hit is (end, (length of the form, kind, units)).
+_VALUE, _UNITS = itemgetter(1), itemgetter(2)
 # A raw hit: (term, field, start position, end position), mapped to original offsets at the end.
 RawHit = tuple[str, str, int, int]
 # Evaluators exchange groups of occurrences: (field, term, spans). A leaf's group has its term and
@@ -184,11 +186,12 @@ class _FieldScan:
     """
 
     __slots__ = (
+        "_found",
+        "_haystack",
         "_positions",
         "_sets",
         "index",
         "matcher",
-        "partial",
         "present",
         "unit_words",
         "words",
@@ -230,28 +233,15 @@ class _FieldScan:
         self.present: set[int] = set(self.unit_words)
         self._positions: dict[int, list[tuple[int, int]]] = {}
         self._sets: dict[int, frozenset[int]] = {}
-        # unit → (word, offset in the word, length, kind) found by the automaton (prefixes, CJK)
-        self.partial: dict[int, list[tuple[str, int, int, int]]] = {}
+        # The automaton's hits (prefixes, CJK) in the distinct words between single spaces: only
+        # their units are taken now; where they are is worked out for the units asked for.
+        self._haystack = ""
+        self._found: list[tuple[int, tuple[int, int, tuple[int, ...]]]] = []
         if matcher._automaton is not None and index:
-            self._scan_automaton()
-
-    def _scan_automaton(self) -> None:
-        # The distinct words between single spaces; a hit's word is found from the spaces around
-        # it, which for a few dozen hits is cheaper than an index of where every word starts.
-        haystack = " " + " ".join(self.index) + " "
-        find, rfind = haystack.find, haystack.rfind
-        partial = self.partial
-        for end, (length, kind, units) in self.matcher._automaton.iter(haystack):
-            at = end - length + 1  # where the surface form starts in the haystack
-            start = rfind(" ", 0, at + 1) + 1  # where its word starts
-            found = (haystack[start : find(" ", at)], at - start, length, kind)
-            for unit in units:
-                occurrences = partial.get(unit)
-                if occurrences is None:
-                    partial[unit] = [found]
-                else:
-                    occurrences.append(found)
-        self.present.update(partial)
+            self._haystack = " " + " ".join(index) + " "
+            self._found = list(matcher._automaton.iter(self._haystack))
+            if self._found:
+                self.present.update(chain.from_iterable(map(_UNITS, map(_VALUE, self._found))))
 
     def token_indices(self, unit: int) -> list[int]:
         """Indices of the tokens a whole-token unit matches, in text order."""
@@ -273,20 +263,34 @@ class _FieldScan:
         cached = self._positions.get(unit)
         if cached is not None:
             return cached
-        partial = self.partial.get(unit)
-        if partial is None:
+        if unit in self.matcher._partial_units:  # a prefix or substring: the automaton found it
+            out = self._partial_positions(unit)
+        else:
             out = self._whole_positions(unit)
-        else:  # a prefix or substring unit: only the automaton finds it
-            out = []
-            for word, offset, length, kind in partial:
-                for i in self.index[word]:
-                    if kind == PREFIX:  # a prefix is highlighted to the end of its word
-                        out.append((i << SHIFT, i << SHIFT | min(len(word), OFFSET_MASK)))
-                    else:
-                        start = i << SHIFT | min(offset, OFFSET_MASK)
-                        out.append((start, i << SHIFT | min(offset + length, OFFSET_MASK)))
-            out.sort()
         self._positions[unit] = out
+        return out
+
+    def _partial_positions(self, unit: int) -> list[tuple[int, int]]:
+        haystack = self._haystack
+        out = []
+        for end, (length, kind, units) in self._found:
+            if unit not in units:
+                continue
+            at = end - length + 1  # where the surface form starts in the haystack
+            start = haystack.rfind(" ", 0, at + 1) + 1  # where its word starts
+            word_length = haystack.find(" ", at) - start
+            offset = at - start
+            for i in self.index[haystack[start : start + word_length]]:
+                if kind == PREFIX:  # a prefix is highlighted to the end of its word
+                    out.append((i << SHIFT, i << SHIFT | min(word_length, OFFSET_MASK)))
+                else:
+                    out.append(
+                        (
+                            i << SHIFT | min(offset, OFFSET_MASK),
+                            i << SHIFT | min(offset + length, OFFSET_MASK),
+                        )
+                    )
+        out.sort()
         return out
 
     def _whole_positions(self, unit: int) -> list[tuple[int, int]]:
@@ -879,6 +883,9 @@ class Matcher:
             surface: units[0] if len(units) == 1 else tuple(units)
             for surface, units in whole.items()
         }
+        self._partial_units = frozenset(
+            unit for (kind, _), unit in compiler.units.items() if kind != EXACT
+        )
         self._automaton: Any = None
         if partial:
             self._automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY)

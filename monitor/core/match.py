@@ -676,19 +676,26 @@ class _Compiled:
 # are adjacent) → could match.
 _Test = Callable[[Set[int], Set[int], Set[int], Callable[[int, int], bool]], bool]
 _NONE: frozenset[str] = frozenset()
-_EMPTY: frozenset[int] = frozenset()
+_NO_UNITS: tuple[int, ...] = ()
 # An index entry: (watchlist index, other units that must be present, test or None when those are all).
 _Entry = tuple[int, frozenset[int], _Test | None]
 # While indexing: (watchlist, other units required, groups of which one unit must be present,
 # test or None when the required units are the whole test).
 _IndexEntry = tuple[int, frozenset[int], list[frozenset[int]], _Test | None]
+_Units = tuple[int, ...]
 _Anchored = tuple[
     tuple[int, ...],
-    tuple[frozenset[int], ...],
-    tuple[tuple[int, tuple[frozenset[int], ...], _Test], ...],
-    tuple[frozenset[int], ...],
-    tuple[frozenset[int], ...],
+    tuple[_Units, ...],
+    tuple[tuple[int, tuple[_Units, ...], _Test], ...],
+    tuple[_Units, ...],
+    tuple[_Units, ...],
 ]
+
+
+def _units(units: Iterable[int]) -> tuple[int, ...]:
+    """Units as a tuple for the subset and disjointness tests of sets (which take any iterable):
+    a quarter of the memory of a frozenset, so fewer cache misses per article."""
+    return tuple(sorted(units)) or _NO_UNITS
 
 
 def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_Anchored | None]:
@@ -702,14 +709,13 @@ def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_A
     for unit, entries in anchored.items():
         settled = [(i, others) for i, others, _, test in entries if test is None]
         tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
-        # A watchlist without groups gets its anchor as its group: present whenever looked up.
-        anchor = frozenset((unit,))
         index[unit] = (
             tuple(i for i, _ in settled),
-            tuple(frozenset(others) or _EMPTY for _, others in settled),
-            tuple((i, tuple(groups[1:]), test) for i, _, groups, test in tested),
-            tuple(frozenset(others) or _EMPTY for _, others, _, _ in tested),
-            tuple(groups[0] if groups else anchor for _, _, groups, _ in tested),
+            tuple(_units(others) for _, others in settled),
+            tuple((i, tuple(map(_units, groups[1:])), test) for i, _, groups, test in tested),
+            tuple(_units(others) for _, others, _, _ in tested),
+            # A watchlist without groups gets its anchor as its group: present when looked up.
+            tuple(_units(groups[0]) if groups else (unit,) for _, _, groups, _ in tested),
         )
     return index
 

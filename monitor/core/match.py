@@ -414,14 +414,16 @@ class _Leaf(_Node):
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         out: list[Group] = []
         units = self.units
+        if len(units) == 1:  # a word: most watchlists are one, or one and a NOT
+            unit = units[0]
+            for field in self.fields:
+                scan = ctx.scans[field]
+                if unit in scan.present:
+                    out.append((field, self.label, scan.positions(unit)))
+            return bool(out), out
         for field in self.fields:
             scan = ctx.scans[field]
             present = scan.present
-            if units[0] not in present:
-                continue
-            if len(units) == 1:
-                out.append((field, self.label, scan.positions(units[0])))
-                continue
             if not present.issuperset(units):
                 continue
             spans = self._consecutive(scan) if self.whole else self._adjacent(scan)

@@ -685,13 +685,7 @@ _Entry = tuple[int, frozenset[int], _Test | None]
 # test or None when the required units are the whole test).
 _IndexEntry = tuple[int, frozenset[int], list[frozenset[int]], _Test | None]
 _Units = tuple[int, ...]
-_Anchored = tuple[
-    tuple[int, ...],
-    tuple[_Units, ...],
-    tuple[tuple[int, tuple[_Units, ...], _Test], ...],
-    tuple[_Units, ...],
-    tuple[_Units, ...],
-]
+_TestedEntry = tuple[int, tuple[_Units, ...], _Test]
 
 
 def _units(units: Iterable[int]) -> tuple[int, ...]:
@@ -700,26 +694,74 @@ def _units(units: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted(units)) or _NO_UNITS
 
 
-def _anchor_index(anchored: dict[int, list[_IndexEntry]], units: int) -> list[_Anchored | None]:
-    """unit → the watchlists anchored on it, as (watchlists settled by their required units,
-    those units; watchlists with a test to run, their other groups and test, their required
-    units, one group of which a unit must be present).
+# What one unit anchors: (watchlists settled by their required units, those units (the same
+# order); watchlists that also need a test as (watchlist, groups but the first, test), their
+# required units, their first group of which one unit must be present).
+_Anchored = tuple[
+    tuple[int, ...],
+    tuple[_Units, ...],
+    tuple[_TestedEntry, ...],
+    tuple[_Units, ...],
+    tuple[_Units, ...],
+]
+_SETTLED, _SETTLED_REQUIRED, _TESTED, _TESTED_REQUIRED, _TESTED_GROUP = map(itemgetter, range(5))
 
-    A list indexed by unit number, smaller than a dict; built unit by unit, so that what one unit
-    leads to lies together in memory: the per-article loop is bound by cache misses."""
-    index: list[_Anchored | None] = [None] * units
-    for unit, entries in anchored.items():
-        settled = [(i, others) for i, others, _, test in entries if test is None]
-        tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
-        index[unit] = (
-            tuple(i for i, _ in settled),
-            tuple(_units(others) for _, others in settled),
-            tuple((i, tuple(map(_units, groups[1:])), test) for i, _, groups, test in tested),
-            tuple(_units(others) for _, others, _, _ in tested),
-            # A watchlist without groups gets its anchor as its group: present when looked up.
-            tuple(_units(groups[0]) if groups else (unit,) for _, _, groups, _ in tested),
+
+class _AnchorIndex:
+    """unit → what it anchors (`_Anchored`), in a list indexed by unit number: the candidates of
+    all the units present are gathered by chaining iterators in C, with no Python loop over
+    units or watchlists but for the few watchlists whose test must run."""
+
+    __slots__ = ("anchored",)
+
+    def __init__(self, anchored: dict[int, list[_IndexEntry]], units: int) -> None:
+        self.anchored: list[_Anchored | None] = [None] * units
+        # Built unit by unit, so that what one unit leads to lies together in memory.
+        for unit, entries in anchored.items():
+            settled = [(i, others) for i, others, _, test in entries if test is None]
+            tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
+            self.anchored[unit] = (
+                tuple(i for i, _ in settled),
+                tuple(_units(others) for _, others in settled),
+                tuple((i, tuple(map(_units, groups[1:])), test) for i, _, groups, test in tested),
+                tuple(_units(others) for _, others, _, _ in tested),
+                # A watchlist without groups gets its anchor as its group: present when looked up.
+                tuple(_units(groups[0]) if groups else (unit,) for _, _, groups, _ in tested),
+            )
+
+    def candidates(
+        self,
+        found: set[int],
+        present: set[int],
+        in_title: set[int],
+        in_body: set[int],
+        adjacent: Callable[[int, int], bool],
+        candidates: set[int],
+    ) -> None:
+        """Add to `candidates` the watchlists anchored on the units `found` that could match an
+        article with the units `present` (`in_title`, `in_body`)."""
+        anchored = list(filter(None, map(self.anchored.__getitem__, found)))
+        if not anchored:
+            return
+        is_present, is_absent = found.issuperset, present.isdisjoint
+        chained = chain.from_iterable
+        candidates.update(
+            compress(
+                chained(map(_SETTLED, anchored)),
+                map(is_present, chained(map(_SETTLED_REQUIRED, anchored))),
+            )
         )
-    return index
+        # True > False: the required units present and the first group not absent.
+        passed = map(
+            gt,
+            map(is_present, chained(map(_TESTED_REQUIRED, anchored))),
+            map(is_absent, chained(map(_TESTED_GROUP, anchored))),
+        )
+        for index, needed, test in compress(chained(map(_TESTED, anchored)), passed):
+            if needed and any(map(is_absent, needed)):
+                continue
+            if test(present, in_title, in_body, adjacent):
+                candidates.add(index)
 
 
 _UNIT_NUMBER = re.compile(r"\b\d+\b")
@@ -787,8 +829,8 @@ class Matcher:
                     ]
                     entry = (index, required - {unit}, groups, test)
                     (in_title if title_only else anchored).setdefault(unit, []).append(entry)
-        self._anchored = _anchor_index(anchored, len(forms))
-        self._in_title = _anchor_index(in_title, len(forms))
+        self._anchored = _AnchorIndex(anchored, len(forms))
+        self._in_title = _AnchorIndex(in_title, len(forms))
         self._always = tuple(always)
         self._build_keys(compiler)
 
@@ -832,25 +874,9 @@ class Matcher:
         ctx = _Context(scans, language, source)
         adjacent = ctx.adjacent
         candidates: set[int] = set()
-        for anchored, found in ((self._anchored, present), (self._in_title, in_title)):
-            is_present, is_absent = found.issuperset, present.isdisjoint
-            for settled, settled_required, tested, tested_required, tested_group in filter(
-                None, map(anchored.__getitem__, found)
-            ):
-                # Subset tests in C settle most watchlists; the compiled tests run for the rest,
-                # and only for those whose required units and first group are present (in C:
-                # True > False is "required present and group not absent").
-                if settled:
-                    candidates.update(compress(settled, map(is_present, settled_required)))
-                if tested:
-                    for index, needed, test in compress(
-                        tested,
-                        map(gt, map(is_present, tested_required), map(is_absent, tested_group)),
-                    ):
-                        if needed and any(map(is_absent, needed)):
-                            continue
-                        if test(present, in_title, in_body, adjacent):
-                            candidates.add(index)
+        self._anchored.candidates(present, present, in_title, in_body, adjacent, candidates)
+        # Title-only terms are anchored among the title's units.
+        self._in_title.candidates(in_title, present, in_title, in_body, adjacent, candidates)
         for index, required, always_test in self._always:
             if required <= present and (
                 always_test is None or always_test(present, in_title, in_body, adjacent)

@@ -105,12 +105,18 @@ class _Compiler:
         self.units: dict[tuple[int, str], int] = {}
         # Unit 0 is no unit: every real unit number is true, for `filter` and `compress`.
         self.unit_forms: list[str] = [""]
+        # The int objects of the unit numbers, made a few thousand at a time so that they lie
+        # together in memory: every set test per article reads the ints it hashes.
+        self.numbers: list[int] = list(range(4096))
 
     def unit(self, kind: int, form: str) -> int:
         key = (kind, form)
         uid = self.units.get(key)
         if uid is None:
-            uid = self.units[key] = len(self.unit_forms)
+            number = len(self.unit_forms)
+            if number == len(self.numbers):
+                self.numbers.extend(range(number, number + 4096))
+            uid = self.units[key] = self.numbers[number]
             self.unit_forms.append(form)
         return uid
 
@@ -767,7 +773,7 @@ class _AnchorIndex:
 _UNIT_NUMBER = re.compile(r"\b\d+\b")
 
 
-def _test_function(node: _Node, cache: dict[str, Callable[..., bool]]) -> _Test:
+def _test_function(node: _Node, cache: dict[str, Callable[..., bool]], numbers: list[int]) -> _Test:
     """The node's `test_expr` as a function.
 
     Watchlists of one shape share one compiled function, with their unit numbers bound as
@@ -786,7 +792,7 @@ def _test_function(node: _Node, cache: dict[str, Callable[..., bool]]) -> _Test:
         parameters = "".join(f"{name}, " for name in units.values())
         code = compile(f"lambda {parameters}P, T, B, A: {template}", "<watchlist>", "eval")
         function = cache[template] = eval(code, {"__builtins__": {}})
-    return partial(function, *map(int, units))
+    return partial(function, *[numbers[int(unit)] for unit in units])
 
 
 class Matcher:
@@ -811,7 +817,13 @@ class Matcher:
             branches = root.children if isinstance(root, _Or) and root.children else (root,)
             if any(branch.anchors(forms) is None for branch in branches):
                 required, exact = root.required()
-                always.append((index, required, None if exact else _test_function(root, tests)))
+                always.append(
+                    (
+                        index,
+                        required,
+                        None if exact else _test_function(root, tests, compiler.numbers),
+                    )
+                )
                 continue
             for branch in branches:
                 required, exact = branch.required()
@@ -821,7 +833,7 @@ class Matcher:
                 if isinstance(branch, _Leaf) and branch.fields == ("title",):
                     title_only = True
                     exact = len(branch.units) == 1 or not branch.whole
-                test = None if exact else _test_function(branch, tests)
+                test = None if exact else _test_function(branch, tests, compiler.numbers)
                 for unit in branch.anchors(forms) or ():
                     # The groups that the anchor or the required units do not settle already
                     groups = [

@@ -4,12 +4,16 @@ and the reference article of the project."""
 from __future__ import annotations
 
 import json
+import random
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from httpserver import corpus_dir
 
 from monitor.core.match import Matcher, WatchlistRule, proclitic_forms
+from monitor.core.text import tokens
 from monitor.errors import QueryError
 from monitor.model import Article
 
@@ -120,3 +124,62 @@ def test_a_watchlist_that_does_not_compile_leaves_the_garbage_collector_on() -> 
     with pytest.raises(QueryError):
         Matcher.compile([WatchlistRule("w", "taiwan AND")], ENTITIES)
     assert gc.isenabled()
+
+
+def generated_queries(words: list[str], phrases: list[str], n: int, seed: int) -> list[str]:
+    """Queries of every shape (as benchmarks/match.py makes them) from the words of real texts,
+    so that many of them match."""
+    rng = random.Random(seed)
+
+    def w() -> str:
+        return rng.choice(words)
+
+    def p() -> str:
+        return f'"{rng.choice(phrases)}"'
+
+    shapes = [
+        lambda: w(),
+        lambda: f"{w()} AND {w()}",
+        lambda: f"({w()} OR {w()}) AND {w()}",
+        lambda: p(),
+        lambda: f"{w()} NEAR/{rng.randint(1, 12)} {w()}",
+        lambda: f"{w()} NOT {w()}",
+        lambda: f"{w()[:3]}* AND {w()}",
+        lambda: f"@{rng.choice(list(ENTITIES))} AND {w()}",
+        lambda: f"title:{w()} OR {p()}",
+        lambda: f"({w()} OR {p()}) NEAR/10 ({w()} OR {w()})",
+        lambda: f"title:{w()} NOT {w()}",
+        lambda: f"{w()} NOT title:{w()}",
+        lambda: f"body:{w()} NOT {w()[:3]}*",
+        lambda: f"{w()} NOT ({w()} OR {w()})",
+        lambda: f'{w()} NOT "{rng.choice(phrases)}"',
+        lambda: f"lang:{rng.choice(['ar', 'en'])} AND {w()}",
+    ]
+    return [shapes[i % len(shapes)]() for i in range(n)]
+
+
+def test_the_index_and_its_shortcuts_never_change_a_result() -> None:
+    """1,600 watchlists of every shape, from the words of Arabic and English texts: `match` (the
+    index, the presence tests, the shortcut for single words) returns exactly what evaluating
+    every watchlist in full returns."""
+    first, second = reference_articles()
+    texts = [first, second]
+    corpus = corpus_dir()
+    if corpus is not None:
+        for sub in ("articles/ar", "articles/en"):
+            for path in sorted((corpus / sub).rglob("*.txt"))[:12]:
+                title, _, body = path.read_text("utf-8", errors="replace").partition("\n")
+                texts.append(Article(title, body, language=sub[-2:]))
+    words, phrases = [], []
+    for article in texts:
+        found = tokens(article.title + "\n" + article.body)
+        words += [t for t in found if len(t) > 3]
+        phrases += [f"{a} {b}" for a, b in pairwise(found)]
+    queries = generated_queries(words, phrases, 1600, seed=2)
+    matcher = Matcher.compile([WatchlistRule(f"w{i}", q) for i, q in enumerate(queries)], ENTITIES)
+    matched = 0
+    for article in texts:
+        expected = matcher.match_exhaustively(article)
+        assert matcher.match(article) == expected, article.title
+        matched += len(expected)
+    assert matched > 10 * len(texts)  # the comparison is not between empty lists

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.core.text import NormalizedText, normalize, tokens
+from monitor.core.text import NormalizedText, fits_cp1252, normalize, tokens
 
 CASES = json.loads((Path(__file__).parent / "data" / "normalisation.json").read_text("utf-8"))
 
@@ -78,3 +78,25 @@ def test_the_code_pages_that_skip_the_full_tokenizer_need_it_nowhere() -> None:
             except UnicodeDecodeError:
                 continue
             assert not _NEEDS_FULL_TOKENIZER.search(char), (code_page, hex(ord(char)))
+
+
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [
+        ("Taiwan's red line", True),
+        ("Café crème — “naïve” façade", True),
+        ("تايوان خط أحمر", False),
+        ("Taiwan تايوان", False),
+        ("Тайвань", False),
+        ("台湾", False),
+        ("", True),
+    ],
+)
+def test_a_text_knows_whether_it_fits_code_page_1252(text: str, fits: bool) -> None:
+    """The matcher looks the words of such a text up among the forms that fit only: every token
+    of a text that fits fits too."""
+    normalized = NormalizedText.of(text)
+    assert normalized.cp1252 is fits
+    assert fits_cp1252(normalized.text) is fits
+    if fits:
+        assert all(fits_cp1252(token) for token in normalized.tokens)

@@ -138,8 +138,14 @@ def _delete_marks(folded: str) -> tuple[str, list[int]]:
 
 
 def _token_pattern(normalized: str) -> re.Pattern[str] | regex.Pattern[str]:
+    return _tokenizer(normalized)[0]
+
+
+def _tokenizer(normalized: str) -> tuple[re.Pattern[str] | regex.Pattern[str], bool]:
+    """The pattern that splits `normalized` into tokens, and whether the text fits in code page
+    1252 (ASCII and Western European letters), found on the way."""
     if normalized.isascii():
-        return _FAST_TOKEN
+        return _FAST_TOKEN, True
     # Western European and Arabic text fits one of these code pages, which hold none of the
     # characters that need the full tokenizer (a test checks): encoding is 2–3× faster than
     # searching for those characters.
@@ -148,8 +154,17 @@ def _token_pattern(normalized: str) -> re.Pattern[str] | regex.Pattern[str]:
             normalized.encode(code_page)
         except UnicodeEncodeError:
             continue
-        return _FAST_TOKEN
-    return TOKEN_PATTERN if _NEEDS_FULL_TOKENIZER.search(normalized) else _FAST_TOKEN
+        return _FAST_TOKEN, code_page == "cp1252"
+    return (TOKEN_PATTERN if _NEEDS_FULL_TOKENIZER.search(normalized) else _FAST_TOKEN), False
+
+
+def fits_cp1252(text: str) -> bool:
+    """Whether `text` can be written in code page 1252 (as every token of a text that can is)."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_cjk(token: str) -> bool:
@@ -190,6 +205,9 @@ class NormalizedText:
     parts: list[str]  # separator, token, separator, …, separator: the text split around tokens
     _starts: list[int] | None = field(default=None, repr=False)
     _offsets: _OffsetMap | None = field(default=None, repr=False)
+    # Whether the text fits in code page 1252: the matcher then looks its words up only among the
+    # forms that fit, a table far smaller than that of every script.
+    cp1252: bool = False
 
     @classmethod
     def of(cls, original: str) -> NormalizedText:
@@ -204,7 +222,8 @@ class NormalizedText:
             if one_to_one:
                 offsets = _OffsetMap.around_deletions(len(folded), deleted)
         scanned = _blank_possessives(normalized)
-        return cls(original, scanned, _token_pattern(scanned).split(scanned), _offsets=offsets)
+        pattern, cp1252 = _tokenizer(scanned)
+        return cls(original, scanned, pattern.split(scanned), _offsets=offsets, cp1252=cp1252)
 
     @property
     def tokens(self) -> list[str]:

@@ -12,15 +12,21 @@ How the cost stays independent of the number of watchlists (the idea of Lucene M
    `title:` term among the title's units); queries with no anchor (`NOT x` alone, `lang:ar`) are
    considered for every article.
 2. Per article: one hash lookup per distinct word and, if any watchlist uses a wildcard or CJK, one
-   automaton scan over the distinct words; then only the watchlists anchored on a unit present are
-   considered. Necessary conditions drop most of them before any evaluation: the units they require
-   (a subset test in C), one unit of each OR group (`isdisjoint` in C), then a compiled test that
-   also knows fields and phrase adjacency. The rest are evaluated exactly.
+   automaton scan over the distinct words (a text that fits code page 1252 uses tables of only the
+   forms that fit, a tenth the size); then only the watchlists anchored on a unit present are
+   considered. Necessary conditions drop most of them before any evaluation, in C: the units they
+   require (a subset test), one unit of the first OR group (`isdisjoint`); then, for the few left
+   that need it, the other groups and a compiled test that also knows fields and phrase adjacency.
+   The rest are evaluated exactly; a watchlist that is one word, maybe AND NOT words, is decided by
+   the units present without walking its tree. `match_exhaustively` evaluates every watchlist in
+   full: a test checks that it always agrees with `match`.
    The work grows with the article's length and with the watchlists that could match it, not with the
    total number of watchlists. (A hash table beats the automaton for whole tokens: the text is already
    split into tokens, and the lookups run in C.) At 10,000 watchlists the tables do not fit the CPU
    caches, so the layout is chosen for fewer cache misses: lists indexed by unit number, a form of
-   one unit mapped to its number rather than a tuple, one test function per query shape.
+   one unit mapped to its number rather than a tuple, units as tuples rather than sets, the ints of
+   unit numbers made together, a forms table that keeps hashes in its entries, one test function
+   per query shape.
 
 Positions are coded as `token index << 16 | character offset in the token`, so a phrase is units on
 consecutive tokens and NEAR/n is a difference of token indices. Hits are mapped back to offsets in the

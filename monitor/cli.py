@@ -548,21 +548,23 @@ class _JsonReport:
 def json_record(name: str, title: str, matches: list[Match]) -> str:
     """The `--json` line of one item (without its newline)."""
     encode = encode_basestring
-    found = ", ".join(
-        [
-            f'{{"watchlist": {encode(m.watchlist)}, "hits": ['
-            + ", ".join(
-                [
-                    f'{{"term": {encode(h.term)}, "field": {encode(h.field)}, '
-                    f'"start": {h.start:d}, "end": {h.end:d}}}'
-                    for h in m.hits
-                ]
+    terms: dict[str, str] = {}  # a term's JSON, made once per item: its hits often repeat it
+    found = []
+    for match in matches:
+        hits = []
+        for term, field, start, end in match.hits:
+            term_json = terms.get(term)
+            if term_json is None:
+                term_json = terms[term] = encode(term)
+            field_json = _FIELD_JSON.get(field) or encode(field)
+            hits.append(
+                f'{{"term": {term_json}, "field": {field_json}, "start": {start}, "end": {end}}}'
             )
-            + "]}"
-            for m in matches
-        ]
-    )
-    return f'{{"input": {encode(name)}, "title": {encode(title)}, "matches": [{found}]}}'
+        found.append(f'{{"watchlist": {encode(match.watchlist)}, "hits": [{", ".join(hits)}]}}')
+    return f'{{"input": {encode(name)}, "title": {encode(title)}, "matches": [{", ".join(found)}]}}'
+
+
+_FIELD_JSON = {"title": '"title"', "body": '"body"'}
 
 
 class _TableReport:

@@ -1052,38 +1052,48 @@ def _with_hits(
             for _, _, pair_hits in spans:  # a NEAR pair: the hits of both sides
                 for _, hit_field, s, e in pair_hits:
                     places[hit_field][(s, e)] = None
-    # (field, start position, end position) → (title last?, original start, original end)
-    mapped: dict[tuple[str, int, int], tuple[bool, int, int]] = {}
+    # field → (start position, end position) → (original start, original end)
+    mapped: dict[str, dict[tuple[int, int], tuple[int, int]]] = {}
+    # The fields whose distinct spans stay distinct and in order once mapped (normalising only
+    # deleted characters): there the spans of one term are its hits as they are.
+    in_order: set[str] = set()
     for field, needed in places.items():
-        if not needed:
-            continue
-        original = texts[field].original_spans(
-            [(s >> SHIFT, s & OFFSET_MASK, e >> SHIFT, e & OFFSET_MASK) for s, e in needed]
-        )
-        in_body = field != "title"
-        for (s, e), (start, end) in zip(needed, original, strict=True):
-            mapped[field, s, e] = (in_body, start, end)
+        if needed:
+            text = texts[field]
+            original = text.original_spans(
+                [(s >> SHIFT, s & OFFSET_MASK, e >> SHIFT, e & OFFSET_MASK) for s, e in needed]
+            )
+            mapped[field] = dict(zip(needed, original, strict=True))
+            if text.maps_in_order:
+                in_order.add(field)
     matches = []
     for name, groups in matched:
+        if len(groups) == 1:  # most matches: one term in one field
+            field, term, spans = groups[0]
+            if term is not None and field in in_order:
+                to_original = mapped[field]
+                hits = tuple([_new_hit((term, field, *to_original[span])) for span in spans])
+                matches.append(_new_match((name, hits)))
+                continue
         found: dict[tuple[bool, int, int], Hit] = {}
         for field, term, spans in groups:
             if term is not None:
-                for s, e in spans:
-                    place = mapped[field, s, e]
-                    if place not in found:
-                        found[place] = _new_hit((term, field, place[1], place[2]))
+                to_original, after_title = mapped[field], field != "title"
+                for span in spans:
+                    start, end = to_original[span]
+                    if (after_title, start, end) not in found:
+                        found[after_title, start, end] = _new_hit((term, field, start, end))
                 continue
             for _, _, pair_hits in spans:
                 for label, hit_field, s, e in pair_hits:
-                    place = mapped[hit_field, s, e]
+                    start, end = mapped[hit_field][s, e]
+                    place = (hit_field != "title", start, end)
                     if place not in found:
-                        found[place] = _new_hit((label, hit_field, place[1], place[2]))
-        if len(found) == 1:
-            matches.append(Match(name, tuple(found.values())))
-        else:
-            matches.append(Match(name, tuple([found[place] for place in sorted(found)])))
+                        found[place] = _new_hit((label, hit_field, start, end))
+        matches.append(_new_match((name, tuple([found[place] for place in sorted(found)]))))
     return matches
 
 
-# Hit's NamedTuple constructor is a Python function; this builds the same tuple in C.
+# The constructors of NamedTuples are Python functions; these build the same tuples in C.
 _new_hit = cast("Callable[[tuple[str, str, int, int]], Hit]", partial(tuple.__new__, Hit))
+_new_match = cast("Callable[[tuple[str, tuple[Hit, ...]]], Match]", partial(tuple.__new__, Match))

@@ -242,6 +242,12 @@ class NormalizedText:
             offsets = self._offsets = _OffsetMap.build(self.original)
         return offsets
 
+    @property
+    def maps_in_order(self) -> bool:
+        """Whether distinct spans of the normalised text map to distinct original spans, in the
+        same order: true when normalising only deleted characters (marks, tatweel, bidi)."""
+        return self._offset_map().one_to_one
+
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Map the normalised span [start, end) to the smallest original span that produced it."""
         offsets = self._offset_map()

@@ -111,6 +111,9 @@ class _Compiler:
         self.units: dict[tuple[int, str], int] = {}
         # Unit 0 is no unit: every real unit number is true, for `filter` and `compress`.
         self.unit_forms: list[str] = [""]
+        # How rare each unit likely is, to choose anchors (Lucene Monitor's presearcher weighs
+        # terms by length too): its length, less two for a prefix, which matches many words.
+        self.weights: list[int] = [0]
         # The int objects of the unit numbers, made a few thousand at a time so that they lie
         # together in memory: every set test per article reads the ints it hashes.
         self.numbers: list[int] = list(range(4096))
@@ -124,6 +127,7 @@ class _Compiler:
                 self.numbers.extend(range(number, number + 4096))
             uid = self.units[key] = self.numbers[number]
             self.unit_forms.append(form)
+            self.weights.append(len(form) - 2 if kind == PREFIX else len(form))
         return uid
 
     def leaf(self, label: str, text: str, field: str | None, prefix: bool = False) -> _Leaf | None:
@@ -362,7 +366,7 @@ class _Node:
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         raise NotImplementedError
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         raise NotImplementedError
 
     def test_expr(self) -> str:
@@ -375,7 +379,7 @@ class _Node:
         of `test_expr` (then the compiled test need not run)."""
         return frozenset(), True
 
-    def groups(self, forms: list[str]) -> list[frozenset[int]]:
+    def groups(self, weights: list[int]) -> list[frozenset[int]]:
         """Sets of units of each of which one must be present for the node to match: checked in
         C before the compiled test runs (which they do not replace)."""
         return []
@@ -385,7 +389,7 @@ class _Never(_Node):
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         return False, []
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         return frozenset()
 
     def test_expr(self) -> str:
@@ -411,9 +415,9 @@ class _Leaf(_Node):
         self.fields = (field,) if field else FIELDS
         self.whole = whole  # every unit matches whole tokens: a phrase is consecutive indices
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         # Any word of a phrase must occur; the longest is likely the rarest.
-        return frozenset((max(self.units, key=lambda u: len(forms[u])),))
+        return frozenset((max(self.units, key=weights.__getitem__),))
 
     def test_expr(self) -> str:
         present = _PRESENT_IN[self.fields[0]] if len(self.fields) == 1 else "P"
@@ -488,7 +492,7 @@ class _Filter(_Node):
         self.name = name
         self.value = value.casefold()
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         return None
 
     def test_expr(self) -> str:
@@ -505,7 +509,7 @@ class _Not(_Node):
     def __init__(self, child: _Node) -> None:
         self.child = child
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         return None
 
     def test_expr(self) -> str:
@@ -521,16 +525,16 @@ class _And(_Node):
     def __init__(self, children: tuple[_Node, ...]) -> None:
         self.children = children
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         # Any one child's anchors will do. The fewest, longest words keep the watchlist off most
         # articles (Lucene Monitor's presearcher weighs terms by length the same way).
         best: frozenset[int] | None = None
         best_score: tuple[int, int] = (0, 0)
         for child in self.children:
-            a = child.anchors(forms)
+            a = child.anchors(weights)
             if a is None:
                 continue
-            score = (len(a), -min((len(forms[u]) for u in a), default=0))
+            score = (len(a), -min((weights[u] for u in a), default=0))
             if best is None or score < best_score:
                 best, best_score = a, score
         return best
@@ -548,13 +552,13 @@ class _And(_Node):
             exact = exact and child_exact
         return units, exact
 
-    def groups(self, forms: list[str]) -> list[frozenset[int]]:
+    def groups(self, weights: list[int]) -> list[frozenset[int]]:
         found = []
         for child in self.children:
-            anchors = child.anchors(forms)
+            anchors = child.anchors(weights)
             if anchors is not None:
                 found.append(anchors)
-            found += child.groups(forms)
+            found += child.groups(weights)
         return found
 
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
@@ -573,10 +577,10 @@ class _Or(_Node):
     def __init__(self, children: tuple[_Node, ...]) -> None:
         self.children = children
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
         union: set[int] = set()
         for child in self.children:
-            a = child.anchors(forms)
+            a = child.anchors(weights)
             if a is None:
                 return None
             union |= a
@@ -619,8 +623,8 @@ class _Near(_Node):
         self.right = right
         self.distance = distance
 
-    def anchors(self, forms: list[str]) -> frozenset[int] | None:
-        return _And((self.left, self.right)).anchors(forms)
+    def anchors(self, weights: list[int]) -> frozenset[int] | None:
+        return _And((self.left, self.right)).anchors(weights)
 
     def test_expr(self) -> str:
         return _And((self.left, self.right)).test_expr()
@@ -628,8 +632,8 @@ class _Near(_Node):
     def required(self) -> tuple[frozenset[int], bool]:
         return _And((self.left, self.right)).required()
 
-    def groups(self, forms: list[str]) -> list[frozenset[int]]:
-        return _And((self.left, self.right)).groups(forms)
+    def groups(self, weights: list[int]) -> list[frozenset[int]]:
+        return _And((self.left, self.right)).groups(weights)
 
     def evaluate(self, ctx: _Context) -> tuple[bool, list[Group]]:
         ok, lefts = self.left.evaluate(ctx)
@@ -836,7 +840,7 @@ class Matcher:
 
     def __init__(self, compiler: _Compiler, watchlists: list[_Compiled]) -> None:
         self._watchlists = watchlists
-        forms = compiler.unit_forms
+        weights = compiler.weights
         # unit → entries anchored on it, among all the units present, or the title's only
         anchored: dict[int, list[_IndexEntry]] = {}
         in_title: dict[int, list[_IndexEntry]] = {}
@@ -847,7 +851,7 @@ class Matcher:
             # words and a narrower test, so that a present anchor seldom runs a test in vain.
             root = w.root
             branches = root.children if isinstance(root, _Or) and root.children else (root,)
-            if any(branch.anchors(forms) is None for branch in branches):
+            if any(branch.anchors(weights) is None for branch in branches):
                 required, exact = root.required()
                 always.append(
                     (
@@ -866,15 +870,17 @@ class Matcher:
                     title_only = True
                     exact = len(branch.units) == 1 or not branch.whole
                 test = None if exact else _test_function(branch, tests, compiler.numbers)
-                for unit in branch.anchors(forms) or ():
+                for unit in branch.anchors(weights) or ():
                     # The groups that the anchor or the required units do not settle already
                     groups = [
-                        g for g in branch.groups(forms) if unit not in g and g.isdisjoint(required)
+                        g
+                        for g in branch.groups(weights)
+                        if unit not in g and g.isdisjoint(required)
                     ]
                     entry = (index, required - {unit}, groups, test)
                     (in_title if title_only else anchored).setdefault(unit, []).append(entry)
-        self._anchored = _AnchorIndex(anchored, len(forms))
-        self._in_title = _AnchorIndex(in_title, len(forms))
+        self._anchored = _AnchorIndex(anchored, len(weights))
+        self._in_title = _AnchorIndex(in_title, len(weights))
         self._always = tuple(always)
         self._build_keys(compiler)
 

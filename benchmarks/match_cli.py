@@ -5,8 +5,9 @@ watchlists.
 
 For each size it writes a config of generated watchlists (the same generator as benchmarks/match.py)
 and runs the installed CLI as a real process, on one article (start-up: imports, config validation,
-compiling the watchlists) and on all the articles, in three rounds over every size, keeping the
-fastest run of each kind. The time each article adds is the slope of the output: the time from the
+compiling the watchlists) and on all the articles, in five rounds over every size, keeping the
+fastest run of each kind (as `timeit` does: on a shared machine the slower runs measure the
+neighbours). The time each article adds is the slope of the output: the time from the
 first lines to the last over the articles in between, so that start-up (whose own time varies by
 tenths of a second) does not leak into it. The smallest size is the baseline the others are
 compared with.
@@ -67,7 +68,7 @@ def main() -> int:
     parser.add_argument("--articles", type=int, default=1000)
     parser.add_argument("--sizes", default="100,10000")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each kind; the fastest counts"
+        "--repeat", type=int, default=5, help="runs of each kind; the fastest counts"
     )
     args = parser.parse_args()
     if not args.corpus.is_dir():

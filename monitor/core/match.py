@@ -720,7 +720,6 @@ def _as_word(root: _Node) -> _Word | None:
 # are adjacent) → could match.
 _Test = Callable[[Set[int], Set[int], Set[int], Callable[[int, int], bool]], bool]
 _NONE: frozenset[str] = frozenset()
-_NO_UNITS: tuple[int, ...] = ()
 # An index entry: (watchlist index, other units that must be present, test or None when those are all).
 _Entry = tuple[int, frozenset[int], _Test | None]
 # While indexing: (watchlist, other units required, groups of which one unit must be present,
@@ -730,23 +729,22 @@ _Units = tuple[int, ...]
 _TestedEntry = tuple[int, tuple[_Units, ...], _Test]
 
 
-def _units(units: Iterable[int]) -> tuple[int, ...]:
-    """Units as a tuple for the subset and disjointness tests of sets (which take any iterable):
-    a quarter of the memory of a frozenset, so fewer cache misses per article."""
-    return tuple(sorted(units)) or _NO_UNITS
+class _UnitTuples(dict[tuple[int, ...], tuple[int, ...]]):
+    """Units as tuples for the subset and disjointness tests of sets (which take any iterable):
+    a quarter of the memory of a frozenset, and one tuple for all equal ones, so fewer cache
+    misses per article."""
+
+    def of(self, units: Iterable[int]) -> tuple[int, ...]:
+        key = tuple(sorted(units))
+        return self.setdefault(key, key)
 
 
-# What one unit anchors: (watchlists settled by their required units, those units (the same
-# order); watchlists that also need a test as (watchlist, groups but the first, test), their
-# required units, their first group of which one unit must be present).
-_Anchored = tuple[
-    tuple[int, ...],
-    tuple[_Units, ...],
-    tuple[_TestedEntry, ...],
-    tuple[_Units, ...],
-    tuple[_Units, ...],
-]
-_SETTLED, _SETTLED_REQUIRED, _TESTED, _TESTED_REQUIRED, _TESTED_GROUP = map(itemgetter, range(5))
+# What one unit anchors, as two flat tuples (one object each, for fewer trips to memory):
+# (watchlist, its other required units, …) for the watchlists those units settle, and
+# ((watchlist, groups but the first, test), required units, first group, …) for those that also
+# need a test, whose first group is one of which a unit must be present.
+_Anchored = tuple[tuple[int | _Units, ...], tuple[_TestedEntry | _Units, ...]]
+_SETTLED, _TESTED = itemgetter(0), itemgetter(1)
 
 
 class _AnchorIndex:
@@ -756,20 +754,22 @@ class _AnchorIndex:
 
     __slots__ = ("anchored",)
 
-    def __init__(self, anchored: dict[int, list[_IndexEntry]], units: int) -> None:
+    def __init__(
+        self, anchored: dict[int, list[_IndexEntry]], units: int, shared: _UnitTuples
+    ) -> None:
         self.anchored: list[_Anchored | None] = [None] * units
-        # Built unit by unit, so that what one unit leads to lies together in memory.
         for unit, entries in anchored.items():
-            settled = [(i, others) for i, others, _, test in entries if test is None]
-            tested = [(i, others, groups, test) for i, others, groups, test in entries if test]
-            self.anchored[unit] = (
-                tuple(i for i, _ in settled),
-                tuple(_units(others) for _, others in settled),
-                tuple((i, tuple(map(_units, groups[1:])), test) for i, _, groups, test in tested),
-                tuple(_units(others) for _, others, _, _ in tested),
+            settled: list[int | _Units] = []
+            tested: list[_TestedEntry | _Units] = []
+            for i, others, groups, test in entries:
+                if test is None:
+                    settled += (i, shared.of(others))
+                    continue
                 # A watchlist without groups gets its anchor as its group: present when looked up.
-                tuple(_units(groups[0]) if groups else (unit,) for _, _, groups, _ in tested),
-            )
+                first = shared.of(groups[0] if groups else (unit,))
+                rest = tuple(map(shared.of, groups[1:]))
+                tested += ((i, rest, test), shared.of(others), first)
+            self.anchored[unit] = (tuple(settled), tuple(tested))
 
     def candidates(
         self,
@@ -786,20 +786,14 @@ class _AnchorIndex:
         if not anchored:
             return
         is_present, is_absent = found.issuperset, present.isdisjoint
-        chained = chain.from_iterable
-        candidates.update(
-            compress(
-                chained(map(_SETTLED, anchored)),
-                map(is_present, chained(map(_SETTLED_REQUIRED, anchored))),
-            )
-        )
+        settled = list(chain.from_iterable(map(_SETTLED, anchored)))
+        candidates.update(compress(settled[0::2], map(is_present, settled[1::2])))
+        tested = list(chain.from_iterable(map(_TESTED, anchored)))
+        if not tested:
+            return
         # True > False: the required units present and the first group not absent.
-        passed = map(
-            gt,
-            map(is_present, chained(map(_TESTED_REQUIRED, anchored))),
-            map(is_absent, chained(map(_TESTED_GROUP, anchored))),
-        )
-        for index, needed, test in compress(chained(map(_TESTED, anchored)), passed):
+        passed = map(gt, map(is_present, tested[1::3]), map(is_absent, tested[2::3]))
+        for index, needed, test in compress(tested[0::3], passed):
             if needed and any(map(is_absent, needed)):
                 continue
             if test(present, in_title, in_body, adjacent):
@@ -879,8 +873,9 @@ class Matcher:
                     ]
                     entry = (index, required - {unit}, groups, test)
                     (in_title if title_only else anchored).setdefault(unit, []).append(entry)
-        self._anchored = _AnchorIndex(anchored, len(weights))
-        self._in_title = _AnchorIndex(in_title, len(weights))
+        shared = _UnitTuples()
+        self._anchored = _AnchorIndex(anchored, len(weights), shared)
+        self._in_title = _AnchorIndex(in_title, len(weights), shared)
         self._always = tuple(always)
         self._build_keys(compiler)
 

@@ -312,8 +312,9 @@ class _FieldScan:
                             i << SHIFT | min(offset + length, OFFSET_MASK),
                         )
                     )
-        out.sort()
-        return out
+        # Two forms of a unit can both start one word (a stem that repeats its first letters):
+        # one position each, as whole words have.
+        return sorted(set(out))
 
     def _whole_positions(self, unit: int) -> list[tuple[int, int]]:
         index = self.index

@@ -66,6 +66,33 @@ def test_quick_offset_map_agrees_with_the_exact_one(text: str) -> None:
         assert quick.to_original(offset, offset) == (exact.start(offset), exact.end(offset))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [c[1] for c in CASES]
+    + [
+        "Straße\u00a0ﻻ تَايْوَان «أول خط أحمر»",
+        "قَضِيَّةُ تَايْوَانَ هِيَ «أَوَّلُ خَطٍّ أَحْمَرَ» " * 4,
+        "\u064bتايوان\u064b\u0651 x",
+    ],
+)
+def test_spans_mapped_in_one_call_agree_with_one_at_a_time(text: str) -> None:
+    """The matcher maps its hits with `original_spans` (its own token offsets and, for a text
+    that only lost marks, its own map lookups): every span it can be asked for — whole tokens,
+    parts of one, runs of several — maps as `to_original` maps it."""
+    nt = NormalizedText.of(text)
+    words = nt.tokens
+    asked = [(i, 0, i, len(w)) for i, w in enumerate(words)]
+    asked += [(i, 1, i, len(w) - 1) for i, w in enumerate(words) if len(w) > 2]
+    asked += [(i, 0, i + 1, len(words[i + 1])) for i in range(len(words) - 1)]
+    expected = []
+    for first, start, last, end in asked:
+        offset, _ = nt.token_span(first)
+        last_offset, _ = nt.token_span(last)
+        expected.append(nt.to_original(offset + start, last_offset + end))
+    assert nt.original_spans(asked) == expected
+    assert nt.original_spans(list(reversed(asked))) == list(reversed(expected))
+
+
 def test_the_code_pages_that_skip_the_full_tokenizer_need_it_nowhere() -> None:
     """A text that encodes in one of these code pages takes the fast tokenizer without a search:
     no character of theirs may be one the fast tokenizer gets wrong."""

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from monitor.config import Digest, FeedSettings, Settings
+from monitor.core import stories
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
 from monitor.core.timing import (
@@ -84,6 +85,7 @@ class _Prepared:
     identity: str
     content_hash: str
     matches: list[Match]
+    fingerprint: tuple[int, ...] = ()  # of the feed's own body (core.stories); () if too short
 
 
 def digests_for(settings: Settings) -> dict[str, Digest]:
@@ -317,10 +319,11 @@ class Poller:
                 language = detect_language(f"{article.title}\n{article.body}")
             identity = item_identity(article.guid, article.link, article.title, article.body)
             digest = content_hash(article.title, article.body)
+            near = stories.fingerprint(article.body)
             article = replace(
                 article, language=language, source=feed.name, body=pages.get(index, article.body)
             )
-            out.append(_Prepared(article, identity, digest, self.matcher.match(article)))
+            out.append(_Prepared(article, identity, digest, self.matcher.match(article), near))
         return out
 
     def _store(
@@ -340,7 +343,7 @@ class Poller:
                 existing = repo.find_item(session, state.id, p.identity)
                 if existing is not None and existing.content_hash == p.content_hash:
                     continue
-                story_id, _ = repo.story_for_hash(session, p.content_hash, now)
+                story_id = _story_of(session, p, now)
                 item = _new_item(p, now, story_id)
                 matched_before = repo.watchlists_matched(session, story_id)
                 if existing is not None:
@@ -466,6 +469,33 @@ def subscriber_digest_at(now: datetime, spec: str) -> datetime:
         return next_digest_at(now, "hourly", None, UTC)
     at, _, zone = rest.partition(" ")
     return next_digest_at(now, "daily", time.fromisoformat(at), ZoneInfo(zone or "UTC"))
+
+
+def _story_of(session: Session, p: _Prepared, now: datetime) -> int:
+    """The item's story (SPEC §5): the one its exact content hash made, else a recent story it is
+    a near-copy of (another headline, a caption, a footer), else a new one."""
+    smallest = p.fingerprint[: stories.INDEXED]
+
+    def existing() -> int | None:
+        story_id = repo.story_of_hash(session, p.content_hash)
+        if story_id is None and smallest:
+            candidates = repo.near_stories(session, smallest, since=now - stories.WINDOW)
+            story_id = stories.closest(p.fingerprint, candidates)
+        return story_id
+
+    story_id = existing()
+    if story_id is not None:
+        return story_id
+    if smallest:
+        # Another replica may be storing a copy right now: wait for it, then look again.
+        repo.lock_story_creation(session)
+        story_id = existing()
+        if story_id is not None:
+            return story_id
+    story_id, created = repo.story_for_hash(session, p.content_hash, now)
+    if created and smallest:
+        repo.add_fingerprint(session, story_id, stories.encode(p.fingerprint), smallest, now)
+    return story_id
 
 
 def _new_item(p: _Prepared, now: datetime, story_id: int) -> repo.NewItem:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from aiohttp import web
@@ -211,6 +212,36 @@ def test_same_article_in_two_feeds_is_one_story_and_one_alert(
     # the alert names the other feed that carries the story
     taiwan = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
     assert {taiwan.source, *taiwan.other_sources} == {"one", "two"}
+
+
+def test_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    """SPEC §5 near-duplicates: the same wire story in another feed under another headline, with
+    a caption and a footer added, joins the story and alerts no one again; another article on the
+    same subject is another story."""
+    lines = (ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt").read_text("utf-8")
+    body, other = "\n".join(lines.split("\n")[1:49]), "\n".join(lines.split("\n")[91:145])
+    copy = "صورة أرشيفية لوزير الخارجية الصيني\n" + body + "\nجميع الحقوق محفوظة © 2023"
+    one = Feed(server, "/one.xml", rss(("a-1", REFERENCE[1], xml_escape(body))))
+    two = Feed(server, "/two.xml", rss(("b-7", "وانغ يي إلى موسكو بعد سوليفان", xml_escape(copy))))
+    settings = settings_for(
+        database_url,
+        f"- {{name: one, url: '{one.url}'}}\n- {{name: two, url: '{two.url}'}}",
+        tmp_path,
+    )
+    poll_and_deliver(settings, notifier)
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
+    assert len(rows(settings, items)) == 2
+    (story,) = rows(settings, stories)
+    assert story["fingerprint"].startswith("v1:")
+    taiwan = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
+    assert {taiwan.source, *taiwan.other_sources} == {"one", "two"}
+
+    two.body = rss(("b-8", "الصين وروسيا", xml_escape(other)))
+    poll_and_deliver(settings, notifier)
+    assert len(rows(settings, stories)) == 2
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "russia", "taiwan-red-line"]
 
 
 def test_same_guid_repeated_in_a_feed_is_stored_once(

@@ -28,7 +28,7 @@ from monitor.store.db import (
     transaction,
     upgrade,
 )
-from monitor.store.tables import alerts, feeds, items, matches, metadata, stories
+from monitor.store.tables import alerts, feeds, items, matches, metadata, stories, story_hashes
 
 PG_URL = os.environ.get("MONITOR_TEST_DATABASE_URL")
 LEASE = timedelta(minutes=5)
@@ -419,6 +419,9 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
         repo.insert_match(session, alerted_story, alerted_item, "w", "[]", old)
         repo.enqueue_alert(session, alerted_story, alerted_item, "w", "console", "", old)
         repo.insert_match(session, quiet_story, quiet_item, "v", "[]", old)
+        # fingerprints (near-duplicate stories) go with their stories, and stay with the others
+        for story in (alerted_story, quiet_story):
+            repo.add_fingerprint(session, story, "v1:1 2 3", (story * 10 + 1, story * 10 + 2), old)
     with transaction(engine) as session:
         assert repo.prune(session, now - timedelta(days=90)) == 1
     with read_session(engine) as session:
@@ -426,6 +429,10 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
         assert quiet_story not in set(session.scalars(select(stories.c.id)))
         assert list(session.scalars(select(matches.c.item_id))) == [alerted_item]
         assert _count(session, alerts) == 1
+        assert set(session.scalars(select(story_hashes.c.story_id))) == {alerted_story}
+        found = repo.near_stories(session, [alerted_story * 10 + 2, 999], since=old)
+        assert found == [(alerted_story, "v1:1 2 3")]
+        assert repo.near_stories(session, [alerted_story * 10 + 2], since=now) == []
 
 
 def test_transaction_rolls_back_and_translates_errors(engine: Engine) -> None:

@@ -36,13 +36,14 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from monitor.errors import StoreError
-from monitor.store.tables import alerts, clean_text, feeds, items, matches, stories
+from monitor.store.tables import alerts, clean_text, feeds, items, matches, stories, story_hashes
 
 __all__ = [
     "FEED_STATUSES",
@@ -53,6 +54,7 @@ __all__ = [
     "NewItem",
     "StoredItem",
     "StoredItemRef",
+    "add_fingerprint",
     "alert_counts",
     "claim_due_alerts",
     "claim_due_feeds",
@@ -64,14 +66,17 @@ __all__ = [
     "insert_item",
     "insert_match",
     "items_since",
+    "lock_story_creation",
     "mark_alert_failed",
     "mark_alert_retry",
     "mark_alert_sent",
+    "near_stories",
     "prune",
     "record_poll",
     "release_feed",
     "release_leases",
     "story_for_hash",
+    "story_of_hash",
     "sync_feeds",
     "update_item",
     "watchlists_matched",
@@ -439,6 +444,58 @@ def story_for_hash(session: Session, content_hash: str, now: datetime) -> tuple[
     return existing, False
 
 
+def story_of_hash(session: Session, content_hash: str) -> int | None:
+    """The story created by this exact content hash, if there is one."""
+    found = select(stories.c.id).where(stories.c.content_hash == content_hash)
+    return session.execute(found).scalar_one_or_none()
+
+
+def near_stories(
+    session: Session, smallest: Sequence[int], since: datetime, limit: int = 20
+) -> list[tuple[int, str | None]]:
+    """(story id, fingerprint) of the stories created since `since` that share one of the
+    `smallest` hashes of a fingerprint: the candidates of which a new item may be a near-copy
+    (core.stories decides)."""
+    if not smallest:
+        return []
+    candidates = (
+        select(story_hashes.c.story_id)
+        .where(story_hashes.c.hash.in_(list(smallest)), story_hashes.c.created_at >= since)
+        .distinct()
+        .limit(limit)
+    )
+    found = select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(candidates))
+    return [(row.id, row.fingerprint) for row in session.execute(found)]
+
+
+# pg_advisory_xact_lock key: one transaction at a time creates stories that carry a fingerprint.
+_NEW_STORY_LOCK = 7_261_504_119
+
+
+def lock_story_creation(session: Session) -> None:
+    """Wait until no other transaction can be creating a story, for the rest of this one.
+
+    A near-copy has no unique key to race on, as an exact copy has its hash: two replicas storing
+    copies of one story at the same moment would each find no story and make one. On PostgreSQL
+    an advisory lock makes the second wait for the first to commit, and then see its story; on
+    SQLite the write transaction is already exclusive.
+    """
+    if _dialect(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NEW_STORY_LOCK})
+
+
+def add_fingerprint(
+    session: Session, story_id: int, fingerprint: str, smallest: Sequence[int], now: datetime
+) -> None:
+    """Store a story's fingerprint and index its `smallest` hashes (core.stories)."""
+    session.execute(update(stories).where(stories.c.id == story_id).values(fingerprint=fingerprint))
+    if smallest:
+        session.execute(
+            story_hashes.insert(),
+            [{"story_id": story_id, "hash": h, "created_at": now} for h in smallest],
+        )
+
+
 def _item_values(item: NewItem) -> dict[str, Any]:
     return {
         "content_hash": item.content_hash,
@@ -792,12 +849,16 @@ def prune(session: Session, older_than: datetime) -> int:
     )
     session.execute(delete(matches).where(matches.c.item_id.in_(doomed)))
     deleted = _rowcount(session.execute(delete(items).where(items.c.id.in_(doomed))))
+    unused_story = and_(
+        stories.c.created_at < older_than,
+        ~exists().where(items.c.story_id == stories.c.id),
+        ~exists().where(matches.c.story_id == stories.c.id),
+        ~exists().where(alerts.c.story_id == stories.c.id),
+    )
     session.execute(
-        delete(stories).where(
-            stories.c.created_at < older_than,
-            ~exists().where(items.c.story_id == stories.c.id),
-            ~exists().where(matches.c.story_id == stories.c.id),
-            ~exists().where(alerts.c.story_id == stories.c.id),
+        delete(story_hashes).where(
+            story_hashes.c.story_id.in_(select(stories.c.id).where(unused_story))
         )
     )
+    session.execute(delete(stories).where(unused_story))
     return deleted

@@ -8,8 +8,8 @@ Two column types do work that would otherwise be repeated at every call site:
   surrogates from every value bound to them, in inserts, updates and comparisons alike (FAULTS 9:
   PostgreSQL refuses NUL, and a lone surrogate cannot be encoded as UTF-8).
 
-Near-duplicate stories (SPEC §5, later) need no change here: an item's story is `items.story_id`,
-independent of its own `content_hash`; `stories.content_hash` is the exact hash that created the story.
+An item's story is `items.story_id`, independent of its own `content_hash`: `stories.content_hash` is
+the exact hash that created the story, and a near-copy (SPEC §5) joins that story by its fingerprint.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ __all__ = [
     "matches",
     "metadata",
     "stories",
+    "story_hashes",
 ]
 
 ALERT_STATUSES = ("pending", "sent", "failed")
@@ -150,6 +151,21 @@ stories = Table(
     Column("id", Id, primary_key=True),
     Column("content_hash", String(128), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The first item's body fingerprint (core.stories), "v<version>:<hash> <hash> …"; NULL for a
+    # body too short to have one.
+    Column("fingerprint", Text),
+)
+
+# The few smallest hashes of each story's fingerprint, to find the stories a new item may be a
+# near-copy of with one indexed lookup (core.stories).
+story_hashes = Table(
+    "story_hashes",
+    metadata,
+    Column("story_id", Id, ForeignKey("stories.id"), nullable=False),
+    Column("hash", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_story_hashes_hash_created_at", "hash", "created_at"),
+    Index("ix_story_hashes_story_id", "story_id"),
 )
 
 items = Table(

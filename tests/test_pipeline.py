@@ -194,24 +194,36 @@ def test_changed_item_is_an_update_and_alerts_only_for_new_watchlists(
     assert "Sunny weather" in item["text"]
 
 
-def test_same_article_in_two_feeds_is_one_story_and_one_alert(
-    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
-) -> None:
-    guid, title, body = REFERENCE
-    one = Feed(server, "/one.xml", rss((guid, title, body)))
-    two = Feed(server, "/two.xml", rss(("other-guid", title, body)))
-    settings = settings_for(
-        database_url,
-        f"- {{name: one, url: '{one.url}'}}\n- {{name: two, url: '{two.url}'}}",
-        tmp_path,
-    )
-    poll_and_deliver(settings, notifier)
+def two_feeds(
+    server: LoopbackServer,
+    database_url: str,
+    tmp_path: Path,
+    first: tuple[str, str, str],
+    second: tuple[str, str, str],
+) -> tuple[Settings, Feed]:
+    """Feeds `one` and `two`, each of one item: the settings, and feed `two` to change later."""
+    one = Feed(server, "/one.xml", rss(first))
+    two = Feed(server, "/two.xml", rss(second))
+    feeds_yaml = f"- {{name: one, url: '{one.url}'}}\n- {{name: two, url: '{two.url}'}}"
+    return settings_for(database_url, feeds_yaml, tmp_path), two
+
+
+def assert_one_story_alerted_once(settings: Settings, notifier: RecordingNotifier) -> None:
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
     assert len(rows(settings, stories)) == 1
     assert len(rows(settings, items)) == 2
     # the alert names the other feed that carries the story
     taiwan = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
     assert {taiwan.source, *taiwan.other_sources} == {"one", "two"}
+
+
+def test_same_article_in_two_feeds_is_one_story_and_one_alert(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    _, title, body = REFERENCE
+    settings, _ = two_feeds(server, database_url, tmp_path, REFERENCE, ("other-guid", title, body))
+    poll_and_deliver(settings, notifier)
+    assert_one_story_alerted_once(settings, notifier)
 
 
 def test_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
@@ -223,20 +235,16 @@ def test_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
     lines = (ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt").read_text("utf-8")
     body, other = "\n".join(lines.split("\n")[1:49]), "\n".join(lines.split("\n")[91:145])
     copy = "صورة أرشيفية لوزير الخارجية الصيني\n" + body + "\nجميع الحقوق محفوظة © 2023"
-    one = Feed(server, "/one.xml", rss(("a-1", REFERENCE[1], xml_escape(body))))
-    two = Feed(server, "/two.xml", rss(("b-7", "وانغ يي إلى موسكو بعد سوليفان", xml_escape(copy))))
-    settings = settings_for(
+    settings, two = two_feeds(
+        server,
         database_url,
-        f"- {{name: one, url: '{one.url}'}}\n- {{name: two, url: '{two.url}'}}",
         tmp_path,
+        ("a-1", REFERENCE[1], xml_escape(body)),
+        ("b-7", "وانغ يي إلى موسكو بعد سوليفان", xml_escape(copy)),
     )
     poll_and_deliver(settings, notifier)
-    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
-    assert len(rows(settings, items)) == 2
-    (story,) = rows(settings, stories)
-    assert story["fingerprint"].startswith("v1:")
-    taiwan = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
-    assert {taiwan.source, *taiwan.other_sources} == {"one", "two"}
+    assert_one_story_alerted_once(settings, notifier)
+    assert rows(settings, stories)[0]["fingerprint"].startswith("v1:")
 
     two.body = rss(("b-8", "الصين وروسيا", xml_escape(other)))
     poll_and_deliver(settings, notifier)

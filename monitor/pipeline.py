@@ -337,12 +337,18 @@ class Poller:
         warning: str | None,
     ) -> PollResult:
         new = updated = alerts = 0
+        # Near-copies have no unique key to race on: replicas storing copies of one story at
+        # the same moment take turns, so that the second finds the first's story.
+        take_turns = any(p.fingerprint for p in prepared)
         with db.transaction(self.engine) as session:
             # In hash order, so that two replicas storing the same stories lock rows in one order.
             for p in sorted(prepared, key=lambda p: p.content_hash):
                 existing = repo.find_item(session, state.id, p.identity)
                 if existing is not None and existing.content_hash == p.content_hash:
                     continue
+                if take_turns:  # before this transaction's first write
+                    repo.lock_story_creation(session)
+                    take_turns = False
                 story_id = _story_of(session, p, now)
                 item = _new_item(p, now, story_id)
                 matched_before = repo.watchlists_matched(session, story_id)
@@ -475,23 +481,12 @@ def _story_of(session: Session, p: _Prepared, now: datetime) -> int:
     """The item's story (SPEC §5): the one its exact content hash made, else a recent story it is
     a near-copy of (another headline, a caption, a footer), else a new one."""
     smallest = p.fingerprint[: stories.INDEXED]
-
-    def existing() -> int | None:
-        story_id = repo.story_of_hash(session, p.content_hash)
-        if story_id is None and smallest:
-            candidates = repo.near_stories(session, smallest, since=now - stories.WINDOW)
-            story_id = stories.closest(p.fingerprint, candidates)
-        return story_id
-
-    story_id = existing()
+    story_id = repo.story_of_hash(session, p.content_hash)
+    if story_id is None and smallest:
+        candidates = repo.near_stories(session, smallest, since=now - stories.WINDOW)
+        story_id = stories.closest(p.fingerprint, candidates)
     if story_id is not None:
         return story_id
-    if smallest:
-        # Another replica may be storing a copy right now: wait for it, then look again.
-        repo.lock_story_creation(session)
-        story_id = existing()
-        if story_id is not None:
-            return story_id
     story_id, created = repo.story_for_hash(session, p.content_hash, now)
     if created and smallest:
         repo.add_fingerprint(session, story_id, stories.encode(p.fingerprint), smallest, now)

@@ -478,7 +478,8 @@ def lock_story_creation(session: Session) -> None:
     A near-copy has no unique key to race on, as an exact copy has its hash: two replicas storing
     copies of one story at the same moment would each find no story and make one. On PostgreSQL
     an advisory lock makes the second wait for the first to commit, and then see its story; on
-    SQLite the write transaction is already exclusive.
+    SQLite the write transaction is already exclusive. Take it before the transaction's first
+    write: waiting for it while holding row locks could deadlock with its holder.
     """
     if _dialect(session) == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NEW_STORY_LOCK})

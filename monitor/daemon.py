@@ -42,6 +42,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from monitor.config import FeedSettings, Settings
+from monitor.core import stories
 from monitor.errors import MonitorError, StoreError
 from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
@@ -306,10 +307,12 @@ class Service:
         return stats
 
     async def prune_tick(self) -> None:
-        cutoff = datetime.now(UTC) - self.settings.database.retention
+        now = datetime.now(UTC)
+        cutoff = now - self.settings.database.retention
 
         def prune() -> int:
             with db.transaction(self.engine) as session:
+                repo.forget_story_hashes(session, now - stories.WINDOW)
                 return repo.prune(session, cutoff)
 
         try:

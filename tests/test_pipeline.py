@@ -29,7 +29,7 @@ from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_loc
 from monitor.errors import DeliveryError
 from monitor.model import Alert
 from monitor.store import db, repo
-from monitor.store.tables import alerts, feeds, items, stories
+from monitor.store.tables import alerts, feeds, items, stories, story_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,6 +250,32 @@ def test_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
     poll_and_deliver(settings, notifier)
     assert len(rows(settings, stories)) == 2
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "russia", "taiwan-red-line"]
+
+
+def test_the_hourly_prune_forgets_the_hashes_of_stories_past_the_copy_window(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    lines = (ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt").read_text("utf-8")
+    body = xml_escape("\n".join(lines.split("\n")[1:49]))
+    feed = Feed(server, "/a.xml", rss(("a-1", REFERENCE[1], body)))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    poll_and_deliver(settings, notifier)
+    assert len(rows(settings, story_hashes)) == 8
+
+    async def prune(age: timedelta) -> None:
+        service = service_for(settings, notifier)
+        try:
+            with db.transaction(service.engine) as session:
+                session.execute(story_hashes.update().values(created_at=datetime.now(UTC) - age))
+            await service.prune_tick()
+        finally:
+            await service.close()
+
+    asyncio.run(prune(timedelta(days=2)))
+    assert len(rows(settings, story_hashes)) == 8  # a copy may still come
+    asyncio.run(prune(timedelta(days=4)))
+    assert rows(settings, story_hashes) == []
+    assert len(rows(settings, stories)) == 1 and len(rows(settings, items)) == 1
 
 
 def test_same_guid_repeated_in_a_feed_is_stored_once(

@@ -433,6 +433,13 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
         found = repo.near_stories(session, [alerted_story * 10 + 2, 999], since=old)
         assert found == [(alerted_story, "v1:1 2 3")]
         assert repo.near_stories(session, [alerted_story * 10 + 2], since=now) == []
+    # past the window no copy joins a story: its hashes go, its fingerprint stays
+    with transaction(engine) as session:
+        assert repo.forget_story_hashes(session, old + timedelta(seconds=1)) == 2
+    with read_session(engine) as session:
+        assert _count(session, story_hashes) == 0
+        fingerprint = select(stories.c.fingerprint).where(stories.c.id == alerted_story)
+        assert session.scalar(fingerprint) == "v1:1 2 3"
 
 
 def test_transaction_rolls_back_and_translates_errors(engine: Engine) -> None:

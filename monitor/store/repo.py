@@ -63,6 +63,7 @@ __all__ = [
     "failed_alerts",
     "feed_health",
     "find_item",
+    "forget_story_hashes",
     "insert_item",
     "insert_match",
     "items_since",
@@ -828,6 +829,14 @@ def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
             yield StoredItem(**row._mapping)
     finally:
         result.close()
+
+
+def forget_story_hashes(session: Session, before: datetime) -> int:
+    """Delete the indexed hashes of stories created before `before`, which no copy joins any more
+    (core.stories.WINDOW); return how many. The stories keep their fingerprints."""
+    return _rowcount(
+        session.execute(delete(story_hashes).where(story_hashes.c.created_at < before))
+    )
 
 
 def prune(session: Session, older_than: datetime) -> int:

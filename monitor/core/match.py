@@ -689,9 +689,9 @@ class WatchlistRule:
     feeds: tuple[str, ...] = ()
 
 
-# A watchlist that is one word (term, unit, fields), maybe AND NOT words in either field (their
-# units): whether it matches follows from which units are present.
-_Word = tuple[str, int, tuple[str, ...], tuple[int, ...]]
+# A watchlist that is one word (its leaf), maybe AND NOT words in either field (their units):
+# whether it matches follows from which units are present.
+_Word = tuple[_Leaf, tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,6 +701,7 @@ class _Compiled:
     languages: frozenset[str]
     feeds: frozenset[str]
     word: _Word | None = None
+    filtered: bool = False  # has a language or feed filter
 
 
 def _as_word(root: _Node) -> _Word | None:
@@ -713,8 +714,7 @@ def _as_word(root: _Node) -> _Word | None:
     # A word absent from the units present is absent from both fields; not so for one field.
     if not all(isinstance(a, _Leaf) and len(a.units) == 1 and a.fields == FIELDS for a in absent):
         return None
-    word = words[0]
-    return (word.label, word.units[0], word.fields, tuple(cast(_Leaf, a).units[0] for a in absent))
+    return (words[0], tuple(cast(_Leaf, a).units[0] for a in absent))
 
 
 # A compiled presence test: (units present anywhere, in the title, in the body, whether two units
@@ -906,19 +906,16 @@ class Matcher:
                         frozenset(_language(x) for x in rule.languages) or _NONE,
                         frozenset(f.casefold() for f in rule.feeds) or _NONE,
                         _as_word(root),
+                        bool(rule.languages or rule.feeds),
                     )
                 )
             return cls(compiler, compiled)
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist the article matches, in compile order, each with its hits."""
-        texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
-        scans = {field: self._scan(text) for field, text in texts.items()}
-        in_title, in_body = scans["title"].present, scans["body"].present
+        texts, ctx = self._context(article)
+        in_title, in_body = ctx.scans["title"].present, ctx.scans["body"].present
         present = in_title | in_body
-        language = _language(article.language) if article.language else ""
-        source = (article.source or "").casefold()
-        ctx = _Context(scans, language, source)
         adjacent = ctx.adjacent
         candidates: set[int] = set()
         self._anchored.candidates(present, present, in_title, in_body, adjacent, candidates)
@@ -935,26 +932,16 @@ class Matcher:
         matched: list[tuple[str, list[Group]]] = []
         for index in sorted(candidates):
             w = self._watchlists[index]
-            # A filter on language or feed applies only when the article's is known.
-            if w.languages and language and language not in w.languages:
-                continue
-            if w.feeds and source and source not in w.feeds:
+            if w.filtered and _filtered_out(w, ctx):
                 continue
             if w.word is None:
                 ok, groups = w.root.evaluate(ctx)
-                if ok:
-                    matched.append((w.name, groups))
-                continue
-            # A word, maybe with words that must be absent: presence decides, no tree to walk.
-            label, unit, fields, absent = w.word
-            if absent and not present.isdisjoint(absent):
-                continue
-            groups = [
-                (field, label, scan.positions(unit))
-                for field in fields
-                if unit in (scan := scans[field]).present
-            ]
-            if groups:
+            else:  # a word, maybe with words that must be absent: no tree to walk
+                leaf, absent = w.word
+                if absent and not present.isdisjoint(absent):
+                    continue
+                ok, groups = leaf.evaluate(ctx)
+            if ok:
                 matched.append((w.name, groups))
         return _with_hits(texts, matched) if matched else []
 
@@ -962,16 +949,10 @@ class Matcher:
         """What `match` returns, found the slow way: every watchlist evaluated in full, none
         skipped by the index, the presence tests or the shortcut for single words. For tests,
         and for telling a suspected matcher bug from a surprising query."""
-        texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
-        scans = {field: self._scan(text, everywhere=True) for field, text in texts.items()}
-        language = _language(article.language) if article.language else ""
-        source = (article.source or "").casefold()
-        ctx = _Context(scans, language, source)
+        texts, ctx = self._context(article, everywhere=True)
         matched: list[tuple[str, list[Group]]] = []
         for w in self._watchlists:
-            if w.languages and language and language not in w.languages:
-                continue
-            if w.feeds and source and source not in w.feeds:
+            if w.filtered and _filtered_out(w, ctx):
                 continue
             ok, groups = w.root.evaluate(ctx)
             if ok:
@@ -1015,6 +996,15 @@ class Matcher:
         self._automaton = _automaton(partial.items())
         self._cp1252_automaton = _automaton((k, v) for k, v in partial.items() if fits_cp1252(k))
 
+    def _context(
+        self, article: Article, everywhere: bool = False
+    ) -> tuple[dict[str, NormalizedText], _Context]:
+        """The article's fields normalised, and what evaluators see of it."""
+        texts = {"title": NormalizedText.of(article.title), "body": NormalizedText.of(article.body)}
+        scans = {field: self._scan(text, everywhere) for field, text in texts.items()}
+        language = _language(article.language) if article.language else ""
+        return texts, _Context(scans, language, (article.source or "").casefold())
+
     def _scan(self, text: NormalizedText, everywhere: bool = False) -> _FieldScan:
         """The scan of one field; a text that fits in code page 1252 is looked up only among the
         forms that do, unless `everywhere`."""
@@ -1033,6 +1023,14 @@ def _automaton(keys: Iterable[tuple[str, tuple[int, int, list[int]]]]) -> Any:
         return None
     automaton.make_automaton()
     return automaton
+
+
+def _filtered_out(w: _Compiled, ctx: _Context) -> bool:
+    """Whether the watchlist's language or feed filter excludes the article: a filter applies
+    only when the article's language or feed is known."""
+    if w.languages and ctx.language and ctx.language not in w.languages:
+        return True
+    return bool(w.feeds and ctx.source and ctx.source not in w.feeds)
 
 
 def _language(tag: str) -> str:

@@ -137,10 +137,6 @@ def _delete_marks(folded: str) -> tuple[str, list[int]]:
     return normalized, deleted
 
 
-def _token_pattern(normalized: str) -> re.Pattern[str] | regex.Pattern[str]:
-    return _tokenizer(normalized)[0]
-
-
 def _tokenizer(normalized: str) -> tuple[re.Pattern[str] | regex.Pattern[str], bool]:
     """The pattern that splits `normalized` into tokens, and whether the text fits in code page
     1252 (ASCII and Western European letters), found on the way."""
@@ -180,7 +176,7 @@ def is_arabic(token: str) -> bool:
 def tokens(text: str) -> list[str]:
     """The normalised tokens of `text`, e.g. tokens("Taiwan's «red line»") == ["taiwan", "red", "line"]."""
     scanned = _blank_possessives(normalize(text))
-    return _token_pattern(scanned).split(scanned)[1::2]
+    return _tokenizer(scanned)[0].split(scanned)[1::2]
 
 
 def _blank_possessives(normalized: str) -> str:

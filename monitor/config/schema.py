@@ -1,0 +1,462 @@
+"""The config schema: frozen pydantic models for every section of the config file, the value types
+they use (durations, sizes, names, language codes, URLs, addresses) and their validators.
+
+A scalar arrives here as the text the user typed (the YAML loader resolves nothing but null), so
+the field's type decides what it means: `no` is a language code where one is expected and False
+where a boolean is; `010` is 10 where a number is expected. A single value where a list is expected
+(`notify: analysts`) is read as a one-element list.
+
+This module does not read YAML, substitute `${VAR}`, word problems for the user or check
+references between sections (a watchlist's `notify` naming a channel): see `yaml_loader`, `env`
+and `report`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from datetime import time, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WrapSerializer,
+    field_validator,
+    model_validator,
+)
+
+from monitor.core.text import term_tokens
+from monitor.durations import parse_duration, parse_size
+
+CONSOLE = "console"  # the built-in channel a watchlist without `notify` goes to
+DEFAULT_INTERVAL = timedelta(minutes=10)
+DEFAULT_USER_AGENT = "news-monitor/1.0 (+https://example.org/about-this-bot)"
+DEFAULT_FROM = "News monitor <monitor@example.org>"
+
+# ---- value types ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _one_or_many(value: object) -> object:
+    """`notify: analysts` means `notify: [analysts]`."""
+    return [value] if isinstance(value, str | int) else value
+
+
+def _blank_to_none(value: object) -> object:
+    """`${SMTP_USER:-}` with the variable unset means "no username", not an empty one."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _to_duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0 (e.g. 30s)")
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 90s, 10m, 2h or 1d")
+
+
+def _to_size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be more than 0 bytes")
+        return value
+    if isinstance(value, str):
+        return parse_size(value)
+    raise ValueError("expected a size such as 512KB or 10MB")
+
+
+def _check_name(name: str) -> str:
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise ValueError(f"{name!r} is not a valid name: use letters, digits, - and _")
+    return name
+
+
+def _check_feed_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ValueError(f"{name!r} is not a valid feed name: use a-z, 0-9, - and _")
+    return name
+
+
+def _check_language(tag: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", tag):
+        raise ValueError(f"{tag!r} is not a language code; use e.g. ar, en, no or pt-BR")
+    return tag
+
+
+def _check_not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _check_alias(alias: str) -> str:
+    if not term_tokens(alias):
+        raise ValueError(f"alias {alias!r} has no letters or digits, so it can never match")
+    return alias
+
+
+def _check_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def _check_feed_location(location: str) -> str:
+    location = _check_not_blank(location)
+    scheme = urlsplit(location).scheme
+    if scheme in ("http", "https"):
+        if not urlsplit(location).hostname:
+            raise ValueError("the URL has no host")
+    elif len(scheme) > 1:  # one letter would be a Windows drive, i.e. a path
+        raise ValueError(f"{scheme}: URLs are not allowed; use http(s):// or a local file path")
+    return location
+
+
+def _check_proxy(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+        raise ValueError("expected a proxy URL such as http://proxy:3128 or socks5://proxy:1080")
+    return url
+
+
+def _check_database_url(url: str) -> str:
+    dialect = urlsplit(url).scheme.split("+", 1)[0]
+    if dialect not in ("sqlite", "postgresql") or "://" not in url:
+        raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+    return url
+
+
+def _check_listen(address: str | None) -> str | None:
+    if address is None:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8321, or null to disable")
+    return address
+
+
+def _check_address(address: str) -> str:
+    if not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", address):
+        raise ValueError(f"{address!r} is not an email address")
+    return address
+
+
+def _check_sender(sender: str) -> str:
+    _, address = parseaddr(sender)
+    if "\r" in sender or "\n" in sender or "@" not in address:
+        raise ValueError('expected an address, optionally with a name: "News <news@example.org>"')
+    return sender
+
+
+def _freeze(mapping: Mapping[str, T]) -> Mapping[str, T]:
+    return MappingProxyType(dict(mapping))
+
+
+def _serialize_mapping(mapping: Mapping[str, Any], handler: Callable[[Any], Any]) -> Any:
+    return handler(dict(mapping))
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+ByteSize = Annotated[int, BeforeValidator(_to_size)]
+Name = Annotated[str, AfterValidator(_check_name)]
+FeedName = Annotated[str, AfterValidator(_check_feed_name)]
+Language = Annotated[str, AfterValidator(_check_language)]
+Text = Annotated[str, AfterValidator(_check_not_blank)]
+OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_to_none)]
+EmailAddress = Annotated[str, AfterValidator(_check_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+ListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many)]
+NonEmptyListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+FrozenMap = Annotated[Mapping[Name, T], AfterValidator(_freeze), WrapSerializer(_serialize_mapping)]
+
+
+# ---- the schema ----------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+class DatabaseSettings(_Model):
+    """Where items, stories and alerts are stored. `url` may hold a password: not in repr."""
+
+    url: Annotated[str, AfterValidator(_check_database_url)] = Field(
+        default="sqlite:///monitor.db", repr=False
+    )
+    retention: Duration = timedelta(days=90)
+
+
+class DefaultSettings(_Model):
+    """Defaults for every feed."""
+
+    interval: Duration = DEFAULT_INTERVAL
+    timeout: Duration = timedelta(seconds=20)
+
+
+class FetchSettings(_Model):
+    user_agent: Text = DEFAULT_USER_AGENT
+    max_body: ByteSize = 10 * 1024 * 1024
+    per_host: int = Field(default=2, ge=1, le=100)
+    proxy: Annotated[OptionalText, AfterValidator(_check_proxy)] = Field(default=None, repr=False)
+    allow_private: bool = False
+
+
+class ServiceSettings(_Model):
+    listen: Annotated[OptionalText, AfterValidator(_check_listen)] = "127.0.0.1:8321"
+    log_format: Literal["text", "json"] = "text"
+
+
+class FeedSettings(_Model):
+    """One feed. `interval` and `allow_private` are always set after loading: when the file leaves
+    them out they are inherited from `defaults.interval` and `fetch.allow_private`. `url` is an
+    http(s) URL or a local path, relative to `Settings.config_dir`."""
+
+    name: FeedName
+    url: Annotated[str, AfterValidator(_check_feed_location)]
+    interval: Duration = DEFAULT_INTERVAL
+    language: Language | None = None
+    full_text: bool = False
+    allow_private: bool = False
+
+
+class Entity(_Model):
+    """`@name` in a query: the OR of its aliases, each alias a phrase."""
+
+    name: str
+    aliases: NonEmptyListOf[Annotated[str, AfterValidator(_check_alias)]]
+
+
+class Watchlist(_Model):
+    """A named query and where its alerts go.
+
+    `notify` lists channel names. Without `notify` in the file it is `("console",)`, the built-in
+    console channel (SPEC §2: "a watchlist without notify goes to the console"); an explicit
+    `notify: []` means only Telegram subscribers get it. Empty `languages` / `feeds` mean all.
+    """
+
+    name: str
+    query: Text
+    notify: ListOf[Name] = (CONSOLE,)
+    languages: ListOf[Language] = ()
+    feeds: ListOf[FeedName] = ()
+
+
+class Digest(_Model):
+    """Batch a channel's alerts: hourly, or daily at a local time.
+
+    Written `daily 08:00 Europe/London`, `daily 08:00` (UTC) or `hourly`."""
+
+    every: Literal["daily", "hourly"]
+    at: time | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(name, sorted(available_timezones()), n=1)
+            hint = f"; did you mean {close[0]}?" if close else " (e.g. Europe/London, UTC)"
+            raise ValueError(f"unknown time zone {name!r}{hint}") from None
+        return name
+
+    @model_validator(mode="after")
+    def _time_for_daily(self) -> Digest:
+        if self.every == "daily" and self.at is None:
+            raise ValueError("a daily digest needs a time, e.g. daily 08:00 Europe/London")
+        if self.every == "hourly" and self.at is not None:
+            raise ValueError("an hourly digest takes no time; write hourly")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def __str__(self) -> str:
+        if self.at is None:
+            return self.every
+        return f"{self.every} {self.at:%H:%M} {self.timezone}"
+
+
+def _parse_digest(value: object) -> object:
+    """`daily 08:00 Europe/London` → fields of `Digest`; `off` / `immediate` → None (no digest)."""
+    if not isinstance(value, str):
+        return value
+    words = value.split()
+    if not words or words[0] in ("off", "immediate"):
+        return None
+    if words[0] not in ("daily", "hourly") or len(words) > 3:
+        raise ValueError(
+            f"{value!r} is not a digest; write daily 08:00 Europe/London, hourly, or leave it out"
+        )
+    fields: dict[str, object] = {"every": words[0]}
+    if len(words) > 1:
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", words[1])
+        if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+            raise ValueError(f"{words[1]!r} is not a time of day; write HH:MM, e.g. 08:00")
+        fields["at"] = time(int(match[1]), int(match[2]))
+    if len(words) > 2:
+        fields["timezone"] = words[2]
+    return fields
+
+
+class TelegramChannel(_Model):
+    """Fixed chats that receive their watchlists' alerts; `digest` None means each at once."""
+
+    name: str
+    type: Literal["telegram"]
+    chat_ids: NonEmptyListOf[int]
+    digest: Annotated[Digest | None, BeforeValidator(_parse_digest)] = None
+
+
+class EmailChannel(_Model):
+    """`digest` None means every alert is sent at once."""
+
+    name: str
+    type: Literal["email"]
+    to: NonEmptyListOf[EmailAddress]
+    digest: Annotated[Digest | None, BeforeValidator(_parse_digest)] = None
+
+
+class ConsoleChannel(_Model):
+    name: str
+    type: Literal["console"]
+
+
+Channel = Annotated[TelegramChannel | EmailChannel | ConsoleChannel, Field(discriminator="type")]
+
+
+class TelegramSettings(_Model):
+    """The bot: its token (required once this section exists), API root and who may subscribe."""
+
+    token: SecretStr
+    api_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.telegram.org"
+    subscriptions: Literal["open", "allowlist", "off"] = "open"
+    allow: ListOf[int] = ()
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, token: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token.get_secret_value()):
+            raise ValueError("does not look like a bot token (digits, a colon, then letters)")
+        return token
+
+
+class EmailSettings(_Model):
+    """The SMTP server. `port` defaults to 465 with `ssl: true`, else 587; `starttls` defaults to
+    the opposite of `ssl`. The file's `from` key is the `sender` attribute."""
+
+    host: OptionalText = None
+    port: Port = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: OptionalText = None
+    password: OptionalSecret = None
+    sender: Annotated[str, AfterValidator(_check_sender)] = Field(
+        default=DEFAULT_FROM, alias="from"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_follow_ssl(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ssl = _valid_or(_BOOL, data.get("ssl"), False)
+        return {"port": 465 if ssl else 587, "starttls": not ssl} | data
+
+    @field_validator("ssl")
+    @classmethod
+    def _not_both(cls, ssl: bool, info: ValidationInfo) -> bool:
+        if ssl and info.data.get("starttls"):
+            raise ValueError("ssl and starttls cannot both be true (ssl is port 465, starttls 587)")
+        return ssl
+
+
+class Settings(_Model):
+    """The whole config file. Build it with `load_config` / `parse_config`.
+
+    `channels` always holds a `console` channel (the built-in one unless the file defines its own);
+    `config_dir` is the absolute directory of the config file, for relative feed paths.
+    """
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    defaults: DefaultSettings = Field(default_factory=DefaultSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    feeds: tuple[FeedSettings, ...] = ()
+    entities: FrozenMap[Entity] = Field(default_factory=lambda: MappingProxyType({}))
+    watchlists: FrozenMap[Watchlist] = Field(default_factory=lambda: MappingProxyType({}))
+    channels: FrozenMap[Channel] = Field(default_factory=lambda: MappingProxyType({}))
+    telegram: TelegramSettings | None = None
+    email: EmailSettings | None = None
+    config_dir: Path = Field(default_factory=Path.cwd)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete(cls, data: Any) -> Any:
+        """Name each entity, watchlist and channel after its key, add the built-in console channel
+        and give each feed the inherited defaults it does not set itself."""
+        if not isinstance(data, dict):
+            return data
+        data = {key: value for key, value in data.items() if value is not None}  # `feeds:` = absent
+        for section in ("entities", "watchlists", "channels"):
+            if isinstance(data.get(section), dict):
+                data[section] = {
+                    key: {"name": key} | body if isinstance(body, dict) else body
+                    for key, body in data[section].items()
+                }
+        channels = data.get("channels")
+        if channels is None or (isinstance(channels, dict) and CONSOLE not in channels):
+            data["channels"] = {CONSOLE: {"name": CONSOLE, "type": CONSOLE}} | (channels or {})
+        if isinstance(data.get("feeds"), list):
+            defaults, fetch = data.get("defaults"), data.get("fetch")
+            inherited = {
+                "interval": _valid_or(
+                    _DURATION,
+                    defaults.get("interval") if isinstance(defaults, dict) else None,
+                    DEFAULT_INTERVAL,
+                ),
+                "allow_private": _valid_or(
+                    _BOOL, fetch.get("allow_private") if isinstance(fetch, dict) else None, False
+                ),
+            }
+            data["feeds"] = [
+                inherited | feed if isinstance(feed, dict) else feed for feed in data["feeds"]
+            ]
+        return data
+
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
+
+
+def _valid_or(adapter: TypeAdapter[T], value: object, fallback: T) -> T:
+    """`value` validated, else `fallback` (a bad value is reported where it was written)."""
+    if value is None:
+        return fallback
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return fallback

@@ -28,7 +28,10 @@ from botapi import TOKEN, BotAPIDouble  # the test double: a real HTTP server on
 
 from monitor.notify.telegram import TelegramNotifier
 from monitor.outbox import Outbox
-from monitor.store import db, repo
+from monitor.store import db
+from monitor.store.alerts import alert_counts, enqueue_alert, insert_match
+from monitor.store.feeds import sync_feeds
+from monitor.store.stories import NewItem, insert_item, story_for_hash
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL
 
 CEILING = 30.0
@@ -40,11 +43,11 @@ def fill_outbox(url: str, alerts: int, subscribers: int) -> None:
     now = datetime.now(UTC)
     stories = -(-alerts // subscribers)
     with db.transaction(engine) as session:
-        feed_ids = repo.sync_feeds(session, [("bench", "https://example.org/feed")], now)
+        feed_ids = sync_feeds(session, [("bench", "https://example.org/feed")], now)
         made = 0
         for n in range(stories):
-            story_id, _ = repo.story_for_hash(session, f"v1:{n:064x}", now)
-            item = repo.NewItem(
+            story_id, _ = story_for_hash(session, f"v1:{n:064x}", now)
+            item = NewItem(
                 identity=f"guid:{n}",
                 content_hash=f"v1:{n:064x}",
                 hash_version=1,
@@ -58,14 +61,14 @@ def fill_outbox(url: str, alerts: int, subscribers: int) -> None:
                 fetched_at=now,
                 story_id=story_id,
             )
-            item_id = repo.insert_item(session, feed_ids["bench"], item)
+            item_id = insert_item(session, feed_ids["bench"], item)
             assert item_id is not None
             hits = '[{"term": "تايوان", "field": "body", "start": 5, "end": 11}]'
-            repo.insert_match(session, story_id, item_id, "bench", hits, now)
+            insert_match(session, story_id, item_id, "bench", hits, now)
             for chat in range(subscribers):
                 if made == alerts:
                     break
-                repo.enqueue_alert(
+                enqueue_alert(
                     session,
                     story_id,
                     item_id,
@@ -87,7 +90,7 @@ async def deliver(url: str, double: BotAPIDouble) -> float:
         while True:
             await outbox.deliver_due(limit=500)
             with db.read_session(engine) as session:
-                left = repo.alert_counts(session)["pending"]
+                left = alert_counts(session)["pending"]
             if not left:
                 break
             await asyncio.sleep(0.2)  # only retries are left: let them come due
@@ -143,7 +146,7 @@ def main() -> int:
         )
         engine = db.make_engine(url)
         with db.read_session(engine) as session:
-            counts = repo.alert_counts(session)
+            counts = alert_counts(session)
         engine.dispose()
 
         naive_s = asyncio.run(naive(double, args.naive))

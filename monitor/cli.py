@@ -275,7 +275,9 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 def feeds(ctx: typer.Context) -> None:
     """The health of each feed: last poll, status, new items, failures, next poll."""
     from monitor.errors import MonitorError
-    from monitor.store import db, repo
+    from monitor.store import db
+    from monitor.store.alerts import alert_counts, failed_alerts
+    from monitor.store.feeds import feed_health
 
     settings = _load_settings(ctx)
     try:
@@ -283,9 +285,9 @@ def feeds(ctx: typer.Context) -> None:
         try:
             db.ensure_schema(engine, upgrade=False)
             with db.read_session(engine) as session:
-                rows = repo.feed_health(session)
-                counts = repo.alert_counts(session)
-                given_up = repo.failed_alerts(session, limit=10)
+                rows = feed_health(session)
+                counts = alert_counts(session)
+                given_up = failed_alerts(session, limit=10)
         finally:
             engine.dispose()
     except MonitorError as exc:
@@ -351,7 +353,8 @@ def backtest(
     from monitor.durations import parse_duration
     from monitor.errors import MonitorError
     from monitor.model import Article
-    from monitor.store import db, repo
+    from monitor.store import db
+    from monitor.store.stories import items_since
 
     settings = _load_settings(ctx)
     if (watchlist is None) == (query is None):
@@ -383,7 +386,7 @@ def backtest(
         try:
             db.ensure_schema(engine, upgrade=False)
             with db.read_session(engine) as session:
-                for item in repo.items_since(session, cutoff):
+                for item in items_since(session, cutoff):
                     scanned += 1
                     article = Article(
                         item.title, item.text, item.language, item.feed_name, item.link

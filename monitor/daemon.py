@@ -49,7 +49,9 @@ from monitor.notify import Notifier
 from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
 from monitor.pipeline import Poller, PollResult, digests_for, routes_for
-from monitor.store import db, repo
+from monitor.store import db
+from monitor.store.feeds import FeedState, claim_due_feeds, release_feed, release_leases, sync_feeds
+from monitor.store.stories import forget_story_hashes, prune
 from monitor.watchlists import compile_watchlists
 
 log = logging.getLogger("monitor.daemon")
@@ -217,9 +219,9 @@ class Service:
         process holds the SQLite lock, so leases left by a crashed predecessor are void."""
         db.ensure_schema(self.engine, upgrade=True)
         with db.transaction(self.engine) as session:
-            repo.sync_feeds(session, [(f.name, f.url) for f in self.feeds.values()], now)
+            sync_feeds(session, [(f.name, f.url) for f in self.feeds.values()], now)
             if alone:
-                released = repo.release_leases(session, None)
+                released = release_leases(session, None)
                 if released:
                     log.info("start.released_stale_leases count=%s", released)
 
@@ -232,13 +234,13 @@ class Service:
 
     # ---- polling ---------------------------------------------------------------------------------
 
-    def _claim(self, limit: int, *, everything: bool) -> list[repo.FeedState]:
+    def _claim(self, limit: int, *, everything: bool) -> list[FeedState]:
         with db.transaction(self.engine) as session:
-            return repo.claim_due_feeds(
+            return claim_due_feeds(
                 session, self.owner, FEED_LEASE, limit, include_not_due=everything
             )
 
-    async def _poll_one(self, state: repo.FeedState, *, force: bool) -> PollResult:
+    async def _poll_one(self, state: FeedState, *, force: bool) -> PollResult:
         feed = self.feeds.get(state.name)
         if feed is None:  # dropped from the config while claimed
             await asyncio.to_thread(self._release, state.id)
@@ -253,7 +255,7 @@ class Service:
 
     def _release(self, feed_id: int) -> None:
         with db.transaction(self.engine) as session:
-            repo.release_feed(session, feed_id, self.owner)
+            release_feed(session, feed_id, self.owner)
 
     async def poll_all(
         self,
@@ -267,7 +269,7 @@ class Service:
             total(len(states))
         semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
 
-        async def one(state: repo.FeedState) -> PollResult:
+        async def one(state: FeedState) -> PollResult:
             async with semaphore:
                 result = await self._poll_one(state, force=False)
             if on_result is not None:
@@ -310,13 +312,13 @@ class Service:
         now = datetime.now(UTC)
         cutoff = now - self.settings.database.retention
 
-        def prune() -> int:
+        def prune_old() -> int:
             with db.transaction(self.engine) as session:
-                repo.forget_story_hashes(session, now - stories.WINDOW)
-                return repo.prune(session, cutoff)
+                forget_story_hashes(session, now - stories.WINDOW)
+                return prune(session, cutoff)
 
         try:
-            removed = await asyncio.to_thread(prune)
+            removed = await asyncio.to_thread(prune_old)
         except StoreError as exc:
             log.error("prune.failed error=%s", exc)
             return

@@ -30,7 +30,17 @@ from monitor.errors import (
 )
 from monitor.model import Alert, Hit
 from monitor.notify import Notifier
-from monitor.store import db, repo, subscribers
+from monitor.store import db, subscribers
+from monitor.store.alerts import (
+    AlertToSend,
+    alert_recipient,
+    claim_due_alerts,
+    fail_pending_alerts,
+    mark_alert_failed,
+    mark_alert_retry,
+    mark_alert_sent,
+    postpone_alert,
+)
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
 log = logging.getLogger("monitor.outbox")
@@ -106,7 +116,7 @@ class Outbox:
 
     def _claim(self, limit: int) -> list[Alert]:
         with db.transaction(self.engine) as session:
-            claimed = repo.claim_due_alerts(
+            claimed = claim_due_alerts(
                 session, self.owner, self.lease, limit, channels=tuple(self.notifiers)
             )
         return [_alert(a) for a in claimed]
@@ -153,7 +163,7 @@ class Outbox:
     def _record_sent(self, alert: Alert) -> None:
         try:
             with db.transaction(self.engine) as session:
-                repo.mark_alert_sent(session, alert.id, self.owner, self.clock())
+                mark_alert_sent(session, alert.id, self.owner, self.clock())
         except StoreError:
             # Sent but not recorded: the lease expires and it is sent once more (at-least-once).
             log.exception("alert.unrecorded alert=%s", alert.id)
@@ -186,14 +196,14 @@ class Outbox:
                         subscribers.move_pending_alerts(
                             session, channel, error.recipient, error.new_recipient
                         )
-                    if repo.alert_recipient(session, alert.id) == error.recipient:
+                    if alert_recipient(session, alert.id) == error.recipient:
                         # the new chat has this alert already: this copy is done
                         reason = f"{error.reason}; chat {error.new_recipient} has it already"
-                        repo.mark_alert_failed(session, alert.id, self.owner, reason)
+                        mark_alert_failed(session, alert.id, self.owner, reason)
                         return DeliveryStats(failed=1)
                 # Not a failure: wait exactly as long as asked, without counting an attempt.
                 retry_at = now + timedelta(seconds=error.retry_after or 0.0)
-                repo.postpone_alert(session, alert.id, self.owner, error.reason, retry_at)
+                postpone_alert(session, alert.id, self.owner, error.reason, retry_at)
                 log.info(
                     "alert.postponed alert=%s channel=%s until=%s reason=%r",
                     alert.id,
@@ -207,9 +217,9 @@ class Outbox:
             ):
                 # Blocked or kicked: that subscriber is deactivated, nobody else is affected.
                 subscribers.deactivate(session, int(error.recipient), error.reason, now)
-                repo.mark_alert_failed(session, alert.id, self.owner, error.reason)
+                mark_alert_failed(session, alert.id, self.owner, error.reason)
                 others = sum(
-                    repo.fail_pending_alerts(session, channel, alert.recipient, error.reason)
+                    fail_pending_alerts(session, channel, alert.recipient, error.reason)
                     for channel in (SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL)
                 )
                 log.warning(
@@ -225,7 +235,7 @@ class Outbox:
                     if error.permanent
                     else f"gave up after {attempts} attempts: {error.reason}"
                 )
-                repo.mark_alert_failed(session, alert.id, self.owner, reason)
+                mark_alert_failed(session, alert.id, self.owner, reason)
                 log.warning(
                     "alert.failed alert=%s channel=%s watchlist=%s reason=%r",
                     alert.id,
@@ -237,7 +247,7 @@ class Outbox:
             retry_at = alert_retry_at(now, attempts, self.rng)
             if error.retry_after is not None:
                 retry_at = max(retry_at, now + timedelta(seconds=error.retry_after))
-            repo.mark_alert_retry(session, alert.id, self.owner, error.reason, retry_at)
+            mark_alert_retry(session, alert.id, self.owner, error.reason, retry_at)
         log.info(
             "alert.retry alert=%s channel=%s attempt=%s at=%s reason=%r",
             alert.id,
@@ -253,7 +263,7 @@ class Outbox:
             await notifier.close()
 
 
-def _alert(row: repo.AlertToSend) -> Alert:
+def _alert(row: AlertToSend) -> Alert:
     return Alert(
         id=row.id,
         watchlist=row.watchlist,

@@ -52,7 +52,20 @@ from monitor.fetch import (
 from monitor.inputs import html_article
 from monitor.language import detect_language, primary_language
 from monitor.model import Article, Match
-from monitor.store import db, repo, subscribers
+from monitor.store import db, subscribers
+from monitor.store.alerts import enqueue_alert, insert_match, watchlists_matched
+from monitor.store.feeds import FeedState, record_poll
+from monitor.store.stories import (
+    NewItem,
+    add_fingerprint,
+    find_item,
+    insert_item,
+    lock_story_creation,
+    near_stories,
+    story_for_hash,
+    story_of_hash,
+    update_item,
+)
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
 log = logging.getLogger("monitor.pipeline")
@@ -160,7 +173,7 @@ class Poller:
         self._sessions.clear()
 
     async def poll(
-        self, state: repo.FeedState, feed: FeedSettings, *, force: bool = False
+        self, state: FeedState, feed: FeedSettings, *, force: bool = False
     ) -> PollResult:
         """Poll one claimed feed and record the outcome (this releases its lease)."""
         now = self.clock()
@@ -253,7 +266,7 @@ class Poller:
         return outcome
 
     async def _fetch(
-        self, feed: FeedSettings, state: repo.FeedState, policy: FetchPolicy, *, force: bool
+        self, feed: FeedSettings, state: FeedState, policy: FetchPolicy, *, force: bool
     ) -> FetchResult:
         if not feed.url.startswith(("http://", "https://")) and "://" not in feed.url:
             return await asyncio.to_thread(fetch_local, feed.url, self.base_dir, policy.max_body)
@@ -266,7 +279,7 @@ class Poller:
         )
 
     async def _full_texts(
-        self, state: repo.FeedState, articles: Sequence[Article], policy: FetchPolicy
+        self, state: FeedState, articles: Sequence[Article], policy: FetchPolicy
     ) -> dict[int, str]:
         """For a `full_text` feed: the main text of each NEW item's page (trafilatura), by index.
 
@@ -279,9 +292,7 @@ class Poller:
                     i
                     for i, a in enumerate(articles)
                     if a.link
-                    and repo.find_item(
-                        session, state.id, item_identity(a.guid, a.link, a.title, a.body)
-                    )
+                    and find_item(session, state.id, item_identity(a.guid, a.link, a.title, a.body))
                     is None
                 ]
 
@@ -328,7 +339,7 @@ class Poller:
 
     def _store(
         self,
-        state: repo.FeedState,
+        state: FeedState,
         prepared: list[_Prepared],
         now: datetime,
         next_at: datetime,
@@ -343,23 +354,23 @@ class Poller:
         with db.transaction(self.engine) as session:
             # In hash order, so that two replicas storing the same stories lock rows in one order.
             for p in sorted(prepared, key=lambda p: p.content_hash):
-                existing = repo.find_item(session, state.id, p.identity)
+                existing = find_item(session, state.id, p.identity)
                 if existing is not None and existing.content_hash == p.content_hash:
                     continue
                 if take_turns:  # before this transaction's first write
-                    repo.lock_story_creation(session)
+                    lock_story_creation(session)
                     take_turns = False
                 story_id = _story_of(session, p, now)
                 item = _new_item(p, now, story_id)
-                matched_before = repo.watchlists_matched(session, story_id)
+                matched_before = watchlists_matched(session, story_id)
                 if existing is not None:
-                    repo.update_item(session, existing.id, item, story_id)
+                    update_item(session, existing.id, item, story_id)
                     item_id = existing.id
                     if existing.story_id is not None:
-                        matched_before |= repo.watchlists_matched(session, existing.story_id)
+                        matched_before |= watchlists_matched(session, existing.story_id)
                     updated += 1
                 else:
-                    inserted = repo.insert_item(session, state.id, item)
+                    inserted = insert_item(session, state.id, item)
                     if inserted is None:  # another replica stored it first
                         continue
                     item_id = inserted
@@ -368,10 +379,10 @@ class Poller:
                     if m.watchlist in matched_before:
                         continue  # this story already alerted for this watchlist
                     hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
-                    if not repo.insert_match(session, story_id, item_id, m.watchlist, hits, now):
+                    if not insert_match(session, story_id, item_id, m.watchlist, hits, now):
                         continue
                     for channel, recipient in self.routes.get(m.watchlist, ()):
-                        if repo.enqueue_alert(
+                        if enqueue_alert(
                             session,
                             story_id,
                             item_id,
@@ -384,7 +395,7 @@ class Poller:
                             alerts += 1
                     if self.subscribers:
                         alerts += _enqueue_for_subscribers(session, story_id, item_id, m, now)
-            repo.record_poll(
+            record_poll(
                 session,
                 state.id,
                 polled_at=now,
@@ -409,7 +420,7 @@ class Poller:
 
     async def _record(
         self,
-        state: repo.FeedState,
+        state: FeedState,
         now: datetime,
         status: str,
         error: str | None,
@@ -421,7 +432,7 @@ class Poller:
     ) -> PollResult:
         def write() -> None:
             with db.transaction(self.engine) as session:
-                repo.record_poll(
+                record_poll(
                     session,
                     state.id,
                     polled_at=now,
@@ -461,7 +472,7 @@ def _enqueue_for_subscribers(
         if target.muted_until is not None and target.muted_until > now:
             due = max(due or now, target.muted_until)
         channel = SUBSCRIBERS_DIGEST_CHANNEL if due is not None else SUBSCRIBERS_CHANNEL
-        if repo.enqueue_alert(
+        if enqueue_alert(
             session, story_id, item_id, match.watchlist, channel, target.recipient, now, due_at=due
         ):
             queued += 1
@@ -481,21 +492,21 @@ def _story_of(session: Session, p: _Prepared, now: datetime) -> int:
     """The item's story (SPEC §5): the one its exact content hash made, else a recent story it is
     a near-copy of (another headline, a caption, a footer), else a new one."""
     smallest = p.fingerprint[: stories.INDEXED]
-    story_id = repo.story_of_hash(session, p.content_hash)
+    story_id = story_of_hash(session, p.content_hash)
     if story_id is None and smallest:
-        candidates = repo.near_stories(session, smallest, since=now - stories.WINDOW)
+        candidates = near_stories(session, smallest, since=now - stories.WINDOW)
         story_id = stories.closest(p.fingerprint, candidates)
     if story_id is not None:
         return story_id
-    story_id, created = repo.story_for_hash(session, p.content_hash, now)
+    story_id, created = story_for_hash(session, p.content_hash, now)
     if created and smallest:
-        repo.add_fingerprint(session, story_id, stories.encode(p.fingerprint), smallest, now)
+        add_fingerprint(session, story_id, stories.encode(p.fingerprint), smallest, now)
     return story_id
 
 
-def _new_item(p: _Prepared, now: datetime, story_id: int) -> repo.NewItem:
+def _new_item(p: _Prepared, now: datetime, story_id: int) -> NewItem:
     a = p.article
-    return repo.NewItem(
+    return NewItem(
         identity=p.identity,
         content_hash=p.content_hash,
         hash_version=HASH_VERSION,

@@ -20,8 +20,11 @@ from monitor.errors import BotError
 from monitor.model import Hit
 from monitor.notify.telegram import TelegramNotifier
 from monitor.outbox import Outbox
-from monitor.store import db, repo
+from monitor.store import db
 from monitor.store import subscribers as subs
+from monitor.store.alerts import enqueue_alert, insert_match
+from monitor.store.feeds import sync_feeds
+from monitor.store.stories import NewItem, insert_item, story_for_hash
 from monitor.store.tables import alerts
 
 WATCHLISTS = ["taiwan-red-line", "china-russia"]
@@ -322,11 +325,9 @@ def test_a_subscriber_receives_the_next_matching_alert(
     hits = [Hit("taiwan", "body", 13, 19)]
     # What the pipeline does in its transaction (the lead wires it): route to the subscribers.
     with db.transaction(engine) as session:
-        feed_id = repo.sync_feeds(session, [("aawsat", "https://aawsat.example/rss")], NOW)[
-            "aawsat"
-        ]
-        story_id, _ = repo.story_for_hash(session, "h1", NOW)
-        item = repo.NewItem(
+        feed_id = sync_feeds(session, [("aawsat", "https://aawsat.example/rss")], NOW)["aawsat"]
+        story_id, _ = story_for_hash(session, "h1", NOW)
+        item = NewItem(
             identity="a1",
             content_hash="h1",
             hash_version=1,
@@ -340,12 +341,12 @@ def test_a_subscriber_receives_the_next_matching_alert(
             fetched_at=NOW,
             story_id=story_id,
         )
-        item_id = repo.insert_item(session, feed_id, item)
+        item_id = insert_item(session, feed_id, item)
         assert item_id is not None
         hits_json = json.dumps([h._asdict() for h in hits])
-        repo.insert_match(session, story_id, item_id, "taiwan-red-line", hits_json, NOW)
+        insert_match(session, story_id, item_id, "taiwan-red-line", hits_json, NOW)
         for target in subs.subscribers_of(session, "taiwan-red-line"):
-            repo.enqueue_alert(
+            enqueue_alert(
                 session,
                 story_id,
                 item_id,
@@ -403,14 +404,14 @@ def test_migrate_chat_moves_the_subscriber_and_its_pending_alerts(engine: Engine
     with db.transaction(engine) as session:
         old = subs.get_or_create_subscriber(session, -4001, NOW)
         subs.subscribe(session, old.id, "a", NOW)
-        feed_id = repo.sync_feeds(session, [("f", "https://f.example/rss")], NOW)["f"]
-        story_id, _ = repo.story_for_hash(session, "h", NOW)
-        item = repo.NewItem("i", "h", 1, "t", "x", None, None, None, NOW, "en", NOW, story_id)
-        item_id = repo.insert_item(session, feed_id, item)
+        feed_id = sync_feeds(session, [("f", "https://f.example/rss")], NOW)["f"]
+        story_id, _ = story_for_hash(session, "h", NOW)
+        item = NewItem("i", "h", 1, "t", "x", None, None, None, NOW, "en", NOW, story_id)
+        item_id = insert_item(session, feed_id, item)
         assert item_id is not None
         for recipient in ("-4001", "-4002"):
-            repo.enqueue_alert(session, story_id, item_id, "a", "@telegram", recipient, NOW)
-        repo.enqueue_alert(session, story_id, item_id, "b", "@telegram", "-4001", NOW)
+            enqueue_alert(session, story_id, item_id, "a", "@telegram", recipient, NOW)
+        enqueue_alert(session, story_id, item_id, "b", "@telegram", "-4001", NOW)
     with db.transaction(engine) as session:
         assert subs.migrate_chat(session, -4001, -100999, NOW)
         assert not subs.migrate_chat(session, -1, -2, NOW)

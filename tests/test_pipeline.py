@@ -28,7 +28,9 @@ from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
 from monitor.errors import DeliveryError
 from monitor.model import Alert
-from monitor.store import db, repo
+from monitor.store import db
+from monitor.store._shared import database_now
+from monitor.store.alerts import claim_due_alerts
 from monitor.store.tables import alerts, feeds, items, stories, story_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -686,14 +688,12 @@ def test_a_crash_between_claim_and_send_delivers_after_restart_once(
     engine = db.make_engine(settings.database.url)
     try:
         with db.transaction(engine) as session:  # a process claims the alert, then dies
-            (claimed,) = repo.claim_due_alerts(session, "crashed:1", timedelta(minutes=5), 10)
+            (claimed,) = claim_due_alerts(session, "crashed:1", timedelta(minutes=5), 10)
         with db.transaction(engine) as session:
-            assert repo.claim_due_alerts(session, "other:2", timedelta(minutes=5), 10) == []
+            assert claim_due_alerts(session, "other:2", timedelta(minutes=5), 10) == []
             # …until its lease runs out (by the database clock)
             session.execute(
-                alerts.update().values(
-                    lease_until=repo.database_now(session) - timedelta(seconds=1)
-                )
+                alerts.update().values(lease_until=database_now(session) - timedelta(seconds=1))
             )
     finally:
         engine.dispose()

@@ -18,7 +18,18 @@ from sqlalchemy import Engine, event, func, select, text, update
 from sqlalchemy.orm import Session
 
 from monitor.errors import SchemaVersionError, StoreError
-from monitor.store import repo
+from monitor.store._shared import database_now
+from monitor.store.alerts import (
+    alert_counts,
+    claim_due_alerts,
+    enqueue_alert,
+    failed_alerts,
+    insert_match,
+    mark_alert_failed,
+    mark_alert_retry,
+    mark_alert_sent,
+    watchlists_matched,
+)
 from monitor.store.db import (
     current_revision,
     ensure_schema,
@@ -27,6 +38,20 @@ from monitor.store.db import (
     read_session,
     transaction,
     upgrade,
+)
+from monitor.store.feeds import claim_due_feeds, feed_health, record_poll, release_feed, sync_feeds
+from monitor.store.stories import (
+    NewItem,
+    StoredItemRef,
+    add_fingerprint,
+    find_item,
+    forget_story_hashes,
+    insert_item,
+    items_since,
+    near_stories,
+    prune,
+    story_for_hash,
+    update_item,
 )
 from monitor.store.tables import alerts, feeds, items, matches, metadata, stories, story_hashes
 
@@ -63,7 +88,7 @@ def _url(engine: Engine) -> str:
 
 def _now(engine: Engine) -> datetime:
     with read_session(engine) as session:
-        return repo.database_now(session)
+        return database_now(session)
 
 
 def _set(engine: Engine, table: Any, row_id: int, **values: Any) -> None:
@@ -76,7 +101,7 @@ def _count(session: Session, table: Any) -> int:
     return session.execute(select(func.count()).select_from(table)).scalar_one()
 
 
-def _item(identity: str, content_hash: str, story_id: int, at: datetime, **kw: Any) -> repo.NewItem:
+def _item(identity: str, content_hash: str, story_id: int, at: datetime, **kw: Any) -> NewItem:
     values: dict[str, Any] = {
         "identity": identity,
         "content_hash": content_hash,
@@ -91,7 +116,7 @@ def _item(identity: str, content_hash: str, story_id: int, at: datetime, **kw: A
         "fetched_at": at,
         "story_id": story_id,
     }
-    return repo.NewItem(**(values | kw))
+    return NewItem(**(values | kw))
 
 
 def _store_item(
@@ -101,11 +126,9 @@ def _store_item(
     with transaction(engine) as session:
         feed_id = session.execute(select(feeds.c.id).where(feeds.c.name == feed)).scalar()
         if feed_id is None:
-            feed_id = repo.sync_feeds(session, [(feed, f"https://{feed}.example/rss")], at)[feed]
-        story_id, _ = repo.story_for_hash(session, content_hash, at)
-        item_id = repo.insert_item(
-            session, feed_id, _item(identity, content_hash, story_id, at, **kw)
-        )
+            feed_id = sync_feeds(session, [(feed, f"https://{feed}.example/rss")], at)[feed]
+        story_id, _ = story_for_hash(session, content_hash, at)
+        item_id = insert_item(session, feed_id, _item(identity, content_hash, story_id, at, **kw))
         assert item_id is not None
         return item_id, story_id
 
@@ -146,43 +169,43 @@ def test_a_newer_schema_is_refused(engine: Engine) -> None:
 def test_sync_feeds_adds_updates_and_deactivates(engine: Engine) -> None:
     now = _now(engine)
     with transaction(engine) as session:
-        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+        ids = sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
     _set(engine, feeds, ids["a"], etag='"v1"', body_hash="0" * 64)
     later = now + timedelta(minutes=1)
     with transaction(engine) as session:
-        again = repo.sync_feeds(session, [("a", "https://a/new"), ("c", "https://c/rss")], later)
+        again = sync_feeds(session, [("a", "https://a/new"), ("c", "https://c/rss")], later)
     assert again["a"] == ids["a"] and set(again) == {"a", "c"}
     with read_session(engine) as session:
-        health = {h.name: h for h in repo.feed_health(session)}
+        health = {h.name: h for h in feed_health(session)}
         a = session.execute(select(feeds).where(feeds.c.name == "a")).one()
     assert (a.url, a.etag, a.body_hash, a.next_poll_at) == ("https://a/new", None, None, later)
     assert a.next_poll_at.tzinfo is UTC
     assert [h.active for h in (health["a"], health["b"], health["c"])] == [True, False, True]
     with transaction(engine) as session:
-        assert repo.claim_due_feeds(session, "w", LEASE, 10, include_not_due=True) != []
-        claimed = {f.name for f in repo.claim_due_feeds(session, "x", LEASE, 10)}
+        assert claim_due_feeds(session, "w", LEASE, 10, include_not_due=True) != []
+        claimed = {f.name for f in claim_due_feeds(session, "x", LEASE, 10)}
     assert "b" not in claimed  # inactive feeds are never claimed
     with transaction(engine) as session:
-        repo.sync_feeds(session, [("b", "https://b/rss")], later)
+        sync_feeds(session, [("b", "https://b/rss")], later)
     with read_session(engine) as session:
-        assert {h.name for h in repo.feed_health(session) if h.active} == {"b"}
+        assert {h.name for h in feed_health(session) if h.active} == {"b"}
 
 
 def test_feed_leases_and_poll_records(engine: Engine) -> None:
     now = _now(engine)
     with transaction(engine) as session:
-        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+        ids = sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
     with transaction(engine) as session:
-        first = repo.claim_due_feeds(session, "one", LEASE, 10)
+        first = claim_due_feeds(session, "one", LEASE, 10)
     assert [f.name for f in first] == ["a", "b"]
     assert first[0].next_poll_at == now and first[0].consecutive_failures == 0
     with transaction(engine) as session:
-        assert repo.claim_due_feeds(session, "two", LEASE, 10) == []  # both leased to "one"
+        assert claim_due_feeds(session, "two", LEASE, 10) == []  # both leased to "one"
 
     # "one" records a failed poll of a: the lease is released, a is due again in an hour.
     with transaction(engine) as session:
-        hour = repo.database_now(session) + timedelta(hours=1)
-        assert repo.record_poll(
+        hour = database_now(session) + timedelta(hours=1)
+        assert record_poll(
             session,
             ids["a"],
             polled_at=now,
@@ -196,11 +219,11 @@ def test_feed_leases_and_poll_records(engine: Engine) -> None:
             failed=True,
             owner="one",
         )
-        assert repo.claim_due_feeds(session, "two", LEASE, 10) == []  # a not due, b leased
+        assert claim_due_feeds(session, "two", LEASE, 10) == []  # a not due, b leased
     # The lease on b expires (its holder died): "two" may take it; "one" can no longer record.
     _set(engine, feeds, ids["b"], lease_until=now - timedelta(seconds=1))
     with transaction(engine) as session:
-        taken = repo.claim_due_feeds(session, "two", LEASE, 10)
+        taken = claim_due_feeds(session, "two", LEASE, 10)
         assert [f.name for f in taken] == ["b"]
         poll: dict[str, Any] = {
             "polled_at": now,
@@ -213,25 +236,23 @@ def test_feed_leases_and_poll_records(engine: Engine) -> None:
             "next_poll_at": hour,
             "failed": False,
         }
-        assert not repo.record_poll(session, ids["b"], owner="one", **poll)
-        assert repo.record_poll(session, ids["b"], owner="two", **poll)
+        assert not record_poll(session, ids["b"], owner="one", **poll)
+        assert record_poll(session, ids["b"], owner="two", **poll)
     # `monitor once` claims feeds that are not due; failures count up, then reset.
     with transaction(engine) as session:
-        states = {
-            f.name: f for f in repo.claim_due_feeds(session, "c", LEASE, 10, include_not_due=True)
-        }
+        states = {f.name: f for f in claim_due_feeds(session, "c", LEASE, 10, include_not_due=True)}
         assert states["a"].consecutive_failures == 1 and states["a"].etag == '"e"'
-        repo.record_poll(session, ids["a"], **(poll | {"failed": True, "status": "error"}))
-        assert repo.release_feed(session, ids["b"], "c")
-        assert not repo.release_feed(session, ids["b"], "c")
+        record_poll(session, ids["a"], **(poll | {"failed": True, "status": "error"}))
+        assert release_feed(session, ids["b"], "c")
+        assert not release_feed(session, ids["b"], "c")
     with read_session(engine) as session:
-        health = {h.name: h for h in repo.feed_health(session)}
+        health = {h.name: h for h in feed_health(session)}
     assert health["a"].consecutive_failures == 2 and health["a"].last_status == "error"
     assert health["b"].consecutive_failures == 0 and health["b"].last_new_items == 3
     with transaction(engine) as session:
-        repo.record_poll(session, ids["a"], **poll)
+        record_poll(session, ids["a"], **poll)
     with read_session(engine) as session:
-        assert {h.name: h.consecutive_failures for h in repo.feed_health(session)}["a"] == 0
+        assert {h.name: h.consecutive_failures for h in feed_health(session)}["a"] == 0
 
 
 def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
@@ -239,7 +260,7 @@ def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
     "tomorrow + 10 min" is due now, not in a day."""
     now = _now(engine)
     with transaction(engine) as session:
-        ids = repo.sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+        ids = sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
     tomorrow = now + timedelta(days=1)
     _set(
         engine,
@@ -250,7 +271,7 @@ def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
     )
     _set(engine, feeds, ids["b"], last_polled_at=now, next_poll_at=now + timedelta(minutes=10))
     with transaction(engine) as session:
-        assert [f.name for f in repo.claim_due_feeds(session, "one", LEASE, 10)] == ["a"]
+        assert [f.name for f in claim_due_feeds(session, "one", LEASE, 10)] == ["a"]
 
 
 def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
@@ -258,15 +279,15 @@ def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
         pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite write transactions are serialised")
     now = _now(engine)
     with transaction(engine) as session:
-        repo.sync_feeds(session, [(f"f{i}", f"https://f{i}/rss") for i in range(5)], now)
+        sync_feeds(session, [(f"f{i}", f"https://f{i}/rss") for i in range(5)], now)
     replica = make_engine(_url(engine))
     try:
         with transaction(engine) as first:
-            mine = repo.claim_due_feeds(first, "one", LEASE, 2)  # rows locked until commit
+            mine = claim_due_feeds(first, "one", LEASE, 2)  # rows locked until commit
             with transaction(replica) as second:
                 # Without SKIP LOCKED this would wait for `first`: fail instead of hanging.
                 second.execute(text("SET LOCAL lock_timeout = '2s'"))
-                theirs = repo.claim_due_feeds(second, "two", LEASE, 10)
+                theirs = claim_due_feeds(second, "two", LEASE, 10)
     finally:
         replica.dispose()
     assert len(mine) == 2 and len(theirs) == 3
@@ -279,32 +300,28 @@ def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
 def test_items_stories_and_conflicts(engine: Engine) -> None:
     now = _now(engine)
     with transaction(engine) as session:
-        feed_id = repo.sync_feeds(session, [("a", "https://a/rss")], now)["a"]
-        story_id, created = repo.story_for_hash(session, "h1", now)
+        feed_id = sync_feeds(session, [("a", "https://a/rss")], now)["a"]
+        story_id, created = story_for_hash(session, "h1", now)
         assert created
-        assert repo.story_for_hash(session, "h1", now) == (story_id, False)
+        assert story_for_hash(session, "h1", now) == (story_id, False)
         item = _item("guid-1", "h1", story_id, now)
-        item_id = repo.insert_item(session, feed_id, item)
+        item_id = insert_item(session, feed_id, item)
         assert item_id is not None
     with transaction(engine) as session:
-        assert repo.story_for_hash(session, "h1", now) == (story_id, False)
-        assert repo.insert_item(session, feed_id, item) is None  # same (feed, identity)
-        assert repo.find_item(session, feed_id, "guid-1") == repo.StoredItemRef(
-            item_id, "h1", 1, story_id
-        )
-        assert repo.find_item(session, feed_id, "guid-2") is None
-        story2, _ = repo.story_for_hash(session, "h2", now)
+        assert story_for_hash(session, "h1", now) == (story_id, False)
+        assert insert_item(session, feed_id, item) is None  # same (feed, identity)
+        assert find_item(session, feed_id, "guid-1") == StoredItemRef(item_id, "h1", 1, story_id)
+        assert find_item(session, feed_id, "guid-2") is None
+        story2, _ = story_for_hash(session, "h2", now)
         changed = _item("guid-1", "h2", story2, now + timedelta(minutes=5), title="changed")
-        repo.update_item(session, item_id, changed, story2)
+        update_item(session, item_id, changed, story2)
         long_identity = "https://example.org/?q=" + "x" * 5000
-        long_id = repo.insert_item(session, feed_id, _item(long_identity, "h3", story2, now))
+        long_id = insert_item(session, feed_id, _item(long_identity, "h3", story2, now))
     with read_session(engine) as session:
-        assert repo.find_item(session, feed_id, "guid-1") == repo.StoredItemRef(
-            item_id, "h2", 1, story2
-        )
+        assert find_item(session, feed_id, "guid-1") == StoredItemRef(item_id, "h2", 1, story2)
         row = session.execute(select(items).where(items.c.id == item_id)).one()
         assert (row.title, row.fetched_at, row.updated_at) == ("changed", now, changed.fetched_at)
-        found = repo.find_item(session, feed_id, long_identity)
+        found = find_item(session, feed_id, long_identity)
         assert found is not None and found.id == long_id
 
 
@@ -314,7 +331,7 @@ def test_control_characters_are_stripped_before_the_database(engine: Engine) -> 
     item_id, _ = _store_item(engine, "a", "guid\x00", "h", now, title=dirty, text=dirty)
     with read_session(engine) as session:
         row = session.execute(select(items).where(items.c.id == item_id)).one()
-        assert repo.find_item(session, row.feed_id, "guid\x00") is not None
+        assert find_item(session, row.feed_id, "guid\x00") is not None
     assert row.title == row.text == "Taiwan red line \t\n\rok"
     assert row.identity == "guid"
 
@@ -330,17 +347,17 @@ def test_outbox_enqueue_claim_and_send(engine: Engine) -> None:
     assert story_b == story
     hits = '[{"term": "taiwan", "field": "title", "start": 0, "end": 6}]'
     with transaction(engine) as session:
-        assert repo.insert_match(session, story, item_a, "taiwan", hits, now)
-        assert not repo.insert_match(session, story, item_b, "taiwan", "[]", now)
-        assert repo.watchlists_matched(session, story) == {"taiwan"}
-        assert repo.enqueue_alert(session, story, item_a, "taiwan", "console", "", now)
-        assert not repo.enqueue_alert(session, story, item_b, "taiwan", "console", "", now)
-        assert repo.enqueue_alert(session, story, item_a, "taiwan", "email", "", now)
-        assert repo.enqueue_alert(session, story, item_a, "taiwan", "email", "x@example.org", now)
+        assert insert_match(session, story, item_a, "taiwan", hits, now)
+        assert not insert_match(session, story, item_b, "taiwan", "[]", now)
+        assert watchlists_matched(session, story) == {"taiwan"}
+        assert enqueue_alert(session, story, item_a, "taiwan", "console", "", now)
+        assert not enqueue_alert(session, story, item_b, "taiwan", "console", "", now)
+        assert enqueue_alert(session, story, item_a, "taiwan", "email", "", now)
+        assert enqueue_alert(session, story, item_a, "taiwan", "email", "x@example.org", now)
     with transaction(engine) as session:
-        assert repo.alert_counts(session) == {"pending": 3, "sent": 0, "failed": 0}
-        claimed = repo.claim_due_alerts(session, "one", LEASE, 10, channels=["console"])
-        assert repo.claim_due_alerts(session, "two", LEASE, 10, channels=["console"]) == []
+        assert alert_counts(session) == {"pending": 3, "sent": 0, "failed": 0}
+        claimed = claim_due_alerts(session, "one", LEASE, 10, channels=["console"])
+        assert claim_due_alerts(session, "two", LEASE, 10, channels=["console"]) == []
     [alert] = claimed
     assert (alert.channel, alert.recipient, alert.watchlist, alert.attempts) == (
         "console",
@@ -356,37 +373,37 @@ def test_outbox_enqueue_claim_and_send(engine: Engine) -> None:
     )
     assert alert.published_at == now and alert.language == "en"
     with transaction(engine) as session:
-        assert not repo.mark_alert_sent(session, alert.id, "two", now)
-        assert repo.mark_alert_sent(session, alert.id, "one", now)
-        assert not repo.mark_alert_sent(session, alert.id, "one", now)  # done already
-        assert repo.alert_counts(session) == {"pending": 2, "sent": 1, "failed": 0}
-        assert len(repo.claim_due_alerts(session, "two", LEASE, 10)) == 2  # the email ones
+        assert not mark_alert_sent(session, alert.id, "two", now)
+        assert mark_alert_sent(session, alert.id, "one", now)
+        assert not mark_alert_sent(session, alert.id, "one", now)  # done already
+        assert alert_counts(session) == {"pending": 2, "sent": 1, "failed": 0}
+        assert len(claim_due_alerts(session, "two", LEASE, 10)) == 2  # the email ones
 
 
 def test_retries_wait_until_due_and_give_ups_are_reported(engine: Engine) -> None:
     now = _now(engine)
     item_id, story = _store_item(engine, "a", "g1", "h1", now)
     with transaction(engine) as session:
-        repo.enqueue_alert(session, story, item_id, "w", "telegram", "42", now)
-        [alert] = repo.claim_due_alerts(session, "one", LEASE, 10)
-        later = repo.database_now(session) + timedelta(hours=1)
-        assert repo.mark_alert_retry(session, alert.id, "one", "HTTP 502", later)
+        enqueue_alert(session, story, item_id, "w", "telegram", "42", now)
+        [alert] = claim_due_alerts(session, "one", LEASE, 10)
+        later = database_now(session) + timedelta(hours=1)
+        assert mark_alert_retry(session, alert.id, "one", "HTTP 502", later)
     with transaction(engine) as session:
-        assert repo.claim_due_alerts(session, "one", LEASE, 10) == []  # not due yet
+        assert claim_due_alerts(session, "one", LEASE, 10) == []  # not due yet
     _set(engine, alerts, alert.id, next_attempt_at=now)
     with transaction(engine) as session:
-        [again] = repo.claim_due_alerts(session, "one", LEASE, 10)
+        [again] = claim_due_alerts(session, "one", LEASE, 10)
         assert again.attempts == 1
     # "one" dies; when its lease expires, "two" takes the alert and "one" can no longer mark it.
     _set(engine, alerts, alert.id, lease_until=now - timedelta(seconds=1))
     with transaction(engine) as session:
-        assert [a.id for a in repo.claim_due_alerts(session, "two", LEASE, 10)] == [alert.id]
-        assert not repo.mark_alert_failed(session, alert.id, "one", "late")
-        assert repo.mark_alert_failed(session, alert.id, "two", "Forbidden: bot was blocked")
+        assert [a.id for a in claim_due_alerts(session, "two", LEASE, 10)] == [alert.id]
+        assert not mark_alert_failed(session, alert.id, "one", "late")
+        assert mark_alert_failed(session, alert.id, "two", "Forbidden: bot was blocked")
     with read_session(engine) as session:
-        assert repo.alert_counts(session) == {"pending": 0, "sent": 0, "failed": 1}
-        [failed] = repo.failed_alerts(session)
-        [health] = repo.feed_health(session)
+        assert alert_counts(session) == {"pending": 0, "sent": 0, "failed": 1}
+        [failed] = failed_alerts(session)
+        [health] = feed_health(session)
     assert (failed.last_error, failed.attempts, failed.feed_name) == (
         "Forbidden: bot was blocked",
         2,
@@ -404,7 +421,7 @@ def test_items_since_streams_recent_items_oldest_first(engine: Engine) -> None:
     _store_item(engine, "a", "new2", "h2", now)
     _store_item(engine, "b", "new1", "h1", now - timedelta(hours=1))
     with read_session(engine) as session:
-        found = list(repo.items_since(session, now - timedelta(days=1)))
+        found = list(items_since(session, now - timedelta(days=1)))
     assert [(i.title, i.feed_name) for i in found] == [("title new1", "b"), ("title new2", "a")]
     assert found[1].fetched_at == now and found[1].fetched_at.tzinfo is UTC
 
@@ -416,26 +433,26 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
     quiet_item, quiet_story = _store_item(engine, "a", "quiet", "h2", old)
     recent_item, _ = _store_item(engine, "a", "recent", "h3", now)
     with transaction(engine) as session:
-        repo.insert_match(session, alerted_story, alerted_item, "w", "[]", old)
-        repo.enqueue_alert(session, alerted_story, alerted_item, "w", "console", "", old)
-        repo.insert_match(session, quiet_story, quiet_item, "v", "[]", old)
+        insert_match(session, alerted_story, alerted_item, "w", "[]", old)
+        enqueue_alert(session, alerted_story, alerted_item, "w", "console", "", old)
+        insert_match(session, quiet_story, quiet_item, "v", "[]", old)
         # fingerprints (near-duplicate stories) go with their stories, and stay with the others
         for story in (alerted_story, quiet_story):
-            repo.add_fingerprint(session, story, "v1:1 2 3", (story * 10 + 1, story * 10 + 2), old)
+            add_fingerprint(session, story, "v1:1 2 3", (story * 10 + 1, story * 10 + 2), old)
     with transaction(engine) as session:
-        assert repo.prune(session, now - timedelta(days=90)) == 1
+        assert prune(session, now - timedelta(days=90)) == 1
     with read_session(engine) as session:
         assert set(session.scalars(select(items.c.id))) == {alerted_item, recent_item}
         assert quiet_story not in set(session.scalars(select(stories.c.id)))
         assert list(session.scalars(select(matches.c.item_id))) == [alerted_item]
         assert _count(session, alerts) == 1
         assert set(session.scalars(select(story_hashes.c.story_id))) == {alerted_story}
-        found = repo.near_stories(session, [alerted_story * 10 + 2, 999], since=old)
+        found = near_stories(session, [alerted_story * 10 + 2, 999], since=old)
         assert found == [(alerted_story, "v1:1 2 3")]
-        assert repo.near_stories(session, [alerted_story * 10 + 2], since=now) == []
+        assert near_stories(session, [alerted_story * 10 + 2], since=now) == []
     # past the window no copy joins a story: its hashes go, its fingerprint stays
     with transaction(engine) as session:
-        assert repo.forget_story_hashes(session, old + timedelta(seconds=1)) == 2
+        assert forget_story_hashes(session, old + timedelta(seconds=1)) == 2
     with read_session(engine) as session:
         assert _count(session, story_hashes) == 0
         fingerprint = select(stories.c.fingerprint).where(stories.c.id == alerted_story)
@@ -445,7 +462,7 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
 def test_transaction_rolls_back_and_translates_errors(engine: Engine) -> None:
     now = _now(engine)
     with pytest.raises(RuntimeError), transaction(engine) as session:
-        repo.sync_feeds(session, [("a", "https://a/rss")], now)
+        sync_feeds(session, [("a", "https://a/rss")], now)
         raise RuntimeError("boom")
     with (
         pytest.raises(StoreError, match="database transaction failed"),
@@ -478,7 +495,7 @@ def test_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> 
 
         def first_writer() -> None:
             with transaction(engine) as session:
-                repo.sync_feeds(session, [("first", "https://first/rss")], now)
+                sync_feeds(session, [("first", "https://first/rss")], now)
                 locked.set()
                 release.wait(10)
 
@@ -490,7 +507,7 @@ def test_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> 
         def second_writer() -> None:
             try:
                 with transaction(other) as session:
-                    repo.sync_feeds(session, [("first", "u"), ("second", "u")], now)
+                    sync_feeds(session, [("first", "u"), ("second", "u")], now)
             except BaseException as exc:
                 errors.append(exc)
             finally:

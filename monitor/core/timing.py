@@ -22,7 +22,7 @@ Feed polling (SPEC §9, FAULTS 22–24, 62):
   The caller then keeps the feed's consecutive-failure count as it was (not +1), and calls
   `next_poll_after_failure` with that count and the Retry-After; the feed is not reported broken.
 * A clock that jumped back leaves `next_poll_at` far in the future; the feed claim
-  (`store.repo.claim_due_feeds`) treats a last poll "in the future" as due, so polling resumes at
+  (`store.feeds.claim_due_feeds`) treats a last poll "in the future" as due, so polling resumes at
   once instead of after the jump (FAULTS 62). A jump forward makes every feed due at once; dedup
   keeps that from becoming an alert storm, and the per-host limit from becoming a flood.
 

@@ -3,17 +3,19 @@
 * `db` — engines (SQLite in WAL with BEGIN IMMEDIATE for writes; PostgreSQL), one transaction per
   unit of work, and the schema version (Alembic migrations shipped in `migrations/`).
 * `tables` — the schema as SQLAlchemy Core tables.
-* `repo` — every query, as functions of a Session that never commit and return frozen dataclasses.
+* `feeds`, `stories`, `alerts`, `subscribers` — the queries, one module per concept (feeds and
+  their leases; items and stories; matches and the alert outbox; Telegram subscribers), as
+  functions of a Session that never commit and return frozen dataclasses. `_shared` holds what
+  they share (dialect, race-safe insert, the database clock).
 
 Typical use::
 
     engine = make_engine(settings.database.url)
     ensure_schema(engine, upgrade=True)
     with transaction(engine) as session:
-        feeds = repo.claim_due_feeds(session, owner, timedelta(minutes=5), limit=50)
+        claimed = claim_due_feeds(session, owner, timedelta(minutes=5), limit=50)
 """
 
-from monitor.store import repo
 from monitor.store.db import (
     current_revision,
     ensure_schema,
@@ -30,7 +32,6 @@ __all__ = [
     "head_revision",
     "make_engine",
     "read_session",
-    "repo",
     "transaction",
     "upgrade",
 ]

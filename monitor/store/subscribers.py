@@ -1,8 +1,9 @@
 """Telegram subscribers and their subscriptions, as plain functions of a `Session` (issue 4).
 
-Same rules as `repo`: the caller owns the transaction (`db.transaction`), nothing here commits,
-results are frozen dataclasses. A subscriber is a chat (`chat_id`, where alerts go); its alerts sit
-in the outbox under channel `SUBSCRIBERS_CHANNEL` with the chat id as recipient.
+Same rules as the other query modules (`feeds`, `stories`, `alerts`): the caller owns the
+transaction (`db.transaction`), nothing here commits, results are frozen dataclasses. A subscriber
+is a chat (`chat_id`, where alerts go); its alerts sit in the outbox under channel
+`SUBSCRIBERS_CHANNEL` with the chat id as recipient.
 
 Who may subscribe is the bot's decision (`telegram.subscriptions`), not this module's.
 """

@@ -173,7 +173,7 @@ items = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("feed_id", Id, ForeignKey("feeds.id"), nullable=False),
-    # guid, else the cleaned link; long ones are replaced by a digest (see repo._identity_key)
+    # guid, else the cleaned link; long ones are replaced by a digest (see stories._identity_key)
     Column("identity", CleanText(), nullable=False),
     Column("content_hash", String(128), nullable=False, index=True),
     Column("hash_version", SmallInteger, nullable=False),

@@ -1,0 +1,69 @@
+"""What the store's query modules share: the dialect of a session, race-safe insert (`INSERT … ON
+CONFLICT DO NOTHING RETURNING id`), the lease test, error truncation and the database's clock.
+
+Leases and due times are judged by `database_now`, the database's clock, never the host's: replicas
+on hosts whose clocks disagree still agree on who holds what. This module holds no query of any
+table; `feeds`, `stories` and `alerts` do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from monitor.errors import StoreError
+
+MAX_ERROR_CHARS = 2000
+
+
+def dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def insert_ignore(
+    session: Session, table: Table, values: Mapping[str, Any], conflict: Sequence[str]
+) -> int | None:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING id: the new id, or None if it existed."""
+    name = dialect(session)
+    if name == "postgresql":
+        pg = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+        return session.execute(pg.returning(table.c.id)).scalar_one_or_none()
+    if name == "sqlite":
+        lite = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+        return session.execute(lite.returning(table.c.id)).scalar_one_or_none()
+    raise StoreError(f"unsupported database {name!r}")
+
+
+def rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def lease_free(table: Table, now: datetime) -> ColumnElement[bool]:
+    return or_(table.c.lease_until.is_(None), table.c.lease_until <= now)
+
+
+def short_error(error: str | None) -> str | None:
+    if error is None or len(error) <= MAX_ERROR_CHARS:
+        return error
+    return error[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock, aware UTC. Leases and due times are judged by it."""
+    if dialect(session) == "postgresql":
+        value = session.execute(select(func.clock_timestamp())).scalar_one()
+        return cast(datetime, value).astimezone(UTC)
+    text_value = session.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+    return datetime.fromisoformat(cast(str, text_value)).replace(tzinfo=UTC)

@@ -1,0 +1,320 @@
+"""Matches and the alert outbox: which watchlists a story matched, enqueueing an alert per
+(story, watchlist, channel, recipient), leasing due alerts to a deliverer, and marking each sent,
+to retry, postponed or failed; plus the alert counts and failed-alert report.
+
+An alert is enqueued in the transaction that stored its item and match, and the unique key makes a
+second enqueue a no-op. Delivery claims alerts with a row lease timed by the database clock
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL), and an outcome is recorded only while the deliverer still
+holds that lease, so an alert whose lease expired and was claimed again is not marked twice.
+
+Functions take a Session and never commit. Delivering is `monitor.outbox`'s job, not this module's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from monitor.store._shared import (
+    database_now,
+    insert_ignore,
+    lease_free,
+    rowcount,
+    short_error,
+)
+from monitor.store.tables import alerts, feeds, items, matches
+
+__all__ = [
+    "AlertToSend",
+    "FailedAlert",
+    "alert_counts",
+    "alert_recipient",
+    "claim_due_alerts",
+    "enqueue_alert",
+    "fail_pending_alerts",
+    "failed_alerts",
+    "insert_match",
+    "mark_alert_failed",
+    "mark_alert_retry",
+    "mark_alert_sent",
+    "postpone_alert",
+    "watchlists_matched",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertToSend:
+    """A claimed alert with everything a notifier renders. `attempts` counts earlier deliveries;
+    `hits` is the match's JSON; `other_feeds` are the other sources of the story, sorted."""
+
+    id: int
+    story_id: int
+    item_id: int
+    watchlist: str
+    channel: str
+    recipient: str
+    attempts: int
+    title: str
+    link: str | None
+    text: str
+    published_at: datetime | None
+    language: str | None
+    feed_name: str
+    hits: str
+    other_feeds: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAlert:
+    """An alert given up on, with the reason."""
+
+    id: int
+    watchlist: str
+    channel: str
+    recipient: str
+    attempts: int
+    last_error: str | None
+    feed_name: str
+    title: str
+    created_at: datetime
+
+
+def watchlists_matched(session: Session, story_id: int) -> set[str]:
+    """The watchlists this story has matched already."""
+    return set(session.scalars(select(matches.c.watchlist).where(matches.c.story_id == story_id)))
+
+
+def insert_match(
+    session: Session, story_id: int, item_id: int, watchlist: str, hits_json: str, now: datetime
+) -> bool:
+    """Record that `item_id` made its story match `watchlist`; False if the story had matched it."""
+    values = {
+        "story_id": story_id,
+        "item_id": item_id,
+        "watchlist": watchlist,
+        "hits": hits_json,
+        "created_at": now,
+    }
+    return insert_ignore(session, matches, values, ["story_id", "watchlist"]) is not None
+
+
+def enqueue_alert(
+    session: Session,
+    story_id: int,
+    item_id: int,
+    watchlist: str,
+    channel: str,
+    recipient: str,
+    now: datetime,
+    due_at: datetime | None = None,
+) -> bool:
+    """Put an alert in the outbox, due at `due_at` (default `now`; later for a digest); False if
+    (story, watchlist, channel, recipient) has one already. Call it in the transaction that stored
+    the item and its match."""
+    values = {
+        "story_id": story_id,
+        "item_id": item_id,
+        "watchlist": watchlist,
+        "channel": channel,
+        "recipient": recipient,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": due_at or now,
+        "created_at": now,
+    }
+    conflict = ["story_id", "watchlist", "channel", "recipient"]
+    return insert_ignore(session, alerts, values, conflict) is not None
+
+
+def claim_due_alerts(
+    session: Session,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    *,
+    channels: Collection[str] | None = None,
+) -> list[AlertToSend]:
+    """Lease up to `limit` pending alerts that are due and not leased (or whose lease expired) to
+    `owner` until DB now + `lease`, oldest due first, with what rendering them needs.
+
+    With `channels`, only alerts of those channels (the ones this process can deliver).
+    """
+    now = database_now(session)
+    due = (
+        select(alerts.c.id)
+        .where(
+            alerts.c.status == "pending",
+            alerts.c.next_attempt_at <= now,
+            lease_free(alerts, now),
+        )
+        .order_by(alerts.c.next_attempt_at, alerts.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if channels is not None:
+        due = due.where(alerts.c.channel.in_(list(channels)))
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(alerts)
+        .where(alerts.c.id.in_(ids))
+        .values(lease_owner=owner, lease_until=now + lease)
+    )
+    rows = session.execute(
+        select(
+            alerts.c.id,
+            alerts.c.story_id,
+            alerts.c.item_id,
+            alerts.c.watchlist,
+            alerts.c.channel,
+            alerts.c.recipient,
+            alerts.c.attempts,
+            items.c.title,
+            items.c.link,
+            items.c.text,
+            items.c.published_at,
+            items.c.language,
+            feeds.c.name.label("feed_name"),
+            func.coalesce(matches.c.hits, "[]").label("hits"),
+        )
+        .join(items, items.c.id == alerts.c.item_id)
+        .join(feeds, feeds.c.id == items.c.feed_id)
+        .outerjoin(
+            matches,
+            and_(
+                matches.c.story_id == alerts.c.story_id, matches.c.watchlist == alerts.c.watchlist
+            ),
+        )
+        .where(alerts.c.id.in_(ids))
+        .order_by(alerts.c.next_attempt_at, alerts.c.id)
+    ).all()
+    sources: dict[int, set[str]] = defaultdict(set)
+    story_ids = {row.story_id for row in rows}
+    for story_id, feed_name in session.execute(
+        select(items.c.story_id, feeds.c.name)
+        .join(feeds, feeds.c.id == items.c.feed_id)
+        .where(items.c.story_id.in_(story_ids))
+        .distinct()
+    ):
+        sources[story_id].add(feed_name)
+    return [
+        AlertToSend(
+            **row._mapping, other_feeds=tuple(sorted(sources[row.story_id] - {row.feed_name}))
+        )
+        for row in rows
+    ]
+
+
+def _finish_alert(
+    session: Session, alert_id: int, owner: str, *, attempt: bool = True, **values: Any
+) -> bool:
+    if attempt:
+        values["attempts"] = alerts.c.attempts + 1
+    result = session.execute(
+        update(alerts)
+        .where(alerts.c.id == alert_id, alerts.c.lease_owner == owner, alerts.c.status == "pending")
+        .values(lease_owner=None, lease_until=None, **values)
+        .returning(alerts.c.id)
+    )
+    return result.first() is not None
+
+
+def mark_alert_sent(session: Session, alert_id: int, owner: str, now: datetime) -> bool:
+    """Delivered. False (nothing changed) unless `owner` still holds the alert's lease."""
+    return _finish_alert(session, alert_id, owner, status="sent", sent_at=now)
+
+
+def mark_alert_retry(
+    session: Session, alert_id: int, owner: str, error: str, next_attempt_at: datetime
+) -> bool:
+    """Failed this time; due again at `next_attempt_at`. False unless `owner` holds the lease."""
+    return _finish_alert(
+        session, alert_id, owner, last_error=short_error(error), next_attempt_at=next_attempt_at
+    )
+
+
+def alert_recipient(session: Session, alert_id: int) -> str | None:
+    """The recipient an alert is addressed to now (it changes when a chat migrates)."""
+    recipient: str | None = session.execute(
+        select(alerts.c.recipient).where(alerts.c.id == alert_id)
+    ).scalar()
+    return recipient
+
+
+def postpone_alert(
+    session: Session, alert_id: int, owner: str, reason: str, next_attempt_at: datetime
+) -> bool:
+    """Not sent, through no fault of its own (the channel asked us to wait, or the chat moved):
+    due again at `next_attempt_at`, without counting an attempt."""
+    return _finish_alert(
+        session,
+        alert_id,
+        owner,
+        attempt=False,
+        last_error=short_error(reason),
+        next_attempt_at=next_attempt_at,
+    )
+
+
+def fail_pending_alerts(session: Session, channel: str, recipient: str, error: str) -> int:
+    """Give up every pending alert of one recipient (a subscriber who blocked the bot)."""
+    result = session.execute(
+        update(alerts)
+        .where(
+            alerts.c.channel == channel,
+            alerts.c.recipient == recipient,
+            alerts.c.status == "pending",
+        )
+        .values(status="failed", last_error=short_error(error), lease_owner=None, lease_until=None)
+    )
+    return rowcount(result)
+
+
+def mark_alert_failed(session: Session, alert_id: int, owner: str, error: str) -> bool:
+    """Given up, with the reason. False unless `owner` holds the lease."""
+    return _finish_alert(session, alert_id, owner, status="failed", last_error=short_error(error))
+
+
+def failed_alerts(session: Session, limit: int = 20) -> list[FailedAlert]:
+    """The most recent alerts given up on, newest first, with their reasons."""
+    rows = session.execute(
+        select(
+            alerts.c.id,
+            alerts.c.watchlist,
+            alerts.c.channel,
+            alerts.c.recipient,
+            alerts.c.attempts,
+            alerts.c.last_error,
+            feeds.c.name.label("feed_name"),
+            items.c.title,
+            alerts.c.created_at,
+        )
+        .join(items, items.c.id == alerts.c.item_id)
+        .join(feeds, feeds.c.id == items.c.feed_id)
+        .where(alerts.c.status == "failed")
+        .order_by(alerts.c.id.desc())
+        .limit(limit)
+    )
+    return [FailedAlert(**row._mapping) for row in rows]
+
+
+def alert_counts(session: Session) -> dict[str, int]:
+    """Alerts per status; every status is present."""
+    counts = dict.fromkeys(("pending", "sent", "failed"), 0)
+    for status, n in session.execute(
+        select(alerts.c.status, func.count()).group_by(alerts.c.status)
+    ):
+        counts[status] = n
+    return counts

@@ -1,0 +1,274 @@
+"""Feeds in the database: following the config, leasing due feeds to a poller, recording each poll's
+outcome, giving leases back, and the per-feed health report of `monitor feeds`.
+
+The database is the schedule. A poller claims due feeds with a row lease (`lease_owner`,
+`lease_until`) timed by the database clock; on PostgreSQL the claim locks its rows with
+`FOR UPDATE SKIP LOCKED`, so replicas claiming at the same moment get disjoint feeds without
+waiting; on SQLite the write transaction (BEGIN IMMEDIATE) is already exclusive. A lease that
+expires (its holder crashed) is claimable again. `release_leases` gives back an owner's alert
+leases too, since both are released together at shutdown.
+
+Functions take a Session and never commit. Items, stories and alerts are in `stories` and `alerts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from monitor.store._shared import (
+    database_now,
+    insert_ignore,
+    lease_free,
+    rowcount,
+    short_error,
+)
+from monitor.store.tables import alerts, clean_text, feeds, items
+
+__all__ = [
+    "FEED_STATUSES",
+    "FeedHealth",
+    "FeedState",
+    "claim_due_feeds",
+    "feed_health",
+    "record_poll",
+    "release_feed",
+    "release_leases",
+    "sync_feeds",
+]
+
+
+FEED_STATUSES = frozenset({"ok", "not_modified", "unchanged", "error", "retry_later"})
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """A claimed feed: what the poller needs for a conditional GET and its next schedule."""
+
+    id: int
+    name: str
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    consecutive_failures: int
+    next_poll_at: datetime
+    last_polled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """One row of `monitor feeds`."""
+
+    name: str
+    url: str
+    active: bool
+    last_polled_at: datetime | None
+    last_status: str | None
+    last_error: str | None
+    last_new_items: int | None
+    consecutive_failures: int
+    next_poll_at: datetime
+    item_count: int
+    failed_alert_count: int
+
+
+def sync_feeds(
+    session: Session, configured: Sequence[tuple[str, str]], now: datetime
+) -> dict[str, int]:
+    """Make the feeds table follow the config's (name, url) pairs; return name → feed id.
+
+    A new feed is due at `now`. A changed URL drops the validators and body hash of the old one and
+    makes the feed due at `now`. A feed no longer configured is kept (with its items) but marked
+    inactive, so it is not claimed; configured again, it is active again.
+    """
+    wanted = dict(configured)
+    existing = {
+        row.name: row
+        for row in session.execute(select(feeds.c.id, feeds.c.name, feeds.c.url, feeds.c.active))
+    }
+    ids: dict[str, int] = {}
+    for name, url in wanted.items():
+        row = existing.get(name)
+        if row is None:
+            values = {"name": name, "url": url, "next_poll_at": now, "created_at": now}
+            new_id = insert_ignore(session, feeds, values, ["name"])
+            if new_id is None:  # another replica added it first
+                new_id = session.execute(
+                    select(feeds.c.id).where(feeds.c.name == name)
+                ).scalar_one()
+            ids[name] = new_id
+            continue
+        ids[name] = row.id
+        changes: dict[str, Any] = {}
+        if row.url != clean_text(url):
+            changes.update(url=url, etag=None, last_modified=None, body_hash=None, next_poll_at=now)
+        if not row.active:
+            changes["active"] = True
+        if changes:
+            session.execute(update(feeds).where(feeds.c.id == row.id).values(changes))
+    gone = [row.id for name, row in existing.items() if name not in wanted and row.active]
+    if gone:
+        session.execute(update(feeds).where(feeds.c.id.in_(gone)).values(active=False))
+    return ids
+
+
+_FEED_STATE_COLUMNS = (
+    feeds.c.id,
+    feeds.c.name,
+    feeds.c.url,
+    feeds.c.etag,
+    feeds.c.last_modified,
+    feeds.c.body_hash,
+    feeds.c.consecutive_failures,
+    feeds.c.next_poll_at,
+    feeds.c.last_polled_at,
+)
+
+
+def claim_due_feeds(
+    session: Session, owner: str, lease: timedelta, limit: int, *, include_not_due: bool = False
+) -> list[FeedState]:
+    """Lease up to `limit` active feeds that are due and not leased by anyone (or whose lease
+    expired) to `owner` until DB now + `lease`; most overdue first.
+
+    `include_not_due` claims active feeds that are not due yet too (`monitor once`).
+    """
+    now = database_now(session)
+    due = (
+        select(feeds.c.id)
+        .where(feeds.c.active, lease_free(feeds, now))
+        .order_by(feeds.c.next_poll_at, feeds.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write transaction is exclusive
+    )
+    if not include_not_due:
+        # A last poll "in the future" means the clock was set back: the stored schedule means
+        # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
+        due = due.where(or_(feeds.c.next_poll_at <= now, feeds.c.last_polled_at > now))
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    claimed = session.execute(
+        update(feeds)
+        .where(feeds.c.id.in_(ids))
+        .values(lease_owner=owner, lease_until=now + lease)
+        .returning(*_FEED_STATE_COLUMNS)
+    )
+    states = [FeedState(**row._mapping) for row in claimed]
+    states.sort(key=lambda state: (state.next_poll_at, state.id))
+    return states
+
+
+def record_poll(
+    session: Session,
+    feed_id: int,
+    *,
+    polled_at: datetime,
+    status: str,
+    error: str | None,
+    etag: str | None,
+    last_modified: str | None,
+    body_hash: str | None,
+    new_items: int,
+    next_poll_at: datetime,
+    failed: bool,
+    owner: str | None = None,
+) -> bool:
+    """Record one poll's outcome and release the feed's lease.
+
+    Validators and body hash are written as given (pass the previous ones to keep them). `failed`
+    adds one to `consecutive_failures`; a success resets it. With `owner`, nothing happens (False)
+    unless that owner still holds the lease.
+    """
+    if status not in FEED_STATUSES:
+        raise ValueError(f"feed status {status!r} is not one of {sorted(FEED_STATUSES)}")
+    statement = update(feeds).where(feeds.c.id == feed_id)
+    if owner is not None:
+        statement = statement.where(feeds.c.lease_owner == owner)
+    result = session.execute(
+        statement.values(
+            last_polled_at=polled_at,
+            last_status=status,
+            last_error=short_error(error),
+            etag=etag,
+            last_modified=last_modified,
+            body_hash=body_hash,
+            last_new_items=new_items,
+            next_poll_at=next_poll_at,
+            consecutive_failures=feeds.c.consecutive_failures + 1 if failed else 0,
+            lease_owner=None,
+            lease_until=None,
+        ).returning(feeds.c.id)
+    )
+    return result.first() is not None
+
+
+def release_feed(session: Session, feed_id: int, owner: str) -> bool:
+    """Give a claimed feed back unpolled (shutdown): due again at its unchanged next_poll_at."""
+    result = session.execute(
+        update(feeds)
+        .where(feeds.c.id == feed_id, feeds.c.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+        .returning(feeds.c.id)
+    )
+    return result.first() is not None
+
+
+def release_leases(session: Session, owner: str | None) -> int:
+    """Give back every feed and pending alert `owner` still holds (shutdown); return how many.
+
+    `owner=None` releases every lease of every owner: only for a process that knows it is alone
+    (on SQLite, the holder of the lock file), to recover at once from a crashed predecessor."""
+    released = 0
+    for table in (feeds, alerts):
+        statement = update(table).where(table.c.lease_owner.is_not(None))
+        if owner is not None:
+            statement = statement.where(table.c.lease_owner == owner)
+        result = session.execute(statement.values(lease_owner=None, lease_until=None))
+        released += rowcount(result)
+    return released
+
+
+def feed_health(session: Session) -> list[FeedHealth]:
+    """Every feed (active first, then by name) with its poll state, item and failed-alert counts."""
+    item_counts = (
+        select(items.c.feed_id, func.count().label("n")).group_by(items.c.feed_id).subquery()
+    )
+    failed_counts = (
+        select(items.c.feed_id, func.count().label("n"))
+        .select_from(alerts)
+        .join(items, items.c.id == alerts.c.item_id)
+        .where(alerts.c.status == "failed")
+        .group_by(items.c.feed_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            feeds.c.name,
+            feeds.c.url,
+            feeds.c.active,
+            feeds.c.last_polled_at,
+            feeds.c.last_status,
+            feeds.c.last_error,
+            feeds.c.last_new_items,
+            feeds.c.consecutive_failures,
+            feeds.c.next_poll_at,
+            func.coalesce(item_counts.c.n, 0).label("item_count"),
+            func.coalesce(failed_counts.c.n, 0).label("failed_alert_count"),
+        )
+        .outerjoin(item_counts, item_counts.c.feed_id == feeds.c.id)
+        .outerjoin(failed_counts, failed_counts.c.feed_id == feeds.c.id)
+        .order_by(feeds.c.active.desc(), feeds.c.name)
+    )
+    return [FeedHealth(**row._mapping) for row in rows]

@@ -1,0 +1,290 @@
+"""Items and the stories that group them: finding an item by (feed, identity), storing new and
+changed items, the story of an exact content hash, near-copy candidates by fingerprint hashes,
+the lock that serialises story creation, the backtest's item stream and retention (`prune`).
+
+Inserts that may race — the story of a hash, the item of (feed, identity) — are `INSERT … ON
+CONFLICT DO NOTHING` against the unique keys and report whether they inserted. A near-copy has no
+such key, so `lock_story_creation` serialises the creation of stories that carry a fingerprint.
+Deciding what is a near-copy is `core.stories`' job, not this module's.
+
+Functions take a Session and never commit. Feeds are in `feeds`; matches and alerts in `alerts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    delete,
+    exists,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from monitor.store._shared import (
+    dialect,
+    insert_ignore,
+    rowcount,
+)
+from monitor.store.tables import alerts, clean_text, feeds, items, matches, stories, story_hashes
+
+__all__ = [
+    "NewItem",
+    "StoredItem",
+    "StoredItemRef",
+    "add_fingerprint",
+    "find_item",
+    "forget_story_hashes",
+    "insert_item",
+    "items_since",
+    "lock_story_creation",
+    "near_stories",
+    "prune",
+    "story_for_hash",
+    "story_of_hash",
+    "update_item",
+]
+
+
+MAX_IDENTITY_BYTES = 1024  # a longer identity is stored as its digest: btree keys must stay small
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItemRef:
+    """An item already stored for (feed, identity): enough to tell unchanged from updated."""
+
+    id: int
+    content_hash: str
+    hash_version: int
+    story_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An item to insert or to update. `fetched_at` is when this version was fetched."""
+
+    identity: str
+    content_hash: str
+    hash_version: int
+    title: str
+    text: str
+    html: str | None
+    link: str | None
+    author: str | None
+    published_at: datetime | None
+    language: str | None
+    fetched_at: datetime
+    story_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """A stored item as a backtest reads it."""
+
+    id: int
+    story_id: int
+    feed_name: str
+    title: str
+    text: str
+    language: str | None
+    published_at: datetime | None
+    fetched_at: datetime
+    link: str | None
+
+
+def _identity_key(identity: str) -> str:
+    """The identity as stored: itself, or `sha256:<hex>` when too long for a unique index."""
+    encoded = clean_text(identity).encode("utf-8")
+    if len(encoded) <= MAX_IDENTITY_BYTES:
+        return identity
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def find_item(session: Session, feed_id: int, identity: str) -> StoredItemRef | None:
+    """The stored item of `feed_id` with this identity, if any."""
+    row = session.execute(
+        select(items.c.id, items.c.content_hash, items.c.hash_version, items.c.story_id).where(
+            items.c.feed_id == feed_id, items.c.identity == _identity_key(identity)
+        )
+    ).first()
+    return None if row is None else StoredItemRef(**row._mapping)
+
+
+def story_for_hash(session: Session, content_hash: str, now: datetime) -> tuple[int, bool]:
+    """The story of this content hash, created if absent: (story id, created by this call).
+
+    Race-safe: when another transaction creates the same story first, PostgreSQL makes the insert
+    wait for it and do nothing, and the story is then read back.
+    """
+    values = {"content_hash": content_hash, "created_at": now}
+    story_id = insert_ignore(session, stories, values, ["content_hash"])
+    if story_id is not None:
+        return story_id, True
+    existing = session.execute(
+        select(stories.c.id).where(stories.c.content_hash == content_hash)
+    ).scalar_one()
+    return existing, False
+
+
+def story_of_hash(session: Session, content_hash: str) -> int | None:
+    """The story created by this exact content hash, if there is one."""
+    found = select(stories.c.id).where(stories.c.content_hash == content_hash)
+    return session.execute(found).scalar_one_or_none()
+
+
+def near_stories(
+    session: Session, smallest: Sequence[int], since: datetime, limit: int = 20
+) -> list[tuple[int, str | None]]:
+    """(story id, fingerprint) of the stories created since `since` that share one of the
+    `smallest` hashes of a fingerprint: the candidates of which a new item may be a near-copy
+    (core.stories decides)."""
+    if not smallest:
+        return []
+    candidates = (
+        select(story_hashes.c.story_id)
+        .where(story_hashes.c.hash.in_(list(smallest)), story_hashes.c.created_at >= since)
+        .distinct()
+        .limit(limit)
+    )
+    found = select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(candidates))
+    return [(row.id, row.fingerprint) for row in session.execute(found)]
+
+
+# pg_advisory_xact_lock key: one transaction at a time creates stories that carry a fingerprint.
+_NEW_STORY_LOCK = 7_261_504_119
+
+
+def lock_story_creation(session: Session) -> None:
+    """Wait until no other transaction can be creating a story, for the rest of this one.
+
+    A near-copy has no unique key to race on, as an exact copy has its hash: two replicas storing
+    copies of one story at the same moment would each find no story and make one. On PostgreSQL
+    an advisory lock makes the second wait for the first to commit, and then see its story; on
+    SQLite the write transaction is already exclusive. Take it before the transaction's first
+    write: waiting for it while holding row locks could deadlock with its holder.
+    """
+    if dialect(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NEW_STORY_LOCK})
+
+
+def add_fingerprint(
+    session: Session, story_id: int, fingerprint: str, smallest: Sequence[int], now: datetime
+) -> None:
+    """Store a story's fingerprint and index its `smallest` hashes (core.stories)."""
+    session.execute(update(stories).where(stories.c.id == story_id).values(fingerprint=fingerprint))
+    if smallest:
+        session.execute(
+            story_hashes.insert(),
+            [{"story_id": story_id, "hash": h, "created_at": now} for h in smallest],
+        )
+
+
+def _item_values(item: NewItem) -> dict[str, Any]:
+    return {
+        "content_hash": item.content_hash,
+        "hash_version": item.hash_version,
+        "title": item.title,
+        "text": item.text,
+        "html": item.html,
+        "link": item.link,
+        "author": item.author,
+        "published_at": item.published_at,
+        "language": item.language,
+    }
+
+
+def insert_item(session: Session, feed_id: int, item: NewItem) -> int | None:
+    """Insert a new item; its id, or None if (feed, identity) was stored meanwhile by another
+    process (then treat it as seen)."""
+    values = _item_values(item) | {
+        "feed_id": feed_id,
+        "identity": _identity_key(item.identity),
+        "fetched_at": item.fetched_at,
+        "story_id": item.story_id,
+    }
+    return insert_ignore(session, items, values, ["feed_id", "identity"])
+
+
+def update_item(session: Session, item_id: int, item: NewItem, story_id: int) -> None:
+    """Store a changed version of an item: its content, `story_id`, and `updated_at` =
+    `item.fetched_at`. Identity and first `fetched_at` (retention, backtest) stay."""
+    values = _item_values(item) | {"story_id": story_id, "updated_at": item.fetched_at}
+    session.execute(update(items).where(items.c.id == item_id).values(values))
+
+
+def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
+    """Items first fetched at or after `since`, oldest first, streamed in batches.
+
+    Iterate while the session is open (a server-side cursor on PostgreSQL).
+    """
+    statement = (
+        select(
+            items.c.id,
+            items.c.story_id,
+            feeds.c.name.label("feed_name"),
+            items.c.title,
+            items.c.text,
+            items.c.language,
+            items.c.published_at,
+            items.c.fetched_at,
+            items.c.link,
+        )
+        .join(feeds, feeds.c.id == items.c.feed_id)
+        .where(items.c.fetched_at >= since)
+        .order_by(items.c.fetched_at, items.c.id)
+        .execution_options(yield_per=500)
+    )
+    result = session.execute(statement)
+    try:
+        for row in result:
+            yield StoredItem(**row._mapping)
+    finally:
+        result.close()
+
+
+def forget_story_hashes(session: Session, before: datetime) -> int:
+    """Delete the indexed hashes of stories created before `before`, which no copy joins any more
+    (core.stories.WINDOW); return how many. The stories keep their fingerprints."""
+    return rowcount(session.execute(delete(story_hashes).where(story_hashes.c.created_at < before)))
+
+
+def prune(session: Session, older_than: datetime) -> int:
+    """Delete items first fetched before `older_than` whose story never alerted; return how many.
+
+    Stories with alerts keep every item, match and alert (the alert log). The matches of deleted
+    items go with them, and so do stories left without items.
+    """
+    alerted_story = exists().where(alerts.c.story_id == items.c.story_id)
+    alerted_item = exists().where(alerts.c.item_id == items.c.id)
+    # An updated item may have moved to another story: its match with an alerted story stays.
+    kept_match = exists().where(
+        matches.c.item_id == items.c.id,
+        exists().where(alerts.c.story_id == matches.c.story_id),
+    )
+    doomed = (
+        select(items.c.id)
+        .where(items.c.fetched_at < older_than, ~alerted_story, ~alerted_item, ~kept_match)
+        .correlate(None)
+    )
+    session.execute(delete(matches).where(matches.c.item_id.in_(doomed)))
+    deleted = rowcount(session.execute(delete(items).where(items.c.id.in_(doomed))))
+    unused_story = and_(
+        stories.c.created_at < older_than,
+        ~exists().where(items.c.story_id == stories.c.id),
+        ~exists().where(matches.c.story_id == stories.c.id),
+        ~exists().where(alerts.c.story_id == stories.c.id),
+    )
+    session.execute(
+        delete(story_hashes).where(
+            story_hashes.c.story_id.in_(select(stories.c.id).where(unused_story))
+        )
+    )
+    session.execute(delete(stories).where(unused_story))
+    return deleted

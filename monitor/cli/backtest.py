@@ -1,0 +1,107 @@
+"""`monitor backtest`: what a watchlist (or `--query`) would have matched in the items stored over
+a period: matches per day and the stories with the most hits. Nothing is stored or sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from monitor.cli.app import EXIT_USAGE, fail, load_settings, stderr, when
+from monitor.errors import QueryError
+
+if TYPE_CHECKING:
+    pass
+
+
+def backtest(
+    ctx: typer.Context,
+    watchlist: Annotated[
+        str | None, typer.Argument(help="A watchlist of the config (or use --query).")
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="A query to try instead of a watchlist.")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 30d.")] = "30d",
+    top: Annotated[int, typer.Option("--top", help="How many stories to list.")] = 10,
+) -> None:
+    """What a watchlist (or --query) would have matched in stored items. Nothing is sent."""
+    from monitor.core.match import Matcher, WatchlistRule
+    from monitor.durations import parse_duration
+    from monitor.errors import MonitorError
+    from monitor.model import Article
+    from monitor.store import db
+    from monitor.store.stories import items_since
+
+    settings = load_settings(ctx)
+    if (watchlist is None) == (query is None):
+        raise fail("give either a WATCHLIST name or --query", EXIT_USAGE)
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise fail(f"--since: {exc}", EXIT_USAGE) from None
+    if watchlist is not None:
+        if watchlist not in settings.watchlists:
+            known = ", ".join(settings.watchlists) or "none"
+            raise fail(f"no watchlist {watchlist!r} (watchlists: {known})", EXIT_USAGE)
+        w = settings.watchlists[watchlist]
+        rule = WatchlistRule(w.name, w.query, tuple(w.languages), tuple(w.feeds))
+    else:
+        rule = WatchlistRule("--query", query or "")
+    entities = {name: list(e.aliases) for name, e in settings.entities.items()}
+    try:
+        matcher = Matcher.compile([rule], entities)
+    except QueryError as exc:
+        stderr.print(f"[red]error:[/red] {escape(exc.message)}\n{escape(exc.pointer())}")
+        raise typer.Exit(EXIT_USAGE) from None
+    cutoff = datetime.now(UTC) - window
+    per_day: Counter[str] = Counter()
+    stories: dict[int, tuple[int, Any]] = {}
+    scanned = 0
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            db.ensure_schema(engine, upgrade=False)
+            with db.read_session(engine) as session:
+                for item in items_since(session, cutoff):
+                    scanned += 1
+                    article = Article(
+                        item.title, item.text, item.language, item.feed_name, item.link
+                    )
+                    found = matcher.match(article)
+                    if not found:
+                        continue
+                    day = (item.published_at or item.fetched_at).astimezone(UTC).date().isoformat()
+                    per_day[day] += 1
+                    hits = len(found[0].hits)
+                    if item.story_id not in stories or stories[item.story_id][0] < hits:
+                        stories[item.story_id] = (hits, item)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise fail(str(exc)) from None
+    out = Console(highlight=False)
+    out.print(
+        f"{rule.name}: {sum(per_day.values())} of {scanned} items since {cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+    if per_day:
+        days = Table(title="matches per day", title_justify="left")
+        days.add_column("day")
+        days.add_column("items", justify="right")
+        for day, count in sorted(per_day.items()):
+            days.add_row(day, str(count))
+        out.print(days)
+        best = Table(title=f"top {top} stories (most hits)", title_justify="left", expand=True)
+        for column in ("hits", "feed", "published", "title"):
+            best.add_column(column, overflow="fold")
+        ranked = sorted(stories.values(), key=lambda pair: -pair[0])[:top]
+        for hits, item in ranked:
+            best.add_row(str(hits), Text(item.feed_name), when(item.published_at), Text(item.title))
+        out.print(best)

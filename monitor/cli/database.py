@@ -1,0 +1,37 @@
+"""`monitor db …`: database maintenance; `monitor db upgrade` applies the schema migrations. The
+migrations themselves are `monitor.store`'s.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from monitor.cli.app import fail, load_settings
+
+if TYPE_CHECKING:
+    pass
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the schema migrations (run and once also do this by themselves)."""
+    from monitor.errors import MonitorError
+    from monitor.store import db
+
+    settings = load_settings(ctx)
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            before, after = db.upgrade(engine)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise fail(str(exc)) from None
+    if before == after:
+        typer.echo(f"database is up to date (revision {after})")
+    else:
+        typer.echo(f"database upgraded from {before or 'empty'} to revision {after}")

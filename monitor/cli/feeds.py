@@ -1,0 +1,78 @@
+"""`monitor feeds`: the health of each configured feed (last poll, status, new items, failures, next
+poll, items), the outbox counts and the alerts given up on, read from the database. It changes
+nothing in the database.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from monitor.cli.app import fail, load_settings, when
+
+if TYPE_CHECKING:
+    pass
+
+
+def feeds(ctx: typer.Context) -> None:
+    """The health of each feed: last poll, status, new items, failures, next poll."""
+    from monitor.errors import MonitorError
+    from monitor.store import db
+    from monitor.store.alerts import alert_counts, failed_alerts
+    from monitor.store.feeds import feed_health
+
+    settings = load_settings(ctx)
+    try:
+        engine = db.make_engine(settings.database.url)
+        try:
+            db.ensure_schema(engine, upgrade=False)
+            with db.read_session(engine) as session:
+                rows = feed_health(session)
+                counts = alert_counts(session)
+                given_up = failed_alerts(session, limit=10)
+        finally:
+            engine.dispose()
+    except MonitorError as exc:
+        raise fail(str(exc)) from None
+    table = Table(expand=True)
+    for column in ("feed", "last poll UTC", "status", "new", "failures", "next poll UTC", "items"):
+        table.add_column(column, overflow="fold")
+    table.add_column("error", overflow="fold", ratio=1)
+    configured = {f.name for f in settings.feeds}
+    for row in rows:
+        if row.name not in configured and not row.active:
+            continue
+        status = row.last_status or "never polled"
+        style = "red" if row.consecutive_failures else ""
+        table.add_row(
+            Text(row.name),
+            when(row.last_polled_at),
+            Text(status, style=style),
+            str(row.last_new_items or 0),
+            Text(str(row.consecutive_failures), style=style),
+            when(row.next_poll_at),
+            str(row.item_count),
+            Text(row.last_error or ""),
+        )
+    out = Console(highlight=False)
+    out.print(table)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "empty"
+    out.print(f"outbox: {summary}")
+    if given_up:
+        failed = Table(title="alerts given up (newest first)", title_justify="left", expand=True)
+        for column in ("alert", "watchlist", "channel", "attempts", "feed", "reason"):
+            failed.add_column(column, overflow="fold")
+        for alert in given_up:
+            failed.add_row(
+                str(alert.id),
+                Text(alert.watchlist),
+                Text(f"{alert.channel} {alert.recipient}".strip()),
+                str(alert.attempts),
+                Text(alert.feed_name),
+                Text(alert.last_error or ""),
+            )
+        out.print(failed)

@@ -1,0 +1,131 @@
+"""`monitor run` (the daemon, until SIGTERM) and `monitor once` (poll every feed once, deliver what
+is due, print a summary, exit): both build the service from the config, take the SQLite lock and
+set up logging without secrets. Scheduling, polling and delivery are `monitor.daemon`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from monitor.cli.app import EXIT_FAILURE, EXIT_OK, fail, load_settings, stderr
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
+
+
+def once(
+    ctx: typer.Context,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any feed failed (default: exit 0).")
+    ] = False,
+) -> None:
+    """Poll every feed once, match, deliver what is due, and exit (cron-friendly)."""
+    from monitor.daemon import AlreadyRunningError, Service, configure_logging, sqlite_lock
+    from monitor.errors import MonitorError
+
+    settings = load_settings(ctx)
+    # Only errors: the summary at the end lists the feeds that failed.
+    configure_logging(settings.service.log_format, level=logging.ERROR, secrets=_secrets(settings))
+    try:
+        with sqlite_lock(settings.database.url) as alone:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=alone)
+            results, delivered = asyncio.run(_once(service))
+    except (AlreadyRunningError, MonitorError) as exc:
+        raise fail(str(exc)) from None
+    failed = [r for r in results if r.failed]
+    counts = Counter(r.status for r in results)
+    new = sum(r.new_items for r in results)
+    updated = sum(r.updated_items for r in results)
+    alerts = sum(r.alerts for r in results)
+    parts = [f"{counts[s]} {label}" for s, label in _STATUS_LABELS if counts[s]]
+    stderr.print(
+        f"polled {len(results)} feed{'s' if len(results) != 1 else ''}: {', '.join(parts) or 'none'}; "
+        f"{new} new and {updated} updated items; {alerts} alerts queued, {delivered.sent} sent"
+        + (f", {delivered.retried} to retry" if delivered.retried else "")
+        + (f", {delivered.failed} given up" if delivered.failed else "")
+    )
+    for result in failed:
+        stderr.print(f"  [red]failed[/red] {escape(result.feed)}: {escape(result.error or '')}")
+    if failed and strict:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+_STATUS_LABELS = (
+    ("ok", "with news"),
+    ("unchanged", "unchanged"),
+    ("not_modified", "not modified"),
+    ("retry_later", "asked us to wait"),
+    ("error", "failed"),
+)
+
+
+async def _once(service: Any) -> tuple[list[Any], Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("", total=None)
+            results = await service.poll_all(
+                on_result=lambda r: progress.update(task, advance=1, description=r.feed),
+                total=lambda n: progress.update(task, total=n),
+            )
+        delivered = await service.deliver_tick()
+    finally:
+        await service.close()
+    return results, delivered
+
+
+def run(ctx: typer.Context) -> None:
+    """The daemon: poll on schedule, match, deliver, serve /healthz and /metrics. SIGTERM stops it."""
+    from monitor.daemon import (
+        AlreadyRunningError,
+        Service,
+        configure_logging,
+        run_forever,
+        sqlite_lock,
+    )
+    from monitor.errors import MonitorError
+
+    # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    settings = load_settings(ctx)
+    configure_logging(settings.service.log_format, secrets=_secrets(settings))
+    try:
+        with sqlite_lock(settings.database.url) as alone:
+            service = Service.build(settings)
+            service.prepare(now=datetime.now(UTC), alone=alone)
+            asyncio.run(run_forever(service))
+    except (AlreadyRunningError, MonitorError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """Values that must never reach a log: the bot token and the SMTP password."""
+    found = []
+    if settings.telegram is not None:
+        found.append(settings.telegram.token.get_secret_value())
+    if settings.email is not None and settings.email.password is not None:
+        found.append(settings.email.password.get_secret_value())
+    return tuple(secret for secret in found if secret)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)

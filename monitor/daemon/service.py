@@ -1,49 +1,30 @@
-"""The service: polling on a schedule, delivery, health endpoint, signals (`monitor run`), and the
-one-shot run of `monitor once`.
+"""Everything one process needs to poll and deliver, built from the settings (`Service.build`): the
+poller, the outbox and its notifiers, the feeds of the config.
 
 The database is the schedule: each feed's `next_poll_at` says when it is due, and a claim (a row
-lease timed by the database clock) makes one process poll it. APScheduler 3 (AsyncIOScheduler,
-in-memory job store) only ticks: every couple of seconds it claims what is due and starts those
-polls, and every second the outbox sends what is due. On SIGTERM/SIGINT the service stops claiming,
-lets in-flight polls finish for a few seconds, cancels the rest and gives their leases back, then
-exits 0.
-"""
+lease timed by the database clock) makes one process poll it. The ticks that drive a `Service` live
+in `daemon.run` (`monitor run`) and `cli.run` (`monitor once`); this module does not schedule."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import functools
-import json
 import logging
 import os
 import random
-import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from monitor.config import FeedSettings, Settings
 from monitor.core import stories
-from monitor.errors import MonitorError, StoreError
+from monitor.daemon.health import Metrics
+from monitor.errors import StoreError
 from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
 from monitor.notify.console import ConsoleNotifier
@@ -56,6 +37,7 @@ from monitor.watchlists import compile_watchlists
 
 log = logging.getLogger("monitor.daemon")
 
+
 FEED_LEASE = timedelta(minutes=2)
 POLL_TICK_SECONDS = 2.0
 DELIVER_TICK_SECONDS = 1.0
@@ -63,32 +45,6 @@ PRUNE_EVERY_SECONDS = 3600.0
 MAX_CONCURRENT_POLLS = 50
 SHUTDOWN_GRACE_SECONDS = 6.0
 FLUSH_SECONDS = 2.0
-
-
-class AlreadyRunningError(MonitorError):
-    """Another monitor process holds this SQLite database's lock file."""
-
-
-@contextlib.contextmanager
-def sqlite_lock(database_url: str) -> Iterator[bool]:
-    """On SQLite, one process at a time: an exclusive lock on `<database>.lock`; yields True when
-    held. PostgreSQL needs none (replicas share the work through row leases): yields False."""
-    url = make_url(database_url)
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
-        yield False
-        return
-    path = Path(f"{url.database}.lock")
-    handle: IO[str] = path.open("a")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlreadyRunningError(
-                f"another monitor is already running on {url.database} (lock file {path})"
-            ) from None
-        yield True
-    finally:
-        handle.close()
 
 
 EMAIL_TIMEOUT_SECONDS = 8.0  # one SMTP exchange; keeps SIGTERM's 10 s promise
@@ -122,36 +78,6 @@ def notifiers_for(settings: Settings) -> dict[str, Notifier]:
         notifiers[SUBSCRIBERS_CHANNEL] = telegram
         notifiers[SUBSCRIBERS_DIGEST_CHANNEL] = telegram
     return notifiers
-
-
-class Metrics:
-    """Prometheus metrics of one process (its own registry, so tests can build several)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.polls = Counter(
-            "monitor_polls", "Feed polls by outcome", ["status"], registry=self.registry
-        )
-        self.items = Counter("monitor_items", "New or updated items stored", registry=self.registry)
-        self.alerts_enqueued = Counter(
-            "monitor_alerts_enqueued", "Alerts written to the outbox", registry=self.registry
-        )
-        self.deliveries = Counter(
-            "monitor_deliveries", "Alert deliveries by outcome", ["outcome"], registry=self.registry
-        )
-        self.polls_in_flight = Gauge(
-            "monitor_polls_in_flight", "Feed polls running now", registry=self.registry
-        )
-
-    def record_poll(self, result: PollResult) -> None:
-        self.polls.labels(result.status).inc()
-        self.items.inc(result.new_items + result.updated_items)
-        self.alerts_enqueued.inc(result.alerts)
-
-    def record_delivery(self, stats: DeliveryStats) -> None:
-        self.deliveries.labels("sent").inc(stats.sent)
-        self.deliveries.labels("retried").inc(stats.retried)
-        self.deliveries.labels("failed").inc(stats.failed)
 
 
 @dataclass
@@ -341,167 +267,3 @@ class Service:
             except StoreError as exc:  # the lease simply expires
                 log.warning("shutdown.release_failed feed=%s error=%s", feed_id, exc)
         log.info("shutdown.drained finished=%s abandoned=%s", len(done), len(abandoned))
-
-
-# ---- health endpoint ---------------------------------------------------------------------------------
-
-
-async def start_health_server(service: Service, listen: str) -> web.AppRunner:
-    """`/healthz` (200 while the poll loop ticks) and Prometheus `/metrics` on `listen`."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        age = time.monotonic() - service.last_tick
-        healthy = age < max(30.0, POLL_TICK_SECONDS * 10)
-        body = {"status": "ok" if healthy else "stalled", "last_tick_seconds_ago": round(age, 1)}
-        return web.json_response(body, status=200 if healthy else 503)
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(service.metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = listen.rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
-    await site.start()
-    return runner
-
-
-async def run_forever(service: Service, *, stop: asyncio.Event | None = None) -> None:
-    """`monitor run`: tick until SIGTERM/SIGINT (or `stop`), then shut down cleanly."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    runner = None
-    if service.settings.service.listen:
-        runner = await start_health_server(service, service.settings.service.listen)
-        log.info("health.listening address=%s", service.settings.service.listen)
-    bot = await start_bot(service)
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
-    scheduler.add_job(
-        service.poll_tick,
-        "interval",
-        seconds=POLL_TICK_SECONDS,
-        next_run_time=datetime.now(UTC),
-        **common,
-    )
-    scheduler.add_job(
-        service.deliver_tick,
-        "interval",
-        seconds=DELIVER_TICK_SECONDS,
-        next_run_time=datetime.now(UTC),
-        **common,
-    )
-    scheduler.add_job(service.prune_tick, "interval", seconds=PRUNE_EVERY_SECONDS, **common)
-    scheduler.start()
-    log.info(
-        "run.started feeds=%s watchlists=%s owner=%s",
-        len(service.feeds),
-        len(service.settings.watchlists),
-        service.owner,
-    )
-    try:
-        await stop.wait()
-    finally:
-        log.info("run.stopping")
-        scheduler.shutdown(wait=False)
-        await service.drain()
-        with contextlib.suppress(StoreError, TimeoutError):
-            # flush what is already due, within the time SIGTERM allows
-            await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
-        if bot is not None:
-            await bot.stop()
-        if runner is not None:
-            await runner.cleanup()
-        await service.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
-        log.info("run.stopped")
-
-
-async def start_bot(service: Service) -> Any:
-    """The Telegram subscriber bot, when `telegram:` is configured and this process may poll.
-
-    Only one process may call getUpdates for a token. On SQLite the lock file already makes this
-    process the only one; on PostgreSQL the replica holding an advisory lock (on a connection kept
-    open for the life of the process) is the one that polls.
-    """
-    telegram = service.settings.telegram
-    if telegram is None:
-        return None
-    from monitor.bot import SubscriberBot, polling_lock_key
-    from monitor.errors import BotError
-
-    token = telegram.token.get_secret_value()
-    if service.engine.dialect.name == "postgresql":
-        connection = service.engine.connect()
-        leader = connection.exec_driver_sql(
-            f"SELECT pg_try_advisory_lock({polling_lock_key(token)})"
-        ).scalar()
-        if not leader:
-            connection.close()
-            log.info("bot.standby reason=another replica polls Telegram")
-            return None
-        service.leader_connection = connection
-    bot = SubscriberBot.from_settings(telegram, service.engine, service.settings.watchlists.keys())
-    try:
-        await bot.start()
-    except BotError as exc:
-        log.error("bot.failed error=%s", exc)
-        return None
-    log.info("bot.started")
-    return bot
-
-
-# ---- logging -------------------------------------------------------------------------------------------
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_text:  # already formatted (and redacted) by a filter
-            entry["exception"] = record.exc_text
-        elif record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def configure_logging(
-    log_format: str,
-    *,
-    level: int = logging.INFO,
-    stream: IO[str] | None = None,
-    secrets: tuple[str, ...] = (),
-) -> None:
-    """Events as text (`time level logger event key=value …`) or one JSON object per line."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Libraries that log URLs (tokens are part of Telegram's) stay quiet below WARNING.
-    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if secrets:
-        # And whatever is still logged has the secrets redacted (on the handler: every record).
-        from monitor.notify.telegram import install_token_redaction
-
-        for secret in secrets:
-            install_token_redaction(secret)

@@ -13,7 +13,6 @@ import base64
 import email
 import email.policy
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -235,21 +234,16 @@ def test_5xx_is_permanent_with_the_servers_reason(
 
 def test_a_server_that_stalls_times_out() -> None:
     with StallingServer() as stall:
-        started = time.monotonic()
         error = send_error(notifier(stall, timeout=0.5), english_alert())
-        elapsed = time.monotonic() - started
     assert not error.permanent
     assert "timed out after 0.5s at connect" in error.reason
-    assert elapsed < 3.0
 
 
 def test_a_server_that_stalls_after_data_times_out_as_maybe_delivered(
     smtp: SMTPTestServer,
 ) -> None:
     smtp.stall_next("DATA")
-    started = time.monotonic()
     error = send_error(notifier(smtp, timeout=0.5), english_alert())
-    assert time.monotonic() - started < 3.0
     assert not error.permanent
     assert "timed out after 0.5s at DATA (the message may have been delivered)" in error.reason
 

@@ -176,11 +176,11 @@ HOSTILE = {
 def test_entity_declarations_are_refused_fast_with_bounded_memory(name: str, encoding: str) -> None:
     body = HOSTILE[name].encode(encoding)
     tracemalloc.start()
-    started = time.monotonic()
+    started = time.process_time()
     try:
         with pytest.raises(FeedParseError, match="entity declarations not allowed"):
             parse(body)
-        elapsed = time.monotonic() - started
+        elapsed = time.process_time() - started  # CPU time: a busy machine does not count
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -16,7 +16,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import tracemalloc
 import zlib
 from collections.abc import Coroutine
@@ -514,13 +513,12 @@ def test_a_self_signed_certificate_is_an_error_not_a_downgrade(tmp_path: Path) -
 
 def test_a_slow_drip_is_cut_at_the_total_deadline(http_server: LoopbackServer) -> None:
     # A byte every 0.2 s never trips a per-read timeout; only a total deadline stops it (FAULTS 19).
-    started = time.monotonic()
+    # The drip lasts 20 s: the deadline's own message says which of the two ended the fetch.
     with pytest.raises(FetchError, match="timed out after 1 s"):
         get(
             http_server.url("/drip?interval=0.2&count=100"),
             FetchPolicy(allow_private=True, timeout=1),
         )
-    assert time.monotonic() - started < 3
 
 
 def test_headers_never_sent_is_cut_at_the_deadline(http_server: LoopbackServer) -> None:
@@ -529,10 +527,8 @@ def test_headers_never_sent_is_cut_at_the_deadline(http_server: LoopbackServer) 
         return web.Response()
 
     http_server.route("/stall", stall)
-    started = time.monotonic()
-    with pytest.raises(FetchError, match="timed out"):
+    with pytest.raises(FetchError, match=r"timed out after 0\.5 s"):
         get(http_server.url("/stall"), FetchPolicy(allow_private=True, timeout=0.5))
-    assert time.monotonic() - started < 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,11 +596,10 @@ def test_corrupt_gzip_is_a_fetch_error(http_server: LoopbackServer) -> None:
 def test_declared_length_over_the_cap_is_refused_before_reading(
     http_server: LoopbackServer,
 ) -> None:
-    # The server sends 1 KB of a declared 20 MB, then waits: only the header can have decided.
-    started = time.monotonic()
+    # The server sends 1 KB of a declared 20 MB, then waits: only the header can have decided
+    # (reading on would have ended at the deadline, "timed out").
     with pytest.raises(FetchError, match="body of 20000000 bytes exceeds"):
         get(http_server.url("/lying-length?length=20000000"), FetchPolicy(allow_private=True))
-    assert time.monotonic() - started < 5
 
 
 def test_undeclared_length_over_the_cap_is_stopped_while_streaming(

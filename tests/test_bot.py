@@ -114,7 +114,7 @@ def test_subscribe_stores_the_subscription_and_mine_lists_it(
     assert [c["command"] for c in double.commands][:3] == ["start", "help", "watchlists"]
 
 
-def test_an_unknown_watchlist_gets_the_list_and_what_was_typed_is_escaped(
+def test_fault_66_an_unknown_watchlist_gets_the_list_and_what_was_typed_is_escaped(
     double: BotAPIDouble, engine: Engine
 ) -> None:
     async def scenario(chat: Chat) -> None:
@@ -247,7 +247,7 @@ def test_a_returning_user_is_reactivated(double: BotAPIDouble, engine: Engine) -
     assert [t.chat_id for t in _read(engine, subs.subscribers_of, "china-russia")] == [ALICE]
 
 
-def test_a_second_poller_conflict_stops_polling_once(
+def test_fault_53_a_second_poller_conflict_stops_polling_once(
     double: BotAPIDouble, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     double.conflict_polls()

@@ -37,9 +37,10 @@ PASSWORD = "correct horse battery staple"
 SPEC_ENV = {"TELEGRAM_BOT_TOKEN": TOKEN, "SMTP_HOST": "smtp.example.org"}
 
 
-def _cases(name: str) -> list[Any]:
+def _cases(name: str, fault: int | None = None) -> list[Any]:
+    """The table's cases of one fault of docs/faults.md (`fault: N`), or those of none."""
     cases = yaml.safe_load((DATA / name).read_text(encoding="utf-8"))
-    return [pytest.param(case, id=case["name"]) for case in cases]
+    return [pytest.param(case, id=case["name"]) for case in cases if case.get("fault") == fault]
 
 
 def _problems(text: str, env: dict[str, str] | None = None) -> list[ConfigProblem]:
@@ -53,6 +54,44 @@ def _problems(text: str, env: dict[str, str] | None = None) -> list[ConfigProble
 
 @pytest.mark.parametrize("case", _cases("invalid.yaml"))
 def test_invalid_config_reports_every_problem(case: dict[str, Any]) -> None:
+    _assert_problems(case)
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml", fault=38))
+def test_fault_38_invalid_yaml_is_refused_with_its_line(case: dict[str, Any]) -> None:
+    _assert_problems(case)
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml", fault=39))
+def test_fault_39_an_unknown_key_is_refused_with_a_suggestion(case: dict[str, Any]) -> None:
+    _assert_problems(case)
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml", fault=40))
+def test_fault_40_duplicate_keys_and_empty_files_are_errors(case: dict[str, Any]) -> None:
+    _assert_problems(case)
+
+
+@pytest.mark.parametrize("case", _cases("valid.yaml", fault=40))
+def test_fault_40_yaml_1_1_values_load_as_typed(case: dict[str, Any]) -> None:
+    _assert_values(case)
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml", fault=41))
+def test_fault_41_a_query_that_does_not_parse_is_refused_naming_the_watchlist(
+    case: dict[str, Any],
+) -> None:
+    _assert_problems(case)
+
+
+@pytest.mark.parametrize("case", _cases("invalid.yaml", fault=44))
+def test_fault_44_non_positive_durations_and_time_zone_typos_are_refused(
+    case: dict[str, Any],
+) -> None:
+    _assert_problems(case)
+
+
+def _assert_problems(case: dict[str, Any]) -> None:
     problems = _problems(case["config"], case.get("env"))
     got = [(p.key, p.line, p.message) for p in problems]
     assert len(problems) == len(case["problems"]), got
@@ -91,6 +130,10 @@ def _lookup(settings: Settings, path: str) -> Any:
 
 @pytest.mark.parametrize("case", _cases("valid.yaml"))
 def test_valid_config_loads_as_written(case: dict[str, Any]) -> None:
+    _assert_values(case)
+
+
+def _assert_values(case: dict[str, Any]) -> None:
     settings = parse_config(case["config"], "config.yaml", case.get("env", {}))
     for path, expected in case["expect"].items():
         assert _render(_lookup(settings, path)) == expected, path
@@ -136,7 +179,7 @@ def test_spec_example_loads_cleanly() -> None:
     assert settings.database.retention == timedelta(days=90)
 
 
-def test_spec_example_without_its_environment_names_both_variables() -> None:
+def test_fault_43_spec_example_without_its_environment_names_both_variables() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(SPEC_EXAMPLE, env={})
     problems = [(p.key, p.message) for p in caught.value.problems]
@@ -296,7 +339,7 @@ def test_settings_are_frozen() -> None:
         settings.watchlists["x"] = settings.watchlists["w"]  # type: ignore[index]
 
 
-def test_alias_bomb_is_refused_quickly() -> None:
+def test_alias_bomb_is_refused_with_little_cpu() -> None:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     for number in range(1, 9):
         previous, name = chr(ord("a") + number - 1), chr(ord("a") + number)

@@ -169,7 +169,9 @@ def test_arabic_body_survives_with_the_hit_in_bold(smtp: SMTPTestServer) -> None
     assert "also in: bbc-arabic" in plain and "also in: bbc-arabic" in rich
 
 
-def test_title_with_crlf_bcc_adds_no_header_and_is_still_delivered(smtp: SMTPTestServer) -> None:
+def test_fault_64_title_with_crlf_bcc_adds_no_header_and_is_still_delivered(
+    smtp: SMTPTestServer,
+) -> None:
     title = "Breaking\r\nBcc: victim@example.com\r\nX-Injected: yes\nSubject: fake"
     send(notifier(smtp), english_alert(title=title))
     [received] = smtp.messages
@@ -203,7 +205,7 @@ def test_script_and_ampersand_in_the_title_are_escaped(smtp: SMTPTestServer) -> 
         ("MAIL", 450, "4.2.0 Try later"),
     ],
 )
-def test_4xx_is_a_temporary_failure(
+def test_fault_52_4xx_is_a_temporary_failure(
     smtp: SMTPTestServer, command: Any, code: int, text: str
 ) -> None:
     smtp.fail_next(command, code, text)
@@ -222,7 +224,7 @@ def test_4xx_is_a_temporary_failure(
         ("MAIL", 553, "5.7.1 Sender address rejected", "refused the sender"),
     ],
 )
-def test_5xx_is_permanent_with_the_servers_reason(
+def test_fault_52_5xx_is_permanent_with_the_servers_reason(
     smtp: SMTPTestServer, command: Any, code: int, text: str, what: str
 ) -> None:
     smtp.fail_next(command, code, text)
@@ -232,14 +234,14 @@ def test_5xx_is_permanent_with_the_servers_reason(
     assert smtp.messages == []
 
 
-def test_a_server_that_stalls_times_out() -> None:
+def test_fault_52_a_server_that_stalls_times_out() -> None:
     with StallingServer() as stall:
         error = send_error(notifier(stall, timeout=0.5), english_alert())
     assert not error.permanent
     assert "timed out after 0.5s at connect" in error.reason
 
 
-def test_a_server_that_stalls_after_data_times_out_as_maybe_delivered(
+def test_fault_52_a_server_that_stalls_after_data_times_out_as_maybe_delivered(
     smtp: SMTPTestServer,
 ) -> None:
     smtp.stall_next("DATA")
@@ -290,7 +292,7 @@ def test_implicit_tls_delivers(tls_files: TLSFiles) -> None:
     assert received.tls
 
 
-def test_untrusted_certificate_is_a_permanent_config_error(tls_files: TLSFiles) -> None:
+def test_fault_52_untrusted_certificate_is_a_permanent_config_error(tls_files: TLSFiles) -> None:
     with SMTPTestServer(tls=tls_files, require_starttls=True) as server:
         error = send_error(notifier(server, starttls=True), english_alert())  # system CAs only
         assert server.messages == []
@@ -322,7 +324,7 @@ def test_login_without_tls_where_auth_needs_tls_is_a_config_error(
     assert "email.insecure_login" in caplog.text
 
 
-def test_wrong_password_is_permanent_and_no_password_leaks(
+def test_fault_52_wrong_password_is_permanent_and_no_password_leaks(
     tls_files: TLSFiles, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -392,7 +394,7 @@ def test_digest_arrives_grouped_by_watchlist_newest_first(smtp: SMTPTestServer) 
 # ---- rendering (pure) --------------------------------------------------------------------------
 
 
-def test_subject_is_one_line_without_bidi_controls_and_capped() -> None:
+def test_fault_65_subject_is_one_line_without_bidi_controls_and_capped() -> None:
     title = "\u202eevil\u202c " + "word " * 600 + "\x00\x1b[31m\u2028end\u200b"
     subject = render_alert(english_alert(title=title), sender=SENDER, to=RECIPIENT)["Subject"]
     assert len(subject) <= SUBJECT_CHARS and subject.endswith("…")

@@ -9,6 +9,7 @@ assert that the server saw no request. Refusals of non-loopback addresses are te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ipaddress
 import os
@@ -112,7 +113,7 @@ async def fetch_with_resolver(
         "example.org/feed",
     ],
 )
-def test_only_http_and_https_are_allowed(url: str) -> None:
+def test_fault_34_only_http_and_https_are_allowed(url: str) -> None:
     with pytest.raises(UnsafeURLError, match="only http and https"):
         check_url(url, FetchPolicy())
 
@@ -127,12 +128,14 @@ def test_only_http_and_https_are_allowed(url: str) -> None:
         ("http://example.org/\r\nX-Injected: 1", "whitespace"),
         ("http://example.org/" + "a" * 10_000, "longer than 2048"),
         ("http://example.org:25/", "port 25"),
+        ("http://127.0.0.1:6379/", "not public"),
+        ("http://[::1]:6379/", "not public"),
         ("http://%31%32%37.0.0.1/", "non-canonical IPv4"),
         ("http://exa%6Dple.org/", "invalid host"),
         ("http:///feed", "no host"),
     ],
 )
-def test_ambiguous_or_dangerous_urls_are_refused(url: str, reason: str) -> None:
+def test_fault_35_ambiguous_or_dangerous_urls_are_refused(url: str, reason: str) -> None:
     with pytest.raises(UnsafeURLError, match=reason):
         check_url(url, FetchPolicy())
 
@@ -173,13 +176,13 @@ ENCODED_IPV4_URLS = [
 
 
 @pytest.mark.parametrize("url", NON_PUBLIC_URLS)
-def test_non_public_literal_addresses_are_refused(url: str) -> None:
+def test_fault_29_non_public_literal_addresses_are_refused(url: str) -> None:
     with pytest.raises(UnsafeURLError, match="not public"):
         check_url(url, FetchPolicy())
 
 
 @pytest.mark.parametrize("url", ENCODED_IPV4_URLS)
-def test_legacy_ipv4_forms_are_refused_even_when_private_is_allowed(url: str) -> None:
+def test_fault_30_legacy_ipv4_forms_are_refused_even_when_private_is_allowed(url: str) -> None:
     with pytest.raises(UnsafeURLError, match="non-canonical IPv4"):
         check_url(url, FetchPolicy(allow_private=True))
 
@@ -259,7 +262,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 PUBLIC_ADDRESS = "93.184.216.34"
 
 
-def test_resolver_refuses_a_name_with_any_private_address() -> None:
+def test_fault_31_resolver_refuses_a_name_with_any_private_address() -> None:
     stub = StubResolver({"mixed.test": [[PUBLIC_ADDRESS, "10.0.0.7"]]})
     guard = GuardedResolver(FetchPolicy(), stub)
     with pytest.raises(
@@ -268,7 +271,7 @@ def test_resolver_refuses_a_name_with_any_private_address() -> None:
         run(guard.resolve("mixed.test", 80))
 
 
-def test_resolver_checks_every_answer_so_rebinding_is_caught() -> None:
+def test_fault_32_resolver_checks_every_answer_so_rebinding_is_caught() -> None:
     # First answer public, second private: the second lookup is refused on its own (FAULTS 32).
     stub = StubResolver({"rebind.test": [[PUBLIC_ADDRESS], ["127.0.0.1"]]})
     guard = GuardedResolver(FetchPolicy(), stub)
@@ -306,7 +309,7 @@ def test_resolver_leaves_the_configured_proxy_alone() -> None:
         "http://localhost:{port}/etag",
     ],
 )
-def test_fetch_refuses_loopback_before_connecting(
+def test_fault_29_fetch_refuses_loopback_before_connecting(
     http_server: LoopbackServer, template: str
 ) -> None:
     with pytest.raises(UnsafeURLError):
@@ -314,7 +317,9 @@ def test_fetch_refuses_loopback_before_connecting(
     assert http_server.requests == []
 
 
-def test_fetch_refuses_a_name_that_resolves_to_loopback(http_server: LoopbackServer) -> None:
+def test_fault_31_fetch_refuses_a_name_that_resolves_to_loopback(
+    http_server: LoopbackServer,
+) -> None:
     stub = StubResolver({"feeds.test": [["127.0.0.1"]]})
     url = f"http://feeds.test:{http_server.port}/etag"
     with pytest.raises(UnsafeURLError, match=r"feeds\.test resolves to non-public address"):
@@ -342,7 +347,7 @@ def test_fetch_connects_to_what_the_injected_resolver_answers(http_server: Loopb
         "http://user:secret@127.0.0.1:{port}/etag",
     ],
 )
-def test_every_redirect_hop_is_checked(http_server: LoopbackServer, target: str) -> None:
+def test_fault_33_every_redirect_hop_is_checked(http_server: LoopbackServer, target: str) -> None:
     # The server itself is reachable (127.0.0.1/32 allowed); where it redirects is not (FAULTS 33).
     policy = FetchPolicy(allowed_networks=("127.0.0.1/32",))
     location = target.format(port=http_server.port)
@@ -353,7 +358,7 @@ def test_every_redirect_hop_is_checked(http_server: LoopbackServer, target: str)
     assert len(http_server.requests) == 1
 
 
-def test_environment_proxies_are_ignored(
+def test_fault_36_environment_proxies_are_ignored(
     http_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
@@ -393,7 +398,9 @@ def test_fetch_returns_body_and_validators(http_server: LoopbackServer) -> None:
     assert "If-None-Match" not in sent
 
 
-def test_conditional_get_gives_304_and_keeps_validators(http_server: LoopbackServer) -> None:
+def test_fault_22_conditional_get_gives_304_and_keeps_validators(
+    http_server: LoopbackServer,
+) -> None:
     result = get(http_server.url("/etag"), etag=ETAG, last_modified=LAST_MODIFIED)
     assert result.not_modified and result.body is None
     assert (result.etag, result.last_modified) == (ETAG, LAST_MODIFIED)
@@ -425,13 +432,13 @@ def test_a_sixth_redirect_is_an_error(http_server: LoopbackServer) -> None:
     assert len(http_server.requests) == 6
 
 
-def test_a_redirect_loop_is_an_error(http_server: LoopbackServer) -> None:
+def test_fault_20_a_redirect_loop_is_an_error(http_server: LoopbackServer) -> None:
     with pytest.raises(FetchError, match="more than 2 redirects"):
         get(http_server.url("/loop"), FetchPolicy(allow_private=True, max_redirects=2))
     assert len(http_server.requests) == 3
 
 
-def test_permanent_redirects_report_the_new_url(http_server: LoopbackServer) -> None:
+def test_fault_21_permanent_redirects_report_the_new_url(http_server: LoopbackServer) -> None:
     result = get(http_server.url("/redirect-to?status=301&url=/etag"))
     assert result.permanent_redirect == http_server.url("/etag") == result.url
 
@@ -445,7 +452,7 @@ def test_retry_later_statuses_carry_retry_after_seconds(
     assert (raised.value.status, raised.value.retry_after) == (status, 120.0)
 
 
-def test_retry_after_as_http_date_is_measured_on_the_server_clock(
+def test_fault_23_retry_after_as_http_date_is_measured_on_the_server_clock(
     http_server: LoopbackServer,
 ) -> None:
     server_now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -487,7 +494,7 @@ def test_connection_refused_is_a_fetch_error(http_server: LoopbackServer) -> Non
     assert isinstance(raised.value.__cause__, aiohttp.ClientError)
 
 
-def test_a_self_signed_certificate_is_an_error_not_a_downgrade(tmp_path: Path) -> None:
+def test_fault_28_a_self_signed_certificate_is_an_error_not_a_downgrade(tmp_path: Path) -> None:
     # FAULTS 28: no silent fallback to an unverified connection.
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
@@ -511,9 +518,9 @@ def test_a_self_signed_certificate_is_an_error_not_a_downgrade(tmp_path: Path) -
 # Deadlines
 
 
-def test_a_slow_drip_is_cut_at_the_total_deadline(http_server: LoopbackServer) -> None:
-    # A byte every 0.2 s never trips a per-read timeout; only a total deadline stops it (FAULTS 19).
-    # The drip lasts 20 s: the deadline's own message says which of the two ended the fetch.
+def test_fault_19_a_slow_drip_is_cut_at_the_total_deadline(http_server: LoopbackServer) -> None:
+    # A byte every 0.2 s never trips a per-read timeout; only a total deadline stops it. Without
+    # one the 100 bytes would arrive after 20 s, and the fetch would succeed.
     with pytest.raises(FetchError, match="timed out after 1 s"):
         get(
             http_server.url("/drip?interval=0.2&count=100"),
@@ -521,14 +528,36 @@ def test_a_slow_drip_is_cut_at_the_total_deadline(http_server: LoopbackServer) -
         )
 
 
-def test_headers_never_sent_is_cut_at_the_deadline(http_server: LoopbackServer) -> None:
+def test_fault_18_headers_never_sent_is_cut_at_the_deadline(http_server: LoopbackServer) -> None:
     async def stall(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(30)  # cancelled when the client hangs up
+        await asyncio.sleep(30)  # cancelled when the client hangs up; else answered, no error
         return web.Response()
 
     http_server.route("/stall", stall)
     with pytest.raises(FetchError, match=r"timed out after 0\.5 s"):
         get(http_server.url("/stall"), FetchPolicy(allow_private=True, timeout=0.5))
+
+
+def test_fault_17_a_connect_that_hangs_is_cut_at_the_deadline() -> None:
+    """A listening socket whose accept queue is full: the kernel drops further SYNs, so a connect
+    hangs as it does towards a host that never answers. The fetch ends with the deadline, not
+    with a refusal, and nothing else is waited for."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for filler in fillers:  # fill the accept queue (never accepted)
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+            with pytest.raises(FetchError, match=r"timed out after 0\.5 s") as raised:
+                get(f"http://127.0.0.1:{port}/feed", FetchPolicy(allow_private=True, timeout=0.5))
+            assert isinstance(raised.value.__cause__, TimeoutError)
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,7 +574,7 @@ def gzip_bomb() -> bytes:
     return b"".join(parts)
 
 
-def test_gzip_bomb_stops_at_the_cap_with_bounded_memory(
+def test_fault_25_gzip_bomb_stops_at_the_cap_with_bounded_memory(
     http_server: LoopbackServer, gzip_bomb: bytes
 ) -> None:
     assert len(gzip_bomb) < 300_000
@@ -593,7 +622,7 @@ def test_corrupt_gzip_is_a_fetch_error(http_server: LoopbackServer) -> None:
         get(http_server.url("/junk"))
 
 
-def test_declared_length_over_the_cap_is_refused_before_reading(
+def test_fault_26_declared_length_over_the_cap_is_refused_before_reading(
     http_server: LoopbackServer,
 ) -> None:
     # The server sends 1 KB of a declared 20 MB, then waits: only the header can have decided
@@ -602,7 +631,7 @@ def test_declared_length_over_the_cap_is_refused_before_reading(
         get(http_server.url("/lying-length?length=20000000"), FetchPolicy(allow_private=True))
 
 
-def test_undeclared_length_over_the_cap_is_stopped_while_streaming(
+def test_fault_26_undeclared_length_over_the_cap_is_stopped_while_streaming(
     http_server: LoopbackServer,
 ) -> None:
     policy = FetchPolicy(allow_private=True, max_body=MB)

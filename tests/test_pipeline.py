@@ -157,7 +157,7 @@ def server() -> Iterator[LoopbackServer]:
         yield s
 
 
-def test_first_poll_stores_and_alerts_then_304_does_nothing(
+def test_fault_22_first_poll_stores_and_alerts_then_304_does_nothing(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
@@ -228,7 +228,7 @@ def test_same_article_in_two_feeds_is_one_story_and_one_alert(
     assert_one_story_alerted_once(settings, notifier)
 
 
-def test_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
+def test_fault_77_a_copy_with_another_headline_and_a_footer_is_one_story_and_one_alert(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     """SPEC §5 near-duplicates: the same wire story in another feed under another headline, with
@@ -280,7 +280,7 @@ def test_the_hourly_prune_forgets_the_hashes_of_stories_past_the_copy_window(
     assert len(rows(settings, stories)) == 1 and len(rows(settings, items)) == 1
 
 
-def test_same_guid_repeated_in_a_feed_is_stored_once(
+def test_fault_13_same_guid_repeated_in_a_feed_is_stored_once(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE, REFERENCE, WEATHER))
@@ -290,7 +290,7 @@ def test_same_guid_repeated_in_a_feed_is_stored_once(
     assert len(notifier.sent) == 3
 
 
-def test_retry_after_sets_the_next_poll_and_is_not_a_failure(
+def test_fault_23_retry_after_sets_the_next_poll_and_is_not_a_failure(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", b"", status=429)
@@ -304,7 +304,7 @@ def test_retry_after_sets_the_next_poll_and_is_not_a_failure(
     assert row["next_poll_at"] >= before + timedelta(seconds=120)
 
 
-def test_server_error_backs_off_and_a_broken_body_keeps_stored_items(
+def test_fault_06_server_error_backs_off_and_a_broken_body_keeps_stored_items(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE))
@@ -407,7 +407,7 @@ def monitor(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
     )
 
 
-def test_killed_after_commit_delivers_after_restart_exactly_once(
+def test_fault_58_killed_after_commit_delivers_after_restart_exactly_once(
     database_url: str, server: LoopbackServer, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE))
@@ -449,7 +449,9 @@ def test_quick_start_once_prints_the_reference_alert_offline(tmp_path: Path) -> 
     assert (tmp_path / "monitor.db").exists()
 
 
-def test_run_stops_on_sigterm_within_ten_seconds(server: LoopbackServer, tmp_path: Path) -> None:
+def test_fault_60_run_stops_on_sigterm_within_ten_seconds(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
     unused_tcp_port = free_port()
     feed = Feed(server, "/a.xml", rss(WEATHER))
     settings_for(
@@ -547,7 +549,7 @@ def test_feeds_backtest_db_upgrade_and_strict(server: LoopbackServer, tmp_path: 
     assert neither.returncode == 2
 
 
-def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+def test_fault_57_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     settings_for(f"sqlite:///{tmp_path / 'monitor.db'}", "[]", tmp_path)
     config = str(tmp_path / "config.yaml")
     assert monitor("--config", config, "db", "upgrade", cwd=tmp_path).returncode == 0
@@ -671,7 +673,7 @@ def test_email_channels_immediate_and_daily_digest(
     assert {r["status"] for r in rows(settings, alerts)} == {"sent"}
 
 
-def test_a_crash_between_claim_and_send_delivers_after_restart_once(
+def test_fault_59_a_crash_between_claim_and_send_delivers_after_restart_once(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
     feed = Feed(server, "/a.xml", rss(WEATHER))

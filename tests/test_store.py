@@ -148,7 +148,7 @@ def test_migrations_reach_head_and_match_the_tables(fresh: Engine) -> None:
         assert compare_metadata(context, metadata) == []
 
 
-def test_a_newer_schema_is_refused(engine: Engine) -> None:
+def test_fault_57_a_newer_schema_is_refused(engine: Engine) -> None:
     with transaction(engine) as session:
         session.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
     message = (
@@ -255,7 +255,7 @@ def test_feed_leases_and_poll_records(engine: Engine) -> None:
         assert {h.name: h.consecutive_failures for h in feed_health(session)}["a"] == 0
 
 
-def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
+def test_fault_62_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
     """FAULTS 62: after the clock jumps back a day, a feed polled "tomorrow" with its next poll
     "tomorrow + 10 min" is due now, not in a day."""
     now = _now(engine)
@@ -274,7 +274,7 @@ def test_a_clock_set_back_makes_a_feed_due_at_once(engine: Engine) -> None:
         assert [f.name for f in claim_due_feeds(session, "one", LEASE, 10)] == ["a"]
 
 
-def test_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
+def test_fault_61_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite write transactions are serialised")
     now = _now(engine)
@@ -325,7 +325,7 @@ def test_items_stories_and_conflicts(engine: Engine) -> None:
         assert found is not None and found.id == long_id
 
 
-def test_control_characters_are_stripped_before_the_database(engine: Engine) -> None:
+def test_fault_09_control_characters_are_stripped_before_the_database(engine: Engine) -> None:
     now = _now(engine)
     dirty = "Taiwan\x00 red\x07 line\x1b\ud800 \t\n\rok"
     item_id, _ = _store_item(engine, "a", "guid\x00", "h", now, title=dirty, text=dirty)
@@ -476,7 +476,7 @@ def test_transaction_rolls_back_and_translates_errors(engine: Engine) -> None:
 # --- SQLite specifics -----------------------------------------------------------------------------
 
 
-def test_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> None:
+def test_fault_54_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'monitor.db'}"
     engine, other = make_engine(url), make_engine(url)
     try:
@@ -534,7 +534,7 @@ def test_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: Path) -> 
         other.dispose()
 
 
-def test_sqlite_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+def test_fault_44_sqlite_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(StoreError, match=re.escape(f"directory {missing} does not exist")):
         make_engine(f"sqlite:///{missing / 'monitor.db'}")

@@ -88,7 +88,7 @@ def test_an_alert_arrives_as_html_without_link_preview(double: BotAPIDouble) -> 
     assert message.params["link_preview_options"] == {"is_disabled": True}
 
 
-def test_a_hostile_title_arrives_as_literal_text(double: BotAPIDouble) -> None:
+def test_fault_10_a_hostile_title_arrives_as_literal_text(double: BotAPIDouble) -> None:
     async def go() -> None:
         notifier = _notifier(double)
         try:
@@ -124,7 +124,9 @@ def test_a_10000_character_arabic_article_arrives_with_the_hits_bold(double: Bot
     assert message.bold[1:] == ["تايوان", "خط أحمر"]
 
 
-def test_retry_after_is_honoured_exactly_and_holds_only_that_chat(double: BotAPIDouble) -> None:
+def test_fault_45_retry_after_is_honoured_exactly_and_holds_only_that_chat(
+    double: BotAPIDouble,
+) -> None:
     clock = Clock()
     double.fail(CHAT, "retry_after", retry_after=30)
 
@@ -158,7 +160,7 @@ def test_retry_after_is_honoured_exactly_and_holds_only_that_chat(double: BotAPI
     ]
 
 
-def test_a_blocked_user_is_gone_and_the_others_unaffected(double: BotAPIDouble) -> None:
+def test_fault_46_a_blocked_user_is_gone_and_the_others_unaffected(double: BotAPIDouble) -> None:
     double.fail(CHAT, "blocked", times=None)
 
     async def go() -> None:
@@ -195,7 +197,7 @@ def test_a_kicked_bot_and_a_missing_chat_are_gone_too(double: BotAPIDouble) -> N
     assert double.messages == []
 
 
-def test_a_migrated_chat_reports_its_new_id(double: BotAPIDouble) -> None:
+def test_fault_49_a_migrated_chat_reports_its_new_id(double: BotAPIDouble) -> None:
     double.fail(-4001, "migrated", migrate_to=-1009876543210)
 
     async def go() -> None:
@@ -214,7 +216,7 @@ def test_a_migrated_chat_reports_its_new_id(double: BotAPIDouble) -> None:
     assert [m.chat_id for m in double.messages] == [-1009876543210]
 
 
-def test_html_refused_is_retried_once_as_plain_text(double: BotAPIDouble) -> None:
+def test_fault_47_html_refused_is_retried_once_as_plain_text(double: BotAPIDouble) -> None:
     double.fail(CHAT, "cant_parse")
 
     async def go() -> None:
@@ -234,7 +236,7 @@ def test_html_refused_is_retried_once_as_plain_text(double: BotAPIDouble) -> Non
     assert [a.status for a in double.attempts] == [400, 200]
 
 
-def test_refused_twice_gives_up_with_the_reason_never_retrying_forever(
+def test_fault_47_refused_twice_gives_up_with_the_reason_never_retrying_forever(
     double: BotAPIDouble,
 ) -> None:
     double.fail(CHAT, "bad_request", times=None, description="Bad Request: message is too weird")
@@ -256,7 +258,7 @@ def test_refused_twice_gives_up_with_the_reason_never_retrying_forever(
     assert len(double.attempts) == 2
 
 
-def test_a_timeout_is_temporary_and_called_ambiguous(
+def test_fault_50_a_timeout_is_temporary_and_called_ambiguous(
     double: BotAPIDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     double.fail(CHAT, "hang")
@@ -276,7 +278,7 @@ def test_a_timeout_is_temporary_and_called_ambiguous(
     assert "telegram.timeout" in caplog.text and "ambiguous=true" in caplog.text
 
 
-def test_server_errors_and_an_unreachable_api_are_temporary(double: BotAPIDouble) -> None:
+def test_fault_51_server_errors_and_an_unreachable_api_are_temporary(double: BotAPIDouble) -> None:
     double.fail(CHAT, "server_error")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -413,7 +415,7 @@ def test_a_recipient_that_is_not_a_chat_id_is_a_permanent_error(double: BotAPIDo
 # ---- the token never reaches a log ------------------------------------------------------------
 
 
-def test_the_token_never_appears_in_logs(
+def test_fault_43_the_token_never_appears_in_logs(
     double: BotAPIDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     double.fail(CHAT, "blocked")

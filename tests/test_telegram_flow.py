@@ -119,7 +119,7 @@ def outbox_rows(settings: Settings) -> dict[tuple[str, str], Any]:
         engine.dispose()
 
 
-def test_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivated(
+def test_fault_46_subscribers_and_channels_get_the_alert_and_a_blocked_user_is_deactivated(
     database_url: str, double: BotAPIDouble, feed_url: str, tmp_path: Path
 ) -> None:
     settings = settings_for(database_url, feed_url, double, tmp_path)
@@ -271,7 +271,7 @@ def test_a_telegram_channel_can_take_a_daily_digest(
     assert "digest" in digest.plain and "taiwan-red-line" in digest.plain
 
 
-def test_a_fixed_chat_that_migrated_gets_the_alert_at_its_new_id(
+def test_fault_49_a_fixed_chat_that_migrated_gets_the_alert_at_its_new_id(
     database_url: str,
     double: BotAPIDouble,
     feed_url: str,

@@ -94,7 +94,7 @@ def test_the_time_is_local_to_the_zone_given() -> None:
     assert "aawsat · 2023-09-18 13:00 +03" in plain
 
 
-def test_hostile_feed_text_arrives_as_literal_text() -> None:
+def test_fault_63_hostile_feed_text_arrives_as_literal_text() -> None:
     alert = _alert(
         title=HOSTILE,
         body=HOSTILE + " Taiwan " + HOSTILE,
@@ -132,7 +132,7 @@ def test_hostile_feed_text_arrives_as_literal_text() -> None:
         "",
     ],
 )
-def test_only_http_links_are_links(link: str | None) -> None:
+def test_fault_11_only_http_links_are_links(link: str | None) -> None:
     markup = alert_html(_alert(link=link))
     plain, entities = parse_html(markup)
     assert not [e for e in entities if e.type == "a"]
@@ -146,14 +146,14 @@ def test_a_link_with_quotes_and_ampersands_survives_escaping() -> None:
     assert [e.href for e in entities if e.type == "a"] == [link]
 
 
-def test_controls_bidi_overrides_and_invisible_characters_are_removed() -> None:
+def test_fault_65_controls_bidi_overrides_and_invisible_characters_are_removed() -> None:
     title = "Breaking\u202e\u2066 news\u200b\x00\x1b[31m\r\nBcc: x\ufeff — \u200dزی\u200cبا"
     assert clean(title) == "Breaking news[31m Bcc: x — \u200dزی\u200cبا"
     plain = _valid(alert_html(_alert(title=title, link=None)))
     assert plain.splitlines()[1] == "Breaking news[31m Bcc: x — \u200dزی\u200cبا"
 
 
-def test_a_long_title_is_cut() -> None:
+def test_fault_65_a_long_title_is_cut() -> None:
     plain = _valid(alert_html(_alert(title="word " * 800)))
     title = plain.splitlines()[1]
     assert len(title) <= 301 and title.endswith("…")
@@ -216,7 +216,7 @@ def test_the_corpus_arabic_article_keeps_its_hit_offsets() -> None:
 # ---- the 4096 limit -----------------------------------------------------------------------------
 
 
-def test_everything_huge_still_fits() -> None:
+def test_fault_48_everything_huge_still_fits() -> None:
     alert = _alert(
         watchlist="w" * 5000,
         title="<&>" * 3000,
@@ -229,7 +229,7 @@ def test_everything_huge_still_fits() -> None:
     assert plain.endswith("…")
 
 
-def test_emoji_at_the_boundary_is_never_split() -> None:
+def test_fault_48_emoji_at_the_boundary_is_never_split() -> None:
     for shift in range(4):
         text = "x" * shift + "😀" * 3000  # 2 UTF-16 units each
         markup = truncate_html(f"<b>{text}</b>", MAX_UNITS)
@@ -259,7 +259,7 @@ def test_a_combining_mark_stays_with_its_letter() -> None:
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5, 17, 100])
-def test_cuts_inside_tags_and_entities_stay_valid(limit: int) -> None:
+def test_fault_48_cuts_inside_tags_and_entities_stay_valid(limit: int) -> None:
     markup = (
         '<b>bold &amp; <i>italic &lt;x&gt;</i></b> <a href="https://e.org/?a=1&amp;b=2">'
         "link &quot;text&quot;</a> &#x1F600; tail " * 20

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.core.text import NormalizedText, fits_cp1252, normalize, tokens
+from monitor.core.text import NormalizedText, fits_cp1252, fold_word_end, normalize, tokens
 
 CASES = json.loads((Path(__file__).parent / "data" / "normalisation.json").read_text("utf-8"))
 
@@ -21,13 +21,29 @@ def test_tokens_follow_every_rule(rule: str, text: str, expected: list[str]) -> 
 def test_token_offsets_point_back_into_the_original(
     rule: str, text: str, expected: list[str]
 ) -> None:
-    """Every token maps to an original span whose own normalisation is that token."""
+    """Every token maps to an original span whose own normalisation is that token (the matcher's
+    tokens keep ة and أ at a word's end; folded, they are the tokens of `tokens`)."""
     nt = NormalizedText.of(text)
-    assert nt.tokens == expected
+    assert [fold_word_end(t) for t in nt.tokens] == expected
     for i, token in enumerate(nt.tokens):
         start, end = nt.to_original(*nt.token_span(i))
         assert 0 <= start < end <= len(text)
-        assert tokens(text[start:end]) == [token], (text[start:end], token)
+        assert tokens(text[start:end]) == [fold_word_end(token)], (text[start:end], token)
+
+
+WORD_ENDS = json.loads((Path(__file__).parent / "data" / "word_ends.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), WORD_ENDS, ids=[c[0] for c in WORD_ENDS])
+def test_the_matcher_reads_the_letters_rule_7_judges_as_written(
+    case: str, text: str, expected: list[str]
+) -> None:
+    """A ة, or an alif with hamza, at the end of a word stays in the text the matcher reads;
+    everywhere else, and in `tokens`, rule 3 folds it."""
+    nt = NormalizedText.of(text)
+    assert nt.tokens == expected
+    assert tokens(text) == [fold_word_end(t) for t in expected]
+    assert len(nt.text) == len(normalize(text))  # offsets do not move
 
 
 def test_normalize_is_idempotent() -> None:
@@ -78,7 +94,8 @@ def test_quick_offset_map_agrees_with_the_exact_one(text: str) -> None:
 def test_spans_mapped_in_one_call_agree_with_one_at_a_time(text: str) -> None:
     """The matcher maps its hits with `original_spans` (its own token offsets and, for a text
     that only lost marks, its own map lookups): every span it can be asked for — whole tokens,
-    parts of one, runs of several — maps as `to_original` maps it."""
+    parts of one, runs of several — maps as `to_original` maps it, then takes in the harakat
+    and tatweel written on its last letter."""
     nt = NormalizedText.of(text)
     words = nt.tokens
     asked = [(i, 0, i, len(w)) for i, w in enumerate(words)]
@@ -88,7 +105,12 @@ def test_spans_mapped_in_one_call_agree_with_one_at_a_time(text: str) -> None:
     for first, start, last, end in asked:
         offset, _ = nt.token_span(first)
         last_offset, _ = nt.token_span(last)
-        expected.append(nt.to_original(offset + start, last_offset + end))
+        original_start, original_end = nt.to_original(offset + start, last_offset + end)
+        while original_end < len(text) and (
+            "\u064b" <= text[original_end] <= "\u065f" or text[original_end] in "\u0670\u0640"
+        ):
+            original_end += 1
+        expected.append((original_start, original_end))
     assert nt.original_spans(asked) == expected
     assert nt.original_spans(list(reversed(asked))) == list(reversed(expected))
 

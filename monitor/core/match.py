@@ -3,10 +3,12 @@
 How the cost stays independent of the number of watchlists (the idea of Lucene Monitor's presearcher):
 
 1. Compile once. Every query is reduced to *units*: one normalised token matched whole, as a prefix
-   (`missile*`) or, for Han/Kana/Hangul, as a substring. Each unit has one *key* per surface form: an
-   Arabic unit one per proclitic combination (و ف ب ك ل and ال, SPEC §3 rule 5), so the text itself is
-   never stemmed. Whole-token keys go into one hash table; prefix and substring keys into one
-   Aho-Corasick automaton (pyahocorasick). Both are shared by all watchlists.
+   (`missile*`) or, for Han/Kana/Hangul, as a substring, or an Arabic token as written (`=word`).
+   Each unit has one *key* per surface form: an Arabic unit one per combination of its clitics (the
+   proclitics و ف ب ك ل and ال of SPEC §3 rule 5, the enclitic pronouns and the accusative alif of
+   rule 7: `core.clitics`), about 150 of them, so the text itself is never stemmed. Whole-token keys
+   go into one hash table; prefix and substring keys into one Aho-Corasick automaton
+   (pyahocorasick). Both are shared by all watchlists.
    Each watchlist is indexed under a few *anchor* units, at least one of which must occur for it to
    match (for `a AND b` one side suffices, for `a OR b` both; a top-level OR branch by branch; a
    `title:` term among the title's units); queries with no anchor (`NOT x` alone, `lang:ar`) are
@@ -46,15 +48,19 @@ from typing import Any, cast
 import ahocorasick
 
 from monitor.core import query as q
+from monitor.core.clitics import as_written_forms, prefix_forms, whole_word_forms
 from monitor.core.collector import collector_paused
 from monitor.core.entities import country_names
-from monitor.core.text import NormalizedText, fits_cp1252, is_arabic, is_cjk, term_tokens
+from monitor.core.text import NormalizedText, fits_cp1252, is_arabic, is_cjk, term_words
 from monitor.errors import QueryError
 from monitor.model import Article, Hit, Match
 
 # ---- compiled form ---------------------------------------------------------------------------------
 
-EXACT, PREFIX, SUBSTRING = 0, 1, 2  # how a unit matches a token: whole, start, anywhere
+# How a unit matches a token: whole (with the clitics of Arabic), start, anywhere, or whole as
+# written (`=word`: an Arabic word without clitics; a word of another script is EXACT).
+EXACT, PREFIX, SUBSTRING, AS_WRITTEN = 0, 1, 2, 3
+WHOLE = frozenset({EXACT, AS_WRITTEN})
 FIELDS = ("title", "body")
 # The names under which the compiled presence tests see the units present in a field, or in either.
 _PRESENT_IN = {"title": "T", "body": "B"}
@@ -69,38 +75,6 @@ RawHit = tuple[str, str, int, int]
 # Evaluators exchange groups of occurrences: (field, term, spans). A leaf's group has its term and
 # spans (start, end), each a hit; a NEAR pair's group has term None and spans (start, end, hits).
 Group = tuple[str, str | None, list[Any]]
-
-_CONJUNCTIONS = ("", "و", "ف")
-_PREPOSITIONS = ("", "ب", "ك", "ل")
-_ARTICLE = "ال"
-
-
-def proclitic_forms(word: str) -> set[str]:
-    """The surface forms of an Arabic `word` with every proclitic combination of SPEC §3 rule 5.
-
-    `صين` → صين, الصين, والصين, بالصين, للصين, وللصين …; `الصين` keeps its article: الصين, والصين,
-    بالصين, للصين … but not bare صين. A lām prefix fuses with the article (ل + الصين → للصين) and, before a
-    word that starts with lām, with the word itself (ل + اللجنه → للجنه). Non-Arabic words are returned
-    as they are; so are stems shorter than two letters, where stripping would match almost anything.
-    """
-    if not is_arabic(word):
-        return {word}
-    has_article = word.startswith(_ARTICLE) and len(word) >= 4
-    core = word[2:] if has_article else word
-    if len(core) < 2:
-        return {word}
-    forms = {word}
-    for conj in _CONJUNCTIONS:
-        for prep in _PREPOSITIONS:
-            with_article = _ARTICLE + core
-            if prep == "ل":
-                fused = "ل" + core if core.startswith("ل") else "لل" + core
-                forms.add(conj + fused)
-            else:
-                forms.add(conj + prep + with_article)
-            if not has_article:
-                forms.add(conj + prep + core)
-    return forms
 
 
 class _Compiler:
@@ -130,8 +104,15 @@ class _Compiler:
             self.weights.append(len(form) - 2 if kind == PREFIX else len(form))
         return uid
 
-    def leaf(self, label: str, text: str, field: str | None, prefix: bool = False) -> _Leaf | None:
-        words = list(term_tokens(text))
+    def leaf(
+        self,
+        label: str,
+        text: str,
+        field: str | None,
+        prefix: bool = False,
+        as_written: bool = False,
+    ) -> _Leaf | None:
+        words = list(term_words(text))
         if not words:
             return None
         # Han/Kana/Hangul is written without spaces: adjacent CJK tokens of a term are one substring.
@@ -147,19 +128,22 @@ class _Compiler:
                 kind = SUBSTRING
             elif prefix and i == len(merged) - 1:
                 kind = PREFIX
+            elif as_written and is_arabic(w):
+                kind = AS_WRITTEN
             else:
                 kind = EXACT
             kinds.add(kind)
             units.append(self.unit(kind, w))
-        return _Leaf(label, tuple(units), field, whole=kinds == {EXACT})
+        return _Leaf(label, tuple(units), field, whole=kinds <= WHOLE)
 
     def compile(self, node: q.Node, field: str | None = None) -> _Node:
         match node:
-            case q.Term(text=text, prefix=prefix):
-                leaf = self.leaf(text + ("*" if prefix else ""), text, field, prefix)
+            case q.Term(text=text, prefix=prefix, as_written=as_written):
+                label = ("=" if as_written else "") + text + ("*" if prefix else "")
+                leaf = self.leaf(label, text, field, prefix, as_written)
                 return leaf if leaf is not None else _NEVER
-            case q.Phrase(text=text):
-                leaf = self.leaf(text, text, field)
+            case q.Phrase(text=text, as_written=as_written):
+                leaf = self.leaf("=" + text if as_written else text, text, field, False, as_written)
                 return leaf if leaf is not None else _NEVER
             case q.EntityRef(name=name, column=column):
                 if name not in self.entities:
@@ -963,35 +947,52 @@ class Matcher:
         """The lookup tables: whole-token forms map to their units in a dict; prefix and substring
         forms are keys of one automaton, whose value for a key is (length of the form, kind,
         units)."""
-        whole: dict[str, list[int]] = {}
+        # Forms that fit in code page 1252 and the others, apart: every form of a unit is in the
+        # same script as the unit (Arabic forms add Arabic letters), so no form is in both.
+        latin: dict[str, Any] = {}
+        other: dict[str, Any] = {}
+        shared: list[tuple[dict[str, Any], str]] = []  # forms of several units
         partial: dict[str, tuple[int, int, list[int]]] = {}
         for (kind, form), unit in compiler.units.items():
-            for surface in proclitic_forms(form) if kind != SUBSTRING else (form,):
-                if kind == EXACT:
-                    whole.setdefault(surface, []).append(unit)
-                    continue
-                key = surface if kind == SUBSTRING else " " + surface
-                partial.setdefault(key, (len(surface), kind, []))[2].append(unit)
-        # A form of one unit maps to its number, saving a tuple per form (170,000 of them for
+            if kind == SUBSTRING:
+                partial.setdefault(form, (len(form), kind, []))[2].append(unit)
+                continue
+            if kind == PREFIX:
+                for surface in prefix_forms(form):
+                    partial.setdefault(" " + surface, (len(surface), kind, []))[2].append(unit)
+                continue
+            surfaces = whole_word_forms(form) if kind == EXACT else as_written_forms(form)
+            table = latin if fits_cp1252(form) else other
+            # A hundred forms of an Arabic word, a million for 10,000 watchlists: added in C,
+            # and only the forms already there (of another unit) looked at one by one.
+            before = {s: table[s] for s in table.keys() & surfaces}
+            table.update(dict.fromkeys(surfaces, unit))
+            for surface, units in before.items():
+                if isinstance(units, list):
+                    units.append(unit)
+                    table[surface] = units
+                else:
+                    table[surface] = [units, unit]
+                    shared.append((table, surface))
+        # A form of one unit maps to its number, saving a tuple per form (a million of them for
         # 10,000 watchlists): a smaller table means fewer cache misses per lookup.
-        # The key None (which no word looks up) makes this dict keep each key's hash in its own
-        # entries, as it does for keys of mixed types: a word that is no form is then told apart
-        # without reading the key's string from memory. With 170,000 forms for 10,000
-        # watchlists, that is one cache miss saved on most words of an article (3 % measured).
-        whole_forms = [
-            (surface, units[0] if len(units) == 1 else tuple(units))
-            for surface, units in whole.items()
-        ]
+        for table, surface in shared:
+            table[surface] = tuple(table[surface])
+        # The key None (which no word looks up) makes these dicts keep each key's hash in their
+        # own entries, as they do for keys of mixed types: a word that is no form is then told
+        # apart without reading the key's string from memory. With 170,000 forms for 10,000
+        # watchlists, that saved one cache miss on most words of an article (3 % measured).
         forms: dict[Any, int | tuple[int, ...]] = {None: ()}
-        forms.update(whole_forms)
+        forms.update(latin)
+        forms.update(other)
         self._whole_forms: dict[str, int | tuple[int, ...]] = forms
         # The forms that fit in code page 1252, all that a Western text's words can be: for such
         # texts a table a tenth the size, which stays in the CPU caches.
         cp1252: dict[Any, int | tuple[int, ...]] = {None: ()}
-        cp1252.update((s, u) for s, u in whole_forms if fits_cp1252(s))
+        cp1252.update(latin)
         self._cp1252_forms: dict[str, int | tuple[int, ...]] = cp1252
         self._partial_units = frozenset(
-            unit for (kind, _), unit in compiler.units.items() if kind != EXACT
+            unit for (kind, _), unit in compiler.units.items() if kind not in WHOLE
         )
         self._automaton = _automaton(partial.items())
         self._cp1252_automaton = _automaton((k, v) for k, v in partial.items() if fits_cp1252(k))

@@ -5,12 +5,16 @@
     and     := near (["AND"] near)*          adjacency means AND
     near    := unary ("NEAR/" N unary)*      both sides within N tokens of each other, either order
     unary   := "NOT" unary | primary
-    primary := "(" query ")" | field ":" primary | TERM | "PHRASE" | TERM* | @entity | @country:CC
+    primary := "(" query ")" | field ":" primary | TERM | =TERM | "PHRASE" | ="PHRASE" | TERM*
+             | @entity | @country:CC
     field   := title | body | source | lang
 
 Operators are upper-case words; `and`/`or`/`not` in lower case are ordinary terms. Phrases may be
-quoted with "…", “…” or «…». This module only parses: it knows nothing of normalisation or matching
-(`core.match` compiles the AST), except `validate`, which also checks entity names for the config.
+quoted with "…", “…” or «…». `=` right before a word or a quoted phrase asks for its words as
+written (normalised, without the clitic rules of Arabic); it takes nothing else: not a prefix
+(`=x*`: a form as written has no other endings), an entity, parentheses, or a space after it.
+This module only parses: it knows nothing of normalisation or matching (`core.match` compiles the
+AST), except `validate`, which also checks entity names for the config.
 """
 
 from __future__ import annotations
@@ -35,17 +39,20 @@ _SPECIAL = set("()") | set(_QUOTES) | _CLOSERS
 
 @dataclass(frozen=True)
 class Term:
-    """A word (or several, from punctuation inside it: `U.S.` is a phrase), optionally a prefix."""
+    """A word (or several, from punctuation inside it: `U.S.` is a phrase), optionally a prefix,
+    or as written (`=word`)."""
 
     text: str
     column: int
     prefix: bool = False
+    as_written: bool = False
 
 
 @dataclass(frozen=True)
 class Phrase:
     text: str
     column: int
+    as_written: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class _Tok:
     value: str
     column: int  # 1-based
     number: int = 0
+    as_written: bool = False  # a TERM or PHRASE right after `=`
 
 
 def _lex(query: str) -> list[_Tok]:
@@ -125,16 +133,12 @@ def _lex(query: str) -> list[_Tok]:
         elif c in "()":
             out.append(_Tok("LPAREN" if c == "(" else "RPAREN", c, col))
             i += 1
+        elif c == "=" and query[i + 1 : i + 2] in _QUOTES:
+            phrase, i = _phrase(query, i + 1)
+            out.append(_Tok("PHRASE", phrase, col, as_written=True))
         elif c in _QUOTES:
-            closer = _QUOTES[c]
-            j = query.find(closer, i + 1)
-            if j < 0:
-                raise QueryError(f"unclosed phrase: no closing {closer}", col, query)
-            text = query[i + 1 : j]
-            if not text.strip():
-                raise QueryError("empty phrase", col, query)
-            out.append(_Tok("PHRASE", text, col))
-            i = j + 1
+            phrase, i = _phrase(query, i)
+            out.append(_Tok("PHRASE", phrase, col))
         elif c in _CLOSERS:
             raise QueryError(f"closing {c} without an opening quote", col, query)
         else:
@@ -150,7 +154,62 @@ def _lex(query: str) -> list[_Tok]:
     return out
 
 
+def _phrase(query: str, i: int) -> tuple[str, int]:
+    """The text of the phrase whose opening quote is at `i`, and where the query goes on."""
+    closer = _QUOTES[query[i]]
+    j = query.find(closer, i + 1)
+    if j < 0:
+        raise QueryError(f"unclosed phrase: no closing {closer}", i + 1, query)
+    text = query[i + 1 : j]
+    if not text.strip():
+        raise QueryError("empty phrase", i + 1, query)
+    return text, j + 1
+
+
+def _as_written_token(word: str, col: int, query: str) -> _Tok:
+    """`=word`: the word as written. Anything else after `=` is an error at the `=`."""
+    rest = word[1:]
+    example = "e.g. =تايوان"
+    if not rest:
+        after = query[col : col + 1]
+        if after == "(":
+            raise QueryError(
+                f"= applies to one word or a quoted phrase, not to parentheses ({example})",
+                col,
+                query,
+            )
+        raise QueryError(f"= needs a word right after it, with no space ({example})", col, query)
+    if rest.startswith("="):
+        raise QueryError(f"one = is enough ({example})", col, query)
+    if rest.startswith("@"):
+        raise QueryError(
+            "= applies to a word or a quoted phrase, not to an entity "
+            "(list the forms you want among its aliases)",
+            col,
+            query,
+        )
+    if "*" in rest:
+        raise QueryError(
+            "= and * do not go together: =word is one form as written, word* any word that "
+            "starts with it",
+            col,
+            query,
+        )
+    head, colon, _ = rest.partition(":")
+    if colon and head.isascii() and head.isalpha() and head.lower() in FIELDS:
+        raise QueryError(f"= goes after the field: {head}:={rest[len(head) + 1 :]}", col, query)
+    if rest in ("AND", "OR", "NOT", "NEAR") or rest.startswith("NEAR/"):
+        raise QueryError(
+            f"= needs a word, not the operator {rest} (write it in lower case to mean the word)",
+            col,
+            query,
+        )
+    return _Tok("TERM", rest, col, as_written=True)
+
+
 def _word_token(word: str, col: int, query: str) -> _Tok:
+    if word.startswith("="):
+        return _as_written_token(word, col, query)
     if word in ("AND", "OR", "NOT"):
         return _Tok(word, word, col)
     if word.startswith("NEAR"):
@@ -307,11 +366,11 @@ class _Parser:
                 raise self.fail(f"{tok.value!r} has no letters or digits to match", tok)
             if prefix and len(words[-1]) < 2:
                 raise self.fail("a wildcard needs at least 2 letters before *", tok)
-            return Term(text, tok.column, prefix)
+            return Term(text, tok.column, prefix, tok.as_written)
         if kind == "PHRASE":
             if not term_tokens(tok.value):
                 raise self.fail(f"phrase {tok.value!r} has no letters or digits to match", tok)
-            return Phrase(tok.value, tok.column)
+            return Phrase(tok.value, tok.column, tok.as_written)
         if kind == "ENTITY":
             return EntityRef(tok.value, tok.column)
         if kind == "COUNTRY":
@@ -334,6 +393,8 @@ class _Parser:
             value = self.take()
             if value.value.endswith("*"):
                 raise self.fail(f"{tok.value}: does not take wildcards", value)
+            if value.as_written:
+                raise self.fail(f"{tok.value}: takes a plain name, without =", value)
             return Filter(tok.value, value.value.strip(), tok.column)
         child = self.parse_primary()
         if _has_field(child):

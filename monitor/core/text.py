@@ -8,8 +8,12 @@ What it does:
      their own (a term in those scripts matches as a substring, see `core.match`). A trailing English
      possessive 's belongs to no token.
 
-What it does not do: Arabic proclitics (و ف ب ك ل ال) are not stripped here. The matcher expands each
-Arabic *term* into its proclitic forms instead, so the text is scanned once, untouched.
+What it does not do: Arabic clitics — the proclitics و ف ب ك ل ال (rule 5), the enclitic pronouns
+and the accusative alif (rule 7) — are not stripped here. The matcher expands each Arabic *term*
+into its forms instead (`core.clitics`), so the text is scanned once, untouched. Rule 7 judges a
+pronoun or an alif by the letters as written, so the text the matcher reads (`NormalizedText`)
+keeps two letters at the end of a word: ة, and أ for any alif with hamza (خطة، خطأ), where rule 3
+would make them ه and ا (خطه "his line", خطا "a line"). `tokens` and `normalize` fold them.
 
 Offsets: `NormalizedText.to_original` maps a span of the normalised text back to the original text,
 so hits can be highlighted in what the reader sees. In the common case — text already in NFKC whose
@@ -44,21 +48,30 @@ _DELETED = "".join(f"{first}-{last}" for first, last in _DELETED_RANGES)
 _DELETED_CHARS = tuple(
     chr(c) for first, last in _DELETED_RANGES for c in range(ord(first), ord(last) + 1)
 )
+# Deleted characters written on a letter, not between words: harakat, superscript alef, tatweel.
+_ON_THE_LETTER = frozenset(
+    chr(c) for first, last in _DELETED_RANGES[:3] for c in range(ord(first), ord(last) + 1)
+)
 _DELETED_RUN = re.compile(f"[{_DELETED}]+")
 _DELETED_SPLIT = re.compile(f"([{_DELETED}]+)")
 
+# Rule 3's folds of the letters that rule 7 judges at a word's end (see `_fold_inside_words`).
+_WORD_END_FOLDS = {"ة": "ه", "أ": "ا", "إ": "ا", "آ": "ا"}
 _FOLDS = {
-    "أ": "ا",
-    "إ": "ا",
-    "آ": "ا",
+    **_WORD_END_FOLDS,
     "ٱ": "ا",
     "ى": "ي",
-    "ة": "ه",
     "ؤ": "و",
     "ئ": "ي",
     "ک": "ك",  # Persian/Urdu keheh
     "ی": "ي",  # Persian/Urdu farsi yeh
 }
+_OTHER_FOLDS = {k: v for k, v in _FOLDS.items() if k not in _WORD_END_FOLDS}
+# A ة or an alif with hamza followed by a letter or digit (so not at the end of its word). Each
+# expression starts with its letter, which Python's `re` finds by a fast scan: one expression for
+# the three alifs would test every character against a set, ten times slower.
+_TEH_MARBUTA_INSIDE = re.compile("ة(?=[^\\W_])")
+_HAMZA_ALIF_AT_END = tuple(re.compile(f"{alif}(?![^\\W_])") for alif in "أإآ")
 CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 # Katakana's prolonged sound mark ー (U+30FC) is Common script; count it with the run it lengthens.
 _CJK_RUN = rf"[{CJK_CLASS}\u30fc]+"
@@ -90,9 +103,11 @@ def normalize(text: str) -> str:
     return folded if folded.isascii() else _delete_marks(folded)[0]
 
 
-def _fold(text: str) -> tuple[str, bool]:
+def _fold(text: str, keep_word_ends: bool = False) -> tuple[str, bool]:
     """Rules 1 and 3 (NFKC, case-fold, letter folds), and whether every character of `text` became
-    exactly one character, so that only the deletions of rule 2 can move offsets."""
+    exactly one character, so that only the deletions of rule 2 can move offsets.
+
+    With `keep_word_ends`, ة أ إ آ are left for `_fold_inside_words`."""
     if "\xa0" in text:  # the one compatibility character common in news: NFKC makes it a space
         text = text.replace("\xa0", " ")
     nfkc = unicodedata.normalize("NFKC", text)
@@ -102,10 +117,34 @@ def _fold(text: str) -> tuple[str, bool]:
     # shortens a character.
     one_to_one = nfkc is text and len(folded) == len(text)
     if not folded.isascii():
-        for letter, replacement in _FOLDS.items():  # str.replace is ~50× faster than str.translate
+        folds = _OTHER_FOLDS if keep_word_ends else _FOLDS
+        for letter, replacement in folds.items():  # str.replace is ~50× faster than str.translate
             if letter in folded:
                 folded = folded.replace(letter, replacement)
     return folded, one_to_one
+
+
+def _fold_inside_words(text: str) -> str:
+    """Rule 3 for ة أ إ آ, except at the end of a word (a run of letters and digits): there ة
+    stays, and an alif with hamza becomes أ. Rule 7 judges a pronoun or an accusative alif by
+    these letters as written: the ة of خطة is not the pronoun of خطه, nor is the hamza of خطأ
+    the alif of خطاً. Offsets do not move."""
+    if "ة" in text:
+        text = _TEH_MARBUTA_INSIDE.sub("ه", text)
+    ends: list[int] = []
+    for alif, at_end in zip("أإآ", _HAMZA_ALIF_AT_END, strict=True):
+        if alif in text:
+            ends += [m.start() for m in at_end.finditer(text)]
+            text = text.replace(alif, "ا")
+    for end in ends:  # a few per article (خطأ، مبدأ، بدأ)
+        text = f"{text[:end]}أ{text[end + 1 :]}"
+    return text
+
+
+def fold_word_end(word: str) -> str:
+    """A token as `NormalizedText` makes it (ة or أ kept at its end) in the form of `tokens`."""
+    last = word[-1:]
+    return word[:-1] + _WORD_END_FOLDS[last] if last in _WORD_END_FOLDS else word
 
 
 def _delete_marks(folded: str) -> tuple[str, list[int]]:
@@ -197,7 +236,9 @@ class NormalizedText:
     """A text, its normalised form and its tokens, with a lazy map back to the original offsets."""
 
     original: str
-    text: str  # normalised, possessives blanked (same length as the normalised form)
+    # normalised, possessives blanked (same length as the normalised form), and ة and أ kept at
+    # the end of a word: `fold_word_end` of a token is the token `tokens` gives
+    text: str
     parts: list[str]  # separator, token, separator, …, separator: the text split around tokens
     _starts: list[int] | None = field(default=None, repr=False)
     _offsets: _OffsetMap | None = field(default=None, repr=False)
@@ -207,7 +248,7 @@ class NormalizedText:
 
     @classmethod
     def of(cls, original: str) -> NormalizedText:
-        folded, one_to_one = _fold(original)
+        folded, one_to_one = _fold(original, keep_word_ends=True)
         offsets = None
         if folded.isascii():
             normalized = folded
@@ -215,6 +256,7 @@ class NormalizedText:
                 offsets = _OffsetMap.identity_map(len(original))
         else:
             normalized, deleted = _delete_marks(folded)
+            normalized = _fold_inside_words(normalized)
             if one_to_one:
                 offsets = _OffsetMap.around_deletions(len(folded), deleted)
         scanned = _blank_possessives(normalized)
@@ -253,7 +295,20 @@ class NormalizedText:
 
     def original_spans(self, spans: Sequence[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
         """The original span of each (first token, characters into it, last token, characters
-        into it): the matcher's hits, mapped in one call."""
+        into it): the matcher's hits, mapped in one call. Each ends after the harakat and tatweel
+        written on its last letter (the tanween of خطاً belongs to the word a hit covers)."""
+        spans_out = self._original_spans(spans)
+        if self._offset_map().identity:  # nothing was deleted, so no mark follows a hit
+            return spans_out
+        original, length = self.original, len(self.original)
+        out = []
+        for start, end in spans_out:
+            while end < length and original[end] in _ON_THE_LETTER:
+                end += 1
+            out.append((start, end))
+        return out
+
+    def _original_spans(self, spans: Sequence[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
         # Only the tokens asked for are located, by the length of the text between them: a list
         # of every part's offset would cost a thousand additions for a few dozen hits.
         parts = self.parts
@@ -407,6 +462,13 @@ def _keeps_length(segment: str) -> bool:
 def term_tokens(term: str) -> tuple[str, ...]:
     """Tokens of a query term, cached: watchlists repeat their terms a lot."""
     return tuple(tokens(term))
+
+
+@lru_cache(maxsize=4096)
+def term_words(term: str) -> tuple[str, ...]:
+    """Tokens of a query term as the matcher reads text (`NormalizedText`: ة and أ kept at the
+    end of a word), cached."""
+    return tuple(NormalizedText.of(term).tokens)
 
 
 def token_starts(words: list[str]) -> list[int]:

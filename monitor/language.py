@@ -33,7 +33,14 @@ from typing import Any, Final
 
 from monitor.core.text import is_cjk
 
-__all__ = ["MAX_CHARS", "MIN_CONFIDENCE", "MIN_LETTERS", "detect_language", "primary_language"]
+__all__ = [
+    "MAX_CHARS",
+    "MIN_CONFIDENCE",
+    "MIN_LETTERS",
+    "detect_language",
+    "item_language",
+    "primary_language",
+]
 
 MIN_LETTERS: Final = 20
 MIN_CONFIDENCE: Final = 0.7
@@ -102,3 +109,17 @@ def primary_language(tag: str | None) -> str | None:
     if not 2 <= len(primary) <= 8 or not (primary.isascii() and primary.isalpha()):
         return None
     return primary
+
+
+def item_language(
+    tag: str | None, fallbacks: Sequence[str | None], title: str, body: str
+) -> str | None:
+    """The language of an item as the service records it and watchlists filter on: the first of
+    its own tag and `fallbacks` (its feed's, in order) that is set, as a primary subtag, else the
+    language detected in its title and body. `monitor run`, `once` and `match` all call this."""
+    for fallback in fallbacks:
+        tag = tag or fallback
+    language = primary_language(tag)
+    if language is None:
+        language = detect_language(f"{title}\n{body}")
+    return language

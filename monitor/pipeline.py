@@ -50,7 +50,7 @@ from monitor.fetch import (
     open_session,
 )
 from monitor.inputs import html_article
-from monitor.language import detect_language, primary_language
+from monitor.language import item_language
 from monitor.model import Article, Match
 from monitor.store import db, subscribers
 from monitor.store.alerts import enqueue_alert, insert_match, watchlists_matched
@@ -325,9 +325,9 @@ class Poller:
         for an update on the next poll, when only the feed's version is at hand."""
         out = []
         for index, article in enumerate(articles):
-            language = primary_language(article.language or feed.language or feed_language)
-            if language is None:
-                language = detect_language(f"{article.title}\n{article.body}")
+            language = item_language(
+                article.language, (feed.language, feed_language), article.title, article.body
+            )
             identity = item_identity(article.guid, article.link, article.title, article.body)
             digest = content_hash(article.title, article.body)
             near = stories.fingerprint(article.body)

@@ -176,6 +176,67 @@ def test_match_refuses_a_private_url_by_default(config: Path, http_server: Loopb
     assert http_server.requests == []
 
 
+def test_match_query_tries_a_query_with_the_configs_entities(config: Path) -> None:
+    code, out, err = run(
+        "--config",
+        str(config),
+        "match",
+        "--json",
+        "--query",
+        "@taiwan NEAR/5 @red-line",
+        str(REFERENCE),
+    )
+    assert code == 0, err
+    (match,) = json.loads(out)["matches"]
+    assert match["watchlist"] == "--query"
+    assert [h["term"] for h in match["hits"]] == ["تايوان", "خط أحمر"]
+    body = REFERENCE.read_text("utf-8").split("\n", 1)[1].lstrip("\n")
+    found = {}
+    for query in ("الصين", "=الصين"):
+        code, out, _ = run("--config", str(config), "match", "--json", "-q", query, str(REFERENCE))
+        assert code == 0
+        (match,) = json.loads(out)["matches"]
+        found[query] = [body[h["start"] : h["end"]] for h in match["hits"]]
+    assert found == {"الصين": ["والصين", "الصين", "والصين", "الصين"], "=الصين": ["الصين"] * 2}
+    code, out, _ = run("--config", str(config), "match", "-q", "=الصين", str(REFERENCE))
+    assert code == 0
+    assert "1 of 1 item matched (1 watchlist)" in out
+
+
+def test_match_query_that_does_not_parse_points_at_the_column(config: Path) -> None:
+    code, out, err = run("--config", str(config), "match", "--query", "taiwan AND =", "-")
+    assert code == 2
+    assert out == ""
+    assert "= needs a word right after it" in err
+    assert "taiwan AND =\n           ^" in err
+
+
+def test_match_detects_the_language_when_a_watchlist_asks_for_it(
+    config: Path, tmp_path: Path
+) -> None:
+    """`lang:` and `languages:` see the language the service would detect (here no feed tags
+    it); an item too short to tell has none, and then only `lang:` fails."""
+    english = tmp_path / "solar.txt"
+    english.write_text(
+        "Solar power sets a record\nSolar panels produced more electricity than coal across "
+        "the country this spring, the grid operator said.\n",
+        encoding="utf-8",
+    )
+    short = tmp_path / "short.txt"
+    short.write_text("Solar\nSunny\n", encoding="utf-8")
+    for query, matched in (
+        ("lang:en AND solar", [str(english)]),
+        ("lang:ar AND solar", []),
+        ("solar NOT lang:en", [str(short)]),
+    ):
+        code, out, err = run(
+            "--config", str(config), "match", "--json", "-q", query, str(english), str(short)
+        )
+        assert code == 0, err
+        records = [json.loads(line) for line in out.splitlines()]
+        assert [r["input"] for r in records if r["matches"]] == matched, query
+
+
 def test_installed_console_script_runs_the_quick_start() -> None:
     """The README's run command, as a real process."""
     env = {**os.environ, "COLUMNS": "120"}

@@ -31,7 +31,7 @@ from monitor.model import Alert
 from monitor.store import db
 from monitor.store._shared import database_now
 from monitor.store.alerts import claim_due_alerts
-from monitor.store.tables import alerts, feeds, items, stories, story_hashes
+from monitor.store.tables import alerts, feeds, items, matches, stories, story_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -712,3 +712,76 @@ def test_fault_59_a_crash_between_claim_and_send_delivers_after_restart_once(
     assert [a.id for a in notifier.sent] == [claimed.id]
     (row,) = rows(settings, alerts)
     assert row["status"] == "sent"
+
+
+SOLAR_EN = (
+    "en-1",
+    "Solar power sets a record",
+    "Solar panels produced more electricity than coal across the country this spring, "
+    "the grid operator said on Monday, and prices fell for the third month in a row.",
+)
+SOLAR_AR = (
+    "ar-1",
+    "رقم قياسي للطاقة الشمسية",
+    "أنتجت الألواح الشمسية (solar) كهرباء أكثر من الفحم في أنحاء البلاد هذا الربيع، "
+    "بحسب ما قال مشغل الشبكة يوم الاثنين، وانخفضت الأسعار للشهر الثالث على التوالي.",
+)
+SOLAR_SHORT = ("en-2", "Solar", "Sunny")  # too short to tell its language
+SOLAR_HINTED = ("ar-2", "الطاقة الشمسية", "ارتفع إنتاج الألواح الشمسية (solar) هذا الشهر كثيرا.")
+
+
+def test_monitor_match_sees_the_language_and_source_the_daemon_gives_an_item(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    """The same feeds polled by the daemon and read by `monitor match`: each item matches the
+    same watchlists, `lang:`, `languages:` and `source:` included — from the detected language,
+    the feed's `language:` hint (which comes before detection) or no language at all."""
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    detected = Feed(server, "/detected.xml", rss(SOLAR_EN, SOLAR_AR, SOLAR_SHORT))
+    hinted = Feed(server, "/hinted.xml", rss(SOLAR_HINTED))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            database: {{url: "{database_url}"}}
+            fetch: {{allow_private: true}}
+            service: {{listen: null}}
+            feeds:
+              - {{name: detected, url: "{detected.url}"}}
+              - {{name: hinted, url: "{hinted.url}", language: en}}
+            watchlists:
+              lang-en: {{query: "lang:en AND solar"}}
+              languages-en: {{query: solar, languages: [en]}}
+              languages-ar: {{query: solar, languages: [ar]}}
+              from-detected: {{query: "source:detected AND solar"}}
+              elsewhere: {{query: solar, feeds: [hinted]}}
+            """
+        ),
+        "utf-8",
+    )
+    settings = parse_config(config.read_text("utf-8"), str(config))
+    poll_and_deliver(settings, notifier)
+    by_item: dict[str, set[str]] = {}
+    item_titles = {r["id"]: r["title"] for r in rows(settings, items)}
+    for match in rows(settings, matches):
+        by_item.setdefault(item_titles[match["item_id"]], set()).add(match["watchlist"])
+
+    runner = CliRunner()
+    in_match: dict[str, set[str]] = {}
+    for feed in (detected, hinted):
+        result = runner.invoke(app, ["--config", str(config), "match", "--json", feed.url])
+        assert result.exit_code == 0, result.stderr
+        for line in result.stdout.splitlines():
+            record = json.loads(line)
+            in_match[record["title"]] = {m["watchlist"] for m in record["matches"]}
+
+    assert in_match == by_item
+    assert by_item == {
+        SOLAR_EN[1]: {"lang-en", "languages-en", "from-detected"},
+        SOLAR_AR[1]: {"languages-ar", "from-detected"},
+        SOLAR_SHORT[1]: {"languages-en", "languages-ar", "from-detected"},  # unknown language
+        SOLAR_HINTED[1]: {"lang-en", "languages-en", "elsewhere"},  # the feed's hint says en
+    }

@@ -20,7 +20,7 @@ from monitor.cli.app import EXIT_FAILURE, EXIT_USAGE, load_settings, stderr
 from monitor.errors import QueryError
 
 if TYPE_CHECKING:
-    from monitor.config import Settings
+    from monitor.config import FeedSettings, Settings
     from monitor.fetch import FetchPolicy
     from monitor.model import Article, Match
 
@@ -38,22 +38,39 @@ def match(
         ),
     ],
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per item (SPEC §7), one per line.")
+        bool, typer.Option("--json", help="One JSON object per item, one per line.")
     ] = False,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            "-q",
+            help="A query to try instead of the configured watchlists (the config's entities apply).",
+        ),
+    ] = None,
 ) -> None:
-    """Match texts against the configured watchlists, without storing or alerting anything."""
+    """Match texts against the configured watchlists (or --query), without storing or alerting
+    anything. Each item's language is found as the service finds it, for lang: and languages:."""
     settings = load_settings(ctx)
+    from monitor.core.match import Matcher, WatchlistRule
     from monitor.inputs import read_inputs
     from monitor.watchlists import compile_watchlists
 
     try:
-        matcher = compile_watchlists(settings)
-    except QueryError as exc:  # config validation parses queries too; this is a safety net
+        if query is None:
+            matcher = compile_watchlists(settings)
+        else:
+            entities = {name: list(e.aliases) for name, e in settings.entities.items()}
+            matcher = Matcher.compile([WatchlistRule(QUERY_WATCHLIST, query)], entities)
+    except QueryError as exc:  # config validation parses the watchlists' queries too
         stderr.print(f"[red]error:[/red] {escape(exc.message)}")
+        if query is not None:
+            stderr.print(escape(exc.pointer()), highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
 
     failed = 0
-    report = _JsonReport() if as_json else _TableReport(settings)
+    report = _JsonReport() if as_json else _TableReport(len(matcher.names))
+    feeds = _ConfiguredFeeds(settings)
     results = read_inputs(
         inputs,
         policy=_fetch_policy(settings),
@@ -65,12 +82,58 @@ def match(
             failed += 1
             stderr.print(f"[red]error:[/red] {escape(str(result.error))}")
             continue
+        feed = feeds.of(result.name)
         for article in result.articles:
+            article = _as_the_service_sees_it(article, feed, matcher.uses_language)
             report.add(result.name, article, matcher.match(article))
     report.finish()
     if failed:
         stderr.print(f"{failed} of {len(inputs)} input{'s' if len(inputs) != 1 else ''} failed")
         raise typer.Exit(EXIT_FAILURE)
+
+
+# The name under which a --query matches (as `monitor backtest --query` names it).
+QUERY_WATCHLIST = "--query"
+
+
+class _ConfiguredFeeds:
+    """The configured feed an input is, if it is one: the same URL, or the same file as a local
+    feed path (relative to the config file)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from monitor.inputs import is_url
+
+        self.feeds: dict[str, FeedSettings] = {}
+        for feed in settings.feeds:
+            where = feed.url if is_url(feed.url) else _file_key(Path(settings.config_dir, feed.url))
+            self.feeds.setdefault(where, feed)
+
+    def of(self, spec: str) -> FeedSettings | None:
+        from monitor.inputs import STDIN, is_url
+
+        if not self.feeds or spec == STDIN:
+            return None
+        return self.feeds.get(spec if is_url(spec) else _file_key(Path.cwd() / spec))
+
+
+def _file_key(path: Path) -> str:
+    return str(path.resolve())
+
+
+def _as_the_service_sees_it(article: Article, feed: FeedSettings | None, language: bool) -> Article:
+    """The item with what `monitor run` would give it before matching: its feed's name as its
+    source when the input is a configured feed, and, when a watchlist filters on it, its language,
+    found by the service's own function from the same tags and text."""
+    from dataclasses import replace
+
+    from monitor.language import item_language
+
+    source = feed.name if feed is not None else article.source
+    if not language:
+        return replace(article, source=source) if source != article.source else article
+    hints = (feed.language,) if feed is not None else ()
+    found = item_language(article.language, hints, article.title, article.body)
+    return replace(article, language=found, source=source)
 
 
 def _fetch_policy(settings: Settings) -> FetchPolicy:
@@ -125,11 +188,11 @@ class _TableReport:
     """Per matched item: its input and title, then a table of watchlists with the hits highlighted
     in a snippet of the text around them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, watchlists: int) -> None:
         self.console = Console(highlight=False)
         self.items = 0
         self.matched = 0
-        self.watchlists = len(settings.watchlists)
+        self.watchlists = watchlists
 
     def add(self, name: str, article: Article, matches: list[Match]) -> None:
         self.items += 1

@@ -868,6 +868,12 @@ class Matcher:
     def names(self) -> list[str]:
         return [w.name for w in self._watchlists]
 
+    @property
+    def uses_language(self) -> bool:
+        """Whether any watchlist filters on the article's language (`languages:` or `lang:`):
+        if none does, matching needs no language."""
+        return any(w.languages or _filters_language(w.root) for w in self._watchlists)
+
     @classmethod
     def compile(
         cls, rules: Iterable[WatchlistRule], entities: Mapping[str, Sequence[str]] | None = None
@@ -1024,6 +1030,18 @@ def _automaton(keys: Iterable[tuple[str, tuple[int, int, list[int]]]]) -> Any:
         return None
     automaton.make_automaton()
     return automaton
+
+
+def _filters_language(node: _Node) -> bool:
+    if isinstance(node, _Filter):
+        return node.name == "lang"
+    if isinstance(node, _Not):
+        return _filters_language(node.child)
+    if isinstance(node, _And | _Or):
+        return any(map(_filters_language, node.children))
+    if isinstance(node, _Near):
+        return _filters_language(node.left) or _filters_language(node.right)
+    return False
 
 
 def _filtered_out(w: _Compiled, ctx: _Context) -> bool:

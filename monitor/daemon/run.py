@@ -1,10 +1,11 @@
-"""`monitor run`: the scheduler's ticks, the health endpoint, the bot, and a clean stop on SIGTERM or
+"""`monitor run`: the periodic jobs, the health endpoint, the bot, and a clean stop on SIGTERM or
 SIGINT.
 
-APScheduler 3 (AsyncIOScheduler, in-memory job store) only ticks: every couple of seconds it claims
-what is due and starts those polls, and every second the outbox sends what is due. On SIGTERM/SIGINT
-the service stops claiming, lets in-flight polls finish for a few seconds, cancels the rest and
-gives their leases back, then exits 0."""
+Three `Ticker`s run on the event loop's monotonic clock, so a wall clock stepped back or forward
+does not stop or bunch them (`daemon.ticks`): every couple of seconds the poll job claims what is
+due and starts those polls, every second the delivery job sends what is due, every hour the prune
+job drops old items. On SIGTERM/SIGINT the service stops claiming, lets in-flight polls finish for a
+few seconds, cancels the rest and gives their leases back, sends what is due, then exits 0."""
 
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
-from typing import Any
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.daemon.health import start_health_server
 from monitor.daemon.leader import start_bot
@@ -24,8 +21,10 @@ from monitor.daemon.service import (
     FLUSH_SECONDS,
     POLL_TICK_SECONDS,
     PRUNE_EVERY_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
     Service,
 )
+from monitor.daemon.ticks import Ticker
 from monitor.errors import StoreError
 
 log = logging.getLogger("monitor.daemon")
@@ -43,24 +42,19 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         runner = await start_health_server(service, service.settings.service.listen)
         log.info("health.listening address=%s", service.settings.service.listen)
     bot = await start_bot(service)
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
-    scheduler.add_job(
-        service.poll_tick,
-        "interval",
-        seconds=POLL_TICK_SECONDS,
-        next_run_time=datetime.now(UTC),
-        **common,
-    )
-    scheduler.add_job(
-        service.deliver_tick,
-        "interval",
-        seconds=DELIVER_TICK_SECONDS,
-        next_run_time=datetime.now(UTC),
-        **common,
-    )
-    scheduler.add_job(service.prune_tick, "interval", seconds=PRUNE_EVERY_SECONDS, **common)
-    scheduler.start()
+    tickers = service.tickers = {
+        ticker.name: ticker
+        for ticker in (
+            Ticker("poll", POLL_TICK_SECONDS, service.poll_tick),
+            Ticker("deliver", DELIVER_TICK_SECONDS, service.deliver_tick),
+            Ticker(
+                "prune", PRUNE_EVERY_SECONDS, service.prune_tick, first_after=PRUNE_EVERY_SECONDS
+            ),
+        )
+    }
+    ticking = {
+        name: asyncio.create_task(t.run(stop), name=f"tick:{name}") for name, t in tickers.items()
+    }
     log.info(
         "run.started feeds=%s watchlists=%s owner=%s",
         len(service.feeds),
@@ -71,8 +65,13 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         await stop.wait()
     finally:
         log.info("run.stopping")
-        scheduler.shutdown(wait=False)
+        stop.set()
+        ticking["prune"].cancel()
+        # The poll job only claims and starts polls: its run in progress ends quickly, and what
+        # it claimed is then drained with the rest.
+        await _finish(ticking["poll"], SHUTDOWN_GRACE_SECONDS)
         await service.drain()
+        await _finish(ticking["deliver"], FLUSH_SECONDS)
         with contextlib.suppress(StoreError, TimeoutError):
             # flush what is already due, within the time SIGTERM allows
             await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
@@ -85,3 +84,11 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("run.stopped")
+
+
+async def _finish(task: asyncio.Task[None], timeout: float) -> None:
+    """Let a ticker's run in progress end (it stops after it), for at most `timeout` seconds."""
+    await asyncio.wait([task], timeout=timeout)
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

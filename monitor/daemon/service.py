@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from monitor.config import FeedSettings, Settings
 from monitor.core import stories
 from monitor.daemon.health import Metrics
+from monitor.daemon.ticks import Ticker
 from monitor.errors import StoreError
 from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
@@ -94,6 +95,8 @@ class Service:
     in_flight: dict[int, asyncio.Task[PollResult]] = field(default_factory=dict)
     leader_connection: Any = None  # PostgreSQL: holds the bot's advisory lock while open
     last_tick: float = field(default_factory=time.monotonic)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the wall clock
+    tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
 
     @classmethod
     def build(
@@ -138,7 +141,7 @@ class Service:
             engine, notifiers, owner=owner, rng=rng, clock=clock, digest_channels=digests
         )
         feeds = {feed.name: feed for feed in settings.feeds}
-        return cls(settings, engine, poller, outbox, feeds, owner)
+        return cls(settings, engine, poller, outbox, feeds, owner, clock=clock)
 
     def prepare(self, *, now: datetime, alone: bool = False) -> None:
         """Bring the schema up to date and the feed table in line with the config. `alone`: this
@@ -235,7 +238,7 @@ class Service:
         return stats
 
     async def prune_tick(self) -> None:
-        now = datetime.now(UTC)
+        now = self.clock()
         cutoff = now - self.settings.database.retention
 
         def prune_old() -> int:

@@ -28,7 +28,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine
@@ -46,6 +46,7 @@ from telegram.ext import (
 )
 from telegram.ext import filters as tg_filters
 
+from monitor.core.access import Access, AccessPolicy
 from monitor.core.telegram_html import truncate_html
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import BotError, MonitorError
@@ -60,7 +61,6 @@ __all__ = ["COMMANDS", "Access", "SubscriberBot", "parse_digest", "polling_lock_
 
 log = logging.getLogger("monitor.bot")
 
-Access = Literal["open", "allowlist", "off"]
 T = TypeVar("T")
 
 COMMANDS = (
@@ -148,8 +148,7 @@ class SubscriberBot:
         self.token = token
         self.engine = engine
         self.watchlists = sorted(set(watchlists))
-        self.access: Access = subscriptions
-        self.allow = frozenset(allow)
+        self.policy = AccessPolicy.of(subscriptions, allow)
         self.poll_timeout = poll_timeout
         self.clock = clock
         self.conflict = asyncio.Event()
@@ -227,7 +226,7 @@ class SubscriberBot:
             await app.shutdown()
             raise BotError(f"cannot poll Telegram for updates: {self._redact(exc)}") from exc
         await app.start()
-        log.info("bot.started username=%s access=%s", app.bot.username, self.access)
+        log.info("bot.started username=%s access=%s", app.bot.username, self.policy.mode)
 
     async def stop(self) -> None:
         app = self.application
@@ -281,6 +280,8 @@ class SubscriberBot:
                 return
             try:
                 reply = await callback(update, list(context.args or []))
+            except _Blocked:
+                reply = "This chat is blocked by the bot's administrator."
             except MonitorError as exc:
                 log.error("bot.command_failed chat=%s error=%s", update.effective_chat.id, exc)
                 reply = "Sorry, something went wrong on our side. Please try again later."
@@ -297,15 +298,12 @@ class SubscriberBot:
         return await asyncio.to_thread(run)
 
     def _may_subscribe(self, update: Update) -> bool:
-        user = update.effective_user
-        if self.access == "open":
-            return True
-        if self.access == "allowlist":
-            return user is not None and user.id in self.allow
-        return False
+        chat, user = update.effective_chat, update.effective_user
+        assert chat is not None
+        return self.policy.admits(chat.id, user.id if user is not None else None)
 
     def _refusal(self, update: Update) -> str:
-        if self.access == "off":
+        if self.policy.mode == "off":
             return "This bot does not take subscriptions."
         user = update.effective_user
         who = f" Your user id is <code>{user.id}</code>." if user is not None else ""
@@ -313,20 +311,25 @@ class SubscriberBot:
 
     def _touch(self, update: Update, *, create: bool) -> Callable[[Session, datetime], Any]:
         """A unit of work that returns the chat's subscriber — (re)activated, since the chat just
-        talked to the bot — creating it if `create`; None if there is none."""
+        talked to the bot — creating it if `create`; None if there is none. Only a command that
+        may create it (one that changes subscriptions) records who the user is: a group's access
+        then depends on the member who subscribed it, not on whoever spoke last."""
         chat = update.effective_chat
         user = update.effective_user
         assert chat is not None
 
         def work(session: Session, now: datetime) -> subs.Subscriber | None:
-            if not create and subs.get_subscriber(session, chat.id) is None:
+            existing = subs.get_subscriber(session, chat.id)
+            if existing is not None and existing.blocked:
+                raise _Blocked
+            if not create and existing is None:
                 return None
+            who: dict[str, Any] = {}
+            if create and user is not None:
+                who = {"user_id": user.id, "username": user.username}
+            title = chat.title or chat.username or (user.full_name if user else None)
             return subs.get_or_create_subscriber(
-                session,
-                chat.id,
-                now,
-                user_id=user.id if user else None,
-                username=user.username if user else None,
+                session, chat.id, now, chat_type=chat.type, title=title, **who
             )
 
         return work
@@ -505,14 +508,28 @@ class SubscriberBot:
             return _e(exc)
         touch = self._touch(update, create=False)
 
-        def work(session: Session, now: datetime) -> bool:
-            return touch(session, now) is not None and subs.set_digest(session, chat.id, spec, now)
+        def work(session: Session, now: datetime) -> tuple[bool, int]:
+            if touch(session, now) is None or not subs.set_digest(session, chat.id, spec, now):
+                return False, 0
+            return True, sum(1 for due in subs.held_alerts(session, chat.id) if due <= now)
 
-        if not await self._db(work):
+        done, released = await self._db(work)
+        if not done:
             return "You have no subscriptions yet: /subscribe NAME first."
-        if spec is None:
-            return "Digest off: each alert comes as it happens."
-        return f"Alerts now come as a digest: {_e(spec)}."
+        if spec is not None:
+            return f"Alerts now come as a digest: {_e(spec)}."
+        reply = "Digest off: each alert comes as it happens."
+        if released:
+            reply += f" {_count(released, 'held alert')} come{'s' if released == 1 else ''} now."
+        return reply
+
+
+class _Blocked(Exception):
+    """The chat is blocked by the administrator (`monitor subscribers block`)."""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _when(moment: datetime) -> str:

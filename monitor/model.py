@@ -52,6 +52,8 @@ class Alert:
 
     `recipient` is "" for channels without recipients (console); `hits` are offsets into `body`
     (title hits carry field "title"); `other_sources` names the other feeds carrying the story.
+    `language` is the item's (BCP 47, when known): it sets the text's direction. `thread_id` is
+    the Telegram forum topic a subscriber's alert goes to (None: the chat itself).
     """
 
     id: int
@@ -66,3 +68,5 @@ class Alert:
     hits: tuple[Hit, ...] = ()
     other_sources: tuple[str, ...] = ()
     attempts: int = 0
+    language: str | None = None
+    thread_id: int | None = None

@@ -6,6 +6,11 @@ then marked sent. A crash between the send and the mark leaves the lease to expi
 is sent again after restart — the only case of a duplicate. A failure is retried with exponential
 back-off and full jitter; a permanent failure, or the last of `MAX_ALERT_ATTEMPTS`, is recorded as
 given up with its reason.
+
+Access is checked again when an alert is about to go (SPEC §6): an alert for a Telegram subscriber
+who has since unsubscribed, been blocked by the administrator, or lost access (taken off
+`telegram.allow`, `subscriptions: off`) is dropped instead of sent — and when the whole chat lost
+access, every alert still waiting for it goes too, held ones included.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from monitor.core.access import AccessPolicy
 from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
 from monitor.errors import (
     DeliveryError,
@@ -41,7 +47,12 @@ from monitor.store.alerts import (
     mark_alert_sent,
     postpone_alert,
 )
-from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
+from monitor.store.subscribers import (
+    SUBSCRIBERS_CHANNEL,
+    SUBSCRIBERS_CHANNELS,
+    SUBSCRIBERS_DIGEST_CHANNEL,
+    DeliveryState,
+)
 
 log = logging.getLogger("monitor.outbox")
 
@@ -54,11 +65,13 @@ class DeliveryStats:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    dropped: int = 0  # not sent on purpose: the recipient no longer has access
 
     def __iadd__(self, other: DeliveryStats) -> DeliveryStats:
         self.sent += other.sent
         self.retried += other.retried
         self.failed += other.failed
+        self.dropped += other.dropped
         return self
 
 
@@ -75,8 +88,10 @@ class Outbox:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         digest_channels: Collection[str] = (),
+        access: AccessPolicy | None = None,
     ) -> None:
         self.engine = engine
+        self.access = access or AccessPolicy()
         self.notifiers = dict(notifiers)
         self.digest_channels = frozenset(digest_channels)
         self.owner = owner
@@ -95,31 +110,85 @@ class Outbox:
                 return await job
 
         while True:
-            batch = await asyncio.to_thread(self._claim, limit)
-            if not batch:
+            batch, dropped = await asyncio.to_thread(self._claim, limit)
+            total.dropped += dropped
+            if not batch and not dropped:
                 return total
-            digests: dict[tuple[str, str], list[Alert]] = {}
+            digests: dict[tuple[str, str, int | None], list[Alert]] = {}
             singles: list[Alert] = []
             for alert in batch:
                 if alert.channel in self.digest_channels:
-                    digests.setdefault((alert.channel, alert.recipient), []).append(alert)
+                    key = (alert.channel, alert.recipient, alert.thread_id)
+                    digests.setdefault(key, []).append(alert)
                 else:
                     singles.append(alert)
             jobs = [gated(self._deliver(a)) for a in singles] + [
                 gated(self._deliver_digest(channel, alerts))
-                for (channel, _recipient), alerts in digests.items()
+                for (channel, _recipient, _thread), alerts in digests.items()
             ]
             for stats in await asyncio.gather(*jobs):
                 total += stats
-            if len(batch) < limit:
+            if len(batch) + dropped < limit:
                 return total
 
-    def _claim(self, limit: int) -> list[Alert]:
+    def _claim(self, limit: int) -> tuple[list[Alert], int]:
+        """Lease due alerts; those whose subscriber lost access are dropped in the same
+        transaction. (alerts to send, alerts dropped)."""
         with db.transaction(self.engine) as session:
             claimed = claim_due_alerts(
                 session, self.owner, self.lease, limit, channels=tuple(self.notifiers)
             )
-        return [_alert(a) for a in claimed]
+            chats = {
+                int(a.recipient)
+                for a in claimed
+                if a.channel in SUBSCRIBERS_CHANNELS and _is_chat_id(a.recipient)
+            }
+            states = subscribers.delivery_states(session, chats)
+            admitted: list[Alert] = []
+            dropped = 0
+            for row in claimed:
+                if row.channel not in SUBSCRIBERS_CHANNELS:
+                    admitted.append(_alert(row))
+                    continue
+                state = states.get(int(row.recipient)) if _is_chat_id(row.recipient) else None
+                refusal = self._refusal(state, row.watchlist)
+                if refusal is None:
+                    assert state is not None
+                    thread = state.subscriptions[row.watchlist].thread_id
+                    admitted.append(_alert(row, thread_id=thread))
+                    continue
+                reason, whole_chat = refusal
+                count = (
+                    subscribers.drop_pending_alerts(
+                        session,
+                        int(row.recipient),
+                        watchlists=None if whole_chat else [row.watchlist],
+                    )
+                    if _is_chat_id(row.recipient)
+                    else 0
+                )
+                dropped += count
+                log.info(
+                    "alert.dropped chat=%s watchlist=%s reason=%r dropped=%s",
+                    row.recipient,
+                    row.watchlist,
+                    reason,
+                    count,
+                )
+        return admitted, dropped
+
+    def _refusal(self, state: DeliveryState | None, watchlist: str) -> tuple[str, bool] | None:
+        """Why a subscriber alert may not go now, and whether that holds for the whole chat."""
+        if state is None:
+            return "no longer a subscriber", True
+        if not state.active:
+            return "the chat is gone", True
+        reason = self.access.refusal(state.chat_id, state.user_id, blocked=state.blocked)
+        if reason is not None:
+            return reason, True
+        if watchlist not in state.subscriptions:
+            return f"unsubscribed from {watchlist}", False
+        return None
 
     async def _deliver(self, alert: Alert) -> DeliveryStats:
         notifier = self.notifiers[alert.channel]
@@ -263,7 +332,11 @@ class Outbox:
             await notifier.close()
 
 
-def _alert(row: AlertToSend) -> Alert:
+def _is_chat_id(recipient: str) -> bool:
+    return recipient.lstrip("-").isdigit()
+
+
+def _alert(row: AlertToSend, *, thread_id: int | None = None) -> Alert:
     return Alert(
         id=row.id,
         watchlist=row.watchlist,
@@ -277,4 +350,6 @@ def _alert(row: AlertToSend) -> Alert:
         hits=tuple(Hit(**h) for h in json.loads(row.hits or "[]")),
         other_sources=tuple(row.other_feeds),
         attempts=row.attempts,
+        language=row.language,
+        thread_id=thread_id,
     )

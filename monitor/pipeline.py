@@ -20,9 +20,8 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import aiohttp
 from sqlalchemy import Engine
@@ -38,6 +37,7 @@ from monitor.core.timing import (
     next_digest_at,
     next_poll,
     next_poll_after_failure,
+    subscriber_due_at,
 )
 from monitor.errors import FeedParseError, FetchError, InputError, StoreError
 from monitor.feeds import parse_feed_async
@@ -461,31 +461,23 @@ class Poller:
 def _enqueue_for_subscribers(
     session: Session, story_id: int, item_id: int, match: Match, now: datetime
 ) -> int:
-    """One alert per active Telegram subscriber of the watchlist. A muted subscriber's alerts wait
-    for the mute to end and a digest subscriber's for the digest time: both go to the digest
-    channel, which delivers a recipient's due alerts as one digest."""
+    """One alert per active Telegram subscriber of the watchlist. An alert held by a mute (of the
+    chat or of this watchlist) or for a digest goes to the digest channel, due when it ends; the
+    digest channel delivers a recipient's due alerts as one digest."""
     queued = 0
     for target in subscribers.subscribers_of(session, match.watchlist):
-        due = None
-        if target.digest:
-            due = subscriber_digest_at(now, target.digest)
-        if target.muted_until is not None and target.muted_until > now:
-            due = max(due or now, target.muted_until)
+        due = subscriber_due_at(
+            now,
+            digest=target.digest,
+            chat_muted_until=target.muted_until,
+            watchlist_muted_until=target.watchlist_muted_until,
+        )
         channel = SUBSCRIBERS_DIGEST_CHANNEL if due is not None else SUBSCRIBERS_CHANNEL
         if enqueue_alert(
             session, story_id, item_id, match.watchlist, channel, target.recipient, now, due_at=due
         ):
             queued += 1
     return queued
-
-
-def subscriber_digest_at(now: datetime, spec: str) -> datetime:
-    """The next digest time of a subscriber's `/digest` setting: `hourly` or `daily HH:MM Zone`."""
-    every, _, rest = spec.partition(" ")
-    if every == "hourly":
-        return next_digest_at(now, "hourly", None, UTC)
-    at, _, zone = rest.partition(" ")
-    return next_digest_at(now, "daily", time.fromisoformat(at), ZoneInfo(zone or "UTC"))
 
 
 def _story_of(session: Session, p: _Prepared, now: datetime) -> int:

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Final
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "ALERT_RETRY_BASE",
@@ -52,6 +53,8 @@ __all__ = [
     "next_digest_at",
     "next_poll",
     "next_poll_after_failure",
+    "subscriber_digest_at",
+    "subscriber_due_at",
 ]
 
 MAX_POLL_DELAY: Final = timedelta(hours=24)
@@ -160,6 +163,31 @@ def next_digest_at(now: datetime, every: str, at: time | None, zone: tzinfo) -> 
     if candidate <= local:
         candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=zone)
     return candidate.astimezone(now.tzinfo)
+
+
+def subscriber_digest_at(now: datetime, spec: str) -> datetime:
+    """The next digest time of a subscriber's `/digest` setting: `hourly` or `daily HH:MM Zone`."""
+    every, _, rest = spec.partition(" ")
+    if every == "hourly":
+        return next_digest_at(now, "hourly", None, UTC)
+    at, _, zone = rest.partition(" ")
+    return next_digest_at(now, "daily", time.fromisoformat(at), ZoneInfo(zone or "UTC"))
+
+
+def subscriber_due_at(
+    now: datetime,
+    *,
+    digest: str | None,
+    chat_muted_until: datetime | None = None,
+    watchlist_muted_until: datetime | None = None,
+) -> datetime | None:
+    """When a subscriber's alert goes: None for at once; else the latest of its next digest time
+    and the ends of the chat's and the watchlist's mutes (held alerts come as one digest then)."""
+    due = subscriber_digest_at(now, digest) if digest else None
+    for until in (chat_muted_until, watchlist_muted_until):
+        if until is not None and until > now:
+            due = max(due or now, until)
+    return due
 
 
 def cache_max_age(headers: Mapping[str, str]) -> int | None:

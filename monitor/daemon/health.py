@@ -50,6 +50,7 @@ class Metrics:
         self.deliveries.labels("sent").inc(stats.sent)
         self.deliveries.labels("retried").inc(stats.retried)
         self.deliveries.labels("failed").inc(stats.failed)
+        self.deliveries.labels("dropped").inc(stats.dropped)
 
 
 async def start_health_server(service: Service, listen: str) -> web.AppRunner:

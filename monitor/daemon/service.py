@@ -133,12 +133,21 @@ class Service:
         if notifiers is None:
             notifiers = notifiers_for(settings)
         digests: set[str] = set(digests_for(settings))
+        access = None
         if settings.telegram is not None:
+            from monitor.core.access import AccessPolicy
             from monitor.store.subscribers import SUBSCRIBERS_DIGEST_CHANNEL
 
             digests.add(SUBSCRIBERS_DIGEST_CHANNEL)
+            access = AccessPolicy.of(settings.telegram.subscriptions, settings.telegram.allow)
         outbox = Outbox(
-            engine, notifiers, owner=owner, rng=rng, clock=clock, digest_channels=digests
+            engine,
+            notifiers,
+            owner=owner,
+            rng=rng,
+            clock=clock,
+            digest_channels=digests,
+            access=access,
         )
         feeds = {feed.name: feed for feed in settings.feeds}
         return cls(settings, engine, poller, outbox, feeds, owner, clock=clock)

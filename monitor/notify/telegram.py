@@ -228,7 +228,9 @@ class TelegramNotifier:
     async def send(self, alert: Alert) -> None:
         """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
         chat_id = self._chat(alert.recipient)
-        await self.send_html(chat_id, alert_html(alert, tz=self.tz), alert_plain(alert))
+        await self.send_html(
+            chat_id, alert_html(alert, tz=self.tz), alert_plain(alert), thread_id=alert.thread_id
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*(request.shutdown() for request in self._requests))
@@ -241,15 +243,20 @@ class TelegramNotifier:
         a retry sends the parts already delivered again."""
         chat_id = self._chat(recipient)
         messages = digest_html(alerts, title, tz=self.tz)
+        threads = {alert.thread_id for alert in alerts}
+        thread_id = threads.pop() if len(threads) == 1 else None
         for markup in messages:
-            await self.send_html(chat_id, markup, plain_text(markup))
+            await self.send_html(chat_id, markup, plain_text(markup), thread_id=thread_id)
         return len(messages)
 
-    async def send_html(self, chat_id: int, markup: str, plain: str) -> None:
-        """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it."""
+    async def send_html(
+        self, chat_id: int, markup: str, plain: str, *, thread_id: int | None = None
+    ) -> None:
+        """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it.
+        `thread_id`: the forum topic it goes to."""
         await self._wait_for_slot(chat_id)
         try:
-            await self._post(chat_id, markup, ParseMode.HTML)
+            await self._post(chat_id, markup, ParseMode.HTML, thread_id)
             return
         except BadRequest as exc:
             first = self._reason(exc)
@@ -257,7 +264,7 @@ class TelegramNotifier:
                 raise RecipientGoneError(str(chat_id), first) from exc
         log.warning("telegram.html_refused chat=%s reason=%r retry=plain", chat_id, first)
         try:
-            await self._post(chat_id, plain, None)
+            await self._post(chat_id, plain, None, thread_id)
         except BadRequest as exc:
             raise DeliveryError(
                 f"Telegram refused the message: {first}; as plain text too: {self._reason(exc)}",
@@ -299,13 +306,16 @@ class TelegramNotifier:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _post(self, chat_id: int, text: str, parse_mode: str | None) -> None:
+    async def _post(
+        self, chat_id: int, text: str, parse_mode: str | None, thread_id: int | None
+    ) -> None:
         try:
             await self.bot.send_message(
                 chat_id=chat_id,
                 text=text,
                 parse_mode=parse_mode,
                 link_preview_options=_NO_PREVIEW,
+                message_thread_id=thread_id,
             )
         except BadRequest:
             raise  # the caller retries it as plain text

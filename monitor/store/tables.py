@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -223,16 +224,24 @@ alerts = Table(
     UniqueConstraint("story_id", "watchlist", "channel", "recipient"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
     Index("ix_alerts_status_next_attempt_at", "status", "next_attempt_at"),
+    # What a recipient got in the last minute: more than a burst's worth is collapsed (outbox).
+    Index("ix_alerts_recipient_sent_at", "recipient", "sent_at"),
 )
 
 __all__ += ["subscribers", "subscriptions"]
 
-# ---- Telegram subscribers (migration 0002) -------------------------------------------------------
+# ---- Telegram subscribers (migrations 0002, 0004) ------------------------------------------------
 # A subscriber is a chat that receives alerts of the watchlists it subscribed to with /subscribe;
-# `chat_id` is where alerts go (a user's private chat, or a group), `user_id` who subscribed it.
-# `active` turns false when Telegram says the chat is gone (blocked, kicked), with the reason; any
-# later command from the chat turns it back on. `digest` is NULL (each alert at once) or a spec as
-# written in the config: "hourly", "daily 08:00 Europe/London".
+# `chat_id` is where alerts go (a user's private chat, or a group), `user_id` who last changed its
+# subscriptions (for a group: the member whose access the group's alerts depend on). `active`
+# turns false when Telegram says the chat is gone (blocked, kicked), with the reason; any later
+# command from the chat turns it back on. `blocked` is the administrator's (`monitor subscribers
+# block`): nothing is sent and no command changes it. `digest` is NULL (each alert at once) or a
+# spec as written in the config: "hourly", "daily 08:00 Europe/London". `chat_type` (private,
+# group, supergroup, channel) and `title` are for listing.
+#
+# A subscription's `thread_id` is the forum topic it was made in (alerts go there), and its
+# `muted_until` a mute of that watchlist alone (`/mute NAME 2h`, the alert's mute button).
 
 subscribers = Table(
     "subscribers",
@@ -247,6 +256,9 @@ subscribers = Table(
     Column("digest", CleanString(100)),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("blocked", Boolean, nullable=False, server_default=false()),
+    Column("chat_type", CleanString(20)),
+    Column("title", CleanText()),
 )
 
 subscriptions = Table(
@@ -255,5 +267,7 @@ subscriptions = Table(
     Column("subscriber_id", Id, ForeignKey("subscribers.id"), primary_key=True),
     Column("watchlist", CleanString(200), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("thread_id", BigInteger),
+    Column("muted_until", UTCDateTime()),
     Index("ix_subscriptions_watchlist", "watchlist"),
 )

@@ -1,11 +1,13 @@
 """Benchmark: matching cost against the number of watchlists, beside a naive per-rule regex baseline.
 
     python benchmarks/match.py [--corpus DIR] [--sizes 100,1000,10000] [--articles 200]
+                               [--article-kb 5] [--mix alternate|mixed|ar|en] [--words-from 1000]
 
 Watchlists are generated (fixed seed) in the query shapes of SPEC §4 — single terms, AND, OR, phrases,
 NEAR/n, NOT, prefix wildcards, entities, title: — half with Arabic terms, half with English, drawn from
 the corpus's own vocabulary. Articles are real Arabic and English news texts from the corpus, joined
-into pieces of about 5 KB. For each size it prints the compile time and the median and p95
+into pieces of about 5 KB (`--article-kb`), alternately Arabic and English, or both in each article,
+or one only (`--mix`); `--words-from` draws rarer words, so that fewer watchlists match. For each size it prints the compile time and the median and p95
 microseconds per article (the fastest of three passes after a warm-up), and, in the same run, the
 same figures for a naive matcher that evaluates every watchlist against every article with one
 regular expression per term.
@@ -48,8 +50,15 @@ def _article_files(corpus: Path, sub: str) -> list[Path]:
     return files[::2]  # every other file; the rest is held out for the vocabulary
 
 
-def load_articles(corpus: Path, limit: int) -> list[Article]:
-    """Real texts joined into ~5 KB articles, alternating Arabic and English."""
+# How an article's text is chosen: `alternate` Arabic and English articles; `mixed`, each article
+# Arabic and English texts in turn (a bilingual page, a wire digest); `ar` or `en` only.
+MIXES = ("alternate", "mixed", "ar", "en")
+
+
+def load_articles(
+    corpus: Path, limit: int, size: int = ARTICLE_BYTES, mix: str = "alternate"
+) -> list[Article]:
+    """Real texts joined into articles of `size` bytes of UTF-8, in the scripts `mix` says."""
     pools = []
     for sub in ARTICLE_SOURCES:
         files = _article_files(corpus, sub)
@@ -57,17 +66,46 @@ def load_articles(corpus: Path, limit: int) -> list[Article]:
     articles: list[Article] = []
     cursors = [0, 0]
     while len(articles) < limit:
-        which = len(articles) % 2
-        pool = pools[which]
         parts: list[str] = []
-        while sum(len(p.encode()) for p in parts) < ARTICLE_BYTES:
+        while sum(len(p.encode()) for p in parts) < size:
+            if mix == "alternate":
+                which = len(articles) % 2
+            elif mix == "mixed":
+                which = (len(articles) + len(parts)) % 2
+            else:
+                which = ("ar", "en").index(mix)
+            pool = pools[which]
             parts.append(pool[cursors[which] % len(pool)])
             cursors[which] += 1
-        # cut at a word boundary so that every article is 5 KB of UTF-8
-        body = "\n\n".join(parts).encode()[:ARTICLE_BYTES].decode(errors="ignore").rsplit(" ", 1)[0]
+        # cut at a word boundary so that every article is `size` bytes of UTF-8
+        body = "\n\n".join(parts).encode()[:size].decode(errors="ignore").rsplit(" ", 1)[0]
         title, _, rest = body.strip().partition("\n")
         articles.append(Article(title=title, body=rest))
     return articles
+
+
+def add_workload_options(parser: argparse.ArgumentParser) -> None:
+    """The knobs of the articles and watchlists, shared with benchmarks/match_cli.py."""
+    parser.add_argument(
+        "--article-kb",
+        type=float,
+        default=ARTICLE_BYTES / 1000,
+        metavar="KB",
+        help="size of each article in KB of UTF-8 (default 5)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=MIXES,
+        default="alternate",
+        help="alternate Arabic and English articles (default), mix both in each, or one only",
+    )
+    parser.add_argument(
+        "--words-from",
+        type=int,
+        default=1000,
+        metavar="RANK",
+        help="draw watchlist words past this frequency rank (higher: rarer words, fewer matches)",
+    )
 
 
 def vocabulary(
@@ -194,24 +232,19 @@ def main() -> int:
     parser.add_argument("--articles", type=int, default=200)
     parser.add_argument("--baseline-articles", type=int, default=20)
     parser.add_argument("--passes", type=int, default=3, help="passes over the articles")
-    parser.add_argument(
-        "--words-from",
-        type=int,
-        default=1000,
-        metavar="RANK",
-        help="draw watchlist words past this frequency rank (higher: rarer words, fewer matches)",
-    )
+    add_workload_options(parser)
     args = parser.parse_args()
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
         return 2
 
-    articles = load_articles(args.corpus, args.articles)
+    articles = load_articles(args.corpus, args.articles, round(args.article_kb * 1000), args.mix)
     vocab = vocabulary(args.corpus, args.words_from)
     gc.collect()  # what reading the corpus left behind, not to be collected while timing
     kb = statistics.mean(len((a.title + a.body).encode()) for a in articles) / 1000
     print(
-        f"{len(articles)} articles of {kb:.1f} KB on average (Arabic and English, from the corpus)"
+        f"{len(articles)} articles of {kb:.1f} KB on average ({args.mix} Arabic and English, "
+        f"from the corpus); watchlist words past rank {args.words_from}"
     )
     print(
         f"{'watchlists':>10} | {'compile s':>9} | {'median µs':>10} | {'p95 µs':>10} | "

@@ -2,6 +2,8 @@
 watchlists.
 
     python benchmarks/match_cli.py [--corpus DIR] [--articles 1000] [--sizes 100,10000]
+                                   [--article-kb 5] [--mix alternate|mixed|ar|en] [--words-from 1000]
+                                   [--compare-with DIR]
 
 For each size it writes a config of generated watchlists (the same generator as benchmarks/match.py)
 and runs the installed CLI as a real process, on one article (start-up: imports, config validation,
@@ -11,12 +13,19 @@ neighbours). The time each article adds is the slope of the output: the time fro
 first lines to the last over the articles in between, so that start-up (whose own time varies by
 tenths of a second) does not leak into it. The smallest size is the baseline the others are
 compared with.
+
+The workload has three knobs: the articles' length (`--article-kb`), their scripts (`--mix`:
+Arabic and English articles in turn, both in each article, or one only) and how many watchlists
+truly match (`--words-from`: the rarer the watchlists' words, the fewer match). `--compare-with DIR`
+runs another source tree of the monitor (a checkout of an earlier version) in the same rounds, on
+the same files, as extra rows: before and after measured side by side, under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,15 +46,23 @@ def write_config(path: Path, queries: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run(config: Path, files: list[Path]) -> tuple[float, float, int]:
-    """Run `monitor match --json` on `files`: (seconds in all, seconds per article once running,
-    matches). The time per article is the slope of the output's arrival, from the first lines to
-    the last, so that the start-up, and how long it happened to take, is not part of it."""
+def run(config: Path, files: list[Path], code: Path | None = None) -> tuple[float, float, int]:
+    """Run `monitor match --json` on `files` (with the monitor of the source tree `code`, if
+    given): (seconds in all, seconds per article once running, matches). The time per article is
+    the slope of the output's arrival, from the first lines to the last, so that the start-up,
+    and how long it happened to take, is not part of it."""
     command = [sys.executable, "-m", "monitor.cli", "--config", str(config), "match", "--json"]
+    env = None
+    if code is not None:
+        env = os.environ | {"PYTHONPATH": str(code)}
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         process = subprocess.Popen(
-            command + [str(f) for f in files], stdout=subprocess.PIPE, stderr=errors, text=True
+            command + [str(f) for f in files],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=env,
         )
         assert process.stdout is not None
         arrivals = [(time.perf_counter(), line) for line in process.stdout]
@@ -70,13 +87,27 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=5, help="runs of each kind; the fastest counts"
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="a source tree of another version of the monitor, run in the same rounds",
+    )
+    match_bench.add_workload_options(parser)
     args = parser.parse_args()
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
         return 2
+    if args.compare_with is not None and not (args.compare_with / "monitor").is_dir():
+        print(f"no monitor package in {args.compare_with}", file=sys.stderr)
+        return 2
 
-    articles = match_bench.load_articles(args.corpus, args.articles)
-    vocab = match_bench.vocabulary(args.corpus)
+    size_bytes = round(args.article_kb * 1000)
+    articles = match_bench.load_articles(args.corpus, args.articles, size_bytes, args.mix)
+    vocab = match_bench.vocabulary(args.corpus, args.words_from)
+    codes: dict[str, Path | None] = {"": None}
+    if args.compare_with is not None:
+        codes = {"this": None, "other": args.compare_with.resolve()}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = []
@@ -84,42 +115,57 @@ def main() -> int:
             path = root / f"article-{i:04}.txt"
             path.write_text(f"{article.title}\n{article.body}", encoding="utf-8")
             files.append(path)
-        print(f"{len(files)} articles of ~5 KB, `monitor match --json` as a process")
         print(
-            f"{'watchlists':>10} | {'start-up s':>10} | {'all articles s':>14} | "
-            f"{'per article ms':>14} | {'matches':>8} | {'vs baseline':>11}"
+            f"{len(files)} articles of {size_bytes / 1000:g} KB ({args.mix} Arabic and English), "
+            f"watchlist words past rank {args.words_from}; `monitor match --json` as a process"
+        )
+        print(
+            f"{'code':>5} | {'watchlists':>10} | {'start-up s':>10} | {'all articles s':>14} | "
+            f"{'per article ms':>14} | {'matches/article':>15} | {'vs baseline':>11}"
         )
         sizes = [int(s) for s in args.sizes.split(",")]
         configs = {}
         for size in sizes:
             configs[size] = root / f"config-{size}.yaml"
             write_config(configs[size], match_bench.generate(size, vocab))
-        # Rounds that run every size in turn, keeping the fastest run of each kind: one slow run
-        # (a cold disk cache, a busy neighbour) would otherwise be charged to every article, and
-        # a machine that slows down during the benchmark slows every size alike.
-        startups = dict.fromkeys(sizes, float("inf"))
-        totals = dict.fromkeys(sizes, float("inf"))
-        per_article = dict.fromkeys(sizes, float("inf"))
-        matches = dict.fromkeys(sizes, 0)
+        # Rounds that run every size (and version) in turn, keeping the fastest run of each kind:
+        # one slow run (a cold disk cache, a busy neighbour) would otherwise be charged to every
+        # article, and a machine that slows down during the benchmark slows every size alike.
+        kinds = [(name, size) for name in codes for size in sizes]
+        startups = dict.fromkeys(kinds, float("inf"))
+        totals = dict.fromkeys(kinds, float("inf"))
+        per_article = dict.fromkeys(kinds, float("inf"))
+        slowest = dict.fromkeys(kinds, 0.0)
+        matches = dict.fromkeys(kinds, 0)
         for _ in range(args.repeat):
+            for kind in kinds:
+                name, size = kind
+                code = codes[name]
+                startups[kind] = min(startups[kind], run(configs[size], files[:1], code)[0])
+                total, each, matches[kind] = run(configs[size], files, code)
+                totals[kind] = min(totals[kind], total)
+                per_article[kind] = min(per_article[kind], each)
+                slowest[kind] = max(slowest[kind], each)
+        for name in codes:
+            baseline = (startups[name, sizes[0]], per_article[name, sizes[0]])
             for size in sizes:
-                startups[size] = min(startups[size], run(configs[size], files[:1])[0])
-                total, each, matches[size] = run(configs[size], files)
-                totals[size] = min(totals[size], total)
-                per_article[size] = min(per_article[size], each)
-        baseline: tuple[float, float] | None = None
-        for size in sizes:
-            if baseline is None:
-                baseline = (startups[size], per_article[size])
-                versus = "baseline"
-            else:
-                versus = (
-                    f"{per_article[size] / baseline[1]:.2f}× +{startups[size] - baseline[0]:.1f}s"
+                kind = (name, size)
+                if size == sizes[0]:
+                    versus = "baseline"
+                else:
+                    versus = (
+                        f"{per_article[kind] / baseline[1]:.2f}× "
+                        f"+{startups[kind] - baseline[0]:.1f}s"
+                    )
+                print(
+                    f"{name:>5} | {size:>10} | {startups[kind]:>10.2f} | {totals[kind]:>14.2f} | "
+                    f"{per_article[kind] * 1000:>14.2f} | {matches[kind] / len(files):>15.1f} | "
+                    f"{versus:>11}"
                 )
-            print(
-                f"{size:>10} | {startups[size]:>10.2f} | {totals[size]:>14.2f} | "
-                f"{per_article[size] * 1000:>14.2f} | {matches[size]:>8} | {versus:>11}"
-            )
+        spread = max(slowest[k] / per_article[k] for k in kinds)
+        print(
+            f"noise: the slowest of the {args.repeat} runs of a kind took up to {spread:.2f}× the fastest"
+        )
     return 0
 
 

@@ -71,6 +71,7 @@ def match(
     failed = 0
     report = _JsonReport() if as_json else _TableReport(len(matcher.names))
     feeds = _ConfiguredFeeds(settings)
+    needs_language = matcher.uses_language
     results = read_inputs(
         inputs,
         policy=_fetch_policy(settings),
@@ -84,7 +85,7 @@ def match(
             continue
         feed = feeds.of(result.name)
         for article in result.articles:
-            article = _as_the_service_sees_it(article, feed, matcher.uses_language)
+            article = _as_the_service_sees_it(article, feed, needs_language)
             report.add(result.name, article, matcher.match(article))
     report.finish()
     if failed:

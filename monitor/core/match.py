@@ -863,16 +863,13 @@ class Matcher:
         self._in_title = _AnchorIndex(in_title, len(weights), shared)
         self._always = tuple(always)
         self._build_keys(compiler)
+        # Whether any watchlist filters on the article's language (`languages:` or `lang:`): if
+        # none does, matching needs no language.
+        self.uses_language = any(w.languages or _filters_language(w.root) for w in watchlists)
 
     @property
     def names(self) -> list[str]:
         return [w.name for w in self._watchlists]
-
-    @property
-    def uses_language(self) -> bool:
-        """Whether any watchlist filters on the article's language (`languages:` or `lang:`):
-        if none does, matching needs no language."""
-        return any(w.languages or _filters_language(w.root) for w in self._watchlists)
 
     @classmethod
     def compile(

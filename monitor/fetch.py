@@ -9,7 +9,9 @@ Guarantees (SPEC §9, FAULTS 17–36):
   that the connector itself uses, so the address checked is the address connected to, and a second,
   different DNS answer (rebinding) is checked on its own.
 * Redirects are followed here, at most ``max_redirects``, each hop checked like the first URL.
-* One total deadline per fetch: connect, headers, every redirect and the whole body.
+* One total deadline per fetch: connect, headers, every redirect and the whole body. Waiting for one
+  of the host's `per_host` connection slots is not part of it (a fetch that never reached its
+  server has not timed out); that wait has its own bound, `FetchPolicy.slot_wait` (`HostBusyError`).
 * The body cap applies to decompressed bytes, with memory bounded by the cap (a gzip bomb stops).
 
 Not done here: parsing, retries, deciding when to poll again. The result (or the error) carries the
@@ -19,6 +21,7 @@ status and ``retry_after`` for the caller to decide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -27,7 +30,7 @@ import socket
 import stat
 import weakref
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -48,6 +51,7 @@ __all__ = [
     "FetchResult",
     "GuardedResolver",
     "HTTPStatusError",
+    "HostBusyError",
     "RetryLaterError",
     "check_url",
     "fetch",
@@ -101,7 +105,8 @@ class FetchPolicy:
     """How one fetch may behave. The defaults are SPEC §2's `fetch:` section.
 
     `allowed_networks` lists CIDR ranges reachable even with `allow_private` off: one intranet range
-    instead of every private address.
+    instead of every private address. `slot_wait` bounds the wait for a free connection to a busy
+    host, which `timeout` does not count.
     """
 
     timeout: float = 20.0
@@ -111,11 +116,14 @@ class FetchPolicy:
     max_redirects: int = 5
     proxy: str | None = None
     allowed_networks: tuple[str, ...] = ()
+    slot_wait: float = 60.0
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive, not {self.timeout!r}")
+        if not self.slot_wait > 0:
+            raise ValueError(f"slot_wait must be positive, not {self.slot_wait!r}")
         if self.max_body <= 0:
             raise ValueError(f"max_body must be positive, not {self.max_body!r}")
         if self.max_redirects < 0:
@@ -167,6 +175,11 @@ class HTTPStatusError(FetchError):
             phrase = ""
         later = f"; retry after {retry_after:g} s" if retry_after is not None else ""
         super().__init__(url, f"HTTP {status}{phrase}{later}")
+
+
+class HostBusyError(FetchError):
+    """Not fetched: every connection slot to the host stayed busy for `FetchPolicy.slot_wait`.
+    Nothing was sent to the server; the feed is not broken, only queued behind others."""
 
 
 class RetryLaterError(HTTPStatusError):
@@ -302,10 +315,68 @@ class GuardedResolver(AbstractResolver):
 # Sessions
 
 
+class _HostSlots:
+    """At most `per_host` requests at once to one (scheme, host, port), in arrival order.
+
+    Kept here rather than by aiohttp's connector (`limit_per_host`), because the connector waits
+    for a slot inside the request, and so inside the fetch's deadline (FAULTS 72)."""
+
+    def __init__(self, per_host: int) -> None:
+        if per_host < 1:
+            raise ValueError(f"per_host must be at least 1, not {per_host!r}")
+        self.per_host = per_host
+        self._hosts: dict[tuple[str, str, int | None], tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, url: URL, wait: float) -> AsyncIterator[None]:
+        """Hold one of the host's slots; HostBusyError after `wait` seconds without one."""
+        key = (url.scheme, (url.raw_host or "").lower(), url.port)
+        semaphore, users = self._hosts.setdefault(key, (asyncio.Semaphore(self.per_host), [0]))
+        users[0] += 1
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await semaphore.acquire()
+            except TimeoutError:
+                raise HostBusyError(
+                    str(url),
+                    f"not sent: waited {wait:g} s for a free connection to {url.raw_host} "
+                    f"(fetch.per_host: {self.per_host})",
+                ) from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            users[0] -= 1
+            if not users[0]:  # nobody holds or waits: forget the host
+                del self._hosts[key]
+
+
+class _Deadline:
+    """The fetch's total deadline, stopped while the fetch waits for a connection slot."""
+
+    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
+        self._timeout = timeout
+        self._left = seconds
+        self._since: float | None = None
+
+    def run(self) -> None:
+        self._since = asyncio.get_running_loop().time()
+        self._timeout.reschedule(self._since + self._left)
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self._left -= asyncio.get_running_loop().time() - self._since
+            self._since = None
+        self._timeout.reschedule(None)
+
+
 @dataclass(frozen=True)
 class _SessionGuard:
     rules: tuple[object, ...]
     resolver: GuardedResolver
+    slots: _HostSlots
 
 
 # Which address rules each session's connector enforces; `fetch` refuses a session built otherwise.
@@ -328,13 +399,14 @@ def open_session(
 
     Call inside a running event loop and close it (`async with open_session(...) as session:`).
     Environment proxy variables are ignored (FAULTS 36), cookies are not kept, and responses are not
-    decompressed by aiohttp: `fetch` inflates them itself under the body cap.
+    decompressed by aiohttp: `fetch` inflates them itself under the body cap. `fetch` lets at most
+    `limit_per_host` requests of this session talk to one host at once.
     """
     trusted = frozenset({URL(policy.proxy).host or ""}) if policy.proxy else frozenset[str]()
     guard = GuardedResolver(policy, resolver, trusted)
-    connector = aiohttp.TCPConnector(
-        resolver=guard, use_dns_cache=False, limit_per_host=limit_per_host
-    )
+    slots = _HostSlots(limit_per_host)
+    # No limits in the connector: `fetch` takes a host slot before the request, outside its deadline.
+    connector = aiohttp.TCPConnector(resolver=guard, use_dns_cache=False, limit=0, limit_per_host=0)
     session = aiohttp.ClientSession(
         connector=connector,
         trust_env=False,
@@ -347,7 +419,7 @@ def open_session(
             "Accept-Encoding": "gzip, deflate",
         },
     )
-    _SESSION_GUARDS[session] = _SessionGuard(_address_rules(policy), guard)
+    _SESSION_GUARDS[session] = _SessionGuard(_address_rules(policy), guard, slots)
     return session
 
 
@@ -367,7 +439,9 @@ async def fetch(
 
     Returns the result for 2xx and 304. Raises UnsafeURLError for a refused URL or address (at any
     redirect hop, before connecting), RetryLaterError for 429/503, HTTPStatusError for other error
-    statuses, and FetchError for timeouts, oversized bodies, too many redirects and network errors.
+    statuses, HostBusyError when no connection to the host came free in time, and FetchError for
+    timeouts, oversized bodies, too many redirects and network errors. The deadline
+    (`policy.timeout`) runs only while a request is under way, not while waiting for a slot.
     `session` must come from `open_session` with the same address rules; without one, a session is
     opened and closed for this fetch.
     """
@@ -381,8 +455,11 @@ async def fetch(
     if guard is None or guard.rules != _address_rules(policy):
         raise ValueError("session not opened by open_session() with this policy's address rules")
     try:
-        async with asyncio.timeout(policy.timeout):
-            return await _follow_redirects(session, guard, start, policy, etag, last_modified)
+        async with asyncio.timeout(None) as timeout:
+            deadline = _Deadline(timeout, policy.timeout)
+            return await _follow_redirects(
+                session, guard, start, policy, etag, last_modified, deadline
+            )
     except _RefusedAddress as exc:
         raise UnsafeURLError(url, exc.reason) from exc
     except FetchError:
@@ -403,6 +480,7 @@ async def _follow_redirects(
     policy: FetchPolicy,
     etag: str | None,
     last_modified: str | None,
+    deadline: _Deadline,
 ) -> FetchResult:
     headers: dict[str, str] = {}
     if etag:
@@ -412,31 +490,53 @@ async def _follow_redirects(
     redirects = 0
     all_permanent = True
     while True:
-        host = url.raw_host or ""
-        if policy.proxy is not None and _literal_address(str(url), host) is None:
-            # Through a proxy the proxy resolves the name, so check it here first (best effort: a
-            # proxy that must not reach internal hosts has to enforce that itself).
-            await guard.resolver.resolve(host, url.port or 0, socket.AF_UNSPEC)
-        async with session.get(
-            url, headers=headers, allow_redirects=False, proxy=policy.proxy
-        ) as response:
-            location = response.headers.get("Location")
-            if response.status in _REDIRECT_STATUSES and location:
-                if redirects >= policy.max_redirects:
-                    raise FetchError(str(url), f"more than {policy.max_redirects} redirects")
-                target = _redirect_target(url, location)
-                try:
-                    url = check_url(str(target), policy)
-                except UnsafeURLError as exc:
-                    # Named as the hop that redirected: the refused target is never a result
-                    # a caller could store (FAULTS 33).
-                    raise UnsafeURLError(str(url), f"redirect refused: {exc}") from exc
-                redirects += 1
-                all_permanent = all_permanent and response.status in _PERMANENT_REDIRECT_STATUSES
-                log.debug("fetch.redirect status=%d to=%s", response.status, url)
-                continue
-            permanent = str(url) if redirects and all_permanent else None
-            return await _finish(response, url, policy, etag, last_modified, permanent)
+        permanent = str(url) if redirects and all_permanent else None
+        deadline.pause()
+        async with guard.slots.slot(url, policy.slot_wait):
+            deadline.run()
+            outcome = await _one_hop(
+                session, guard, url, policy, headers, etag, last_modified, permanent
+            )
+        if isinstance(outcome, FetchResult):
+            return outcome
+        status, location = outcome
+        if redirects >= policy.max_redirects:
+            raise FetchError(str(url), f"more than {policy.max_redirects} redirects")
+        target = _redirect_target(url, location)
+        try:
+            url = check_url(str(target), policy)
+        except UnsafeURLError as exc:
+            # Named as the hop that redirected: the refused target is never a result
+            # a caller could store (FAULTS 33).
+            raise UnsafeURLError(str(url), f"redirect refused: {exc}") from exc
+        redirects += 1
+        all_permanent = all_permanent and status in _PERMANENT_REDIRECT_STATUSES
+        log.debug("fetch.redirect status=%d to=%s", status, url)
+
+
+async def _one_hop(
+    session: aiohttp.ClientSession,
+    guard: _SessionGuard,
+    url: URL,
+    policy: FetchPolicy,
+    headers: Mapping[str, str],
+    etag: str | None,
+    last_modified: str | None,
+    permanent: str | None,
+) -> FetchResult | tuple[int, str]:
+    """One request, holding a host slot: its result, or (status, Location) of a redirect."""
+    host = url.raw_host or ""
+    if policy.proxy is not None and _literal_address(str(url), host) is None:
+        # Through a proxy the proxy resolves the name, so check it here first (best effort: a
+        # proxy that must not reach internal hosts has to enforce that itself).
+        await guard.resolver.resolve(host, url.port or 0, socket.AF_UNSPEC)
+    async with session.get(
+        url, headers=headers, allow_redirects=False, proxy=policy.proxy
+    ) as response:
+        location = response.headers.get("Location")
+        if response.status in _REDIRECT_STATUSES and location:
+            return response.status, location
+        return await _finish(response, url, policy, etag, last_modified, permanent)
 
 
 def _redirect_target(current: URL, location: str) -> URL:

@@ -44,6 +44,7 @@ from monitor.feeds import parse_feed_async
 from monitor.fetch import (
     FetchPolicy,
     FetchResult,
+    HostBusyError,
     RetryLaterError,
     fetch,
     fetch_local,
@@ -197,6 +198,12 @@ class Poller:
                 now, interval, failures, retry_after_seconds=None, rng=self.rng
             )
             return await self._record(state, now, "error", exc.reason, at, failed=True)
+        except HostBusyError as exc:
+            # Queued behind the host's other requests and never sent: not a failure of the feed.
+            at = next_poll_after_failure(
+                now, interval, state.consecutive_failures, retry_after_seconds=None, rng=self.rng
+            )
+            return await self._record(state, now, "retry_later", exc.reason, at, failed=False)
         except FetchError as exc:
             failures = state.consecutive_failures + 1
             at = next_poll_after_failure(

@@ -77,9 +77,9 @@ def between(times: list[float], start: float, end: float) -> int:
     return sum(start <= t < end for t in times)
 
 
-def test_ticks_go_on_when_the_wall_clock_steps_back_an_hour(tmp_path: Path) -> None:
-    """FAULTS 68: NTP steps the clock back an hour while the daemon runs; polling and delivery
-    must go on (a scheduler on the wall clock waited for that hour, silently)."""
+def test_fault_68_ticks_go_on_when_the_wall_clock_steps_back_an_hour(tmp_path: Path) -> None:
+    """NTP steps the clock back an hour while the daemon runs: polling and delivery go on (a
+    scheduler on the wall clock waited for that hour, silently)."""
     ticks = Ticks()
     marks: dict[str, float] = {}
 

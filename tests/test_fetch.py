@@ -30,12 +30,14 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from httpserver import ETAG, LAST_MODIFIED, SMALL_FEED, LoopbackServer
+from virtualtime import VirtualTime
 
 from monitor.errors import FetchError, UnsafeURLError
 from monitor.fetch import (
     FetchPolicy,
     FetchResult,
     GuardedResolver,
+    HostBusyError,
     HTTPStatusError,
     RetryLaterError,
     check_url,
@@ -668,3 +670,71 @@ def test_fetch_local_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(FetchError, match="not a regular file"):
         fetch_local("pipe", tmp_path, 100)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection slots per host (virtual time: the server takes 15 s a request, nobody waits for real)
+
+SLOW_SECONDS = 15.0
+
+
+async def serve_slowly(requests: list[tuple[str, float]]) -> tuple[web.AppRunner, int]:
+    """A server on this loop that answers each request after SLOW_SECONDS, recording when it
+    arrived (loop time)."""
+
+    async def slow(request: web.Request) -> web.Response:
+        requests.append((request.path, asyncio.get_running_loop().time()))
+        await asyncio.sleep(SLOW_SECONDS)
+        return web.Response(body=SMALL_FEED, content_type="application/rss+xml")
+
+    app = web.Application()
+    app.router.add_get("/{name}", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def fetch_three(policy: FetchPolicy) -> tuple[list[Any], list[tuple[str, float]], float]:
+    requests: list[tuple[str, float]] = []
+    runner, port = await serve_slowly(requests)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with open_session(policy, limit_per_host=1) as session:
+            results = await asyncio.gather(
+                *(
+                    fetch(f"http://127.0.0.1:{port}/feed{n}", policy=policy, session=session)
+                    for n in range(3)
+                ),
+                return_exceptions=True,
+            )
+    finally:
+        await runner.cleanup()
+    return results, [(path, at - started) for path, at in requests], loop.time() - started
+
+
+def test_fault_72_waiting_for_a_host_slot_is_not_part_of_the_deadline() -> None:
+    """One connection to the host at a time, 15 s a request, a 20 s deadline: the second and third
+    fetches wait 15 and 30 s for the connection, and are not timed out for it."""
+    policy = FetchPolicy(allow_private=True, timeout=20)
+    with VirtualTime(datetime(2026, 3, 1, tzinfo=UTC)) as clock:
+        results, requests, took = clock.run(fetch_three(policy))
+    assert [type(r).__name__ for r in results] == ["FetchResult"] * 3
+    assert [round(at) for _, at in requests] == [0, 15, 30]  # one at a time
+    assert round(took) == 45
+
+
+def test_a_host_that_stays_busy_is_not_asked_and_says_so() -> None:
+    policy = FetchPolicy(allow_private=True, timeout=20, slot_wait=20)
+    with VirtualTime(datetime(2026, 3, 1, tzinfo=UTC)) as clock:
+        results, requests, _ = clock.run(fetch_three(policy))
+    first, second, third = results
+    assert isinstance(first, FetchResult) and isinstance(second, FetchResult)
+    assert isinstance(third, HostBusyError)
+    assert (
+        third.reason
+        == "not sent: waited 20 s for a free connection to 127.0.0.1 (fetch.per_host: 1)"
+    )
+    assert sorted(path for path, _ in requests) == ["/feed0", "/feed1"]  # never reached the server

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
 from sqlalchemy import select, text
+from virtualtime import VirtualTime
 
 from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
@@ -785,3 +786,66 @@ def test_monitor_match_sees_the_language_and_source_the_daemon_gives_an_item(
         SOLAR_SHORT[1]: {"languages-en", "languages-ar", "from-detected"},  # unknown language
         SOLAR_HINTED[1]: {"lang-en", "languages-en", "elsewhere"},  # the feed's hint says en
     }
+
+
+def test_fault_72_a_feed_queued_behind_its_hosts_other_feeds_is_not_failed(
+    database_url: str, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    """Three feeds on one host that answers in 40 s, one connection at a time (`per_host: 1`), a 45 s
+    deadline: the second feed waits 40 s for the connection and is fetched; the third would wait
+    80 s, gives up after 60 s without asking, and is not counted as failing. (Virtual time: the
+    server is on the test's own loop.)"""
+
+    async def main() -> tuple[list[Any], list[str]]:
+        requests: list[str] = []
+
+        async def slow(request: web.Request) -> web.Response:
+            requests.append(request.path)
+            await asyncio.sleep(40)
+            return web.Response(body=rss(WEATHER), content_type="application/rss+xml")
+
+        app = web.Application()
+        app.router.add_get("/{name}", slow)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                database: {{url: "{database_url}"}}
+                defaults: {{timeout: 45s}}
+                fetch: {{allow_private: true, per_host: 1}}
+                watchlists: {{sunny: {{query: sunny}}}}
+                feeds:
+                  - {{name: a, url: "{base}/a"}}
+                  - {{name: b, url: "{base}/b"}}
+                  - {{name: c, url: "{base}/c"}}
+                """
+            ),
+            "utf-8",
+        )
+        service = service_for(parse_config(config.read_text("utf-8"), str(config)), notifier)
+        try:
+            return await service.poll_all(), requests
+        finally:
+            await service.close()
+            await runner.cleanup()
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        results, requests = clock.run(main())
+    statuses = {r.feed: (r.status, r.error) for r in results}
+    assert sorted(s for s, _ in statuses.values()) == ["ok", "ok", "retry_later"]
+    (queued,) = [name for name, (status, _) in statuses.items() if status == "retry_later"]
+    assert statuses[queued][1] == (
+        "not sent: waited 60 s for a free connection to 127.0.0.1 (fetch.per_host: 1)"
+    )
+    assert sorted(requests) == sorted(f"/{name}" for name in "abc" if name != queued)
+    engine = db.make_engine(f"{database_url}")
+    try:
+        with db.read_session(engine) as session:
+            failures = session.execute(select(feeds.c.consecutive_failures)).scalars().all()
+    finally:
+        engine.dispose()
+    assert failures == [0, 0, 0]

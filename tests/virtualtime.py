@@ -12,8 +12,10 @@ can be stepped like NTP or a VM restore steps it, with nothing ever sleeping for
     with VirtualTime(datetime(2026, 3, 1, 9, 0, tzinfo=UTC)) as clock:
         clock.run(main())       # asyncio.run on a virtual-time loop
 
-Sockets between tasks of the same loop work; waiting on another thread's server does not (the
-virtual clock would run ahead while the bytes travel), so these tests keep to one loop.
+Sockets between tasks of the same loop work: before the clock jumps, the loop gives the kernel
+`_SETTLE` seconds of real time to hand over bytes in flight on loopback. Waiting on another thread's
+server does not (the virtual clock would run ahead while that thread works), so these tests keep
+their servers on the same loop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time_machine
 
 T = TypeVar("T")
 _REAL_WAIT = 0.05  # seconds of real time to wait for a busy worker thread before looking again
+_SETTLE = 0.002  # seconds of real time for loopback bytes in flight before the clock jumps
 
 
 class VirtualTime:
@@ -72,7 +75,7 @@ class _VirtualTimeLoop(asyncio.SelectorEventLoop):
         def virtual_select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
             if self._busy_threads:
                 return select(_REAL_WAIT if timeout is None else min(timeout, _REAL_WAIT))
-            ready = select(0)
+            ready = select(0 if timeout == 0 else _SETTLE)
             if ready or timeout == 0:
                 return ready
             if timeout is None:

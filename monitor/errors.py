@@ -8,7 +8,10 @@
     │   └── UnsafeURLError the URL or an address it resolves to is refused (scheme, private address)
     ├── FeedParseError     the bytes are not a usable feed (not a feed, entity declarations, …)
     ├── StoreError         the database cannot be opened or a storage operation failed
-    │   └── SchemaVersionError  the schema is newer than this code, or older and not upgraded
+    │   ├── SchemaVersionError  the schema is newer than this code, or older and not upgraded
+    │   └── DatabaseLocationError  the SQLite file or its folder is missing, moved or read-only
+    ├── SetupError         the machine is not ready: a port taken, a folder missing or read-only
+    │   └── DatabaseLocationError  (also a StoreError)
     ├── BotError           the Telegram subscriber bot cannot start (token rejected, API unreachable)
     └── DeliveryError      a channel could not deliver an alert: temporary (retry) or permanent
         ├── RateLimitedError     the channel asked us to wait `retry_after` s (Telegram 429): not a failure
@@ -99,6 +102,18 @@ class StoreError(MonitorError):
 class SchemaVersionError(StoreError):
     """The database schema does not match this code: newer (refuse to start) or older and not
     upgraded (run `monitor db upgrade`)."""
+
+
+class SetupError(MonitorError):
+    """The machine is not ready for the command: the port of `service.listen` is taken, a folder is
+    missing or read-only, the database is not where the config says. Nothing the command could
+    retry: the CLI prints the message on one line and exits 2, like a config error."""
+
+
+class DatabaseLocationError(StoreError, SetupError):
+    """The SQLite database cannot be used where the config puts it: its folder is missing or not
+    writable, the file is read-only, it does not exist yet for a command that only reads, or it is
+    still at its old location (relative to the working directory instead of the config file)."""
 
 
 class DeliveryError(MonitorError):

@@ -139,6 +139,25 @@ def _assert_values(case: dict[str, Any]) -> None:
         assert _render(_lookup(settings, path)) == expected, path
 
 
+def test_a_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "config.yaml"
+    config.parent.mkdir()
+    cases = {
+        "sqlite:///monitor.db": f"sqlite:///{tmp_path}/etc/monitor.db",
+        "sqlite:///data/m.db?timeout=5": f"sqlite:///{tmp_path}/etc/data/m.db?timeout=5",
+        "sqlite:////var/lib/m.db": "sqlite:////var/lib/m.db",
+        "sqlite:///:memory:": "sqlite:///:memory:",
+        "postgresql+psycopg://u@h/db": "postgresql+psycopg://u@h/db",
+    }
+    for written, resolved in cases.items():
+        config.write_text(f"database: {{url: '{written}'}}\n", "utf-8")
+        settings = load_config(config)
+        assert settings.database.url == resolved, written
+        relative = written.removeprefix("sqlite:///").partition("?")[0]
+        expected = relative if resolved != written else None
+        assert settings.relative_database_path == expected, written
+
+
 # ---- the SPEC §2 example -------------------------------------------------------------------------
 
 

@@ -536,6 +536,6 @@ def test_fault_54_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: 
 
 def test_fault_44_sqlite_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(StoreError, match=re.escape(f"directory {missing} does not exist")):
+    with pytest.raises(StoreError, match=re.escape(f"create {missing}, or set database.url")):
         make_engine(f"sqlite:///{missing / 'monitor.db'}")
     assert not missing.exists()

@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from monitor.cli.app import EXIT_USAGE, fail, load_settings, stderr, when
+from monitor.cli.app import (
+    EXIT_USAGE,
+    fail,
+    fail_with,
+    load_settings,
+    open_database,
+    stderr,
+    when,
+)
 from monitor.errors import QueryError
 
 if TYPE_CHECKING:
@@ -65,10 +73,9 @@ def backtest(
     per_day: Counter[str] = Counter()
     stories: dict[int, tuple[int, Any]] = {}
     scanned = 0
+    engine = open_database(settings)
     try:
-        engine = db.make_engine(settings.database.url)
         try:
-            db.ensure_schema(engine, upgrade=False)
             with db.read_session(engine) as session:
                 for item in items_since(session, cutoff):
                     scanned += 1
@@ -86,7 +93,7 @@ def backtest(
         finally:
             engine.dispose()
     except MonitorError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     out = Console(highlight=False)
     out.print(
         f"{rule.name}: {sum(per_day.values())} of {scanned} items since {cutoff:%Y-%m-%d %H:%M} UTC"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from monitor.cli.app import fail, load_settings
+from monitor.cli.app import fail_with, load_settings, refuse_moved_database
 
 if TYPE_CHECKING:
     pass
@@ -23,6 +23,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from monitor.store import db
 
     settings = load_settings(ctx)
+    refuse_moved_database(settings)
     try:
         engine = db.make_engine(settings.database.url)
         try:
@@ -30,7 +31,7 @@ def db_upgrade(ctx: typer.Context) -> None:
         finally:
             engine.dispose()
     except MonitorError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if before == after:
         typer.echo(f"database is up to date (revision {after})")
     else:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from monitor.cli.app import fail, load_settings, when
+from monitor.cli.app import fail_with, load_settings, open_database, when
 
 if TYPE_CHECKING:
     pass
@@ -26,10 +26,9 @@ def feeds(ctx: typer.Context) -> None:
     from monitor.store.feeds import feed_health
 
     settings = load_settings(ctx)
+    engine = open_database(settings)
     try:
-        engine = db.make_engine(settings.database.url)
         try:
-            db.ensure_schema(engine, upgrade=False)
             with db.read_session(engine) as session:
                 rows = feed_health(session)
                 counts = alert_counts(session)
@@ -37,7 +36,7 @@ def feeds(ctx: typer.Context) -> None:
         finally:
             engine.dispose()
     except MonitorError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     table = Table(expand=True)
     for column in ("feed", "last poll UTC", "status", "new", "failures", "next poll UTC", "items"):
         table.add_column(column, overflow="fold")

@@ -6,16 +6,26 @@ set up logging without secrets. Scheduling, polling and delivery are `monitor.da
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from monitor.cli.app import EXIT_FAILURE, EXIT_OK, fail, load_settings, stderr
+from monitor.cli.app import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    fail_with,
+    load_settings,
+    refuse_moved_database,
+    stderr,
+)
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -27,20 +37,26 @@ def once(
         bool, typer.Option("--strict", help="Exit 1 when any feed failed (default: exit 0).")
     ] = False,
 ) -> None:
-    """Poll every feed once, match, deliver what is due, and exit (cron-friendly)."""
-    from monitor.daemon import AlreadyRunningError, Service, configure_logging, sqlite_lock
+    """Poll every feed once, match, deliver what is due, and exit (cron-friendly).
+
+    Ctrl-C stops the polls (their feeds are polled by the next run), sends the alerts already
+    queued, says what is left and exits 130; a second Ctrl-C stops at once.
+    """
+    from monitor.daemon import Service, configure_logging, sqlite_lock
     from monitor.errors import MonitorError
 
     settings = load_settings(ctx)
+    refuse_moved_database(settings)
     # Only errors: the summary at the end lists the feeds that failed.
     configure_logging(settings.service.log_format, level=logging.ERROR, secrets=_secrets(settings))
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
             service.prepare(now=datetime.now(UTC), alone=alone)
-            results, delivered = asyncio.run(_once(service))
-    except (AlreadyRunningError, MonitorError) as exc:
-        raise fail(str(exc)) from None
+            run = asyncio.run(_once(service))
+    except MonitorError as exc:
+        raise fail_with(exc) from None
+    results, delivered = run.results, run.delivered
     failed = [r for r in results if r.failed]
     counts = Counter(r.status for r in results)
     new = sum(r.new_items for r in results)
@@ -55,6 +71,14 @@ def once(
     )
     for result in failed:
         stderr.print(f"  [red]failed[/red] {escape(result.feed)}: {escape(result.error or '')}")
+    if run.interrupted:
+        skipped = run.feeds - len(results)
+        stderr.print(
+            f"interrupted: {skipped} of {run.feeds} feed{'s' if run.feeds != 1 else ''} not "
+            f"polled, {run.pending} alert{'s' if run.pending != 1 else ''} still pending; "
+            "the next `monitor once` or `monitor run` takes them up"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed and strict:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -68,8 +92,38 @@ _STATUS_LABELS = (
 )
 
 
-async def _once(service: Any) -> tuple[list[Any], Any]:
+@dataclass
+class _OnceRun:
+    results: list[Any] = field(default_factory=list)
+    delivered: Any = None
+    feeds: int = 0
+    interrupted: bool = False
+    pending: int = 0
+
+
+async def _once(service: Any) -> _OnceRun:
+    """Poll, then deliver. The first Ctrl-C cancels the polls (their leases are given back) and
+    goes on to deliver what is queued; the second cancels the delivery too."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from monitor.outbox import DeliveryStats
+
+    run = _OnceRun(delivered=DeliveryStats())
+    loop = asyncio.get_running_loop()
+    current: asyncio.Task[Any] | None = None
+
+    def interrupt() -> None:
+        run.interrupted = True
+        if current is not None:
+            current.cancel()
+
+    def count(n: int) -> None:
+        run.feeds = n
+        progress.update(task, total=n)
+
+    def done(result: Any) -> None:
+        run.results.append(result)
+        progress.update(task, advance=1, description=result.feed)
 
     progress = Progress(
         TextColumn("polling"),
@@ -80,41 +134,45 @@ async def _once(service: Any) -> tuple[list[Any], Any]:
         transient=True,
         disable=not stderr.is_terminal,
     )
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
         with progress:
             task = progress.add_task("", total=None)
-            results = await service.poll_all(
-                on_result=lambda r: progress.update(task, advance=1, description=r.feed),
-                total=lambda n: progress.update(task, total=n),
-            )
-        delivered = await service.deliver_tick()
+            current = asyncio.ensure_future(service.poll_all(on_result=done, total=count))
+            with contextlib.suppress(asyncio.CancelledError):
+                await current
+        if run.interrupted:
+            stderr.print("interrupted: polls stopped; sending the alerts already queued")
+        current = asyncio.ensure_future(service.deliver_tick())
+        with contextlib.suppress(asyncio.CancelledError):
+            run.delivered = await current
+        if run.interrupted:
+            run.pending = await asyncio.to_thread(service.pending_alerts)
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
         await service.close()
-    return results, delivered
+    return run
 
 
 def run(ctx: typer.Context) -> None:
     """The daemon: poll on schedule, match, deliver, serve /healthz and /metrics. SIGTERM stops it."""
-    from monitor.daemon import (
-        AlreadyRunningError,
-        Service,
-        configure_logging,
-        run_forever,
-        sqlite_lock,
-    )
+    from monitor.daemon import Service, configure_logging, run_forever, sqlite_lock
     from monitor.errors import MonitorError
 
     # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = load_settings(ctx)
+    refuse_moved_database(settings)
     configure_logging(settings.service.log_format, secrets=_secrets(settings))
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
             service.prepare(now=datetime.now(UTC), alone=alone)
             asyncio.run(run_forever(service))
-    except (AlreadyRunningError, MonitorError) as exc:
-        raise fail(str(exc)) from None
+    except MonitorError as exc:
+        raise fail_with(exc) from None
 
 
 def _secrets(settings: Settings) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -146,6 +147,17 @@ def _check_database_url(url: str) -> str:
     return url
 
 
+def relative_sqlite_path(url: str) -> str | None:
+    """The path of a `sqlite:///PATH` URL when it is relative (not `/…`, `:memory:` or `file:`)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
+        return None
+    path = rest[1:].partition("?")[0]
+    if not path or path == ":memory:" or path.startswith(("/", "file:")):
+        return None
+    return path
+
+
 def _check_listen(address: str | None) -> str | None:
     if address is None:
         return None
@@ -199,7 +211,11 @@ class _Model(BaseModel):
 
 
 class DatabaseSettings(_Model):
-    """Where items, stories and alerts are stored. `url` may hold a password: not in repr."""
+    """Where items, stories and alerts are stored. `url` may hold a password: not in repr.
+
+    A relative SQLite path (`sqlite:///monitor.db`) is relative to the config file's folder, like
+    a feed's path: `Settings` makes it absolute, so every command finds the same database from
+    any working directory (cron starts in `$HOME`)."""
 
     url: Annotated[str, AfterValidator(_check_database_url)] = Field(
         default="sqlite:///monitor.db", repr=False
@@ -398,7 +414,9 @@ class Settings(_Model):
     """The whole config file. Build it with `load_config` / `parse_config`.
 
     `channels` always holds a `console` channel (the built-in one unless the file defines its own);
-    `config_dir` is the absolute directory of the config file, for relative feed paths.
+    `config_dir` is the absolute directory of the config file, for relative feed paths and a
+    relative SQLite path (`database.url` holds the absolute one; `relative_database_path` the path
+    as written, from which older versions resolved it against the working directory).
     """
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -412,6 +430,24 @@ class Settings(_Model):
     telegram: TelegramSettings | None = None
     email: EmailSettings | None = None
     config_dir: Path = Field(default_factory=Path.cwd)
+    _relative_database: str | None = PrivateAttr(default=None)
+
+    @property
+    def relative_database_path(self) -> str | None:
+        """The SQLite path as the file wrote it, when it was relative (else None)."""
+        return self._relative_database
+
+    @model_validator(mode="after")
+    def _database_beside_the_config(self) -> Settings:
+        relative = relative_sqlite_path(self.database.url)
+        if relative is not None:
+            scheme, _, rest = self.database.url.partition(":///")
+            _, question, query = rest.partition("?")
+            url = f"{scheme}:///{self.config_dir / relative}{question}{query}"
+            # The model is frozen; this validator is the last step of building it.
+            object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
+            self._relative_database = relative
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.engine import make_url
-
-from monitor.errors import MonitorError
+from monitor.errors import DatabaseLocationError, MonitorError
+from monitor.store.db import check_sqlite_location, sqlite_file
 
 
 class AlreadyRunningError(MonitorError):
@@ -21,19 +20,28 @@ class AlreadyRunningError(MonitorError):
 @contextlib.contextmanager
 def sqlite_lock(database_url: str) -> Iterator[bool]:
     """On SQLite, one process at a time: an exclusive lock on `<database>.lock`; yields True when
-    held. PostgreSQL needs none (replicas share the work through row leases): yields False."""
-    url = make_url(database_url)
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+    held. PostgreSQL needs none (replicas share the work through row leases): yields False.
+
+    A database folder that is missing or read-only is refused first (DatabaseLocationError), with
+    the same message as the database itself would get."""
+    database = sqlite_file(database_url)
+    if database is None:
         yield False
         return
-    path = Path(f"{url.database}.lock")
-    handle: IO[str] = path.open("a")
+    check_sqlite_location(database, create=True)
+    path = Path(f"{database}.lock")
+    try:
+        handle: IO[str] = path.open("a")
+    except OSError as exc:
+        raise DatabaseLocationError(
+            f"cannot create the lock file {path}: {exc.strerror or exc}"
+        ) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunningError(
-                f"another monitor is already running on {url.database} (lock file {path})"
+                f"another monitor is already running on {database} (lock file {path})"
             ) from None
         yield True
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 
@@ -25,7 +26,7 @@ from monitor.daemon.service import (
     Service,
 )
 from monitor.daemon.ticks import Ticker
-from monitor.errors import StoreError
+from monitor.errors import SetupError, StoreError
 
 log = logging.getLogger("monitor.daemon")
 
@@ -38,9 +39,17 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     runner = None
-    if service.settings.service.listen:
-        runner = await start_health_server(service, service.settings.service.listen)
-        log.info("health.listening address=%s", service.settings.service.listen)
+    listen = service.settings.service.listen
+    if listen:
+        try:
+            runner = await start_health_server(service, listen)
+        except OSError as exc:
+            await service.close()
+            raise SetupError(
+                f"cannot listen on {listen} (service.listen): {_why(exc)}; stop what uses it "
+                "(another monitor?), or set service.listen to a free HOST:PORT or null"
+            ) from None
+        log.info("health.listening address=%s", listen)
     bot = await start_bot(service)
     tickers = service.tickers = {
         ticker.name: ticker
@@ -92,3 +101,13 @@ async def _finish(task: asyncio.Task[None], timeout: float) -> None:
     if not task.done():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address"
+    return exc.strerror or str(exc)

@@ -8,6 +8,7 @@ in `daemon.run` (`monitor run`) and `cli.run` (`monitor once`); this module does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -32,6 +33,7 @@ from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
 from monitor.pipeline import Poller, PollResult, digests_for, routes_for
 from monitor.store import db
+from monitor.store.alerts import alert_counts
 from monitor.store.feeds import FeedState, claim_due_feeds, release_feed, release_leases, sync_feeds
 from monitor.store.stories import forget_story_hashes, prune
 from monitor.watchlists import compile_watchlists
@@ -207,14 +209,29 @@ class Service:
             total(len(states))
         semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
 
+        finished: set[int] = set()
+
         async def one(state: FeedState) -> PollResult:
             async with semaphore:
                 result = await self._poll_one(state, force=False)
+            finished.add(state.id)
             if on_result is not None:
                 on_result(result)
             return result
 
-        return list(await asyncio.gather(*(one(s) for s in states)))
+        try:
+            return list(await asyncio.gather(*(one(s) for s in states)))
+        except asyncio.CancelledError:  # Ctrl-C: the feeds not polled are due for the next run
+            for state in states:
+                if state.id not in finished:
+                    with contextlib.suppress(StoreError):
+                        await asyncio.to_thread(self._release, state.id)
+            raise
+
+    def pending_alerts(self) -> int:
+        """How many alerts wait in the outbox (for `monitor once`'s last word after Ctrl-C)."""
+        with db.read_session(self.engine) as session:
+            return alert_counts(session)["pending"]
 
     async def poll_tick(self) -> None:
         """`monitor run`: start polls for the feeds that are due, up to the concurrency limit."""

@@ -31,16 +31,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from monitor.errors import SchemaVersionError, StoreError
+from monitor.errors import DatabaseLocationError, SchemaVersionError, StoreError
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
     "alembic_config",
+    "check_sqlite_location",
     "current_revision",
     "ensure_schema",
     "head_revision",
     "make_engine",
     "read_session",
+    "sqlite_file",
     "transaction",
     "upgrade",
 ]
@@ -52,11 +54,57 @@ _WRITE_OPTION = "monitor_write"  # execution option: this connection's BEGIN is 
 _MIGRATION_LOCK = 7_261_504_118  # pg_advisory_xact_lock key: one replica migrates at a time
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `sqlite:///path` (relative to the cwd) or `postgresql+psycopg://…`.
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///PATH` URL; None for PostgreSQL, `:memory:` and `file:` URIs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database)
 
-    A plain `postgresql://` URL gets the psycopg (3) driver. Nothing is connected yet, except that
-    a SQLite file whose directory does not exist is refused here, naming the path.
+
+def check_sqlite_location(path: Path, *, create: bool) -> None:
+    """Refuse, naming the path, a SQLite file this process cannot use: its folder missing or not
+    writable (WAL adds `-wal` and `-shm` files beside it), the file itself read-only, or — when the
+    command must not `create` one — no file yet. Raises DatabaseLocationError."""
+    directory = path.absolute().parent
+    if not directory.is_dir():
+        raise DatabaseLocationError(
+            f"the folder of the SQLite database {path} does not exist: create {directory}, "
+            "or set database.url to another path"
+        )
+    if not create:
+        if not path.exists():
+            raise DatabaseLocationError(
+                f"no database at {path.absolute()} yet: `monitor once` or `monitor run` creates "
+                "it (or check database.url)"
+            )
+        return
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DatabaseLocationError(
+            f"the folder of the SQLite database {path} is not writable ({directory}): the "
+            "database needs to create files beside it; make it writable for this user, "
+            "or set database.url to another path"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise DatabaseLocationError(
+            f"the SQLite database {path} is read-only for this user: make it writable, "
+            "or set database.url to another path"
+        )
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for `sqlite:///path` or `postgresql+psycopg://…`.
+
+    A plain `postgresql://` URL gets the psycopg (3) driver. Nothing is connected yet, except that a
+    SQLite file this process cannot use is refused here, naming the path (`check_sqlite_location`);
+    with `create=False` (commands that only read) a SQLite file that does not exist is refused
+    instead of being created empty.
     """
     try:
         parsed = make_url(url)
@@ -65,17 +113,9 @@ def make_engine(url: str) -> Engine:
     backend = parsed.get_backend_name()
     try:
         if backend == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                directory = Path(database).absolute().parent
-                if not directory.is_dir():
-                    raise StoreError(
-                        f"SQLite database {database}: directory {directory} does not exist"
-                    )
-                if not os.access(directory, os.W_OK | os.X_OK):  # WAL adds -wal and -shm files
-                    raise StoreError(
-                        f"SQLite database {database}: directory {directory} is not writable"
-                    )
+            path = sqlite_file(url)
+            if path is not None:
+                check_sqlite_location(path, create=create)
             engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from monitor.cli.app import EXIT_FAILURE, fail, load_settings, stderr, when
+from monitor.cli.app import (
+    EXIT_FAILURE,
+    fail,
+    fail_with,
+    load_settings,
+    open_database,
+    stderr,
+    when,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -115,17 +123,15 @@ def _with_session(settings: Settings, work: Callable[[Session], T], *, write: bo
     from monitor.errors import MonitorError
     from monitor.store import db
 
+    engine = open_database(settings)  # never creates one: nothing to list or change without it
     try:
-        engine = db.make_engine(settings.database.url)
-        try:
-            db.ensure_schema(engine, upgrade=False)
-            session_of = db.transaction if write else db.read_session
-            with session_of(engine) as session:
-                return work(session)
-        finally:
-            engine.dispose()
+        session_of = db.transaction if write else db.read_session
+        with session_of(engine) as session:
+            return work(session)
     except MonitorError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
+    finally:
+        engine.dispose()
 
 
 def _record(entry: SubscriberListing, settings: Settings, now: datetime) -> dict[str, Any]:

@@ -6,8 +6,15 @@ Speaks the Bot API's protocol (https://core.telegram.org/bots/api#making-request
 Point PTB at it with `base_url=f"{double.api_url}/bot"` (or `api_url` for our own classes).
 
 Methods: getMe, getUpdates (long polling with `timeout`, `offset` confirming updates, serving what
-a test queued with `send_command` / `queue_update`), sendMessage, deleteWebhook, getWebhookInfo,
-setMyCommands, getMyCommands, deleteMyCommands. Anything else: 404 "Not Found".
+a test queued with `send_command`, `press_button` or `queue_update`), sendMessage, editMessageText,
+editMessageReplyMarkup, answerCallbackQuery, getChatMember (what `set_member` said; "member"
+otherwise), deleteWebhook, getWebhookInfo, setMyCommands, getMyCommands, deleteMyCommands.
+Anything else: 404 "Not Found".
+
+Updates tests inject: a command in a private chat, a group, a supergroup or a forum topic
+(`send_command(…, chat_id=-100…, thread_id=17)`), sent by a user or by the group itself (an
+anonymous admin, `as_chat=True`); a press on an inline button under a message the bot sent
+(`press_button`). Edits and callback answers are recorded (`edits`, `answers`).
 
 sendMessage is checked the way Telegram checks it:
 * `parse_mode=HTML` text is parsed like tdlib's parse_html: only the tags b, strong, i, em, u, ins,
@@ -81,6 +88,9 @@ _JSON_FIELDS = {
     "drop_pending_updates",
     "disable_web_page_preview",
     "message_thread_id",
+    "message_id",
+    "user_id",
+    "show_alert",
 }
 
 
@@ -262,12 +272,49 @@ class SentMessage:
     params: Mapping[str, Any] = field(repr=False)
 
     @property
+    def thread_id(self) -> int | None:
+        value = self.params.get("message_thread_id")
+        return int(value) if value is not None else None
+
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        """The inline keyboard's buttons, row after row: (label, callback data)."""
+        markup = self.params.get("reply_markup") or {}
+        return [
+            (button["text"], button.get("callback_data", ""))
+            for row in markup.get("inline_keyboard", [])
+            for button in row
+        ]
+
+    @property
     def bold(self) -> list[str]:
         return [self.plain[e.start : e.end] for e in self.entities if e.type in ("b", "strong")]
 
     @property
     def links(self) -> list[tuple[str, str | None]]:
         return [(self.plain[e.start : e.end], e.href) for e in self.entities if e.type == "a"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An editMessageText or editMessageReplyMarkup the double accepted."""
+
+    method: str
+    chat_id: int
+    message_id: int
+    text: str | None  # as sent; None for a keyboard-only edit
+    plain: str | None
+    params: Mapping[str, Any] = field(repr=False)
+    entities: tuple[Entity, ...] = ()
+
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        markup = self.params.get("reply_markup") or {}
+        return [
+            (button["text"], button.get("callback_data", ""))
+            for row in markup.get("inline_keyboard", [])
+            for button in row
+        ]
 
 
 @dataclass(frozen=True)
@@ -289,11 +336,88 @@ class _Fault:
     description: str | None = None
 
 
-def _chat_object(chat_id: int) -> dict[str, Any]:
+def _chat_object(chat_id: int, *, forum: bool = False) -> dict[str, Any]:
     if chat_id > 0:
         return {"id": chat_id, "type": "private", "first_name": f"user{chat_id}"}
-    kind = "supergroup" if chat_id < -1_000_000_000_000 else "group"
-    return {"id": chat_id, "type": kind, "title": f"chat {chat_id}"}
+    kind = "supergroup" if chat_id < -1_000_000_000_000 or forum else "group"
+    chat: dict[str, Any] = {"id": chat_id, "type": kind, "title": f"chat {chat_id}"}
+    if forum:
+        chat["is_forum"] = True
+    return chat
+
+
+def _user_object(user_id: int, username: str | None = None) -> dict[str, Any]:
+    user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+    if username:
+        user["username"] = username
+    return user
+
+
+_ENTITY_TYPES = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strikethrough",
+    "strike": "strikethrough",
+    "del": "strikethrough",
+    "code": "code",
+    "pre": "pre",
+    "blockquote": "blockquote",
+    "span": "spoiler",
+    "tg-spoiler": "spoiler",
+}
+
+
+def _entities_json(plain: str, entities: tuple[Entity, ...]) -> list[dict[str, Any]]:
+    """Entities as the Bot API sends them in a Message: offsets and lengths in UTF-16 units."""
+    out = []
+    for entity in entities:
+        offset = _utf16_len(plain[: entity.start])
+        length = _utf16_len(plain[entity.start : entity.end])
+        if entity.type == "a":
+            out.append(
+                {"type": "text_link", "offset": offset, "length": length, "url": entity.href}
+            )
+        elif entity.type in _ENTITY_TYPES:
+            out.append({"type": _ENTITY_TYPES[entity.type], "offset": offset, "length": length})
+    return out
+
+
+def _member_object(user_id: int, status: str) -> dict[str, Any]:
+    member: dict[str, Any] = {"status": status, "user": _user_object(user_id)}
+    if status == "creator":
+        member["is_anonymous"] = False
+    elif status == "administrator":
+        member.update(
+            dict.fromkeys(
+                (
+                    "can_be_edited",
+                    "is_anonymous",
+                    "can_restrict_members",
+                    "can_promote_members",
+                    "can_post_stories",
+                    "can_edit_stories",
+                    "can_delete_stories",
+                ),
+                False,
+            )
+            | dict.fromkeys(
+                (
+                    "can_manage_chat",
+                    "can_delete_messages",
+                    "can_manage_video_chats",
+                    "can_change_info",
+                    "can_invite_users",
+                ),
+                True,
+            )
+        )
+    elif status == "kicked":
+        member["until_date"] = 0
+    return member
 
 
 def _utf16_len(text: str) -> int:
@@ -321,6 +445,10 @@ class BotAPIDouble(ThreadedServer):
         self._message_ids = itertools.count(1)
         self._faults: dict[int, deque[_Fault]] = {}
         self._commands: list[dict[str, Any]] = []
+        self._edits: list[Edit] = []
+        self._answers: list[dict[str, Any]] = []
+        self._members: dict[tuple[int, int], str] = {}
+        self._callback_ids = itertools.count(1)
         self._conflict = False
         self._limits: dict[str, float] | None = None
         self._accepted_at: deque[float] = deque()
@@ -373,6 +501,27 @@ class BotAPIDouble(ThreadedServer):
     def commands(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._commands)
+
+    @property
+    def edits(self) -> list[Edit]:
+        with self._lock:
+            return list(self._edits)
+
+    @property
+    def answers(self) -> list[dict[str, Any]]:
+        """The parameters of every answerCallbackQuery."""
+        with self._lock:
+            return list(self._answers)
+
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        """The parameters of every call of `method` (e.g. "getChatMember"), in arrival order."""
+        return [params for name, params in self.calls if name == method]
+
+    def set_member(self, chat_id: int, user_id: int, status: str) -> None:
+        """What getChatMember answers for this user in this chat: "creator", "administrator",
+        "member", "restricted", "left" or "kicked" (default "member")."""
+        with self._lock:
+            self._members[chat_id, user_id] = status
 
     def messages_to(self, chat_id: int) -> list[SentMessage]:
         return [m for m in self.messages if m.chat_id == chat_id]
@@ -457,27 +606,88 @@ class BotAPIDouble(ThreadedServer):
         chat_id: int = 1001,
         user_id: int | None = None,
         username: str | None = "alice",
+        thread_id: int | None = None,
+        as_chat: bool = False,
     ) -> int:
         """A user (in a private chat by default) sends `text`, e.g. "/subscribe taiwan-red-line".
+        `thread_id`: in that forum topic of a supergroup. `as_chat`: sent on behalf of the group
+        (an anonymous admin: `sender_chat` is the group, `from` Telegram's GroupAnonymousBot).
         Returns the update id."""
         user_id = user_id if user_id is not None else (chat_id if chat_id > 0 else 1001)
-        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
-        if username:
-            user["username"] = username
-        chat = _chat_object(chat_id)
+        chat = _chat_object(chat_id, forum=thread_id is not None)
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": chat,
-            "from": user,
+            "from": _user_object(user_id, username),
             "text": text,
         }
+        if as_chat:
+            message["from"] = {
+                "id": 1087968824,
+                "is_bot": True,
+                "first_name": "Group",
+                "username": "GroupAnonymousBot",
+            }
+            message["sender_chat"] = chat
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             message["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": _utf16_len(command)}
             ]
         return self.queue_update({"message": message})
+
+    def press_button(
+        self,
+        message: SentMessage | Edit,
+        data: str,
+        *,
+        user_id: int | None = None,
+        username: str | None = "alice",
+    ) -> int:
+        """A user presses the inline button with callback `data` under `message` (one the bot
+        sent, or as it was last edited). Returns the update id; the bot's answerCallbackQuery
+        carries its id as a string."""
+        user_id = user_id if user_id is not None else message.chat_id
+        thread = message.thread_id if isinstance(message, SentMessage) else None
+        plain = message.plain or ""
+        shown: dict[str, Any] = {
+            "message_id": message.message_id,
+            "date": int(time.time()),
+            "chat": _chat_object(message.chat_id, forum=thread is not None),
+            "from": BOT_USER,
+            "text": plain,
+            "entities": _entities_json(plain, message.entities),
+        }
+        if message.params.get("reply_markup"):
+            shown["reply_markup"] = message.params["reply_markup"]
+        if thread is not None:
+            shown["message_thread_id"] = thread
+            shown["is_topic_message"] = True
+        query = {
+            "id": str(next(self._callback_ids)),
+            "from": _user_object(user_id, username),
+            "message": shown,
+            "chat_instance": f"instance-{message.chat_id}",
+            "data": data,
+        }
+        return self.queue_update({"callback_query": query})
+
+    def wait_for_answers(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Block until at least `count` callback queries were answered; return the answers."""
+        self.wait_for(lambda double: len(double._answers) >= count, timeout)
+        return self.answers
+
+    async def answers_eventually(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.wait_for_answers, count, timeout)
+
+    async def edits_eventually(self, count: int, timeout: float = 10.0) -> list[Edit]:
+        """Wait (in a thread) until at least `count` edits arrived; return them."""
+        await asyncio.to_thread(self.wait_for, lambda d: len(d._edits) >= count, timeout)
+        return self.edits
 
     def wait_for(self, predicate: Callable[[BotAPIDouble], bool], timeout: float = 10.0) -> None:
         """Block until `predicate(self)` holds (checked whenever a request arrives)."""
@@ -557,6 +767,10 @@ class BotAPIDouble(ThreadedServer):
             "getme": self._get_me,
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
+            "editmessagetext": self._edit_message_text,
+            "editmessagereplymarkup": self._edit_reply_markup,
+            "answercallbackquery": self._answer_callback_query,
+            "getchatmember": self._get_chat_member,
             "deletewebhook": self._true,
             "setmycommands": self._set_commands,
             "getmycommands": self._get_commands,
@@ -566,6 +780,65 @@ class BotAPIDouble(ThreadedServer):
         if handler is None:
             return self._error(404, "Not Found: method not found")
         return await handler(params)
+
+    async def _get_chat_member(self, params: dict[str, Any]) -> web.Response:
+        chat_id, user_id = params.get("chat_id"), params.get("user_id")
+        if not isinstance(chat_id, int) or not isinstance(user_id, int):
+            return self._error(400, "Bad Request: chat not found")
+        with self._lock:
+            status = self._members.get((chat_id, user_id), "member")
+        return self._ok(_member_object(user_id, status))
+
+    async def _answer_callback_query(self, params: dict[str, Any]) -> web.Response:
+        if not params.get("callback_query_id"):
+            return self._error(400, "Bad Request: query is too old or query ID is invalid")
+        with self._lock:
+            self._answers.append(params)
+            self._changed.notify_all()
+        return self._ok(True)
+
+    async def _edit_message_text(self, params: dict[str, Any]) -> web.Response:
+        chat_id, message_id, text = (
+            params.get("chat_id"),
+            params.get("message_id"),
+            params.get("text"),
+        )
+        if not isinstance(chat_id, int) or not isinstance(message_id, int):
+            return self._error(400, "Bad Request: message to edit not found")
+        if not isinstance(text, str):
+            return self._error(400, "Bad Request: message text is empty")
+        parse_mode = params.get("parse_mode") or None
+        plain, entities = text, []
+        if parse_mode is not None:
+            try:
+                plain, entities = parse_html(text)
+            except EntityParseError as exc:
+                return self._error(400, f"Bad Request: can't parse entities: {exc}")
+        if not plain.strip() or len(plain) > MAX_TEXT:
+            return self._error(400, "Bad Request: message text is empty or too long")
+        edit = Edit("editMessageText", chat_id, message_id, text, plain, params, tuple(entities))
+        with self._lock:
+            self._edits.append(edit)
+            self._changed.notify_all()
+        return self._ok(
+            {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": _chat_object(chat_id),
+                "from": BOT_USER,
+                "text": plain,
+            }
+        )
+
+    async def _edit_reply_markup(self, params: dict[str, Any]) -> web.Response:
+        chat_id, message_id = params.get("chat_id"), params.get("message_id")
+        if not isinstance(chat_id, int) or not isinstance(message_id, int):
+            return self._error(400, "Bad Request: message to edit not found")
+        edit = Edit("editMessageReplyMarkup", chat_id, message_id, None, None, params)
+        with self._lock:
+            self._edits.append(edit)
+            self._changed.notify_all()
+        return self._ok(True)
 
     async def _get_me(self, params: dict[str, Any]) -> web.Response:
         return self._ok(BOT_USER)

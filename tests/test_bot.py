@@ -186,6 +186,8 @@ def test_subscriptions_off_refuses_everyone(double: BotAPIDouble, engine: Engine
 
 
 def test_a_group_chat_subscribes_as_the_group(double: BotAPIDouble, engine: Engine) -> None:
+    double.set_member(-100777, 1001, "administrator")
+
     async def scenario(chat: Chat) -> None:
         reply = await chat.say("/subscribe@monitor_test_bot china-russia", chat_id=-100777)
         assert reply.plain == "Subscribed to china-russia."

@@ -5,45 +5,32 @@ API double, a real database; the evidence is what the double received."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import textwrap
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from botapi import TOKEN, BotAPIDouble
+from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from sqlalchemy import select
+from servicekit import (
+    ALICE,
+    BOB,
+    DESK,
+    feed,
+    make_due,
+    outbox,
+    running,
+    say,
+    sent_to,
+    serve,
+    write_config,
+)
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.config import Settings, parse_config
+from monitor.config import Settings
 from monitor.core.access import AccessPolicy
-from monitor.daemon import Service, start_bot
-from monitor.store import db
 from monitor.store import subscribers as subs
-from monitor.store.tables import alerts
-
-ALICE, BOB, DESK = 1001, 1002, -100777
-
-
-def feed(*titles: str) -> bytes:
-    """An RSS feed with one item per title, each published now and matching taiwan-red-line."""
-    published = format_datetime(datetime.now(UTC))
-    items = "".join(
-        f"<item><guid>{title}</guid><title>{title}</title>"
-        f"<link>https://example.org/{title}</link><pubDate>{published}</pubDate>"
-        "<description>Taiwan is the first red line, the minister said.</description></item>"
-        for title in titles
-    )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
-        f"{items}</channel></rss>"
-    ).encode()
 
 
 @pytest.fixture
@@ -55,84 +42,8 @@ def double() -> Iterator[BotAPIDouble]:
 @pytest.fixture
 def feeds() -> Iterator[LoopbackServer]:
     with LoopbackServer() as server:
-        server.respond("/a.xml", body=feed("first"), headers={"Content-Type": "text/xml"})
+        serve(server, feed("first"))
         yield server
-
-
-def write_config(
-    tmp_path: Path,
-    database_url: str,
-    double: BotAPIDouble,
-    feeds: LoopbackServer,
-    telegram: str = "subscriptions: open",
-) -> Settings:
-    text = textwrap.dedent(
-        f"""
-        database: {{url: "{database_url}"}}
-        fetch: {{allow_private: true}}
-        service: {{listen: null}}
-        feeds:
-          - {{name: a, url: '{feeds.url("/a.xml")}'}}
-        watchlists:
-          taiwan-red-line: {{query: "taiwan AND \\"red line\\"", notify: [desk]}}
-        channels:
-          desk: {{type: telegram, chat_ids: [{DESK}]}}
-        telegram:
-          token: "{TOKEN}"
-          api_url: "{double.api_url}"
-        """
-    ) + textwrap.indent(telegram, "  ")
-    config = tmp_path / "config.yaml"
-    config.write_text(text, "utf-8")
-    return parse_config(text, str(config))
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, *, bot: bool = True) -> AsyncIterator[Service]:
-    service = Service.build(settings)
-    service.prepare(now=datetime.now(UTC), alone=True)
-    subscriber_bot = await start_bot(service) if bot else None
-    try:
-        yield service
-    finally:
-        if subscriber_bot is not None:
-            await subscriber_bot.stop()
-        await service.close()
-
-
-async def say(double: BotAPIDouble, chat: int, command: str) -> str:
-    """A user sends a command; the bot's reply, as Telegram shows it."""
-    before = len(double.messages_to(chat))
-    double.send_command(command, chat_id=chat, user_id=chat)
-    replies = await double.messages_eventually(before + 1, chat_id=chat)
-    return replies[before].plain
-
-
-def sent_to(double: BotAPIDouble, chat: int, since: int = 0) -> list[dict[str, Any]]:
-    """The sendMessage calls for `chat` from call number `since` on."""
-    return [
-        params
-        for method, params in double.calls[since:]
-        if method == "sendMessage" and params.get("chat_id") == chat
-    ]
-
-
-def outbox(settings: Settings) -> list[Any]:
-    engine = db.make_engine(settings.database.url)
-    try:
-        with db.read_session(engine) as session:
-            return list(session.execute(select(alerts).order_by(alerts.c.id)).all())
-    finally:
-        engine.dispose()
-
-
-def make_due(settings: Settings) -> None:
-    engine = db.make_engine(settings.database.url)
-    try:
-        with db.transaction(engine) as session:
-            session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
-    finally:
-        engine.dispose()
 
 
 # ---- the rule ----------------------------------------------------------------------------------
@@ -180,7 +91,7 @@ def test_a_user_removed_from_the_allowlist_gets_nothing_after_the_restart_held_i
     restart = write_config(
         tmp_path, database_url, double, feeds, f"subscriptions: allowlist\nallow: [{ALICE}]\n"
     )
-    feeds.respond("/a.xml", body=feed("first", "second"), headers={"Content-Type": "text/xml"})
+    serve(feeds, feed("first", "second"))
     make_due(restart)
     mark = len(double.calls)
 

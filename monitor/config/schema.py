@@ -269,10 +269,12 @@ class Watchlist(_Model):
     `notify` lists channel names. Without `notify` in the file it is `("console",)`, the built-in
     console channel (SPEC §2: "a watchlist without notify goes to the console"); an explicit
     `notify: []` means only Telegram subscribers get it. Empty `languages` / `feeds` mean all.
+    `description` is what the bot's /watchlists shows beside the name.
     """
 
     name: str
     query: Text
+    description: OptionalText = None
     notify: ListOf[Name] = (CONSOLE,)
     languages: ListOf[Language] = ()
     feeds: ListOf[FeedName] = ()

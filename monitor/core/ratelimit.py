@@ -1,4 +1,5 @@
-"""Telegram's sending limits, enforced by us before Telegram has to (pure: `now` is an argument).
+"""Telegram's sending limits, enforced by us before Telegram has to, and the per-user quota of bot
+commands (pure: `now` is an argument).
 
 From https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this:
 
@@ -23,7 +24,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["RateLimiter"]
+__all__ = ["CommandQuota", "RateLimiter"]
 
 _EPSILON = 1e-9
 
@@ -116,3 +117,55 @@ class RateLimiter:
         ]
         for chat_id in stale:
             del self._chats[chat_id]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+    warned: bool = False
+
+
+class CommandQuota:
+    """How many bot commands (and button presses) one user may send: a token bucket of `burst`
+    commands refilled at `per_minute` a minute (FAULTS 37: a subscriber spamming commands must
+    not keep the bot, or the database behind it, busy for everyone else).
+
+    `take(user, now)` says whether the command may run; when it may not, `warn` tells whether this
+    is the first refusal since the user was last allowed — the bot answers that one ("slow down")
+    and ignores the rest, so a flood gets one reply, not one per message. Idle users are forgotten
+    (at most `max_users` are tracked; the least recently seen go first)."""
+
+    def __init__(self, *, per_minute: float = 30.0, burst: int = 20, max_users: int = 10_000):
+        if per_minute <= 0 or burst < 1:
+            raise ValueError("per_minute must be positive and burst at least 1")
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.max_users = max_users
+        self._buckets: dict[int, _Bucket] = {}
+
+    def take(self, user: int, now: float) -> tuple[bool, bool]:
+        """(allowed, warn). Allowed uses up one command."""
+        bucket = self._buckets.pop(user, None) or _Bucket(float(self.burst), now)
+        self._buckets[user] = bucket  # most recently seen last
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            bucket.warned = False
+            self._forget()
+            return True, False
+        warn = not bucket.warned
+        bucket.warned = True
+        return False, warn
+
+    def wait(self, user: int) -> float:
+        """Seconds until `user` may send a command again (0.0: now)."""
+        bucket = self._buckets.get(user)
+        if bucket is None or bucket.tokens >= 1.0:
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _forget(self) -> None:
+        while len(self._buckets) > self.max_users:
+            del self._buckets[next(iter(self._buckets))]

@@ -35,7 +35,8 @@ async def start_bot(service: Service) -> Any:
             log.info("bot.standby reason=another replica polls Telegram")
             return None
         service.leader_connection = connection
-    bot = SubscriberBot.from_settings(telegram, service.engine, service.settings.watchlists.keys())
+    descriptions = {name: w.description for name, w in service.settings.watchlists.items()}
+    bot = SubscriberBot.from_settings(telegram, service.engine, descriptions)
     try:
         await bot.start()
     except BotError as exc:

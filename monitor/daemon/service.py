@@ -73,7 +73,9 @@ def notifiers_for(settings: Settings) -> dict[str, Notifier]:
 
         # One notifier, so one rate limiter covers every chat of the bot (30 messages/s).
         telegram = TelegramNotifier(
-            settings.telegram.token.get_secret_value(), settings.telegram.api_url
+            settings.telegram.token.get_secret_value(),
+            settings.telegram.api_url,
+            subscriber_channels=(SUBSCRIBERS_CHANNEL,),
         )
         for name, channel in settings.channels.items():
             if channel.type == "telegram":

@@ -29,11 +29,11 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, timedelta, tzinfo
 from urllib.parse import quote
 
-from telegram import Bot, LinkPreviewOptions
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -48,6 +48,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from monitor.core.buttons import Button, alert_buttons
 from monitor.core.ratelimit import RateLimiter
 from monitor.core.telegram_html import alert_html, alert_plain, digest_html, plain_text
 from monitor.errors import (
@@ -65,6 +66,7 @@ __all__ = [
     "TelegramNotifier",
     "TokenFilter",
     "install_token_redaction",
+    "keyboard",
     "remove_token_redaction",
 ]
 
@@ -171,6 +173,13 @@ def remove_token_redaction(token: str, loggers: Iterable[str] = TOKEN_LOGGERS) -
 # ---- the notifier ------------------------------------------------------------------------------
 
 
+def keyboard(row: Sequence[Button]) -> InlineKeyboardMarkup:
+    """Buttons as one row of an inline keyboard (`monitor.core.buttons`)."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row]]
+    )
+
+
 def _retry_seconds(exc: RetryAfter) -> float:
     # PTB 22.2+ warns on reading `retry_after` as int unless PTB_TIMEDELTA is set; both forms are
     # handled here, and the warning (an error under `pytest -W error`) is not ours to show.
@@ -199,8 +208,11 @@ class TelegramNotifier:
         timeout: float = 10.0,
         connections: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        subscriber_channels: Collection[str] = (),
     ) -> None:
         self._filter = install_token_redaction(token)
+        # Alerts of these channels go to people who subscribed with the bot: they get buttons.
+        self.subscriber_channels = frozenset(subscriber_channels)
         self.limiter = limiter or RateLimiter()
         self.tz = tz
         self.max_wait = max_wait
@@ -228,8 +240,17 @@ class TelegramNotifier:
     async def send(self, alert: Alert) -> None:
         """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
         chat_id = self._chat(alert.recipient)
+        markup = (
+            keyboard(alert_buttons(alert.watchlist))
+            if alert.channel in self.subscriber_channels
+            else None
+        )
         await self.send_html(
-            chat_id, alert_html(alert, tz=self.tz), alert_plain(alert), thread_id=alert.thread_id
+            chat_id,
+            alert_html(alert, tz=self.tz),
+            alert_plain(alert),
+            thread_id=alert.thread_id,
+            reply_markup=markup,
         )
 
     async def close(self) -> None:
@@ -250,13 +271,19 @@ class TelegramNotifier:
         return len(messages)
 
     async def send_html(
-        self, chat_id: int, markup: str, plain: str, *, thread_id: int | None = None
+        self,
+        chat_id: int,
+        markup: str,
+        plain: str,
+        *,
+        thread_id: int | None = None,
+        reply_markup: InlineKeyboardMarkup | None = None,
     ) -> None:
         """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it.
-        `thread_id`: the forum topic it goes to."""
+        `thread_id`: the forum topic it goes to; `reply_markup`: buttons under it."""
         await self._wait_for_slot(chat_id)
         try:
-            await self._post(chat_id, markup, ParseMode.HTML, thread_id)
+            await self._post(chat_id, markup, ParseMode.HTML, thread_id, reply_markup)
             return
         except BadRequest as exc:
             first = self._reason(exc)
@@ -264,7 +291,7 @@ class TelegramNotifier:
                 raise RecipientGoneError(str(chat_id), first) from exc
         log.warning("telegram.html_refused chat=%s reason=%r retry=plain", chat_id, first)
         try:
-            await self._post(chat_id, plain, None, thread_id)
+            await self._post(chat_id, plain, None, thread_id, reply_markup)
         except BadRequest as exc:
             raise DeliveryError(
                 f"Telegram refused the message: {first}; as plain text too: {self._reason(exc)}",
@@ -307,7 +334,12 @@ class TelegramNotifier:
             await asyncio.sleep(delay)
 
     async def _post(
-        self, chat_id: int, text: str, parse_mode: str | None, thread_id: int | None
+        self,
+        chat_id: int,
+        text: str,
+        parse_mode: str | None,
+        thread_id: int | None,
+        reply_markup: InlineKeyboardMarkup | None = None,
     ) -> None:
         try:
             await self.bot.send_message(
@@ -316,6 +348,7 @@ class TelegramNotifier:
                 parse_mode=parse_mode,
                 link_preview_options=_NO_PREVIEW,
                 message_thread_id=thread_id,
+                reply_markup=reply_markup,
             )
         except BadRequest:
             raise  # the caller retries it as plain text

@@ -53,6 +53,7 @@ __all__ = [
     "set_digest",
     "set_mute",
     "subscribe",
+    "subscribed_watchlists",
     "subscribers_of",
     "subscription_details",
     "subscriptions_of",
@@ -308,6 +309,14 @@ def subscription_details(session: Session, chat_id: int) -> list[Subscription]:
         .order_by(subscriptions.c.watchlist)
     )
     return [Subscription(row.watchlist, row.thread_id, row.muted_until) for row in rows]
+
+
+def subscribed_watchlists(session: Session) -> dict[str, int]:
+    """Every watchlist some chat follows, with how many chats follow it."""
+    rows = session.execute(
+        select(subscriptions.c.watchlist, func.count()).group_by(subscriptions.c.watchlist)
+    )
+    return {row[0]: int(row[1]) for row in rows}
 
 
 def subscribers_of(session: Session, watchlist: str) -> list[Target]:

@@ -22,10 +22,9 @@ Each user has a quota of commands and button presses (`CommandQuota`, FAULTS 37)
 "slow down" answer, then silence until the quota refills.
 
 Only one process may poll `getUpdates` for a token: Telegram answers a second one with 409
-Conflict. `SubscriberBot.start()` is meant to be called by the process that holds the bot's
-leader lease (`polling_lock_key` gives a key for `pg_advisory_lock`; with SQLite one process runs
-anyway) and `stop()` when it loses it. If a Conflict arrives regardless, the bot stops polling and
-logs `bot.conflict` once, instead of fighting the other poller in a loop (FAULTS 53); `conflict`
+Conflict. `SubscriberBot.start()` is meant to be called by the leader (`monitor.daemon.leader`;
+with SQLite one process runs anyway) and `stop()` when it stops being the leader. If a Conflict
+arrives regardless, the bot stops polling and logs `bot.conflict` once, instead of fighting the other poller in a loop (FAULTS 53); `conflict`
 is then set.
 """
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hashlib
 import html
 import logging
 import re
@@ -90,7 +88,6 @@ __all__ = [
     "Access",
     "SubscriberBot",
     "parse_digest",
-    "polling_lock_key",
 ]
 
 log = logging.getLogger("monitor.bot")
@@ -161,14 +158,6 @@ def parse_digest(args: Sequence[str]) -> str | None:
             f"unknown time zone {zone!r}; write a name such as Europe/London, Asia/Dubai or UTC"
         ) from None
     return f"daily {int(match[1]):02d}:{match[2]} {zone}"
-
-
-def polling_lock_key(token: str) -> int:
-    """A stable 63-bit key for the leader lock of one bot (`pg_advisory_lock(key)`), derived from
-    the bot's id (the public part of the token before the colon), never from the secret."""
-    bot_id = token.split(":", 1)[0]
-    digest = hashlib.sha256(f"monitor-bot-poller:{bot_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from monitor.store.subscribers import (
 
 log = logging.getLogger("monitor.outbox")
 
-ALERT_LEASE = timedelta(minutes=5)
+ALERT_LEASE = timedelta(seconds=30)  # renewed while a delivery is under way (`in_flight`)
 CONCURRENT_SENDS = 50
 
 
@@ -94,6 +94,10 @@ class Outbox:
         self.access = access or AccessPolicy()
         self.notifiers = dict(notifiers)
         self.digest_channels = frozenset(digest_channels)
+        # Digests go out from one process only (the leader), so that a recipient's digest is one
+        # message and not a piece from each replica.
+        self.send_digests = True
+        self.in_flight: set[int] = set()  # alerts claimed and not recorded yet: their leases renew
         self.owner = owner
         self.lease = lease
         self.rng = rng or random.Random()
@@ -126,8 +130,12 @@ class Outbox:
                 gated(self._deliver_digest(channel, alerts))
                 for (channel, _recipient, _thread), alerts in digests.items()
             ]
-            for stats in await asyncio.gather(*jobs):
-                total += stats
+            self.in_flight.update(alert.id for alert in batch)
+            try:
+                for stats in await asyncio.gather(*jobs):
+                    total += stats
+            finally:
+                self.in_flight.difference_update(alert.id for alert in batch)
             if len(batch) + dropped < limit:
                 return total
 
@@ -135,9 +143,12 @@ class Outbox:
         """Lease due alerts; those whose subscriber lost access are dropped in the same
         transaction. (alerts to send, alerts dropped)."""
         with db.transaction(self.engine) as session:
-            claimed = claim_due_alerts(
-                session, self.owner, self.lease, limit, channels=tuple(self.notifiers)
-            )
+            channels = [
+                channel
+                for channel in self.notifiers
+                if self.send_digests or channel not in self.digest_channels
+            ]
+            claimed = claim_due_alerts(session, self.owner, self.lease, limit, channels=channels)
             chats = {
                 int(a.recipient)
                 for a in claimed

@@ -3,7 +3,9 @@
 Speaks the Bot API's protocol (https://core.telegram.org/bots/api#making-requests) at
 `/bot<token>/<method>`, GET or POST, parameters in the query, a form, multipart or JSON; answers
 `{"ok": true, "result": …}` or `{"ok": false, "error_code": …, "description": …, "parameters": …}`.
-Point PTB at it with `base_url=f"{double.api_url}/bot"` (or `api_url` for our own classes).
+Point PTB at it with `base_url=f"{double.api_url}/bot"` (or `api_url` for our own classes). Each
+process of a test can have its own root, `api_url_for(name)` (`/<name>/bot<token>/<method>`), so
+that the double knows who sent what (`SentMessage.client`, `Poll.client`).
 
 Methods: getMe, getUpdates (long polling with `timeout`, `offset` confirming updates, serving what
 a test queued with `send_command`, `press_button` or `queue_update`), sendMessage, editMessageText,
@@ -14,7 +16,8 @@ Anything else: 404 "Not Found".
 Updates tests inject: a command in a private chat, a group, a supergroup or a forum topic
 (`send_command(…, chat_id=-100…, thread_id=17)`), sent by a user or by the group itself (an
 anonymous admin, `as_chat=True`); a press on an inline button under a message the bot sent
-(`press_button`). Edits and callback answers are recorded (`edits`, `answers`).
+(`press_button`). Edits and callback answers are recorded (`edits`, `answers`); every getUpdates
+request's span is recorded in `polls`, so a test can tell whether two pollers ever overlapped.
 
 sendMessage is checked the way Telegram checks it:
 * `parse_mode=HTML` text is parsed like tdlib's parse_html: only the tags b, strong, i, em, u, ins,
@@ -270,6 +273,7 @@ class SentMessage:
     entities: tuple[Entity, ...]
     at: float  # time.monotonic() on arrival
     params: Mapping[str, Any] = field(repr=False)
+    client: str = ""  # the path prefix the request came by (see `BotAPIDouble.api_url_for`)
 
     @property
     def thread_id(self) -> int | None:
@@ -325,6 +329,16 @@ class Attempt:
     status: int
     description: str
     at: float
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One getUpdates request: which client sent it, when it arrived and when it ended (answered,
+    or given up by the client; None while still open), on `time.monotonic()`."""
+
+    client: str
+    start: float
+    end: float | None
 
 
 @dataclass
@@ -440,6 +454,9 @@ class BotAPIDouble(ThreadedServer):
         self._messages: list[SentMessage] = []
         self._attempts: list[Attempt] = []
         self._calls: list[tuple[str, dict[str, Any]]] = []
+        self._polls: list[Poll] = []
+        self._open_polls: dict[int, Poll] = {}
+        self._poll_ids = itertools.count(1)
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -480,6 +497,32 @@ class BotAPIDouble(ThreadedServer):
     def api_url(self) -> str:
         """The Bot API root (`telegram.api_url`); PTB's base_url is this + "/bot"."""
         return f"http://{self.host}:{self.port}"
+
+    def api_url_for(self, client: str) -> str:
+        """A Bot API root of its own for one client (a process of the test): the double records
+        the requests that come by it as that client's."""
+        return f"{self.api_url}/{client}"
+
+    @property
+    def polls(self) -> list[Poll]:
+        """Every getUpdates request so far, the open ones (end None) last."""
+        with self._lock:
+            return [*self._polls, *self._open_polls.values()]
+
+    def overlapping_polls(self) -> list[tuple[Poll, Poll]]:
+        """Pairs of getUpdates requests from different clients that were open at the same time:
+        two processes polling at once, which Telegram answers with 409 Conflict."""
+        now = time.monotonic()
+        polls = sorted(self.polls, key=lambda p: p.start)
+        found = []
+        for i, first in enumerate(polls):
+            first_end = now if first.end is None else first.end
+            for second in polls[i + 1 :]:
+                if second.start >= first_end:
+                    break
+                if second.client != first.client:
+                    found.append((first, second))
+        return found
 
     @property
     def messages(self) -> list[SentMessage]:
@@ -753,16 +796,20 @@ class BotAPIDouble(ThreadedServer):
         return params
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", request.path)
+        match = re.fullmatch(r"(?:/([^/]+))?/bot([^/]+)/([A-Za-z]+)", request.path)
         if match is None:
             return self._error(404, "Not Found")
         params = await self._params(request)
-        method = match.group(2).lower()
+        client, token, method = match.group(1) or "", match.group(2), match.group(3).lower()
         with self._lock:
-            self._calls.append((match.group(2), params))
+            self._calls.append((match.group(3), params))
             self._changed.notify_all()
-        if match.group(1) != self.token:
+        if token != self.token:
             return self._error(401, "Unauthorized")
+        if method == "sendmessage":
+            params["_client"] = client
+        if method == "getupdates":
+            return await self._recorded_poll(client, params)
         handler = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -839,6 +886,19 @@ class BotAPIDouble(ThreadedServer):
             self._edits.append(edit)
             self._changed.notify_all()
         return self._ok(True)
+
+    async def _recorded_poll(self, client: str, params: dict[str, Any]) -> web.StreamResponse:
+        poll_id = next(self._poll_ids)
+        start = time.monotonic()
+        with self._lock:
+            self._open_polls[poll_id] = Poll(client, start, None)
+        try:
+            return await self._get_updates(params)
+        finally:  # answered, or cancelled when the client went away
+            with self._lock:
+                del self._open_polls[poll_id]
+                self._polls.append(Poll(client, start, time.monotonic()))
+                self._changed.notify_all()
 
     async def _get_me(self, params: dict[str, Any]) -> web.Response:
         return self._ok(BOT_USER)
@@ -934,6 +994,7 @@ class BotAPIDouble(ThreadedServer):
 
     async def _send_message(self, params: dict[str, Any]) -> web.Response:
         arrived = time.monotonic()
+        client = params.pop("_client", "")
         chat_id = params.get("chat_id")
         text = params.get("text")
         parse_mode = params.get("parse_mode") or None
@@ -980,6 +1041,7 @@ class BotAPIDouble(ThreadedServer):
             entities=tuple(entities),
             at=arrived,
             params=params,
+            client=client,
         )
         with self._lock:
             self._messages.append(message)

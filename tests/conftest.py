@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'monitor.db'}"
         return
+    with postgresql_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """An empty PostgreSQL schema of its own (dropped afterwards); skipped without PostgreSQL."""
+    if not PG_URL:
+        pytest.skip("MONITOR_TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+    with postgresql_schema() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgresql_schema() -> Iterator[str]:
+    """A URL of the test database whose search_path is a new schema, dropped at the end."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 

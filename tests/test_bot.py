@@ -15,7 +15,7 @@ import pytest
 from botapi import TOKEN, BotAPIDouble, SentMessage
 from sqlalchemy import Engine, select
 
-from monitor.bot import SubscriberBot, parse_digest, polling_lock_key
+from monitor.bot import SubscriberBot, parse_digest
 from monitor.errors import BotError
 from monitor.model import Hit
 from monitor.notify.telegram import TelegramNotifier
@@ -291,13 +291,6 @@ def test_a_bot_that_cannot_start_says_why_without_the_token(
             await bot.stop()  # harmless after a failed start
 
     asyncio.run(go())
-
-
-def test_polling_lock_key_is_stable_and_not_the_secret() -> None:
-    key = polling_lock_key(TOKEN)
-    assert key == polling_lock_key("123456789:another-secret")
-    assert 0 <= key < 2**63
-    assert key != polling_lock_key("987:x")
 
 
 def test_the_token_never_appears_in_logs(

@@ -238,9 +238,18 @@ class FetchSettings(_Model):
     allow_private: bool = False
 
 
+def _check_lease(lease: timedelta) -> timedelta:
+    if lease < timedelta(seconds=5):
+        raise ValueError("must be at least 5s (leases are renewed every third of it)")
+    return lease
+
+
 class ServiceSettings(_Model):
     listen: Annotated[OptionalText, AfterValidator(_check_listen)] = "127.0.0.1:8321"
     log_format: Literal["text", "json"] = "text"
+    # How long a feed poll or an alert delivery stays claimed by a process that stops renewing
+    # its claim (it died): the time another replica waits before taking the work over.
+    lease: Annotated[Duration, AfterValidator(_check_lease)] = timedelta(seconds=30)
 
 
 class FeedSettings(_Model):

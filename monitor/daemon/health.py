@@ -40,6 +40,11 @@ class Metrics:
         self.polls_in_flight = Gauge(
             "monitor_polls_in_flight", "Feed polls running now", registry=self.registry
         )
+        self.leader = Gauge(
+            "monitor_leader",
+            "1 while this process is the leader (Telegram commands, digests, pruning)",
+            registry=self.registry,
+        )
 
     def record_poll(self, result: PollResult) -> None:
         self.polls.labels(result.status).inc()

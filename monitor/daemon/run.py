@@ -4,8 +4,10 @@ SIGINT.
 Three `Ticker`s run on the event loop's monotonic clock, so a wall clock stepped back or forward
 does not stop or bunch them (`daemon.ticks`): every couple of seconds the poll job claims what is
 due and starts those polls, every second the delivery job sends what is due, every hour the prune
-job drops old items. On SIGTERM/SIGINT the service stops claiming, lets in-flight polls finish for a
-few seconds, cancels the rest and gives their leases back, sends what is due, then exits 0."""
+job drops old items. Beside them the election (`daemon.leader`) decides, every second, whether this
+process is the leader that runs the subscriber bot, sends digests and prunes. On SIGTERM/SIGINT the
+service stops claiming, stops the bot and hands the leadership on, lets in-flight polls finish for
+a few seconds, cancels the rest and gives their leases back, sends what is due, then exits 0."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import signal
 
 from monitor.daemon.health import start_health_server
-from monitor.daemon.leader import start_bot
+from monitor.daemon.leader import Leadership
 from monitor.daemon.service import (
     DELIVER_TICK_SECONDS,
     FLUSH_SECONDS,
@@ -50,7 +52,8 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
                 "(another monitor?), or set service.listen to a free HOST:PORT or null"
             ) from None
         log.info("health.listening address=%s", listen)
-    bot = await start_bot(service)
+    leadership = Leadership(service)
+    electing = asyncio.create_task(leadership.run(stop), name="leadership")
     tickers = service.tickers = {
         ticker.name: ticker
         for ticker in (
@@ -76,16 +79,18 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         log.info("run.stopping")
         stop.set()
         ticking["prune"].cancel()
+        electing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await electing
         # The poll job only claims and starts polls: its run in progress ends quickly, and what
         # it claimed is then drained with the rest.
         await _finish(ticking["poll"], SHUTDOWN_GRACE_SECONDS)
-        await service.drain()
+        # The bot stops and the role is handed on while in-flight polls finish.
+        await asyncio.gather(service.drain(), leadership.stop())
         await _finish(ticking["deliver"], FLUSH_SECONDS)
         with contextlib.suppress(StoreError, TimeoutError):
             # flush what is already due, within the time SIGTERM allows
             await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
-        if bot is not None:
-            await bot.stop()
         if runner is not None:
             await runner.cleanup()
         await service.close()

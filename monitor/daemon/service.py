@@ -17,8 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -33,15 +32,21 @@ from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
 from monitor.pipeline import Poller, PollResult, digests_for, routes_for
 from monitor.store import db
-from monitor.store.alerts import alert_counts
-from monitor.store.feeds import FeedState, claim_due_feeds, release_feed, release_leases, sync_feeds
+from monitor.store.alerts import alert_counts, renew_alert_leases
+from monitor.store.feeds import (
+    FeedState,
+    claim_due_feeds,
+    release_feed,
+    release_leases,
+    renew_feed_leases,
+    sync_feeds,
+)
 from monitor.store.stories import forget_story_hashes, prune
 from monitor.watchlists import compile_watchlists
 
 log = logging.getLogger("monitor.daemon")
 
 
-FEED_LEASE = timedelta(minutes=2)
 POLL_TICK_SECONDS = 2.0
 DELIVER_TICK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
@@ -97,10 +102,13 @@ class Service:
     owner: str
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: dict[int, asyncio.Task[PollResult]] = field(default_factory=dict)
-    leader_connection: Any = None  # PostgreSQL: holds the bot's advisory lock while open
+    # Whether this process is the leader (`daemon.leader`): it sends digests and prunes. True for
+    # `monitor once` and on SQLite; `monitor run` on PostgreSQL starts as a follower.
+    leading: bool = True
     last_tick: float = field(default_factory=time.monotonic)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the wall clock
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
+    last_renewal: float = field(default_factory=time.monotonic)
 
     @classmethod
     def build(
@@ -111,8 +119,8 @@ class Service:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> Service:
-        engine = db.make_engine(settings.database.url)
         owner = f"{socket.gethostname()}:{os.getpid()}"
+        engine = db.make_engine(settings.database.url, application_name=f"monitor {owner}")
         rng = rng or random.Random()
         policy = FetchPolicy(
             timeout=settings.defaults.timeout.total_seconds(),
@@ -148,6 +156,7 @@ class Service:
             engine,
             notifiers,
             owner=owner,
+            lease=settings.service.lease,
             rng=rng,
             clock=clock,
             digest_channels=digests,
@@ -155,6 +164,12 @@ class Service:
         )
         feeds = {feed.name: feed for feed in settings.feeds}
         return cls(settings, engine, poller, outbox, feeds, owner, clock=clock)
+
+    def lead(self, leading: bool) -> None:
+        """Become the leader, or stop being it: only the leader sends digests and prunes."""
+        self.leading = leading
+        self.outbox.send_digests = leading
+        self.metrics.leader.set(1 if leading else 0)
 
     def prepare(self, *, now: datetime, alone: bool = False) -> None:
         """Bring the schema up to date and the feed table in line with the config. `alone`: this
@@ -170,8 +185,6 @@ class Service:
     async def close(self) -> None:
         await self.poller.close()
         await self.outbox.close()
-        if self.leader_connection is not None:
-            self.leader_connection.close()
         self.engine.dispose()
 
     # ---- polling ---------------------------------------------------------------------------------
@@ -179,7 +192,7 @@ class Service:
     def _claim(self, limit: int, *, everything: bool) -> list[FeedState]:
         with db.transaction(self.engine) as session:
             return claim_due_feeds(
-                session, self.owner, FEED_LEASE, limit, include_not_due=everything
+                session, self.owner, self.settings.service.lease, limit, include_not_due=everything
             )
 
     async def _poll_one(self, state: FeedState, *, force: bool) -> PollResult:
@@ -221,14 +234,30 @@ class Service:
                 on_result(result)
             return result
 
+        tasks = []
+        for state in states:
+            task = asyncio.create_task(one(state), name=f"poll:{state.name}")
+            self.in_flight[state.id] = task  # its lease is renewed until it is done
+            task.add_done_callback(functools.partial(self._forget, state.id))
+            tasks.append(task)
+        renewing = asyncio.create_task(self._keep_renewing())
         try:
-            return list(await asyncio.gather(*(one(s) for s in states)))
+            return list(await asyncio.gather(*tasks))
         except asyncio.CancelledError:  # Ctrl-C: the feeds not polled are due for the next run
             for state in states:
                 if state.id not in finished:
                     with contextlib.suppress(StoreError):
                         await asyncio.to_thread(self._release, state.id)
             raise
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _keep_renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.service.lease.total_seconds() / 3)
+            await self.renew_leases()
 
     def pending_alerts(self) -> int:
         """How many alerts wait in the outbox (for `monitor once`'s last word after Ctrl-C)."""
@@ -238,6 +267,8 @@ class Service:
     async def poll_tick(self) -> None:
         """`monitor run`: start polls for the feeds that are due, up to the concurrency limit."""
         self.last_tick = time.monotonic()
+        if self.last_tick - self.last_renewal >= self.settings.service.lease.total_seconds() / 3:
+            await self.renew_leases()
         room = MAX_CONCURRENT_POLLS - len(self.in_flight)
         if room <= 0:
             return
@@ -253,6 +284,25 @@ class Service:
             self.in_flight[state.id] = task
             task.add_done_callback(functools.partial(self._forget, state.id))
 
+    async def renew_leases(self) -> None:
+        """Extend the leases of the polls and deliveries under way, so that only a process that
+        stopped renewing (it died) loses its work to the others, one `service.lease` later."""
+        self.last_renewal = time.monotonic()
+        feed_ids, alert_ids = list(self.in_flight), list(self.outbox.in_flight)
+        if not feed_ids and not alert_ids:
+            return
+        lease = self.settings.service.lease
+
+        def renew() -> None:
+            with db.transaction(self.engine) as session:
+                renew_feed_leases(session, self.owner, lease, feed_ids)
+                renew_alert_leases(session, self.owner, lease, alert_ids)
+
+        try:
+            await asyncio.to_thread(renew)
+        except StoreError as exc:
+            log.warning("lease.renew_failed error=%s", exc)
+
     def _forget(self, feed_id: int, _task: asyncio.Task[PollResult]) -> None:
         self.in_flight.pop(feed_id, None)
 
@@ -266,6 +316,8 @@ class Service:
         return stats
 
     async def prune_tick(self) -> None:
+        if not self.leading:
+            return
         now = self.clock()
         cutoff = now - self.settings.database.retention
 

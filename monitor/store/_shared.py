@@ -46,6 +46,21 @@ def insert_ignore(
     raise StoreError(f"unsupported database {name!r}")
 
 
+def ensure_row(
+    session: Session, table: Table, values: Mapping[str, Any], conflict: Sequence[str]
+) -> None:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING, for a table without an `id`: the row exists."""
+    name = dialect(session)
+    if name == "postgresql":
+        pg = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+        session.execute(pg)
+    elif name == "sqlite":
+        lite = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+        session.execute(lite)
+    else:
+        raise StoreError(f"unsupported database {name!r}")
+
+
 def rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 

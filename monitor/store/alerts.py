@@ -49,6 +49,7 @@ __all__ = [
     "mark_alert_retry",
     "mark_alert_sent",
     "postpone_alert",
+    "renew_alert_leases",
     "watchlists_matched",
 ]
 
@@ -215,6 +216,26 @@ def claim_due_alerts(
         )
         for row in rows
     ]
+
+
+def renew_alert_leases(
+    session: Session, owner: str, lease: timedelta, alert_ids: Collection[int]
+) -> int:
+    """Extend `owner`'s leases on `alert_ids` (deliveries still under way) to DB now + `lease`;
+    return how many it still held."""
+    if not alert_ids:
+        return 0
+    now = database_now(session)
+    result = session.execute(
+        update(alerts)
+        .where(
+            alerts.c.id.in_(list(alert_ids)),
+            alerts.c.lease_owner == owner,
+            alerts.c.status == "pending",
+        )
+        .values(lease_until=now + lease)
+    )
+    return rowcount(result)
 
 
 def _finish_alert(

@@ -98,13 +98,14 @@ def check_sqlite_location(path: Path, *, create: bool) -> None:
         )
 
 
-def make_engine(url: str, *, create: bool = True) -> Engine:
+def make_engine(url: str, *, create: bool = True, application_name: str | None = None) -> Engine:
     """An engine for `sqlite:///path` or `postgresql+psycopg://…`.
 
     A plain `postgresql://` URL gets the psycopg (3) driver. Nothing is connected yet, except that a
     SQLite file this process cannot use is refused here, naming the path (`check_sqlite_location`);
     with `create=False` (commands that only read) a SQLite file that does not exist is refused
-    instead of being created empty.
+    instead of being created empty. `application_name` names the connections in PostgreSQL's
+    `pg_stat_activity` (which replica holds which connection).
     """
     try:
         parsed = make_url(url)
@@ -123,7 +124,8 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
         if backend == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
-            return create_engine(parsed, pool_pre_ping=True)
+            connect_args = {"application_name": application_name[:63]} if application_name else {}
+            return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"database url {parsed.render_as_string()}: {exc}") from exc
     raise StoreError(

@@ -13,7 +13,7 @@ Functions take a Session and never commit. Items, stories and alerts are in `sto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "record_poll",
     "release_feed",
     "release_leases",
+    "renew_feed_leases",
     "sync_feeds",
 ]
 
@@ -223,6 +224,23 @@ def release_feed(session: Session, feed_id: int, owner: str) -> bool:
         .returning(feeds.c.id)
     )
     return result.first() is not None
+
+
+def renew_feed_leases(
+    session: Session, owner: str, lease: timedelta, feed_ids: Collection[int]
+) -> int:
+    """Extend `owner`'s leases on `feed_ids` (polls still running) to DB now + `lease`; return how
+    many it still held. A process renews what it works on, so a lease can be short and a process
+    that died leaves its feeds to the others soon."""
+    if not feed_ids:
+        return 0
+    now = database_now(session)
+    result = session.execute(
+        update(feeds)
+        .where(feeds.c.id.in_(list(feed_ids)), feeds.c.lease_owner == owner)
+        .values(lease_until=now + lease)
+    )
+    return rowcount(result)
 
 
 def release_leases(session: Session, owner: str | None) -> int:

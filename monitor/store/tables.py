@@ -48,6 +48,7 @@ __all__ = [
     "clean_text",
     "feeds",
     "items",
+    "leadership",
     "matches",
     "metadata",
     "stories",
@@ -270,4 +271,22 @@ subscriptions = Table(
     Column("thread_id", BigInteger),
     Column("muted_until", UTCDateTime()),
     Index("ix_subscriptions_watchlist", "watchlist"),
+)
+
+__all__ += ["leadership"]
+
+# ---- coordination of replicas (migration 0005) ---------------------------------------------------
+# One row per role that exactly one replica plays at a time ("leader": polls Telegram for commands,
+# sends digests, prunes). `holder` plays it until `expires_at` (database time), renewing it as it
+# goes; `term` grows by one each time the role changes hands, so a holder that lost it cannot
+# renew by mistake.
+
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("role", String(50), primary_key=True),
+    Column("holder", CleanString(200)),
+    Column("term", BigInteger, nullable=False, server_default=text("0")),
+    Column("acquired_at", UTCDateTime()),
+    Column("expires_at", UTCDateTime(), nullable=False),
 )

@@ -6,6 +6,8 @@ starts `python -m monitor.cli run` for each, logging to a file. A replica can be
 stopped (SIGTERM, returning its exit code) or started with extra environment (a skewed clock) or
 another database URL (through a `TcpProxy` that a test can cut).
 
+`skewed_clock(30)` is the environment of a process whose wall clock runs 30 s ahead (libfaketime).
+
 `TcpProxy` forwards 127.0.0.1:<port> to a TCP server; `cut()` closes every connection and stops
 accepting, as when a replica loses its network path to the database.
 
@@ -45,6 +47,15 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.05)
+
+
+def skewed_clock(seconds: float) -> dict[str, str]:
+    """Environment for a process whose wall clock runs `seconds` ahead of the machine's (behind if
+    negative), through libfaketime (LD_PRELOAD); its monotonic clock is left alone."""
+    import libfaketime
+
+    _, environment = libfaketime.get_reload_information()
+    return {**environment, "FAKETIME": f"{seconds:+g}s", "DONT_FAKE_MONOTONIC": "1"}
 
 
 def free_port() -> int:

@@ -16,8 +16,9 @@ import pytest
 from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from replicas import Cluster, TcpProxy, eventually, through
+from replicas import Cluster, TcpProxy, eventually, skewed_clock, through
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from monitor.store.db import make_engine, read_session
 from monitor.store.leadership import holder_of
@@ -340,3 +341,66 @@ def _leases_of(engine: Engine, owner: str, *, feeds: int, alerts: int) -> set[st
             ).scalars()
         )
     return held_titles if held_feeds >= feeds and len(held_titles) >= alerts else None
+
+
+# ---- one clock --------------------------------------------------------------------------------
+
+
+def test_a_replica_whose_clock_runs_30_s_ahead_polls_on_schedule(
+    tmp_path: Path, postgresql_url: str, double: BotAPIDouble
+) -> None:
+    """Its polls are timed by the database's clock: each 10-minute feed is polled once, a feed
+    made due 6 s later is polled then and not before, its alert is due at once."""
+    with LoopbackServer() as server:
+        feeds = StoryFeeds(server, 2)
+        with Cluster(tmp_path, postgresql_url, feeds.config(), double.api_url_for) as cluster:
+            ahead = cluster.start("r1", env=skewed_clock(30))
+            engine = make_engine(postgresql_url)
+            try:
+                eventually(lambda: _polls_recorded(engine) == 2, "both feeds polled once")
+                with engine.begin() as connection:
+                    polled = connection.execute(
+                        text(
+                            "SELECT name, last_polled_at, next_poll_at, clock_timestamp() AS now "
+                            "FROM feeds ORDER BY name"
+                        )
+                    ).all()
+                    # f1 is due again in 6 s, by the database's clock.
+                    connection.execute(
+                        text(
+                            "UPDATE feeds SET next_poll_at = clock_timestamp() + interval '6 s' "
+                            "WHERE name = 'f1'"
+                        )
+                    )
+                    made_due_at = time.monotonic()
+                    alerts_due = connection.execute(
+                        text("SELECT bool_and(next_attempt_at <= clock_timestamp()) FROM alerts")
+                    ).scalar_one()
+            finally:
+                engine.dispose()
+            eventually(lambda: len(feeds.arrivals) == 3, "f1 polled again", timeout=20)
+            assert [path for path, _ in feeds.arrivals].count("/f0.xml") == 1
+            assert feeds.arrivals[-1][0] == "/f1.xml"
+            assert feeds.arrivals[-1][1] - made_due_at > 5.5  # not before it was due
+            for row in polled:
+                assert abs((row.last_polled_at - row.now).total_seconds()) < 5
+                assert 600 <= (row.next_poll_at - row.last_polled_at).total_seconds() <= 660
+            assert alerts_due
+            assert "Traceback" not in ahead.output()
+            assert_clean_stops(cluster)
+
+
+def _polls_recorded(engine: Engine) -> int:
+    """How many feeds have a poll recorded (and no poll under way)."""
+    with engine.connect() as connection:
+        try:
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM feeds "
+                        "WHERE last_polled_at IS NOT NULL AND lease_owner IS NULL"
+                    )
+                ).scalar_one()
+            )
+        except ProgrammingError:  # no schema yet
+            return 0

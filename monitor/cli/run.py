@@ -11,7 +11,6 @@ import logging
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -52,7 +51,7 @@ def once(
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=alone)
+            service.prepare(alone=alone)
             run = asyncio.run(_once(service))
     except MonitorError as exc:
         raise fail_with(exc) from None
@@ -169,7 +168,7 @@ def run(ctx: typer.Context) -> None:
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
-            service.prepare(now=datetime.now(UTC), alone=alone)
+            service.prepare(alone=alone)
             asyncio.run(run_forever(service))
     except MonitorError as exc:
         raise fail_with(exc) from None

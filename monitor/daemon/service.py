@@ -17,12 +17,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from monitor.config import FeedSettings, Settings
 from monitor.core import stories
+from monitor.daemon.clock import DatabaseClock
 from monitor.daemon.health import Metrics
 from monitor.daemon.ticks import Ticker
 from monitor.errors import StoreError
@@ -32,6 +34,7 @@ from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
 from monitor.pipeline import Poller, PollResult, digests_for, routes_for
 from monitor.store import db
+from monitor.store._shared import database_now
 from monitor.store.alerts import alert_counts, renew_alert_leases
 from monitor.store.feeds import (
     FeedState,
@@ -101,12 +104,14 @@ class Service:
     feeds: dict[str, FeedSettings]
     owner: str
     metrics: Metrics = field(default_factory=Metrics)
+    # Every time this process writes for other processes to compare comes from here (`prepare`
+    # and each claim keep it in step with the database's clock).
+    clock: Callable[[], datetime] = field(default_factory=DatabaseClock)
     in_flight: dict[int, asyncio.Task[PollResult]] = field(default_factory=dict)
     # Whether this process is the leader (`daemon.leader`): it sends digests and prunes. True for
     # `monitor once` and on SQLite; `monitor run` on PostgreSQL starts as a follower.
     leading: bool = True
     last_tick: float = field(default_factory=time.monotonic)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the wall clock
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
     last_renewal: float = field(default_factory=time.monotonic)
 
@@ -116,9 +121,12 @@ class Service:
         settings: Settings,
         *,
         notifiers: dict[str, Notifier] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> Service:
+        """`clock`: the time every write is made with; by default the database's
+        (`DatabaseClock`), which tests may replace with a fixed one."""
+        clock = clock or DatabaseClock()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         engine = db.make_engine(settings.database.url, application_name=f"monitor {owner}")
         rng = rng or random.Random()
@@ -171,11 +179,14 @@ class Service:
         self.outbox.send_digests = leading
         self.metrics.leader.set(1 if leading else 0)
 
-    def prepare(self, *, now: datetime, alone: bool = False) -> None:
-        """Bring the schema up to date and the feed table in line with the config. `alone`: this
-        process holds the SQLite lock, so leases left by a crashed predecessor are void."""
+    def prepare(self, *, now: datetime | None = None, alone: bool = False) -> None:
+        """Bring the schema up to date and the feed table in line with the config (new feeds are
+        due at `now`, by default the database's now). `alone`: this process holds the SQLite
+        lock, so leases left by a crashed predecessor are void."""
         db.ensure_schema(self.engine, upgrade=True)
         with db.transaction(self.engine) as session:
+            self._observe(session)
+            now = now or self.clock()
             sync_feeds(session, [(f.name, f.url) for f in self.feeds.values()], now)
             if alone:
                 released = release_leases(session, None)
@@ -189,8 +200,13 @@ class Service:
 
     # ---- polling ---------------------------------------------------------------------------------
 
+    def _observe(self, session: Session) -> None:
+        if isinstance(self.clock, DatabaseClock):
+            self.clock.observe(database_now(session))
+
     def _claim(self, limit: int, *, everything: bool) -> list[FeedState]:
         with db.transaction(self.engine) as session:
+            self._observe(session)
             return claim_due_feeds(
                 session, self.owner, self.settings.service.lease, limit, include_not_due=everything
             )

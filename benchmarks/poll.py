@@ -1,44 +1,75 @@
-"""Benchmark: polling throughput, end to end, on loopback.
+"""Benchmark: the poll path end to end on loopback, beside feedparser and a bare aiohttp loop.
 
-    python benchmarks/poll.py [--feeds 1000] [--items 50] [--baseline-feeds 100]
+    python benchmarks/poll.py [--feeds 200] [--items 50] [--new 5] [--rounds 3]
+                              [--sizes 100,10000] [--postgresql URL]
+                              [--memory-feeds 1000] [--memory-watchlists 10000]
 
-A separate process serves FEEDS RSS feeds of ITEMS items each on 127.0.0.1 (real Arabic and English
-news texts from the corpus, with ETag and 304 support). This process runs the daemon's own code
-(`Service.poll_all`: fetch → parse → dedup → store → match 100 watchlists → alerts in the outbox,
-one transaction per feed, SQLite in a temporary directory) twice: the first round takes every item
-as new (200 responses), the second gets 304s. It prints polls per second for both, items ingested
-per second and per minute, and the peak resident memory of this process — beside a naive baseline
-in the same run: `feedparser.parse(url)` feed after feed, without conditional GET (and so without
-any 304), storing nothing.
+A separate process serves RSS feeds of ITEMS items each on 127.0.0.1 (real Arabic and English news
+texts from the corpus, each item with its own guid and suffix; ETag and 304 support). When asked,
+it advances every feed by NEW items: NEW new items on top, as many old ones dropped — what a news
+feed looks like from one poll to the next.
+
+For each database (SQLite in a temporary directory; PostgreSQL in a schema of its own, when a URL is
+given or MONITOR_TEST_DATABASE_URL is set) and each number of watchlists (generated in every query
+shape from the corpus's words), this process runs the daemon's own code (`Service.poll_all`: claim
+→ fetch → parse → dedup → store → match → outbox):
+
+* a first poll of every feed (every item new);
+* ROUNDS changed polls (the server advanced every feed: a 200 with NEW new items among ITEMS), each
+  beside `feedparser.parse` of the very same bytes, feed after feed in this process;
+* ROUNDS rounds of 304s (nothing changed), each beside a bare aiohttp loop sending the same
+  conditional GETs to the same server with the same concurrency (50 in flight).
+
+The fastest round of each counts (the machine is shared), and the spread of the rounds is printed
+as the noise. Then it starts `monitor run` as a process with MEMORY_FEEDS feeds and
+MEMORY_WATCHLISTS watchlists on SQLite, waits until it has polled every feed once, and reads its
+peak and current resident memory from /proc; then it makes every feed due again and times the round
+of 304s the daemon polls, beside the bare aiohttp loop over the same feeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
+import io
+import json
 import multiprocessing
-import resource
+import os
+import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import match as match_bench  # the sibling benchmark script: corpus texts, watchlist generator
 
+CONCURRENCY = 50  # the daemon's polls in flight (daemon.service.MAX_CONCURRENT_POLLS)
 
-def build_feed(n: int, items: int, texts: list[tuple[str, str]]) -> bytes:
+
+# ---- the feed server ----------------------------------------------------------------------------
+
+
+def build_feed(n: int, items: int, first: int, texts: Sequence[tuple[str, str]]) -> bytes:
+    """Feed `n` holding items first … first+items-1, newest (highest) first."""
     entries = []
-    for i in range(items):
-        title, body = texts[(n * items + i) % len(texts)]
+    for index in range(first + items - 1, first - 1, -1):
+        title, body = texts[(n * 7919 + index) % len(texts)]
         entries.append(
-            f"<item><guid isPermaLink='false'>feed{n}-item{i}</guid>"
-            f"<title>{escape(title)}</title><link>https://example.org/{n}/{i}</link>"
-            f"<description>{escape(body)} (item {n}-{i})</description>"
+            f"<item><guid isPermaLink='false'>feed{n}-item{index}</guid>"
+            f"<title>{escape(title)}</title><link>https://example.org/{n}/{index}</link>"
+            f"<description>{escape(body)} (item {n}-{index})</description>"
             "<pubDate>Mon, 18 Sep 2023 08:00:00 GMT</pubDate></item>"
         )
     return (
@@ -47,23 +78,37 @@ def build_feed(n: int, items: int, texts: list[tuple[str, str]]) -> bytes:
     ).encode()
 
 
-def serve(port: int, feeds: int, items: int, corpus: Path, ready: multiprocessing.Event) -> None:
+def serve(port: int, items: int, new: int, corpus: Path, ready: Any) -> None:
     from aiohttp import web
 
     texts = [(a.title, a.body[:1500]) for a in match_bench.load_articles(corpus, 400)]
-    bodies = [build_feed(n, items, texts) for n in range(feeds)]
-    etags = [f'"{hashlib.sha1(b).hexdigest()[:16]}"' for b in bodies]
+    generation = 0
+    cache: dict[tuple[int, int], tuple[bytes, str]] = {}
+
+    def feed(n: int) -> tuple[bytes, str]:
+        key = (n, generation)
+        if key not in cache:
+            body = build_feed(n, items, generation * new, texts)
+            cache[key] = (body, f'"{hashlib.sha1(body).hexdigest()[:16]}"')
+        return cache[key]
 
     async def handle(request: web.Request) -> web.Response:
-        n = int(request.match_info["n"])
-        if request.headers.get("If-None-Match") == etags[n]:
-            return web.Response(status=304, headers={"ETag": etags[n]})
+        body, etag = feed(int(request.match_info["n"]))
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
         return web.Response(
-            body=bodies[n], headers={"ETag": etags[n], "Content-Type": "application/rss+xml"}
+            body=body, headers={"ETag": etag, "Content-Type": "application/rss+xml"}
         )
+
+    async def advance(request: web.Request) -> web.Response:
+        nonlocal generation
+        generation = 0 if request.query.get("to") == "start" else generation + 1
+        cache.clear()
+        return web.Response(text=str(generation))
 
     app = web.Application()
     app.router.add_get("/feed/{n}.xml", handle)
+    app.router.add_post("/advance", advance)
 
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -82,25 +127,351 @@ def free_port() -> int:
         return port
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# ---- configs and databases ----------------------------------------------------------------------
+
+
+def config_text(database_url: str, port: int, feeds: int, queries: Sequence[str]) -> str:
+    lines = [
+        f"database: {{url: {json.dumps(database_url)}}}",
+        "fetch: {allow_private: true, per_host: 100}",
+        "service: {listen: null}",
+        "entities:",
+        *(f"  {k}: {{aliases: {json.dumps(v)}}}" for k, v in match_bench.ENTITIES.items()),
+        "watchlists:",
+        *(f"  w{i}: {{query: {json.dumps(q, ensure_ascii=False)}}}" for i, q in enumerate(queries)),
+        "feeds:",
+        *(f"  - {{name: f{n}, url: 'http://127.0.0.1:{port}/feed/{n}.xml'}}" for n in range(feeds)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if kind == "SQLite":
+        path = tmp / f"poll-{uuid.uuid4().hex[:8]}.db"
+        yield f"sqlite:///{path}"
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from monitor.store.db import make_engine
+
+    assert postgresql is not None
+    schema = f"bench_poll_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgresql).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(postgresql).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.engine.dispose()
+
+
+# ---- one database × one number of watchlists ----------------------------------------------------
+
+
+@dataclass
+class Figures:
+    database: str
+    watchlists: int
+    first_s: float = 0.0
+    first_items: int = 0
+    alerts: int = 0
+    changed_s: list[float] = field(default_factory=list)
+    changed_cpu_s: list[float] = field(default_factory=list)
+    changed_items: int = 0
+    feedparser_s: list[float] = field(default_factory=list)
+    feedparser_cpu_s: list[float] = field(default_factory=list)
+    ours_304_s: list[float] = field(default_factory=list)
+    bare_304_s: list[float] = field(default_factory=list)
+
+
+def spread(times: Sequence[float]) -> float:
+    return max(times) / min(times) - 1
+
+
+async def advance(base: str, *, to_start: bool = False) -> None:
+    """Advance every feed by NEW items; `to_start`: back to the first items."""
+    import aiohttp
+
+    url = f"{base}/advance" + ("?to=start" if to_start else "")
+    async with aiohttp.ClientSession() as session, session.post(url) as response:
+        response.raise_for_status()
+
+
+async def fetch_all(urls: Sequence[str]) -> list[tuple[bytes, str]]:
+    """Every feed's current bytes and ETag (untimed: the input of the feedparser baseline)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+
+        async def one(url: str) -> tuple[bytes, str]:
+            async with session.get(url) as response:
+                return await response.read(), response.headers["ETag"]
+
+        return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
+def feedparser_alone(bodies: Sequence[bytes]) -> tuple[float, float]:
+    """Seconds and CPU seconds of `feedparser.parse` over `bodies`, one after the other."""
+    import feedparser
+
+    started, cpu = time.perf_counter(), time.process_time()
+    for body in bodies:
+        feedparser.parse(io.BytesIO(body))
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> float:
+    """A bare aiohttp loop: the same conditional GETs, CONCURRENCY in flight, one session."""
+    import aiohttp
+
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(url: str, etag: str) -> None:
+            async with semaphore, session.get(url, headers={"If-None-Match": etag}) as response:
+                await response.read()
+                if response.status != 304:
+                    raise RuntimeError(f"{url}: {response.status}, not 304")
+
+        async def round_() -> None:
+            await asyncio.gather(*(one(u, e) for u, e in zip(urls, etags, strict=True)))
+
+        await round_()  # warm-up: connections open, as the daemon's are
+        started = time.perf_counter()
+        for _ in range(repeat):
+            await round_()
+        return time.perf_counter() - started
+
+
+def measure(
+    kind: str, size: int, url: str, tmp: Path, port: int, queries: Sequence[str], args: Any
+) -> Figures:
+    from monitor.config import parse_config
+    from monitor.daemon import Service
+
+    config = tmp / f"config-{kind}-{size}.yaml"
+    config.write_text(config_text(url, port, args.feeds, queries), encoding="utf-8")
+    settings = parse_config(config.read_text("utf-8"), str(config))
+    service = Service.build(settings, notifiers={})
+    service.prepare(now=datetime.now(UTC), alone=kind == "SQLite")
+    base = f"http://127.0.0.1:{port}"
+    urls = [f"{base}/feed/{n}.xml" for n in range(args.feeds)]
+    figures = Figures(kind, size)
+
+    def check(results: Sequence[Any], status: str) -> None:
+        wrong = [r for r in results if r.status != status]
+        if wrong:
+            raise RuntimeError(f"{len(wrong)} polls were not {status!r}, e.g. {wrong[0]}")
+
+    async def run() -> None:
+        try:
+            await advance(base, to_start=True)  # every database × size sees the same feeds
+            started = time.perf_counter()
+            results = await service.poll_all()
+            figures.first_s = time.perf_counter() - started
+            check(results, "ok")
+            figures.first_items = sum(r.new_items for r in results)
+            figures.alerts = sum(r.alerts for r in results)
+            for _ in range(args.rounds):
+                await advance(base)
+                started, cpu = time.perf_counter(), time.process_time()
+                results = await service.poll_all()
+                figures.changed_s.append(time.perf_counter() - started)
+                figures.changed_cpu_s.append(time.process_time() - cpu)
+                check(results, "ok")
+                figures.changed_items = sum(r.new_items for r in results)
+                bodies = [body for body, _ in await fetch_all(urls)]
+                parse_s, parse_cpu_s = feedparser_alone(bodies)
+                figures.feedparser_s.append(parse_s)
+                figures.feedparser_cpu_s.append(parse_cpu_s)
+            etags = [etag for _, etag in await fetch_all(urls)]
+            for _ in range(args.rounds):
+                started = time.perf_counter()
+                for _ in range(args.repeat_304):
+                    check(await service.poll_all(), "not_modified")
+                figures.ours_304_s.append(time.perf_counter() - started)
+                figures.bare_304_s.append(await bare_304s(urls, etags, args.repeat_304))
+        finally:
+            await service.close()
+
+    asyncio.run(run())
+    return figures
+
+
+# ---- the daemon's resident memory ---------------------------------------------------------------
+
+
+def proc_status_mb(pid: int) -> dict[str, float]:
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+@dataclass
+class DaemonFigures:
+    memory_mb: dict[str, float]  # VmHWM (peak) and VmRSS once every feed was polled
+    first_s: float  # until every feed was polled once
+    items: int
+    round_304_s: float  # every feed made due again: from the first poll of them to the last
+    bare_304_s: float  # the bare aiohttp loop over the same conditional GETs
+
+
+def daemon_run(
+    tmp: Path, port: int, feeds: int, queries: Sequence[str], timeout: float
+) -> DaemonFigures:
+    """Run `monitor run` until it has polled every feed once; read its resident memory; make
+    every feed due again and time the round of 304s it then polls; SIGTERM."""
+    db_path = tmp / "daemon.db"
+    config = tmp / "daemon.yaml"
+    config.write_text(config_text(f"sqlite:///{db_path}", port, feeds, queries), encoding="utf-8")
+    log = (tmp / "daemon.log").open("wb")
+    started = time.perf_counter()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+    def wait_for(query: str, interval: float) -> None:
+        while _count(db_path, query) < feeds:
+            if daemon.poll() is not None:
+                last = (tmp / "daemon.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise RuntimeError(f"monitor run exited with {daemon.returncode}: {last}")
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"monitor run did not get there in {timeout} s: {query}")
+            time.sleep(interval)
+
+    try:
+        wait_for("SELECT count(*) FROM feeds WHERE last_polled_at IS NOT NULL", 1.0)
+        first_s = time.perf_counter() - started
+        memory = proc_status_mb(daemon.pid)
+        items = _count(db_path, "SELECT count(*) FROM items")
+        with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
+            db.execute("UPDATE feeds SET next_poll_at = '2000-01-01 00:00:00.000000'")
+            db.commit()
+        wait_for("SELECT count(*) FROM feeds WHERE last_status = 'not_modified'", 0.05)
+        # From the first poll of the round to the last, by the daemon's own clock: the wait for
+        # its next tick (up to 2 s) is not polling.
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+            first, last = db.execute(
+                "SELECT min(last_polled_at), max(last_polled_at) FROM feeds"
+            ).fetchone()
+        round_304_s = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+    urls = [f"http://127.0.0.1:{port}/feed/{n}.xml" for n in range(feeds)]
+
+    async def bare() -> float:
+        etags = [etag for _, etag in await fetch_all(urls)]
+        return await bare_304s(urls, etags, 1)
+
+    return DaemonFigures(memory, first_s, items, round_304_s, asyncio.run(bare()))
+
+
+def _count(db_path: Path, query: str) -> int:
+    if not db_path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+def report(results: Sequence[Figures], args: Any) -> None:
+    print(
+        f"{args.feeds} feeds × {args.items} items on loopback; a changed poll finds {args.new} new "
+        f"items among {args.items}; fastest of {args.rounds} rounds"
+    )
+    header = (
+        f"{'database':10} | {'watchlists':>10} | {'changed ms':>10} | {'feedparser ms':>13} | "
+        f"{'ratio':>6} | {'CPU ratio':>9} | {'first ms':>8} | {'items/min':>9} | {'304/s':>6} | "
+        f"{'aiohttp 304/s':>13} | {'share':>5}"
+    )
+    print(header)
+    for f in results:
+        changed = min(f.changed_s) / args.feeds * 1000
+        parse = min(f.feedparser_s) / args.feeds * 1000
+        cpu_ratio = min(f.changed_cpu_s) / min(f.feedparser_cpu_s)
+        ours_304 = args.feeds * args.repeat_304 / min(f.ours_304_s)
+        bare_304 = args.feeds * args.repeat_304 / min(f.bare_304_s)
+        print(
+            f"{f.database:10} | {f.watchlists:>10} | {changed:>10.2f} | {parse:>13.2f} | "
+            f"{changed / parse:>5.2f}× | {cpu_ratio:>8.2f}× | {f.first_s / args.feeds * 1000:>8.1f} | "
+            f"{f.first_items / f.first_s * 60:>9.0f} | {ours_304:>6.0f} | {bare_304:>13.0f} | "
+            f"{ours_304 / bare_304:>5.0%}"
+        )
+    print(
+        "changed ms: one changed poll, claim to outbox (wall clock, 50 polls in flight); "
+        "feedparser ms: feedparser.parse of the same bytes;\nCPU ratio: the same in CPU time of "
+        "this process (the database server's is not counted); first ms: a first poll (every item "
+        "new);\nitems/min: ingested by first polls; 304/s: polls answered 304, ours and a bare "
+        "aiohttp loop's; share: ours / aiohttp"
+    )
+    sizes = sorted({f.watchlists for f in results})
+    if len(sizes) > 1:
+        growth = []
+        for kind in dict.fromkeys(f.database for f in results):
+            by_size = {f.watchlists: f for f in results if f.database == kind}
+            low, high = by_size[sizes[0]], by_size[sizes[-1]]
+            wall = min(high.changed_s) / min(low.changed_s) - 1
+            cpu = min(high.changed_cpu_s) / min(low.changed_cpu_s) - 1
+            growth.append(f"{kind} {wall:+.0%} ({cpu:+.0%} CPU)")
+        print(f"changed poll with {sizes[-1]} watchlists against {sizes[0]}: {', '.join(growth)}")
+    for f in results:
+        print(
+            f"noise ({f.database}, {f.watchlists}): rounds differ by up to "
+            f"{spread(f.changed_s):.0%} changed, {spread(f.feedparser_s):.0%} feedparser, "
+            f"{spread(f.ours_304_s):.0%} 304, {spread(f.bare_304_s):.0%} aiohttp; "
+            f"{f.first_items} items stored by first polls, {f.changed_items} by a changed round, "
+            f"{f.alerts} alerts"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--items", type=int, default=50)
-    parser.add_argument("--baseline-feeds", type=int, default=100)
+    parser.add_argument("--new", type=int, default=5, help="new items per feed per changed poll")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat-304", type=int, default=5, help="304 polls per feed per round")
+    parser.add_argument("--sizes", default="100,10000", help="numbers of watchlists")
+    parser.add_argument(
+        "--postgresql",
+        default=os.environ.get("MONITOR_TEST_DATABASE_URL"),
+        help="a PostgreSQL URL (default: MONITOR_TEST_DATABASE_URL); empty: SQLite only",
+    )
+    parser.add_argument("--memory-feeds", type=int, default=1000)
+    parser.add_argument("--memory-watchlists", type=int, default=10000, help="0: skip")
+    parser.add_argument("--memory-timeout", type=float, default=3600)
     parser.add_argument("--corpus", type=Path, default=match_bench.DEFAULT_CORPUS)
     args = parser.parse_args()
-
-    from monitor.config import parse_config
-    from monitor.daemon import Service
+    if not args.corpus.is_dir():
+        print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
+        return 2
 
     port = free_port()
     ready = multiprocessing.Event()
     server = multiprocessing.Process(
-        target=serve, args=(port, args.feeds, args.items, args.corpus, ready), daemon=True
+        target=serve, args=(port, args.items, args.new, args.corpus, ready), daemon=True
     )
     server.start()
     if not ready.wait(120):
@@ -108,81 +479,36 @@ def main() -> int:
         return 1
     try:
         vocab = match_bench.vocabulary(args.corpus)
-        queries = match_bench.generate(100, vocab)
-        with tempfile.TemporaryDirectory() as tmp:
-            lines = [
-                f"database: {{url: 'sqlite:///{tmp}/monitor.db'}}",
-                "fetch: {allow_private: true, per_host: 100}",
-                "service: {listen: null}",
-                "entities:",
-                *(f"  {k}: {{aliases: {v!r}}}" for k, v in match_bench.ENTITIES.items()),
-                "watchlists:",
-                *(f"  w{i}: {{query: {q!r}}}" for i, q in enumerate(queries)),
-                "feeds:",
-                *(
-                    f"  - {{name: f{n}, url: 'http://127.0.0.1:{port}/feed/{n}.xml'}}"
-                    for n in range(args.feeds)
-                ),
-            ]
-            config = Path(tmp) / "config.yaml"
-            config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            settings = parse_config(config.read_text("utf-8"), str(config))
-            service = Service.build(settings, notifiers={})
-            service.prepare(now=datetime.now(UTC), alone=True)
-            rss_before = peak_rss_mb()
-
-            async def rounds() -> tuple[float, int, int, float, int]:
-                try:
-                    started = time.perf_counter()
-                    first = await service.poll_all()
-                    first_s = time.perf_counter() - started
-                    started = time.perf_counter()
-                    second = await service.poll_all()
-                    second_s = time.perf_counter() - started
-                finally:
-                    await service.close()
-                new = sum(r.new_items for r in first)
-                alerts = sum(r.alerts for r in first)
-                not_modified = sum(r.status == "not_modified" for r in second)
-                failed = [r for r in first + second if r.failed]
-                if failed:
-                    print(f"{len(failed)} polls failed, e.g. {failed[0]}", file=sys.stderr)
-                return first_s, new, alerts, second_s, not_modified
-
-            first_s, new, alerts, second_s, not_modified = asyncio.run(rounds())
-            ours_rss = peak_rss_mb()
-
-        import feedparser
-
-        started = time.perf_counter()
-        baseline_items = 0
-        for n in range(args.baseline_feeds):
-            parsed = feedparser.parse(f"http://127.0.0.1:{port}/feed/{n}.xml")
-            baseline_items += len(parsed.entries)
-        baseline_s = time.perf_counter() - started
+        sizes = [int(s) for s in args.sizes.split(",")]
+        kinds = ["SQLite", "PostgreSQL"] if args.postgresql else ["SQLite"]
+        results = []
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            for kind in kinds:
+                for size in sizes:
+                    queries = match_bench.generate(size, vocab)
+                    with database(kind, tmp, args.postgresql) as url:
+                        results.append(measure(kind, size, url, tmp, port, queries, args))
+                    print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
+            report(results, args)
+            if not args.postgresql:
+                print("(PostgreSQL left out: no --postgresql URL nor MONITOR_TEST_DATABASE_URL)")
+            if args.memory_watchlists:
+                queries = match_bench.generate(args.memory_watchlists, vocab)
+                daemon = daemon_run(tmp, port, args.memory_feeds, queries, args.memory_timeout)
+                rate = args.memory_feeds / daemon.round_304_s
+                bare = args.memory_feeds / daemon.bare_304_s
+                print(
+                    f"monitor run, {args.memory_feeds} feeds × {args.memory_watchlists} watchlists "
+                    f"(SQLite): resident memory peak {daemon.memory_mb['VmHWM']:.0f} MB, "
+                    f"{daemon.memory_mb['VmRSS']:.0f} MB once every feed was polled "
+                    f"({daemon.items} items in {daemon.first_s:.0f} s);\n"
+                    f"every feed due again: {rate:.0f} polls/s of 304s "
+                    f"(a bare aiohttp loop: {bare:.0f}/s, {rate / bare:.0%})"
+                )
     finally:
         server.terminate()
         server.join()
-
-    feeds = args.feeds
-    base_polls = args.baseline_feeds / baseline_s
-    print(
-        f"{feeds} feeds × {args.items} items on loopback; 100 watchlists; SQLite; "
-        f"{new} items stored, {alerts} alerts in the outbox"
-    )
-    print(f"{'':34} | {'ours':>12} | {'naive baseline':>14}")
-    print(f"{'polls/s, 200 (new items)':34} | {feeds / first_s:>12.1f} | {base_polls:>14.1f}")
-    print(
-        f"{'polls/s, 304 (nothing new)':34} | {not_modified / second_s:>12.1f} | "
-        f"{base_polls:>14.1f}"
-    )
-    print(
-        f"{'items/s end to end (fetch→outbox)':34} | {new / first_s:>12.0f} | "
-        f"{baseline_items / baseline_s:>14.0f}"
-    )
-    print(f"{'items/min end to end':34} | {new / first_s * 60:>12.0f} | {'(parse only)':>14}")
-    print(f"{'peak RSS MB (this process)':34} | {ours_rss:>12.0f} | {'':>14}")
-    print(f"(peak RSS before polling: {rss_before:.0f} MB; baseline: {args.baseline_feeds} feeds)")
     return 0
 
 

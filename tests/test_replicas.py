@@ -5,6 +5,7 @@ loses its database; every replica stops cleanly on SIGTERM, whatever its role.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import textwrap
 import threading
 import time
@@ -218,14 +219,23 @@ def story_feed(i: int) -> bytes:
     ).encode()
 
 
+EMPTY_FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
+
+
 class StoryFeeds:
     """`count` feeds on a loopback server, each with one story; those in `gated` answer only once
-    `open()` is called. Every request's arrival is recorded (path, monotonic time)."""
+    `open()` is called. With `withheld`, the feeds are empty until `publish()`. Every request's
+    arrival is recorded (path, monotonic time)."""
 
-    def __init__(self, server: LoopbackServer, count: int, gated: range = range(0)) -> None:
+    def __init__(
+        self, server: LoopbackServer, count: int, gated: range = range(0), withheld: bool = False
+    ) -> None:
         self.server = server
         self.count = count
         self.gate = threading.Event()
+        self.published = threading.Event()
+        if not withheld:
+            self.published.set()
         self.arrivals: list[tuple[str, float]] = []
         for i in range(count):
             server.route(f"/f{i}.xml", self._handler(i, gated=i in gated))
@@ -235,12 +245,16 @@ class StoryFeeds:
             self.arrivals.append((request.path, time.monotonic()))
             if gated:
                 await asyncio.to_thread(self.gate.wait, 30)
-            return web.Response(body=story_feed(i), headers={"Content-Type": "application/rss+xml"})
+            body = story_feed(i) if self.published.is_set() else EMPTY_FEED
+            return web.Response(body=body, headers={"Content-Type": "application/rss+xml"})
 
         return handle
 
     def open(self) -> None:
         self.gate.set()
+
+    def publish(self) -> None:
+        self.published.set()
 
     def config(self, *, lease: str = "5s") -> Callable[[str, str, str], str]:
         feeds = "\n".join(
@@ -404,3 +418,50 @@ def _polls_recorded(engine: Engine) -> int:
             )
         except ProgrammingError:  # no schema yet
             return 0
+
+
+# ---- Telegram's limits, shared ----------------------------------------------------------------
+
+
+def test_three_replicas_sending_to_one_chat_stay_at_one_message_a_second(
+    tmp_path: Path, postgresql_url: str, double: BotAPIDouble
+) -> None:
+    """Fifteen stories for one chat, found by three replicas at about the same time (each polls
+    every 2 s): the chat gets them one a second, measured on the Bot API double's arrival times."""
+    chat = 1001
+    with LoopbackServer() as server:
+        feeds = StoryFeeds(server, 15, withheld=True)
+        listed = "\n".join(
+            f"  - {{name: f{i}, url: '{server.url(f'/f{i}.xml')}', interval: 2s}}"
+            for i in range(15)
+        )
+
+        def config(name: str, api_url: str, listen: str) -> str:
+            return (
+                'database: {url: "{database_url}"}\n'
+                "fetch: {allow_private: true}\n"
+                f'service: {{listen: "{listen}"}}\n'
+                f"feeds:\n{listed}\n"
+                "watchlists:\n  reports: {query: Report, notify: [desk]}\n"
+                f"channels:\n  desk: {{type: telegram, chat_ids: [{chat}]}}\n"
+                f'telegram: {{token: "{TOKEN}", api_url: "{api_url}", subscriptions: "off"}}\n'
+            )
+
+        with Cluster(tmp_path, postgresql_url, config, double.api_url_for) as cluster:
+            for name in ("r1", "r2", "r3"):
+                cluster.start(name)
+            engine = make_engine(postgresql_url)
+            try:  # every feed polled (empty) once, by whichever replica: all three are up
+                eventually(lambda: _polls_recorded(engine) == 15, "every feed polled once")
+            finally:
+                engine.dispose()
+            feeds.publish()
+            messages = double.wait_for_messages(15, chat_id=chat, timeout=60)
+            assert_clean_stops(cluster)
+    arrivals = sorted(m.at for m in messages)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    senders = Counter(m.client for m in messages)
+    assert len(senders) >= 2, senders  # the replicas did share the sending
+    assert min(gaps) > 0.8, gaps  # a second apart, less the jitter of a loaded machine
+    assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 1.05
+    assert all(a.status == 200 for a in double.attempts)

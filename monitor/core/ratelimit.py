@@ -16,17 +16,52 @@ waiting for its own chat does not hold up the others.
 After a 429, `hold(chat_id, retry_after, now)` keeps that chat closed for exactly `retry_after`
 seconds: the next slot for it is no sooner (Bot API: "the number of seconds left to wait before the
 request can be repeated").
+
+`RateLimiter` keeps the slots of one process. Replicas share theirs through the database (the
+store's `budgets`), deciding with the same two functions: `chat_earliest` (the first moment a chat
+may get its next message, from what it was sent) and `first_free_tick` (the first tick of the
+overall grid no message holds yet).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CommandQuota", "RateLimiter"]
+__all__ = ["CommandQuota", "RateLimiter", "chat_earliest", "first_free_tick"]
 
 _EPSILON = 1e-9
+
+
+def chat_earliest(
+    chat_id: int,
+    sent: Sequence[float],
+    held_until: float,
+    now: float,
+    *,
+    chat_interval: float = 1.0,
+    group_per_minute: int = 20,
+) -> float:
+    """The first moment from `now` on at which `chat_id` may get a message, given the send times
+    already reserved for it (`sent`, oldest first; the last `group_per_minute` are enough) and the
+    end of a hold after a 429 (`held_until`, 0.0 if none)."""
+    earliest = max(now, held_until)
+    if sent:
+        earliest = max(earliest, sent[-1] + chat_interval)
+    if chat_id < 0 and len(sent) >= group_per_minute > 0:
+        earliest = max(earliest, sent[-group_per_minute] + 60.0)
+    return earliest
+
+
+def first_free_tick(earliest: float, taken: Collection[int], per_second: int = 30) -> int:
+    """The first tick (1/`per_second` s, counted from the clock's zero) at or after `earliest`
+    that is not in `taken`."""
+    tick = math.ceil(earliest * per_second - _EPSILON)
+    while tick in taken:
+        tick += 1
+    return tick
 
 
 @dataclass
@@ -83,25 +118,23 @@ class RateLimiter:
     # ---- internals ---------------------------------------------------------------------------
 
     def _chat_earliest(self, chat_id: int, now: float) -> float:
-        earliest = now
         chat = self._chats.get(chat_id)
         if chat is None:
-            return earliest
-        earliest = max(earliest, chat.held_until)
-        if chat.sent:
-            earliest = max(earliest, chat.sent[-1] + self.chat_interval)
-        if chat_id < 0 and len(chat.sent) >= self.group_per_minute > 0:
-            earliest = max(earliest, chat.sent[-self.group_per_minute] + 60.0)
-        return earliest
+            return now
+        return chat_earliest(
+            chat_id,
+            chat.sent,
+            chat.held_until,
+            now,
+            chat_interval=self.chat_interval,
+            group_per_minute=self.group_per_minute,
+        )
 
     def _tick_time(self, tick: int) -> float:
         return tick / self.overall_per_second
 
     def _free_tick(self, earliest: float) -> int:
-        tick = math.ceil(earliest * self.overall_per_second - _EPSILON)
-        while tick in self._ticks:
-            tick += 1
-        return tick
+        return first_free_tick(earliest, self._ticks, self.overall_per_second)
 
     def _forget_before(self, now: float) -> None:
         """Drop ticks in the past and chats idle for over a minute (not on every call)."""

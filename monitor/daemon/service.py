@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from monitor.config import FeedSettings, Settings
 from monitor.core import stories
+from monitor.daemon.budgets import SharedSendBudget
 from monitor.daemon.clock import DatabaseClock
 from monitor.daemon.health import Metrics
 from monitor.daemon.ticks import Ticker
@@ -47,6 +49,9 @@ from monitor.store.feeds import (
 from monitor.store.stories import forget_story_hashes, prune
 from monitor.watchlists import compile_watchlists
 
+if TYPE_CHECKING:
+    from monitor.notify.telegram import SendSlots
+
 log = logging.getLogger("monitor.daemon")
 
 
@@ -61,8 +66,9 @@ FLUSH_SECONDS = 2.0
 EMAIL_TIMEOUT_SECONDS = 8.0  # one SMTP exchange; keeps SIGTERM's 10 s promise
 
 
-def notifiers_for(settings: Settings) -> dict[str, Notifier]:
-    """A notifier for every configured channel this build can deliver to."""
+def notifiers_for(settings: Settings, *, slots: SendSlots | None = None) -> dict[str, Notifier]:
+    """A notifier for every configured channel this build can deliver to. `slots`: where the
+    Telegram notifier books its send slots when other processes send for the same bot."""
     from monitor.notify.email import EmailNotifier
 
     notifiers: dict[str, Notifier] = {}
@@ -79,11 +85,13 @@ def notifiers_for(settings: Settings) -> dict[str, Notifier]:
         from monitor.notify.telegram import TelegramNotifier
         from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
-        # One notifier, so one rate limiter covers every chat of the bot (30 messages/s).
+        # One notifier, so one rate limiter covers every chat of the bot (30 messages/s); with
+        # `slots`, the limits are shared with the other replicas too.
         telegram = TelegramNotifier(
             settings.telegram.token.get_secret_value(),
             settings.telegram.api_url,
             subscriber_channels=(SUBSCRIBERS_CHANNEL,),
+            slots=slots,
         )
         for name, channel in settings.channels.items():
             if channel.type == "telegram":
@@ -114,6 +122,7 @@ class Service:
     last_tick: float = field(default_factory=time.monotonic)
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
     last_renewal: float = field(default_factory=time.monotonic)
+    send_budget: SharedSendBudget | None = None  # PostgreSQL: Telegram's limits, shared
 
     @classmethod
     def build(
@@ -150,8 +159,11 @@ class Service:
             rng=rng,
             clock=clock,
         )
+        send_budget = None
         if notifiers is None:
-            notifiers = notifiers_for(settings)
+            if engine.dialect.name == "postgresql":  # replicas may send for the same bot
+                send_budget = SharedSendBudget(engine)
+            notifiers = notifiers_for(settings, slots=send_budget)
         digests: set[str] = set(digests_for(settings))
         access = None
         if settings.telegram is not None:
@@ -171,7 +183,9 @@ class Service:
             access=access,
         )
         feeds = {feed.name: feed for feed in settings.feeds}
-        return cls(settings, engine, poller, outbox, feeds, owner, clock=clock)
+        return cls(
+            settings, engine, poller, outbox, feeds, owner, clock=clock, send_budget=send_budget
+        )
 
     def lead(self, leading: bool) -> None:
         """Become the leader, or stop being it: only the leader sends digests and prunes."""
@@ -196,6 +210,8 @@ class Service:
     async def close(self) -> None:
         await self.poller.close()
         await self.outbox.close()
+        if self.send_budget is not None:
+            self.send_budget.close()
         self.engine.dispose()
 
     # ---- polling ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, timedelta, tzinfo
+from typing import Protocol
 from urllib.parse import quote
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "REDACTED",
     "TOKEN_LOGGERS",
+    "SendSlots",
     "TelegramNotifier",
     "TokenFilter",
     "install_token_redaction",
@@ -189,12 +191,29 @@ def _retry_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+class SendSlots(Protocol):
+    """Send slots shared with other processes that send for the same bot (replicas): Telegram's
+    limits are per bot, so they book their slots in one place (the database)."""
+
+    async def book(self, chat_id: int, max_wait: float) -> tuple[bool, float]:
+        """Book the chat's next slot unless it is more than `max_wait` s away: (booked, seconds
+        to wait for it). A `DeliveryError` if the booking could not be made."""
+        ...
+
+    async def hold(self, chat_id: int, seconds: float) -> None:
+        """Telegram asked to wait `seconds` before the next message to this chat."""
+        ...
+
+
 class TelegramNotifier:
     """The `Notifier` of one bot token. Safe to use from concurrent tasks of one event loop.
 
     `max_wait`: when the chat's next slot is further away than this (it is held after a 429, or a
     group used its 20 messages of the minute), `send` does not sleep but raises
     `RateLimitedError` with the exact wait, so the outbox can send to other chats meanwhile.
+
+    `slots`: where slots are booked when other processes send for the same bot; without it, the
+    notifier's own `limiter` is the whole budget (one process).
     """
 
     def __init__(
@@ -209,8 +228,10 @@ class TelegramNotifier:
         connections: int = 64,
         clock: Callable[[], float] = time.monotonic,
         subscriber_channels: Collection[str] = (),
+        slots: SendSlots | None = None,
     ) -> None:
         self._filter = install_token_redaction(token)
+        self.slots = slots
         # Alerts of these channels go to people who subscribed with the bot: they get buttons.
         self.subscriber_channels = frozenset(subscriber_channels)
         self.limiter = limiter or RateLimiter()
@@ -321,6 +342,17 @@ class TelegramNotifier:
         return self._filter.redact(str(exc) or type(exc).__name__)
 
     async def _wait_for_slot(self, chat_id: int) -> None:
+        if self.slots is not None:
+            booked, wait = await self.slots.book(chat_id, self.max_wait)
+            if not booked:
+                raise RateLimitedError(
+                    f"chat {chat_id} is rate limited for {wait:.3f} s more",
+                    retry_after=wait,
+                    recipient=str(chat_id),
+                )
+            if wait > 0:
+                await asyncio.sleep(wait)
+            return
         now = self.clock()
         wait = self.limiter.next_slot(chat_id, now)
         if wait > self.max_wait:
@@ -353,7 +385,10 @@ class TelegramNotifier:
         except BadRequest:
             raise  # the caller retries it as plain text
         except TelegramError as exc:
-            raise self._translate(exc, chat_id) from exc
+            error = self._translate(exc, chat_id)
+            if isinstance(error, RateLimitedError) and self.slots is not None:
+                await self.slots.hold(chat_id, error.retry_after or 0.0)
+            raise error from exc
 
     def _translate(self, exc: TelegramError, chat_id: int | None) -> DeliveryError:
         reason = self._reason(exc)

@@ -51,6 +51,8 @@ __all__ = [
     "leadership",
     "matches",
     "metadata",
+    "send_chats",
+    "send_slots",
     "stories",
     "story_hashes",
 ]
@@ -289,4 +291,28 @@ leadership = Table(
     Column("term", BigInteger, nullable=False, server_default=text("0")),
     Column("acquired_at", UTCDateTime()),
     Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+__all__ += ["send_chats", "send_slots"]
+
+# ---- Telegram's sending limits, shared by replicas (migration 0006) ------------------------------
+# Each message about to go to Telegram holds one tick of a grid of 1/30 s (database epoch seconds
+# × 30): the unique key keeps the whole bot at 30 messages a second, whichever replica sends. A
+# chat's recent ticks say when it may get its next message (1 a second; 20 a minute in a group);
+# `send_chats` holds the chat's row lock while a replica books its slot, and the end of a hold
+# after Telegram's 429. Ticks older than a minute are of no use and are forgotten.
+
+send_slots = Table(
+    "send_slots",
+    metadata,
+    Column("tick", BigInteger, primary_key=True, autoincrement=False),
+    Column("chat_id", BigInteger, nullable=False),
+    Index("ix_send_slots_chat_id_tick", "chat_id", "tick"),
+)
+
+send_chats = Table(
+    "send_chats",
+    metadata,
+    Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("held_until", UTCDateTime()),
 )

@@ -149,3 +149,10 @@ def test_a_text_knows_whether_it_fits_code_page_1252(text: str, fits: bool) -> N
     assert fits_cp1252(normalized.text) is fits
     if fits:
         assert all(fits_cp1252(token) for token in normalized.tokens)
+
+
+@pytest.mark.parametrize("text", [c[1] for c in CASES] + [c[1] for c in WORD_ENDS])
+def test_a_terms_words_are_the_tokens_the_matcher_reads(text: str) -> None:
+    from monitor.core.text import term_words
+
+    assert term_words(text) == tuple(NormalizedText.of(text).tokens)

@@ -33,11 +33,25 @@ PRONOUNS = ("ه", "ها", "هما", "هم", "هن", "ك", "كما", "كم", "ك�
 ACCUSATIVE_ALIF = "ا"
 # Every proclitic before a word without the article: "", و, ف, ب, وب, فب, …
 _BEFORE = tuple(conj + prep for conj in CONJUNCTIONS for prep in PREPOSITIONS)
+# … and with it: ال, وال, بال, وبال, and ل + ال written لل (or ل alone before a word that starts
+# with ل: ل + اللجنه → للجنه).
+_WITH_ARTICLE = tuple(
+    conj + (prep + ARTICLE if prep != "ل" else "لل")
+    for conj in CONJUNCTIONS
+    for prep in PREPOSITIONS
+)
+_WITH_ARTICLE_BEFORE_LAM = tuple(
+    conj + (prep + ARTICLE if prep != "ل" else "ل")
+    for conj in CONJUNCTIONS
+    for prep in PREPOSITIONS
+)
 # Written ت before a pronoun, and no alif after it.
 _TEH_MARBUTA = "ة"
 # What a prefix ending in ة becomes before a pronoun: each pronoun starts with one of these.
 _PRONOUN_STARTS = ("ه", "ك", "نا")
 _NO_ALIF_AFTER = ("ة", "ا", "أ")
+# The letter a text may write, at a word's end, for the one rule 3 folds it to.
+_OTHER_SPELLING = {"ه": "ة", "ا": "أ"}
 
 
 def proclitic_forms(word: str) -> set[str]:
@@ -55,17 +69,11 @@ def proclitic_forms(word: str) -> set[str]:
     core = word[2:] if has_article else word
     if len(core) < 2:
         return {word}
-    forms = {word}
-    for conj in CONJUNCTIONS:
-        for prep in PREPOSITIONS:
-            with_article = ARTICLE + core
-            if prep == "ل":
-                fused = "ل" + core if core.startswith("ل") else "لل" + core
-                forms.add(conj + fused)
-            else:
-                forms.add(conj + prep + with_article)
-            if not has_article:
-                forms.add(conj + prep + core)
+    with_article = _WITH_ARTICLE_BEFORE_LAM if core.startswith("ل") else _WITH_ARTICLE
+    forms = {before + core for before in with_article}
+    forms.add(word)
+    if not has_article:
+        forms.update([before + core for before in _BEFORE])
     return forms
 
 
@@ -88,21 +96,23 @@ def enclitic_forms(word: str) -> set[str]:
 def spellings(form: str) -> tuple[str, ...]:
     """The ways a text may write `form` (as `tokens` writes it) at the end of a word, as
     `NormalizedText` keeps it: a final ه may be ة there, a final ا an alif with hamza (أ)."""
-    last = form[-1:]
-    if last == "ه":
-        return form, form[:-1] + "ة"
-    if last == "ا":
-        return form, form[:-1] + "أ"
-    return (form,)
+    other = _OTHER_SPELLING.get(form[-1:])
+    return (form,) if other is None else (form, form[:-1] + other)
 
 
 def whole_word_forms(word: str) -> set[str]:
     """Every word of a text that matches the term `word` whole: its spellings (rules 1–4) and, in
     Arabic, its forms with clitics (rules 5 and 7)."""
-    forms: set[str] = set()
-    for form in proclitic_forms(fold_word_end(word)):
-        forms.update(spellings(form))
+    forms = _spelt(proclitic_forms(fold_word_end(word)))
     forms.update(enclitic_forms(word))
+    return forms
+
+
+def _spelt(forms: set[str]) -> set[str]:
+    """`forms`, all of one word and so ending alike, in every spelling of `spellings`."""
+    other = _OTHER_SPELLING.get(next(iter(forms))[-1:])
+    if other is not None:
+        forms.update([form[:-1] + other for form in list(forms)])
     return forms
 
 
@@ -115,9 +125,7 @@ def prefix_forms(word: str) -> set[str]:
     """The starts of the words that match the prefix term `word*`: its forms with proclitics and,
     when it ends in ة, with that ة written ت before a pronoun (حكومة* → حكومتها). A pronoun or an
     alif after any other prefix is already a longer word that starts with it."""
-    forms: set[str] = set()
-    for form in proclitic_forms(fold_word_end(word)):
-        forms.update(spellings(form))
+    forms = _spelt(proclitic_forms(fold_word_end(word)))
     if word.endswith(_TEH_MARBUTA) and _takes_enclitics(word):
         starts = [word[:-1] + "ت" + pronoun for pronoun in _PRONOUN_STARTS]
         forms.update(before + start for before in _BEFORE for start in starts)

@@ -468,7 +468,11 @@ def term_tokens(term: str) -> tuple[str, ...]:
 def term_words(term: str) -> tuple[str, ...]:
     """Tokens of a query term as the matcher reads text (`NormalizedText`: ة and أ kept at the
     end of a word), cached."""
-    return tuple(NormalizedText.of(term).tokens)
+    folded, _ = _fold(term, keep_word_ends=True)
+    if not folded.isascii():
+        folded = _fold_inside_words(_delete_marks(folded)[0])
+    scanned = _blank_possessives(folded)
+    return tuple(_tokenizer(scanned)[0].split(scanned)[1::2])
 
 
 def token_starts(words: list[str]) -> list[int]:

@@ -181,7 +181,9 @@ class _FieldScan:
     """Which units occur in one field's tokens; where they occur is worked out only when asked.
 
     Memory latency, not arithmetic, is the cost here (the tables of 10,000 watchlists do not fit in
-    the CPU caches), so each distinct word is looked up once, in C (`map`), and the positions of a
+    the CPU caches), so each distinct word is looked up once, in C, in a set of the forms (whose
+    entries hold their hashes side by side: one trip to memory for most words that are no form,
+    where a dict makes three), only the words found in the forms' units, and the positions of a
     unit are worked out only for the units a candidate watchlist needs.
     """
 
@@ -202,6 +204,7 @@ class _FieldScan:
         words: list[str],
         matcher: Matcher,
         forms: Mapping[str, int | tuple[int, ...]],
+        keys: frozenset[str],
         automaton: Any,
     ) -> None:
         self.words = words
@@ -217,12 +220,10 @@ class _FieldScan:
                 at.append(i)
         # unit → the words of this field it matches whole
         self.unit_words: dict[int, list[str]] = {}
-        distinct = list(index)
-        found: list[int | tuple[int, ...] | None] = list(map(forms.get, distinct))
-        if any(found):
+        known = keys.intersection(index)
+        if known:
             unit_words = self.unit_words
-            hit_units = cast("Iterator[int | tuple[int, ...]]", filter(None, found))
-            for word, units in zip(compress(distinct, found), hit_units, strict=True):
+            for word, units in zip(known, map(forms.__getitem__, known), strict=True):
                 if isinstance(units, int):  # most words are a form of one unit only
                     words_of = unit_words.get(units)
                     if words_of is None:
@@ -991,6 +992,9 @@ class Matcher:
         self._cp1252_forms: dict[str, int | tuple[int, ...]] = latin
         other.update(latin)
         self._whole_forms: dict[str, int | tuple[int, ...]] = other
+        # The same forms as sets, to find which words of a text are forms (see `_FieldScan`).
+        self._cp1252_keys = frozenset(latin)
+        self._whole_keys = frozenset(other)
         self._partial_units = frozenset(
             unit for (kind, _), unit in compiler.units.items() if kind not in WHOLE
         )
@@ -1010,8 +1014,10 @@ class Matcher:
         """The scan of one field; a text that fits in code page 1252 is looked up only among the
         forms that do, unless `everywhere`."""
         if text.cp1252 and not everywhere:
-            return _FieldScan(text.tokens, self, self._cp1252_forms, self._cp1252_automaton)
-        return _FieldScan(text.tokens, self, self._whole_forms, self._automaton)
+            return _FieldScan(
+                text.tokens, self, self._cp1252_forms, self._cp1252_keys, self._cp1252_automaton
+            )
+        return _FieldScan(text.tokens, self, self._whole_forms, self._whole_keys, self._automaton)
 
 
 def _automaton(keys: Iterable[tuple[str, tuple[int, int, list[int]]]]) -> Any:

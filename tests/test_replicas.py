@@ -457,11 +457,31 @@ def test_three_replicas_sending_to_one_chat_stay_at_one_message_a_second(
                 engine.dispose()
             feeds.publish()
             messages = double.wait_for_messages(15, chat_id=chat, timeout=60)
+            engine = make_engine(postgresql_url)
+            try:
+                booked = _booked_ticks(engine, chat)
+            finally:
+                engine.dispose()
             assert_clean_stops(cluster)
+    # The budget itself: every message booked a slot in the shared table, a second or more apart
+    # (ticks of 1/30 s of the database's clock), whichever replica booked it.
+    assert len(booked) == 15
+    assert min(b - a for a, b in itertools.pairwise(booked)) >= 30, booked
+    # What the chat saw: about one a second. Each replica waits for its slot on its own clock and
+    # a loaded machine delays a send by a few tenths, so single gaps may shrink; the rate may not.
     arrivals = sorted(m.at for m in messages)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    senders = Counter(m.client for m in messages)
-    assert len(senders) >= 2, senders  # the replicas did share the sending
-    assert min(gaps) > 0.8, gaps  # a second apart, less the jitter of a loaded machine
+    assert min(gaps) > 0.5, gaps
     assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 1.05
     assert all(a.status == 200 for a in double.attempts)
+
+
+def _booked_ticks(engine: Engine, chat_id: int) -> list[int]:
+    """The send slots booked for `chat_id`, in order (ticks of 1/30 s)."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text("SELECT tick FROM send_slots WHERE chat_id = :c ORDER BY tick"),
+                {"c": chat_id},
+            ).scalars()
+        )

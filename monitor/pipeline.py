@@ -246,7 +246,11 @@ class Poller:
             )
             return await self._record(state, now, "error", str(exc), at, failed=True)
 
-        pages = await self._full_texts(state, parsed.articles, policy) if feed.full_text else {}
+        # The pages are the items' links, chosen by the feed's author: a feed's `allow_private`
+        # covers its own URL only, its links keep to the global address policy (FAULTS 76).
+        pages = (
+            await self._full_texts(state, parsed.articles, self.policy) if feed.full_text else {}
+        )
         prepared = await asyncio.to_thread(
             self._prepare, parsed.articles, feed, parsed.language, pages
         )

@@ -599,6 +599,37 @@ def test_full_text_feed_matches_the_page_and_is_not_refetched(
     assert len([r for r in server.requests if r.path == "/story.html"]) == page_requests
 
 
+def test_fault_76_a_full_text_feed_allowed_on_a_private_address_reads_no_private_page(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    """The feed itself is on loopback and allowed there (`allow_private` on the feed); its item
+    links point at loopback too, and the global policy refuses those: the page is never asked
+    for, and the item keeps the feed's own text."""
+    server.respond("/internal.html", body=b"<html><body><p>secret</p></body></html>")
+    item = (
+        "<item><guid>story-1</guid><title>Forecast</title>"
+        f"<link>{server.url('/internal.html')}</link><description>Sunny, read more</description>"
+        "</item>"
+    )
+    feed = Feed(server, "/a.xml", b"")
+    feed.body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{item}</channel></rss>'.encode()
+    settings_for(
+        database_url,
+        f"- {{name: a, url: '{feed.url}', full_text: true, allow_private: true}}",
+        tmp_path,
+    )
+    config = tmp_path / "config.yaml"
+    text = config.read_text("utf-8").replace("fetch: {allow_private: true}", "")
+    settings = parse_config(text, str(config))
+    assert not settings.fetch.allow_private and settings.feeds[0].allow_private
+
+    (result,) = poll_and_deliver(settings, notifier)
+    assert (result.status, result.new_items) == ("ok", 1)
+    (stored,) = rows(settings, items)
+    assert stored["text"] == "Sunny, read more"
+    assert [r.path for r in server.requests] == ["/a.xml"]
+
+
 def test_email_channels_immediate_and_daily_digest(
     database_url: str, server: LoopbackServer, tmp_path: Path
 ) -> None:

@@ -433,6 +433,43 @@ def test_fault_58_killed_after_commit_delivers_after_restart_exactly_once(
     assert "[taiwan-red-line]" not in again.stdout
 
 
+def test_fault_73_once_leaves_feeds_in_retry_after_or_back_off_unless_forced(
+    database_url: str, server: LoopbackServer, tmp_path: Path
+) -> None:
+    throttled = Feed(server, "/throttled.xml", b"", status=429)
+    throttled.headers = {"Retry-After": "86400"}
+    broken = Feed(server, "/broken.xml", b"", status=500)
+    fine = Feed(server, "/fine.xml", rss(WEATHER))
+    feeds_yaml = f"""
+        - {{name: throttled, url: '{throttled.url}'}}
+        - {{name: broken, url: '{broken.url}'}}
+        - {{name: fine, url: '{fine.url}'}}
+        """
+    settings_for(database_url, textwrap.dedent(feeds_yaml), tmp_path)
+    config = str(tmp_path / "config.yaml")
+    first = monitor("--config", config, "once", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "1 with news, 1 asked us to wait, 1 failed" in first.stderr
+
+    second = monitor("--config", config, "once", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert (len(throttled.requests), len(broken.requests), len(fine.requests)) == (1, 1, 2)
+    assert "polled 1 feed: 1 not modified" in second.stderr
+    lines = second.stderr.splitlines()
+    assert (
+        "not polled, waiting as asked or backing off after failures (--force polls them now):"
+        in lines
+    )
+    waiting = sorted(line.split(" until ")[0] for line in lines if line.startswith("  waiting"))
+    assert waiting == ["  waiting broken", "  waiting throttled"]
+    assert any("HTTP 429 Too Many Requests; retry after 86400 s" in line for line in lines)
+
+    forced = monitor("--config", config, "once", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert (len(throttled.requests), len(broken.requests), len(fine.requests)) == (2, 2, 3)
+    assert "polled 3 feeds" in forced.stderr and "waiting" not in forced.stderr
+
+
 def test_quick_start_once_prints_the_reference_alert_offline(tmp_path: Path) -> None:
     """The README's run command on the bundled sample feed (the example's other feeds are left out
     here: tests talk to nothing but loopback)."""

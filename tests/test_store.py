@@ -238,9 +238,16 @@ def test_feed_leases_and_poll_records(engine: Engine) -> None:
         }
         assert not record_poll(session, ids["b"], owner="one", **poll)
         assert record_poll(session, ids["b"], owner="two", **poll)
-    # `monitor once` claims feeds that are not due; failures count up, then reset.
+    # `monitor once` claims feeds that are not due, but not one backing off after a failure unless
+    # forced (FAULTS 73); failures count up, then reset.
     with transaction(engine) as session:
-        states = {f.name: f for f in claim_due_feeds(session, "c", LEASE, 10, include_not_due=True)}
+        plain = claim_due_feeds(session, "c", LEASE, 10, include_not_due=True)
+        assert [f.name for f in plain] == ["b"]
+        forced = claim_due_feeds(
+            session, "c", LEASE, 10, include_not_due=True, include_waiting=True
+        )
+        states = {f.name: f for f in forced}
+        assert list(states) == ["a"]  # b is leased already
         assert states["a"].consecutive_failures == 1 and states["a"].etag == '"e"'
         record_poll(session, ids["a"], **(poll | {"failed": True, "status": "error"}))
         assert release_feed(session, ids["b"], "c")

@@ -24,6 +24,7 @@ from monitor.cli.app import (
     load_settings,
     refuse_moved_database,
     stderr,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,14 @@ def once(
     ctx: typer.Context,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when any feed failed (default: exit 0).")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Poll also the feeds that wait out a server's Retry-After or back off after "
+            "failures (default: leave them until their next poll time).",
+        ),
     ] = False,
 ) -> None:
     """Poll every feed once, match, deliver what is due, and exit (cron-friendly).
@@ -52,10 +61,10 @@ def once(
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
             service.prepare(alone=alone)
-            run = asyncio.run(_once(service))
+            run = asyncio.run(_once(service, force=force))
     except MonitorError as exc:
         raise fail_with(exc) from None
-    results, delivered = run.results, run.delivered
+    results, delivered, waiting = run.results, run.delivered, run.waiting
     failed = [r for r in results if r.failed]
     counts = Counter(r.status for r in results)
     new = sum(r.new_items for r in results)
@@ -70,6 +79,16 @@ def once(
     )
     for result in failed:
         stderr.print(f"  [red]failed[/red] {escape(result.feed)}: {escape(result.error or '')}")
+    if waiting:
+        stderr.print(
+            f"not polled, waiting as asked or backing off after failures "
+            f"(--force polls {'them' if len(waiting) > 1 else 'it'} now):"
+        )
+    for feed in waiting:
+        stderr.print(
+            f"  waiting {escape(feed.name)} until {when(feed.next_poll_at)} UTC: "
+            f"{escape(feed.last_error or '')}"
+        )
     if run.interrupted:
         skipped = run.feeds - len(results)
         stderr.print(
@@ -98,9 +117,10 @@ class _OnceRun:
     feeds: int = 0
     interrupted: bool = False
     pending: int = 0
+    waiting: list[Any] = field(default_factory=list)  # feeds left alone: Retry-After, back-off
 
 
-async def _once(service: Any) -> _OnceRun:
+async def _once(service: Any, *, force: bool) -> _OnceRun:
     """Poll, then deliver. The first Ctrl-C cancels the polls (their leases are given back) and
     goes on to deliver what is queued; the second cancels the delivery too."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -138,7 +158,9 @@ async def _once(service: Any) -> _OnceRun:
     try:
         with progress:
             task = progress.add_task("", total=None)
-            current = asyncio.ensure_future(service.poll_all(on_result=done, total=count))
+            current = asyncio.ensure_future(
+                service.poll_all(on_result=done, total=count, force=force)
+            )
             with contextlib.suppress(asyncio.CancelledError):
                 await current
         if run.interrupted:
@@ -148,6 +170,10 @@ async def _once(service: Any) -> _OnceRun:
             run.delivered = await current
         if run.interrupted:
             run.pending = await asyncio.to_thread(service.pending_alerts)
+        if not force and not run.interrupted:
+            polled = {result.feed for result in run.results}
+            waiting = await asyncio.to_thread(service.waiting)
+            run.waiting = [feed for feed in waiting if feed.name not in polled]  # not just now
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)

@@ -40,11 +40,13 @@ from monitor.store._shared import database_now
 from monitor.store.alerts import alert_counts, renew_alert_leases
 from monitor.store.feeds import (
     FeedState,
+    WaitingFeed,
     claim_due_feeds,
     release_feed,
     release_leases,
     renew_feed_leases,
     sync_feeds,
+    waiting_feeds,
 )
 from monitor.store.stories import forget_story_hashes, prune
 from monitor.watchlists import compile_watchlists
@@ -220,12 +222,22 @@ class Service:
         if isinstance(self.clock, DatabaseClock):
             self.clock.observe(database_now(session))
 
-    def _claim(self, limit: int, *, everything: bool) -> list[FeedState]:
+    def _claim(self, limit: int, *, everything: bool, waiting: bool = False) -> list[FeedState]:
         with db.transaction(self.engine) as session:
             self._observe(session)
             return claim_due_feeds(
-                session, self.owner, self.settings.service.lease, limit, include_not_due=everything
+                session,
+                self.owner,
+                self.settings.service.lease,
+                limit,
+                include_not_due=everything,
+                include_waiting=waiting,
             )
+
+    def waiting(self) -> list[WaitingFeed]:
+        """The feeds waiting out a Retry-After or a back-off (`poll_all` leaves them alone)."""
+        with db.read_session(self.engine) as session:
+            return waiting_feeds(session)
 
     async def _poll_one(self, state: FeedState, *, force: bool) -> PollResult:
         feed = self.feeds.get(state.name)
@@ -249,9 +261,11 @@ class Service:
         *,
         on_result: Callable[[PollResult], None] | None = None,
         total: Callable[[int], None] | None = None,
+        force: bool = False,
     ) -> list[PollResult]:
-        """`monitor once`: claim every active feed (due or not), poll them concurrently, return."""
-        states = await asyncio.to_thread(self._claim, 10_000, everything=True)
+        """`monitor once`: claim every active feed, due or not, poll them concurrently, return.
+        Feeds waiting out a Retry-After or a back-off are left alone unless `force`."""
+        states = await asyncio.to_thread(self._claim, 10_000, everything=True, waiting=force)
         if total is not None:
             total(len(states))
         semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)

@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     func,
+    not_,
     or_,
     select,
     update,
@@ -39,6 +41,7 @@ __all__ = [
     "FEED_STATUSES",
     "FeedHealth",
     "FeedState",
+    "WaitingFeed",
     "claim_due_feeds",
     "feed_health",
     "record_poll",
@@ -46,6 +49,7 @@ __all__ = [
     "release_leases",
     "renew_feed_leases",
     "sync_feeds",
+    "waiting_feeds",
 ]
 
 
@@ -65,6 +69,15 @@ class FeedState:
     consecutive_failures: int
     next_poll_at: datetime
     last_polled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingFeed:
+    """A feed that waits out a Retry-After or a back-off, and why (its last error)."""
+
+    name: str
+    next_poll_at: datetime
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +150,31 @@ _FEED_STATE_COLUMNS = (
 )
 
 
+def _waiting() -> ColumnElement[bool]:
+    """A feed whose next poll is a wait it was told to keep, not just its interval: a Retry-After
+    (or a host too busy to ask), or the back-off after failures."""
+    # coalesce: a feed never polled has no status, and NOT (NULL = …) would leave it out.
+    return or_(
+        feeds.c.consecutive_failures > 0,
+        func.coalesce(feeds.c.last_status, "") == "retry_later",
+    )
+
+
 def claim_due_feeds(
-    session: Session, owner: str, lease: timedelta, limit: int, *, include_not_due: bool = False
+    session: Session,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    *,
+    include_not_due: bool = False,
+    include_waiting: bool = False,
 ) -> list[FeedState]:
     """Lease up to `limit` active feeds that are due and not leased by anyone (or whose lease
     expired) to `owner` until DB now + `lease`; most overdue first.
 
-    `include_not_due` claims active feeds that are not due yet too (`monitor once`).
+    `include_not_due` claims active feeds that are not due yet too (`monitor once`), except those
+    waiting out a Retry-After or a back-off (FAULTS 73); `include_waiting` claims those as well
+    (`monitor once --force`).
     """
     now = database_now(session)
     due = (
@@ -153,10 +184,13 @@ def claim_due_feeds(
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write transaction is exclusive
     )
+    # A last poll "in the future" means the clock was set back: the stored schedule means
+    # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
+    is_due = or_(feeds.c.next_poll_at <= now, feeds.c.last_polled_at > now)
     if not include_not_due:
-        # A last poll "in the future" means the clock was set back: the stored schedule means
-        # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
-        due = due.where(or_(feeds.c.next_poll_at <= now, feeds.c.last_polled_at > now))
+        due = due.where(is_due)
+    elif not include_waiting:
+        due = due.where(or_(is_due, not_(_waiting())))
     ids = list(session.scalars(due))
     if not ids:
         return []
@@ -169,6 +203,19 @@ def claim_due_feeds(
     states = [FeedState(**row._mapping) for row in claimed]
     states.sort(key=lambda state: (state.next_poll_at, state.id))
     return states
+
+
+def waiting_feeds(session: Session) -> list[WaitingFeed]:
+    """Active feeds not due yet because they wait out a Retry-After or a back-off, soonest first:
+    the ones `monitor once` leaves alone without `--force`."""
+    now = database_now(session)
+    rows = session.execute(
+        select(feeds.c.name, feeds.c.next_poll_at, feeds.c.last_error)
+        .where(feeds.c.active, feeds.c.next_poll_at > now, _waiting())
+        .where(or_(feeds.c.last_polled_at.is_(None), feeds.c.last_polled_at <= now))
+        .order_by(feeds.c.next_poll_at, feeds.c.name)
+    )
+    return [WaitingFeed(**row._mapping) for row in rows]
 
 
 def record_poll(

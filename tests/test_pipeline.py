@@ -129,12 +129,13 @@ def service_for(settings: Settings, notifier: RecordingNotifier) -> Service:
 
 
 def poll_and_deliver(settings: Settings, notifier: RecordingNotifier) -> list[Any]:
-    """One `monitor once` in process: poll every feed, deliver, close."""
+    """One `monitor once --force` in process: poll every feed (also one backing off, as if its
+    time had come), deliver, close."""
 
     async def go() -> list[Any]:
         service = service_for(settings, notifier)
         try:
-            results = await service.poll_all()
+            results = await service.poll_all(force=True)
             await service.deliver_tick()
             return results
         finally:

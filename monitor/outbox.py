@@ -3,7 +3,10 @@
 Delivery is at-least-once with the (story, watchlist, channel, recipient) key making repeats
 impossible in normal operation: an alert is claimed under a lease (timed by the database clock), sent,
 then marked sent. A crash between the send and the mark leaves the lease to expire, and the alert
-is sent again after restart — the only case of a duplicate. A failure is retried with exponential
+is sent again after restart — the only case of a duplicate. A "sent" write that fails (the database
+locked for a while, a full disk) is retried within the lease; if it still fails, the process keeps
+the alert in mind as sent, and when it claims the alert again it records it instead of sending it
+again (FAULTS 74). A failure is retried with exponential
 back-off and full jitter; a permanent failure, or the last of `MAX_ALERT_ATTEMPTS`, is recorded as
 given up with its reason.
 
@@ -16,6 +19,7 @@ access, every alert still waiting for it goes too, held ones included.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -57,6 +61,10 @@ from monitor.store.subscribers import (
 log = logging.getLogger("monitor.outbox")
 
 ALERT_LEASE = timedelta(seconds=30)  # renewed while a delivery is under way (`in_flight`)
+# A "sent" write that fails is tried again after 0.25 s, 0.5 s, 1 s … while the lease surely lasts:
+# within this share of it from the claim (its renewals may fail with the write).
+MARK_SENT_FIRST_RETRY = 0.25
+LEASE_SAFE_SHARE = 0.8
 CONCURRENT_SENDS = 50
 
 
@@ -98,6 +106,9 @@ class Outbox:
         # message and not a piece from each replica.
         self.send_digests = True
         self.in_flight: set[int] = set()  # alerts claimed and not recorded yet: their leases renew
+        # Sent, but the "sent" write failed until the lease ran short: alert id → when it was sent.
+        self.unrecorded: dict[int, datetime] = {}
+        self._lease_ends: dict[int, float] = {}  # alert id → loop time its lease surely lasts to
         self.owner = owner
         self.lease = lease
         self.rng = rng or random.Random()
@@ -113,11 +124,18 @@ class Outbox:
             async with gate:
                 return await job
 
+        loop = asyncio.get_running_loop()
         while True:
+            claimed_at = loop.time()
             batch, dropped = await asyncio.to_thread(self._claim, limit)
             total.dropped += dropped
             if not batch and not dropped:
                 return total
+            lease_ends = claimed_at + self.lease.total_seconds() * LEASE_SAFE_SHARE
+            self._lease_ends.update((alert.id, lease_ends) for alert in batch)
+            # Sent before but not recorded: record, do not send again.
+            sent_before = [alert for alert in batch if alert.id in self.unrecorded]
+            batch = [alert for alert in batch if alert.id not in self.unrecorded]
             digests: dict[tuple[str, str, int | None], list[Alert]] = {}
             singles: list[Alert] = []
             for alert in batch:
@@ -130,13 +148,17 @@ class Outbox:
                 gated(self._deliver_digest(channel, alerts))
                 for (channel, _recipient, _thread), alerts in digests.items()
             ]
-            self.in_flight.update(alert.id for alert in batch)
+            jobs += [gated(self._record_again(alert)) for alert in sent_before]
+            claimed = [*batch, *sent_before]
+            self.in_flight.update(alert.id for alert in claimed)
             try:
                 for stats in await asyncio.gather(*jobs):
                     total += stats
             finally:
-                self.in_flight.difference_update(alert.id for alert in batch)
-            if len(batch) + dropped < limit:
+                self.in_flight.difference_update(alert.id for alert in claimed)
+                for alert in claimed:
+                    self._lease_ends.pop(alert.id, None)
+            if len(claimed) + dropped < limit:
                 return total
 
     def _claim(self, limit: int) -> tuple[list[Alert], int]:
@@ -211,10 +233,10 @@ class Outbox:
             log.exception("alert.crash alert=%s channel=%s", alert.id, alert.channel)
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
             return await asyncio.to_thread(self._record_failure, alert, error)
-        await asyncio.to_thread(self._record_sent, alert)
         log.info(
             "alert.sent alert=%s channel=%s watchlist=%s", alert.id, alert.channel, alert.watchlist
         )
+        await self._mark_sent(alert, self.clock())
         return DeliveryStats(sent=1)
 
     async def _deliver_digest(self, channel: str, alerts: list[Alert]) -> DeliveryStats:
@@ -235,18 +257,55 @@ class Outbox:
             for alert in alerts:
                 stats += await asyncio.to_thread(self._record_failure, alert, exc)
             return stats
-        for alert in alerts:
-            await asyncio.to_thread(self._record_sent, alert)
         log.info("digest.sent channel=%s alerts=%s", channel, count)
+        sent_at = self.clock()
+        for alert in alerts:
+            await self._mark_sent(alert, sent_at)
         return DeliveryStats(sent=count)
 
-    def _record_sent(self, alert: Alert) -> None:
-        try:
-            with db.transaction(self.engine) as session:
-                mark_alert_sent(session, alert.id, self.owner, self.clock())
-        except StoreError:
-            # Sent but not recorded: the lease expires and it is sent once more (at-least-once).
-            log.exception("alert.unrecorded alert=%s", alert.id)
+    async def _record_again(self, alert: Alert) -> DeliveryStats:
+        """An alert this process sent and could not record: record it now, without sending."""
+        await self._mark_sent(alert, self.unrecorded[alert.id])
+        return DeliveryStats()
+
+    async def _mark_sent(self, alert: Alert, sent_at: datetime) -> None:
+        """Record a delivered alert as sent. A failed write (the database locked, a full disk) is
+        tried again, waiting longer each time, while the alert's lease surely lasts; then the
+        alert is kept in `unrecorded`, to be recorded and not sent when it is claimed again."""
+        loop = asyncio.get_running_loop()
+        lease_ends = self._lease_ends.get(alert.id, loop.time())
+        delay = MARK_SENT_FIRST_RETRY
+        for attempt in itertools.count(1):
+            try:
+                await asyncio.to_thread(self._record_sent, alert, sent_at)
+            except StoreError as exc:
+                if loop.time() + delay > lease_ends:
+                    self.unrecorded[alert.id] = sent_at
+                    log.error(
+                        "alert.unrecorded alert=%s attempts=%s error=%s "
+                        "action=recorded when claimed again, not sent again",
+                        alert.id,
+                        attempt,
+                        exc,
+                    )
+                    return
+                log.warning(
+                    "alert.record_retry alert=%s attempt=%s retry_in=%gs error=%s",
+                    alert.id,
+                    attempt,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                if self.unrecorded.pop(alert.id, None) is not None or attempt > 1:
+                    log.info("alert.recorded alert=%s attempts=%s", alert.id, attempt)
+                return
+
+    def _record_sent(self, alert: Alert, sent_at: datetime) -> None:
+        with db.transaction(self.engine) as session:
+            mark_alert_sent(session, alert.id, self.owner, sent_at)
 
     def _record_failure(self, alert: Alert, error: DeliveryError) -> DeliveryStats:
         attempts = alert.attempts + 1

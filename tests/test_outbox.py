@@ -1,0 +1,164 @@
+"""The sender (monitor/outbox.py) when the database fails it: a delivered alert whose "sent" write
+fails is not sent again (FAULTS 74). Real databases (SQLite, PostgreSQL): a trigger makes the write
+fail as a full disk does. Time is virtual (tests/virtualtime.py): the sender's waits pass at once."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, select, text, update
+from virtualtime import VirtualTime
+
+from monitor.config import parse_config
+from monitor.daemon import Service
+from monitor.model import Alert
+from monitor.store import db
+from monitor.store.tables import alerts
+
+FEED = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
+<item><guid>wx-1</guid><title>Weather</title><link>https://example.org/wx-1</link>
+<description>Sunny all week</description></item></channel></rss>"""
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+
+    async def send(self, alert: Alert) -> None:
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        return None
+
+
+def build(database_url: str, tmp_path: Path, notifier: RecordingNotifier) -> Service:
+    (tmp_path / "feed.xml").write_text(FEED, "utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            database: {{url: "{database_url}"}}
+            service: {{listen: null}}
+            watchlists: {{sunny: {{query: sunny}}}}
+            feeds: [{{name: weather, url: feed.xml}}]
+            """
+        ),
+        "utf-8",
+    )
+    service = Service.build(
+        parse_config(config.read_text("utf-8"), str(config)), notifiers={"console": notifier}
+    )
+    service.prepare(now=datetime.now(UTC), alone=True)
+    return service
+
+
+def refuse_sent_writes(engine: Engine, refuse: bool) -> None:
+    """While `refuse`, every write that marks an alert sent fails as on a full disk."""
+    with db.transaction(engine) as session:
+        if engine.dialect.name == "sqlite":
+            session.execute(text("DROP TRIGGER IF EXISTS refuse_sent"))
+            if refuse:
+                session.execute(
+                    text(
+                        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON alerts "
+                        "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+                    )
+                )
+        else:
+            session.execute(text("DROP TRIGGER IF EXISTS refuse_sent ON alerts"))
+            if refuse:
+                session.execute(
+                    text(
+                        "CREATE OR REPLACE FUNCTION refuse_sent() RETURNS trigger AS $$ BEGIN "
+                        "IF NEW.status = 'sent' THEN RAISE EXCEPTION "
+                        "'could not extend file: No space left on device'; END IF; RETURN NEW; END "
+                        "$$ LANGUAGE plpgsql"
+                    )
+                )
+                session.execute(
+                    text(
+                        "CREATE TRIGGER refuse_sent BEFORE UPDATE ON alerts FOR EACH ROW "
+                        "EXECUTE FUNCTION refuse_sent()"
+                    )
+                )
+
+
+def expire_leases(engine: Engine) -> None:
+    """What five minutes do to a lease (leases are timed by the database's clock, not ours)."""
+    with db.transaction(engine) as session:
+        past = datetime.now(UTC) - timedelta(days=1)
+        session.execute(
+            update(alerts).where(alerts.c.lease_owner.is_not(None)).values(lease_until=past)
+        )
+
+
+def statuses(engine: Engine) -> list[str]:
+    try:
+        with db.read_session(engine) as session:
+            return list(session.execute(select(alerts.c.status)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_fault_74_a_sent_write_that_fails_for_40_s_is_retried_and_the_alert_not_sent_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    notifier = RecordingNotifier()
+    service = build(database_url, tmp_path, notifier)
+    engine = service.engine
+
+    async def main() -> None:
+        try:
+            (polled,) = await service.poll_all()
+            assert polled.alerts == 1
+            await asyncio.to_thread(refuse_sent_writes, engine, True)
+
+            async def disk_freed_after_40_s() -> None:
+                await asyncio.sleep(40)
+                await asyncio.to_thread(refuse_sent_writes, engine, False)
+
+            freeing = asyncio.create_task(disk_freed_after_40_s())
+            await service.deliver_tick()
+            await freeing
+            # Five minutes on, whatever lease was left has expired: another round sends nothing.
+            await asyncio.to_thread(expire_leases, engine)
+            await service.deliver_tick()
+        finally:
+            await service.close()
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        clock.run(main())
+    assert len(notifier.sent) == 1
+    assert statuses(engine) == ["sent"]
+
+
+def test_fault_74_an_alert_sent_while_the_disk_stays_full_past_its_lease_is_not_sent_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    notifier = RecordingNotifier()
+    service = build(database_url, tmp_path, notifier)
+    engine = service.engine
+
+    async def main() -> None:
+        try:
+            await service.poll_all()
+            await asyncio.to_thread(refuse_sent_writes, engine, True)
+            await (
+                service.deliver_tick()
+            )  # sent; the write keeps failing until the lease nears its end
+            await asyncio.to_thread(expire_leases, engine)
+            await service.deliver_tick()  # claimed again: remembered as sent, still not written
+            assert statuses(engine) == ["pending"]
+            await asyncio.to_thread(refuse_sent_writes, engine, False)
+            await asyncio.to_thread(expire_leases, engine)
+            await service.deliver_tick()  # claimed again: now recorded
+        finally:
+            await service.close()
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        clock.run(main())
+    assert len(notifier.sent) == 1
+    assert statuses(engine) == ["sent"]

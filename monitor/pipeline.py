@@ -59,6 +59,7 @@ from monitor.store.feeds import FeedState, record_poll
 from monitor.store.stories import (
     NewItem,
     add_fingerprint,
+    feed_says_already,
     find_item,
     insert_item,
     lock_story_creation,
@@ -73,6 +74,7 @@ log = logging.getLogger("monitor.pipeline")
 
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
 PARSE_TIMEOUT = 30.0
+_NO_CONTENT = content_hash("", "")  # items without title or text are told apart by identity only
 FULL_TEXT_PER_POLL = 20  # pages fetched per poll of a `full_text` feed
 
 
@@ -367,6 +369,14 @@ class Poller:
             for p in sorted(prepared, key=lambda p: p.content_hash):
                 existing = find_item(session, state.id, p.identity)
                 if existing is not None and existing.content_hash == p.content_hash:
+                    continue
+                if (
+                    existing is None
+                    and p.content_hash != _NO_CONTENT
+                    and feed_says_already(session, state.id, p.content_hash)
+                ):
+                    # A guid that changes on every poll, or one item under two guids: the feed
+                    # says again what it said, nothing new to store (FAULTS 13).
                     continue
                 if take_turns:  # before this transaction's first write
                     lock_story_creation(session)

@@ -292,6 +292,25 @@ def test_fault_13_same_guid_repeated_in_a_feed_is_stored_once(
     assert len(notifier.sent) == 3
 
 
+def test_fault_13_a_guid_that_changes_every_poll_adds_no_row(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    feed = Feed(server, "/a.xml", rss(WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
+    for poll in range(1, 4):
+        # The same item under a new guid each time, as some CMSs write them.
+        feed.body = rss((f"wx-{poll}", WEATHER[1], WEATHER[2]))
+        (result,) = poll_and_deliver(settings, notifier)
+        assert result.new_items == (1 if poll == 1 else 0)
+    assert len(rows(settings, items)) == 1
+    assert len(notifier.sent) == 1
+    # Said differently, it is news (an item of its own); items without any text are told apart
+    # by their guid alone.
+    feed.body = rss(("wx-4", WEATHER[1], "Rain all week"), ("e-1", "", ""), ("e-2", "", ""))
+    (result,) = poll_and_deliver(settings, notifier)
+    assert result.new_items == 3
+
+
 def test_fault_23_retry_after_sets_the_next_poll_and_is_not_a_failure(
     database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:

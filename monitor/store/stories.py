@@ -40,6 +40,7 @@ __all__ = [
     "StoredItem",
     "StoredItemRef",
     "add_fingerprint",
+    "feed_says_already",
     "find_item",
     "forget_story_hashes",
     "insert_item",
@@ -115,6 +116,16 @@ def find_item(session: Session, feed_id: int, identity: str) -> StoredItemRef | 
         )
     ).first()
     return None if row is None else StoredItemRef(**row._mapping)
+
+
+def feed_says_already(session: Session, feed_id: int, content_hash: str) -> bool:
+    """Whether `feed_id` has an item with this content hash already, under any identity."""
+    found = session.execute(
+        select(items.c.id)
+        .where(items.c.content_hash == content_hash, items.c.feed_id == feed_id)
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def story_for_hash(session: Session, content_hash: str, now: datetime) -> tuple[int, bool]:

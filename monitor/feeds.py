@@ -13,21 +13,18 @@ What it guarantees (SPEC §9, FAULTS 1–16):
 * A damaged feed keeps the items before the damage, with the parser's complaint in `bozo_warning`;
   bytes that give no item and are not a well-formed empty feed raise FeedParseError("not a feed").
 
-It does not fetch, detect languages or deduplicate.
+It does not fetch, detect languages or deduplicate, and it parses where it is called: the poller calls
+it in a worker process (`parse_pool`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import html
 import io
 import json
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -50,7 +47,6 @@ __all__ = [
     "normalise_language",
     "one_line",
     "parse_feed",
-    "parse_feed_async",
     "safe_link",
     "sniff_format",
 ]
@@ -60,7 +56,6 @@ MAX_FIELD_CHARS = 1_000_000  # body and html (FAULTS 16)
 MAX_SHORT_FIELD_CHARS = 8192  # title, link, guid, author
 EARLIEST_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 MAX_CLOCK_AHEAD = timedelta(days=1)
-DEFAULT_PARSE_TIMEOUT = 30.0
 
 _JSON_FEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/1(\.1)?/?")
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
@@ -704,46 +699,3 @@ def _iso_date(value: object) -> datetime | None:
         return datetime.fromisoformat(value.strip())
     except ValueError:
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Off the event loop
-
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _parse_executor() -> ThreadPoolExecutor:
-    # Its own small pool: a slow parse must not occupy the default executor, where aiohttp's
-    # resolver runs getaddrinfo for every fetch.
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feed-parse")
-        return _executor
-
-
-async def parse_feed_async(
-    body: bytes,
-    *,
-    url: str = "",
-    headers: Mapping[str, str] | None = None,
-    fetched_at: datetime,
-    source: str | None = None,
-    timeout: float = DEFAULT_PARSE_TIMEOUT,
-) -> ParsedFeed:
-    """`parse_feed` in a worker thread, so the event loop keeps serving other feeds (FAULTS 15).
-
-    Raises FeedParseError when parsing takes longer than `timeout` seconds. A thread cannot be
-    stopped, so a parse that overruns finishes in the background; its work is bounded by the body
-    cap and the refusal of entity declarations.
-    """
-    loop = asyncio.get_running_loop()
-    call = functools.partial(
-        parse_feed, body, url=url, headers=headers, fetched_at=fetched_at, source=source
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            return await loop.run_in_executor(_parse_executor(), call)
-    except TimeoutError as exc:
-        raise FeedParseError(f"parsing took longer than {timeout:g} s") from exc

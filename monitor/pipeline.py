@@ -40,7 +40,6 @@ from monitor.core.timing import (
     subscriber_due_at,
 )
 from monitor.errors import FeedParseError, FetchError, InputError, StoreError
-from monitor.feeds import parse_feed_async
 from monitor.fetch import (
     FetchPolicy,
     FetchResult,
@@ -53,6 +52,7 @@ from monitor.fetch import (
 from monitor.inputs import html_article
 from monitor.language import item_language
 from monitor.model import Article, Match
+from monitor.parse_pool import ParsePool
 from monitor.store import db, subscribers
 from monitor.store.alerts import enqueue_alert, insert_match, watchlists_matched
 from monitor.store.feeds import FeedState, record_poll
@@ -73,7 +73,9 @@ from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CH
 log = logging.getLogger("monitor.pipeline")
 
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
-PARSE_TIMEOUT = 30.0
+# One feed's parse, in a worker process (`parse_pool`): CPU seconds, and memory of the worker.
+PARSE_CPU_SECONDS = 30.0
+PARSE_MEMORY_BYTES = 1024 * 2**20
 _NO_CONTENT = content_hash("", "")  # items without title or text are told apart by identity only
 FULL_TEXT_PER_POLL = 20  # pages fetched per poll of a `full_text` feed
 
@@ -162,6 +164,7 @@ class Poller:
         self.rng = rng or random.Random()
         self.clock = clock
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
 
     def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
         session = self._sessions.get(policy.allow_private)
@@ -170,7 +173,20 @@ class Poller:
             self._sessions[policy.allow_private] = session
         return session
 
+    @property
+    def parser(self) -> ParsePool:
+        if self._parser is None:
+            self._parser = ParsePool(cpu_seconds=PARSE_CPU_SECONDS, memory_bytes=PARSE_MEMORY_BYTES)
+        return self._parser
+
+    async def stop_parsing(self) -> None:
+        """Kill the parse workers now: parses under way fail, those waiting are refused."""
+        if self._parser is not None:
+            await self._parser.close()
+
     async def close(self) -> None:
+        await self.stop_parsing()
+        self._parser = None
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -233,13 +249,12 @@ class Poller:
                 body_hash=body_hash,
             )
         try:
-            parsed = await parse_feed_async(
+            parsed = await self.parser.parse(
                 result.body,
                 url=result.url,
                 headers=result.headers,
                 fetched_at=now,
                 source=feed.name,
-                timeout=PARSE_TIMEOUT,
             )
         except FeedParseError as exc:
             failures = state.consecutive_failures + 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -22,7 +21,6 @@ from monitor.feeds import (
     html_to_text,
     normalise_language,
     parse_feed,
-    parse_feed_async,
     safe_link,
     sniff_format,
 )
@@ -526,22 +524,6 @@ def test_json_feed_with_an_unknown_version_is_refused() -> None:
 def test_fault_16_deeply_nested_json_is_refused() -> None:
     with pytest.raises(FeedParseError, match="not a feed"):
         parse(b"[" * 100_000 + b"]" * 100_000)
-
-
-# ---------------------------------------------------------------------------------------------
-# Off the event loop
-
-
-def test_parse_feed_async_gives_the_same_result() -> None:
-    body = rss("<item><title>x</title></item>").encode()
-    result = asyncio.run(parse_feed_async(body, url=FEED_URL, fetched_at=FETCHED_AT))
-    assert result == parse(body)
-
-
-def test_fault_15_parse_feed_async_has_a_time_limit() -> None:
-    body = rss("".join(f"<item><title>{i}</title></item>" for i in range(MAX_ITEMS))).encode()
-    with pytest.raises(FeedParseError, match="longer than 0 s"):
-        asyncio.run(parse_feed_async(body, fetched_at=FETCHED_AT, timeout=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from httpserver import LoopbackServer
 from sqlalchemy import select, text
 from virtualtime import VirtualTime
 
+from monitor import pipeline
 from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
 from monitor.errors import DeliveryError
@@ -309,6 +311,56 @@ def test_fault_13_a_guid_that_changes_every_poll_adds_no_row(
     feed.body = rss(("wx-4", WEATHER[1], "Rain all week"), ("e-1", "", ""), ("e-2", "", ""))
     (result,) = poll_and_deliver(settings, notifier)
     assert result.new_items == 3
+
+
+def test_fault_69_two_huge_feeds_fail_alone_and_every_other_feed_is_parsed(
+    database_url: str,
+    server: LoopbackServer,
+    notifier: RecordingNotifier,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two feeds of 60,000 tiny items (seconds of CPU each for the parser) against a parse budget
+    of 1 s of CPU, and four normal feeds served only once both huge ones are on their way to the
+    parser: the huge ones fail on their budget, every normal feed is parsed and stored."""
+    monkeypatch.setattr(pipeline, "PARSE_CPU_SECONDS", 1.0)
+    tiny = "".join(f"<item><title>t{i}</title></item>" for i in range(60_000))
+    huge_body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{tiny}</channel></rss>'.encode()
+    served: list[str] = []
+    both_huge_served = threading.Event()
+
+    def huge(path: str) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            served.append(path)
+            if len(served) == 2:
+                both_huge_served.set()
+            return web.Response(body=huge_body, content_type="application/rss+xml")
+
+        server.route(path, handle)
+
+    def normal(path: str, entry: tuple[str, str, str]) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            await asyncio.to_thread(both_huge_served.wait, 30)
+            return web.Response(body=rss(entry), content_type="application/rss+xml")
+
+        server.route(path, handle)
+
+    huge("/huge-1.xml")
+    huge("/huge-2.xml")
+    normals = {f"n{i}": (f"n{i}", f"Weather {i}", f"Sunny all week in town {i}") for i in range(4)}
+    for name, entry in normals.items():
+        normal(f"/{name}.xml", entry)
+    feeds_yaml = "\n".join(
+        f"- {{name: {name}, url: '{server.url(f'/{name}.xml')}'}}"
+        for name in ["huge-1", "huge-2", *normals]
+    )
+    settings = settings_for(database_url, feeds_yaml, tmp_path)
+    results = {r.feed: r for r in poll_and_deliver(settings, notifier)}
+    assert {name: results[name].status for name in normals} == dict.fromkeys(normals, "ok")
+    assert len(rows(settings, items)) == 4
+    for name in ("huge-1", "huge-2"):
+        assert results[name].status == "error"
+        assert results[name].error == "over budget: parsing took more than 1 s of CPU time"
 
 
 def test_fault_23_retry_after_sets_the_next_poll_and_is_not_a_failure(

@@ -159,6 +159,11 @@ class ParsePool:
             raise FeedParseError(reply.reason)
         return reply.feed
 
+    @property
+    def parsing(self) -> int:
+        """Parses under way in a worker now."""
+        return len(self._busy)
+
     async def close(self) -> None:
         """Kill every worker now, idle or parsing; parses still waiting are refused."""
         self._closed = True

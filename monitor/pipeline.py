@@ -179,6 +179,11 @@ class Poller:
             self._parser = ParsePool(cpu_seconds=PARSE_CPU_SECONDS, memory_bytes=PARSE_MEMORY_BYTES)
         return self._parser
 
+    @property
+    def parsing(self) -> int:
+        """Feeds being parsed in a worker now."""
+        return self._parser.parsing if self._parser is not None else 0
+
     async def stop_parsing(self) -> None:
         """Kill the parse workers now: parses under way fail, those waiting are refused."""
         if self._parser is not None:

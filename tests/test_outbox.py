@@ -130,6 +130,7 @@ def test_fault_74_a_sent_write_that_fails_for_40_s_is_retried_and_the_alert_not_
             await service.close()
 
     with VirtualTime(datetime.now(UTC)) as clock:
+        clock.wait_while(lambda: service.poller.parsing)
         clock.run(main())
     assert len(notifier.sent) == 1
     assert statuses(engine) == ["sent"]
@@ -159,6 +160,7 @@ def test_fault_74_an_alert_sent_while_the_disk_stays_full_past_its_lease_is_not_
             await service.close()
 
     with VirtualTime(datetime.now(UTC)) as clock:
+        clock.wait_while(lambda: service.poller.parsing)
         clock.run(main())
     assert len(notifier.sent) == 1
     assert statuses(engine) == ["sent"]

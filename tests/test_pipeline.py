@@ -967,6 +967,7 @@ def test_fault_72_a_feed_queued_behind_its_hosts_other_feeds_is_not_failed(
             "utf-8",
         )
         service = service_for(parse_config(config.read_text("utf-8"), str(config)), notifier)
+        clock.wait_while(lambda: service.poller.parsing)  # feeds parsed in worker processes
         try:
             return await service.poll_all(), requests
         finally:

@@ -14,8 +14,10 @@ can be stepped like NTP or a VM restore steps it, with nothing ever sleeping for
 
 Sockets between tasks of the same loop work: before the clock jumps, the loop gives the kernel
 `_SETTLE` seconds of real time to hand over bytes in flight on loopback. Waiting on another thread's
-server does not (the virtual clock would run ahead while that thread works), so these tests keep
-their servers on the same loop.
+server or another process does not by itself (the virtual clock would run ahead while that thread
+or process works): keep servers on the same loop, and tell the clock about other work it must wait
+for in real time with `wait_while` (e.g. `clock.wait_while(lambda: service.poller.parsing)`, the
+feeds being parsed in worker processes).
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class VirtualTime:
         self.monotonic = time.monotonic()
         self._travel = time_machine.travel(start, tick=False)
         self._wall: Any = None
+        self._busy: list[Callable[[], object]] = []
+
+    def wait_while(self, busy: Callable[[], object]) -> None:
+        """Never jump while `busy()` is true: wait for that work in real time."""
+        self._busy.append(busy)
+
+    @property
+    def busy(self) -> bool:
+        return any(busy() for busy in self._busy)
 
     def __enter__(self) -> Self:
         self._wall = self._travel.start()
@@ -73,7 +84,7 @@ class _VirtualTimeLoop(asyncio.SelectorEventLoop):
         select = self._selector.select
 
         def virtual_select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-            if self._busy_threads:
+            if self._busy_threads or clock.busy:
                 return select(_REAL_WAIT if timeout is None else min(timeout, _REAL_WAIT))
             ready = select(0 if timeout == 0 else _SETTLE)
             if ready or timeout == 0:

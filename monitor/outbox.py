@@ -108,6 +108,7 @@ class Outbox:
         self.in_flight: set[int] = set()  # alerts claimed and not recorded yet: their leases renew
         # Sent, but the "sent" write failed until the lease ran short: alert id → when it was sent.
         self.unrecorded: dict[int, datetime] = {}
+        self.progress_at: float | None = None  # loop time an alert was last sent, tried or recorded
         self._lease_ends: dict[int, float] = {}  # alert id → loop time its lease surely lasts to
         self.owner = owner
         self.lease = lease
@@ -122,7 +123,9 @@ class Outbox:
 
         async def gated(job: Awaitable[DeliveryStats]) -> DeliveryStats:
             async with gate:
-                return await job
+                stats = await job
+            self.progress_at = asyncio.get_running_loop().time()
+            return stats
 
         loop = asyncio.get_running_loop()
         while True:

@@ -165,6 +165,7 @@ class Poller:
         self.clock = clock
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
+        self.parsing_feeds: set[int] = set()  # feed ids waiting for their parse or being parsed
 
     def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
         session = self._sessions.get(policy.allow_private)
@@ -253,6 +254,7 @@ class Poller:
                 validators=result,
                 body_hash=body_hash,
             )
+        self.parsing_feeds.add(state.id)
         try:
             parsed = await self.parser.parse(
                 result.body,
@@ -267,6 +269,8 @@ class Poller:
                 now, interval, failures, retry_after_seconds=None, rng=self.rng
             )
             return await self._record(state, now, "error", str(exc), at, failed=True)
+        finally:
+            self.parsing_feeds.discard(state.id)
 
         # The pages are the items' links, chosen by the feed's author: a feed's `allow_private`
         # covers its own URL only, its links keep to the global address policy (FAULTS 76).

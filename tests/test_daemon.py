@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from virtualtime import VirtualTime
 
 from monitor.config import Settings, parse_config
 from monitor.daemon import Service, run_forever
+from monitor.model import Alert
 from monitor.outbox import DeliveryStats
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -131,3 +135,86 @@ def test_a_long_delivery_round_delays_the_next_without_warnings(
     assert 62 <= between(ticks.polls, start, stop) <= 64  # polling is not held up by delivery
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
+
+
+# ---- /healthz ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class HangingNotifier:
+    """A channel whose sends never return (a bug, a peer that accepted and went silent)."""
+
+    def __init__(self) -> None:
+        self.tried: list[Alert] = []
+
+    async def send(self, alert: Alert) -> None:
+        self.tried.append(alert)
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
+
+
+def test_healthz_says_delivery_stalled_with_the_reason(tmp_path: Path) -> None:
+    """A send that never returns holds the delivery round: after two minutes without an alert sent
+    or recorded, /healthz answers 503 and says why (polling goes on all along)."""
+    port = free_port()
+    (tmp_path / "feed.xml").write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><guid>1</guid>'
+        "<title>Weather</title><description>Sunny all week</description></item></channel></rss>",
+        "utf-8",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            database: {{url: "sqlite:///{tmp_path / "monitor.db"}"}}
+            service: {{listen: "127.0.0.1:{port}"}}
+            watchlists: {{sunny: {{query: sunny}}}}
+            feeds: [{{name: weather, url: feed.xml}}]
+            """
+        ),
+        "utf-8",
+    )
+    notifier = HangingNotifier()
+    service = Service.build(
+        parse_config(config.read_text("utf-8"), str(config)), notifiers={"console": notifier}
+    )
+    service.prepare(now=datetime.now(UTC), alone=True)
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    async def healthz() -> None:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            answers.append((response.status, await response.json()))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_forever(service, stop=stop))
+        await asyncio.sleep(60)
+        await healthz()  # the send hangs for a minute: a slow round, not yet a stall
+        await asyncio.sleep(90)
+        await healthz()
+        stop.set()
+        await running
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        clock.wait_while(lambda: service.poller.parsing)
+        clock.run(main())
+    assert len(notifier.tried) == 1
+    (early_status, early), (late_status, late) = answers
+    assert (early_status, early["status"], early["reason"]) == (200, "ok", None)
+    assert (late_status, late["status"]) == (503, "stalled")
+    assert re.fullmatch(
+        r"delivery stalled: the delivery round started 1[45]\d s ago has sent or recorded no "
+        r"alert for 1[45]\d s",
+        str(late["reason"]),
+    )
+    assert late["polls_in_flight"] == 0  # polling itself went on

@@ -1,9 +1,16 @@
 """Prometheus metrics of one process and the HTTP endpoint that serves them with `/healthz`.
-Nothing here polls or delivers."""
+Nothing here polls or delivers.
+
+`/healthz` answers 503 with the reason when polling or delivery has stalled (`health_report`): a
+poll round or a delivery round that has made no progress for `STALL_SECONDS`, or every poll slot
+busy that long while due feeds wait. A slow round that keeps making progress (a delivery waiting
+for Telegram's rate limit, one alert after another) is not a stall. Times are the event loop's
+monotonic clock, so a wall clock stepped back does not make the service look stalled (or not).
+"""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -58,15 +65,56 @@ class Metrics:
         self.deliveries.labels("dropped").inc(stats.dropped)
 
 
+STALL_SECONDS = 120.0
+
+
+def health_report(service: Service, now: float) -> dict[str, object]:
+    """What /healthz says at loop time `now`: `status` ok or stalled, the `reason` (None when
+    ok), and the figures it was judged on."""
+    from monitor.daemon.service import MAX_CONCURRENT_POLLS
+
+    reasons = []
+    poll, deliver = service.tickers.get("poll"), service.tickers.get("deliver")
+    poll_started = poll.started_at if poll is not None and poll.running else None
+    if poll_started is not None and now - poll_started > STALL_SECONDS:
+        reasons.append(
+            f"polling stalled: the poll round started {now - poll_started:.0f} s ago "
+            "has not ended (is the database answering?)"
+        )
+    full = service.polls_full_since
+    if full is not None and now - full > STALL_SECONDS:
+        reasons.append(
+            f"polling stalled: all {MAX_CONCURRENT_POLLS} poll slots have been busy for "
+            f"{now - full:.0f} s while due feeds wait"
+        )
+    if deliver is not None and deliver.running and deliver.started_at is not None:
+        quiet_since = max(deliver.started_at, service.outbox.progress_at or 0.0)
+        if now - quiet_since > STALL_SECONDS:
+            reasons.append(
+                f"delivery stalled: the delivery round started {now - deliver.started_at:.0f} s "
+                f"ago has sent or recorded no alert for {now - quiet_since:.0f} s"
+            )
+
+    def ago(moment: float | None) -> float | None:
+        return None if moment is None else round(now - moment, 1)
+
+    return {
+        "status": "stalled" if reasons else "ok",
+        "reason": "; ".join(reasons) or None,
+        "last_poll_round_seconds_ago": ago(poll.finished_at if poll else None),
+        "last_delivery_round_seconds_ago": ago(deliver.finished_at if deliver else None),
+        "polls_in_flight": len(service.in_flight),
+        "feeds_parsing": service.poller.parsing,
+    }
+
+
 async def start_health_server(service: Service, listen: str) -> web.AppRunner:
-    """`/healthz` (200 while the poll loop ticks) and Prometheus `/metrics` on `listen`."""
-    from monitor.daemon.service import POLL_TICK_SECONDS
+    """`/healthz` (200, or 503 with the reason when polling or delivery stalls) and Prometheus
+    `/metrics` on `listen`."""
 
     async def healthz(_: web.Request) -> web.Response:
-        age = time.monotonic() - service.last_tick
-        healthy = age < max(30.0, POLL_TICK_SECONDS * 10)
-        body = {"status": "ok" if healthy else "stalled", "last_tick_seconds_ago": round(age, 1)}
-        return web.json_response(body, status=200 if healthy else 503)
+        body = health_report(service, asyncio.get_running_loop().time())
+        return web.json_response(body, status=503 if body["reason"] else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(

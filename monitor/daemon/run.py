@@ -7,7 +7,8 @@ due and starts those polls, every second the delivery job sends what is due, eve
 job drops old items. Beside them the election (`daemon.leader`) decides, every second, whether this
 process is the leader that runs the subscriber bot, sends digests and prunes. On SIGTERM/SIGINT the
 service stops claiming, stops the bot and hands the leadership on, lets in-flight polls finish for
-a few seconds, cancels the rest and gives their leases back, sends what is due, then exits 0."""
+a few seconds (a parse is stopped at once), cancels the rest and gives their leases back, sends what is
+due, then exits 0, all within `STOP_SECONDS`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from monitor.daemon.ticks import Ticker
 from monitor.errors import SetupError, StoreError
 
 log = logging.getLogger("monitor.daemon")
+
+# From SIGTERM to the last delivery: SPEC's 10 s, less what closing the process takes.
+STOP_SECONDS = 8.0
 
 
 async def run_forever(service: Service, *, stop: asyncio.Event | None = None) -> None:
@@ -77,6 +81,11 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         await stop.wait()
     finally:
         log.info("run.stopping")
+        deadline = loop.time() + STOP_SECONDS
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
         stop.set()
         ticking["prune"].cancel()
         electing.cancel()
@@ -84,13 +93,16 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
             await electing
         # The poll job only claims and starts polls: its run in progress ends quickly, and what
         # it claimed is then drained with the rest.
-        await _finish(ticking["poll"], SHUTDOWN_GRACE_SECONDS)
-        # The bot stops and the role is handed on while in-flight polls finish.
-        await asyncio.gather(service.drain(), leadership.stop())
-        await _finish(ticking["deliver"], FLUSH_SECONDS)
-        with contextlib.suppress(StoreError, TimeoutError):
-            # flush what is already due, within the time SIGTERM allows
-            await asyncio.wait_for(service.deliver_tick(), FLUSH_SECONDS)
+        await _finish(ticking["poll"], min(SHUTDOWN_GRACE_SECONDS, left()))
+        # In-flight polls get what is left but the flush (parses are stopped at once); the bot
+        # stops and the role is handed on meanwhile, and the delivery round in progress goes on.
+        grace = max(0.0, left() - FLUSH_SECONDS)
+        await asyncio.gather(service.drain(grace), leadership.stop())
+        await _finish(ticking["deliver"], left())
+        if left() > 0:
+            with contextlib.suppress(StoreError, TimeoutError):
+                # flush what the drained polls queued, within the time SIGTERM allows
+                await asyncio.wait_for(service.deliver_tick(), left())
         if runner is not None:
             await runner.cleanup()
         await service.close()

@@ -123,6 +123,7 @@ class Service:
     leading: bool = True
     last_tick: float = field(default_factory=time.monotonic)
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
+    polls_full_since: float | None = None  # loop time since when every poll slot has been busy
     last_renewal: float = field(default_factory=time.monotonic)
     send_budget: SharedSendBudget | None = None  # PostgreSQL: Telegram's limits, shared
 
@@ -317,7 +318,10 @@ class Service:
             await self.renew_leases()
         room = MAX_CONCURRENT_POLLS - len(self.in_flight)
         if room <= 0:
+            if self.polls_full_since is None:
+                self.polls_full_since = asyncio.get_running_loop().time()
             return
+        self.polls_full_since = None
         try:
             states = await asyncio.to_thread(self._claim, room, everything=False)
         except StoreError as exc:
@@ -381,18 +385,36 @@ class Service:
             log.info("prune.done items=%s before=%s", removed, cutoff.isoformat())
 
     async def drain(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Let in-flight polls finish for `grace` seconds; cancel the rest and give leases back."""
+        """Let in-flight polls finish for `grace` seconds; cancel the rest and give leases back.
+
+        A poll waiting for its parse, or parsing, is cancelled at once (its parse worker is
+        killed): a parse may take many seconds of CPU, and the next process polls the feed again."""
         tasks = dict(self.in_flight)
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks.values(), timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        pending = set(tasks.values())
+        while pending:
+            for feed_id in self.poller.parsing_feeds & tasks.keys():
+                tasks[feed_id].cancel()  # also one that reached its parse since
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        abandoned = [feed_id for feed_id, task in tasks.items() if task in pending]
-        for feed_id in abandoned:
-            try:
-                await asyncio.to_thread(self._release, feed_id)
-            except StoreError as exc:  # the lease simply expires
-                log.warning("shutdown.release_failed feed=%s error=%s", feed_id, exc)
-        log.info("shutdown.drained finished=%s abandoned=%s", len(done), len(abandoned))
+        abandoned = [feed_id for feed_id, task in tasks.items() if task.cancelled()]
+        try:
+            await asyncio.to_thread(self._release_all, abandoned)
+        except StoreError as exc:  # the leases simply expire
+            log.warning("shutdown.release_failed feeds=%s error=%s", len(abandoned), exc)
+        finished = len(tasks) - len(abandoned)
+        log.info("shutdown.drained finished=%s abandoned=%s", finished, len(abandoned))
+
+    def _release_all(self, feed_ids: list[int]) -> None:
+        if feed_ids:
+            with db.transaction(self.engine) as session:
+                for feed_id in feed_ids:
+                    release_feed(session, feed_id, self.owner)

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +44,7 @@ from monitor.fetch import (
     FetchPolicy,
     FetchResult,
     HostBusyError,
+    HTTPStatusError,
     RetryLaterError,
     fetch,
     fetch_local,
@@ -73,6 +74,8 @@ from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CH
 log = logging.getLogger("monitor.pipeline")
 
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
+GONE_STATUSES = frozenset({404, 410})  # answered for `fetch.gone_after`, the feed is gone
+GONE_POLL_INTERVAL = timedelta(days=1)  # how often a gone feed is tried, in case it comes back
 # One feed's parse, in a worker process (`parse_pool`): CPU seconds, and memory of the worker.
 PARSE_CPU_SECONDS = 30.0
 PARSE_MEMORY_BYTES = 1024 * 2**20
@@ -151,6 +154,7 @@ class Poller:
         per_host: int = 2,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        gone_after: timedelta = timedelta(days=3),
     ) -> None:
         self.engine = engine
         self.matcher = matcher
@@ -163,6 +167,7 @@ class Poller:
         self.per_host = per_host
         self.rng = rng or random.Random()
         self.clock = clock
+        self.gone_after = gone_after
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         self.parsing_feeds: set[int] = set()  # feed ids waiting for their parse or being parsed
@@ -228,6 +233,14 @@ class Poller:
                 now, interval, state.consecutive_failures, retry_after_seconds=None, rng=self.rng
             )
             return await self._record(state, now, "retry_later", exc.reason, at, failed=False)
+        except HTTPStatusError as exc:
+            if exc.status in GONE_STATUSES:
+                return await self._record_missing(state, feed, now, exc.reason)
+            failures = state.consecutive_failures + 1
+            at = next_poll_after_failure(
+                now, interval, failures, retry_after_seconds=None, rng=self.rng
+            )
+            return await self._record(state, now, "error", exc.reason, at, failed=True)
         except FetchError as exc:
             failures = state.consecutive_failures + 1
             at = next_poll_after_failure(
@@ -463,6 +476,31 @@ class Poller:
             return None
         return next_digest_at(now, digest.every, digest.at, digest.zone)
 
+    async def _record_missing(
+        self, state: FeedState, feed: FeedSettings, now: datetime, reason: str
+    ) -> PollResult:
+        """A 404 or 410: a failure like another, until the feed has answered so for
+        `fetch.gone_after`; from then on it is `gone`, polled once a day (FAULTS 24)."""
+        since = state.missing_since or now
+        failures = state.consecutive_failures + 1
+        if now - since < self.gone_after:
+            at = next_poll_after_failure(
+                now, feed.interval, failures, retry_after_seconds=None, rng=self.rng
+            )
+            return await self._record(
+                state, now, "error", reason, at, failed=True, missing_since=since
+            )
+        if state.last_status != "gone":
+            log.warning(
+                "feed.gone feed=%s since=%s error=%r action=fix the feed's url or remove it",
+                state.name,
+                since.isoformat(),
+                reason,
+            )
+        at = now + max(GONE_POLL_INTERVAL, feed.interval)
+        error = f"{reason} since {since:%Y-%m-%d %H:%M} UTC"
+        return await self._record(state, now, "gone", error, at, failed=True, missing_since=since)
+
     async def _record(
         self,
         state: FeedState,
@@ -474,7 +512,13 @@ class Poller:
         failed: bool,
         validators: FetchResult | None = None,
         body_hash: str | None = None,
+        missing_since: datetime | None = None,
     ) -> PollResult:
+        """Record a poll that stored nothing. `missing_since`: when the feed's 404/410 answers
+        began, kept by a failure that is not one (a 500 between two 404s), dropped by a success."""
+        if missing_since is None and failed:
+            missing_since = state.missing_since
+
         def write() -> None:
             with db.transaction(self.engine) as session:
                 record_poll(
@@ -490,13 +534,14 @@ class Poller:
                     next_poll_at=next_at,
                     failed=failed,
                     owner=self.owner,
+                    missing_since=missing_since,
                 )
 
         try:
             await asyncio.to_thread(write)
         except StoreError as exc:
             log.error("poll.record_failed feed=%s error=%s", state.name, exc)
-        if failed:
+        if failed and status != "gone":
             log.warning(
                 "poll.failed feed=%s error=%s next=%s", state.name, error, next_at.isoformat()
             )

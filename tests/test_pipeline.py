@@ -29,6 +29,7 @@ from virtualtime import VirtualTime
 from monitor import pipeline
 from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
+from monitor.daemon.health import start_health_server
 from monitor.errors import DeliveryError
 from monitor.model import Alert
 from monitor.store import db
@@ -361,6 +362,59 @@ def test_fault_69_two_huge_feeds_fail_alone_and_every_other_feed_is_parsed(
     for name in ("huge-1", "huge-2"):
         assert results[name].status == "error"
         assert results[name].error == "over budget: parsing took more than 1 s of CPU time"
+
+
+def test_fault_24_a_feed_answering_404_for_three_days_is_gone_polled_daily_and_reported(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    port = free_port()
+    feed = Feed(server, "/a.xml", b"", status=404)
+    settings = settings_for(
+        database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path, listen=f"'127.0.0.1:{port}'"
+    )
+    start, day = datetime.now(UTC), timedelta(days=1)
+
+    async def poll_at(moment: datetime) -> tuple[Any, bytes]:
+        """A poll of every feed with the clock at `moment`, and /metrics after it."""
+        service = Service.build(settings, notifiers={"console": notifier}, clock=lambda: moment)
+        service.prepare(now=moment, alone=True)
+        runner = await start_health_server(service, f"127.0.0.1:{port}")
+        try:
+            (result,) = await service.poll_all(force=True)
+            metrics = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+            )
+            return result, metrics
+        finally:
+            await runner.cleanup()
+            await service.close()
+
+    polls = [asyncio.run(poll_at(start + n * day)) for n in range(4)]
+    assert [result.status for result, _ in polls] == ["error", "error", "error", "gone"]
+    gone, metrics = polls[-1]
+    assert gone.error == f"HTTP 404 Not Found since {start:%Y-%m-%d %H:%M} UTC"
+    assert b"\nmonitor_feeds_gone 1.0\n" in metrics
+    assert b"\nmonitor_feeds_gone 0.0\n" in polls[-2][1]
+    (row,) = rows(settings, feeds)
+    assert row["next_poll_at"] == start + 4 * day  # daily from now on, whatever the back-off
+    listing = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(tmp_path / "config.yaml"), "feeds"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+    (line,) = [line for line in listing.stdout.splitlines() if " a " in line]
+    assert " gone " in line and "HTTP 404 Not Found since" in line
+
+    feed.status, feed.body = 200, rss(WEATHER)  # back
+    back, metrics = asyncio.run(poll_at(start + 5 * day))
+    assert back.status == "ok"
+    assert b"\nmonitor_feeds_gone 0.0\n" in metrics
+    (row,) = rows(settings, feeds)
+    assert (row["missing_since"], row["consecutive_failures"]) == (None, 0)
 
 
 def test_fault_23_retry_after_sets_the_next_poll_and_is_not_a_failure(

@@ -236,6 +236,7 @@ class FetchSettings(_Model):
     per_host: int = Field(default=2, ge=1, le=100)
     proxy: Annotated[OptionalText, AfterValidator(_check_proxy)] = Field(default=None, repr=False)
     allow_private: bool = False
+    gone_after: Duration = timedelta(days=3)  # of 404/410 answers: the feed is gone
 
 
 def _check_lease(lease: timedelta) -> timedelta:

@@ -11,6 +11,7 @@ monotonic clock, so a wall clock stepped back does not make the service look sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from monitor.errors import StoreError
 from monitor.outbox import DeliveryStats
 from monitor.pipeline import PollResult
 
@@ -46,6 +48,11 @@ class Metrics:
         )
         self.polls_in_flight = Gauge(
             "monitor_polls_in_flight", "Feed polls running now", registry=self.registry
+        )
+        self.feeds_gone = Gauge(
+            "monitor_feeds_gone",
+            "Feeds that have answered 404/410 for fetch.gone_after or longer (polled daily)",
+            registry=self.registry,
         )
         self.leader = Gauge(
             "monitor_leader",
@@ -117,6 +124,8 @@ async def start_health_server(service: Service, listen: str) -> web.AppRunner:
         return web.json_response(body, status=503 if body["reason"] else 200)
 
     async def metrics(_: web.Request) -> web.Response:
+        with contextlib.suppress(StoreError):  # the last count stands
+            service.metrics.feeds_gone.set(await asyncio.to_thread(service.gone_feeds))
         return web.Response(
             body=generate_latest(service.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},

@@ -42,6 +42,7 @@ from monitor.store.feeds import (
     FeedState,
     WaitingFeed,
     claim_due_feeds,
+    count_gone,
     release_feed,
     release_leases,
     renew_feed_leases,
@@ -161,6 +162,7 @@ class Service:
             per_host=settings.fetch.per_host,
             rng=rng,
             clock=clock,
+            gone_after=settings.fetch.gone_after,
         )
         send_budget = None
         if notifiers is None:
@@ -234,6 +236,11 @@ class Service:
                 include_not_due=everything,
                 include_waiting=waiting,
             )
+
+    def gone_feeds(self) -> int:
+        """How many feeds are gone (404/410 for `fetch.gone_after`), for /metrics."""
+        with db.read_session(self.engine) as session:
+            return count_gone(session)
 
     def waiting(self) -> list[WaitingFeed]:
         """The feeds waiting out a Retry-After or a back-off (`poll_all` leaves them alone)."""

@@ -43,6 +43,7 @@ __all__ = [
     "FeedState",
     "WaitingFeed",
     "claim_due_feeds",
+    "count_gone",
     "feed_health",
     "record_poll",
     "release_feed",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-FEED_STATUSES = frozenset({"ok", "not_modified", "unchanged", "error", "retry_later"})
+FEED_STATUSES = frozenset({"ok", "not_modified", "unchanged", "error", "retry_later", "gone"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class FeedState:
     consecutive_failures: int
     next_poll_at: datetime
     last_polled_at: datetime | None
+    missing_since: datetime | None  # since when it has answered 404/410, if it does
+    last_status: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ _FEED_STATE_COLUMNS = (
     feeds.c.consecutive_failures,
     feeds.c.next_poll_at,
     feeds.c.last_polled_at,
+    feeds.c.missing_since,
+    feeds.c.last_status,
 )
 
 
@@ -232,12 +237,14 @@ def record_poll(
     next_poll_at: datetime,
     failed: bool,
     owner: str | None = None,
+    missing_since: datetime | None = None,
 ) -> bool:
     """Record one poll's outcome and release the feed's lease.
 
     Validators and body hash are written as given (pass the previous ones to keep them). `failed`
-    adds one to `consecutive_failures`; a success resets it. With `owner`, nothing happens (False)
-    unless that owner still holds the lease.
+    adds one to `consecutive_failures`; a success resets it. `missing_since` is when the feed's
+    404/410 answers began (None: it is not missing). With `owner`, nothing happens (False) unless
+    that owner still holds the lease.
     """
     if status not in FEED_STATUSES:
         raise ValueError(f"feed status {status!r} is not one of {sorted(FEED_STATUSES)}")
@@ -255,11 +262,20 @@ def record_poll(
             last_new_items=new_items,
             next_poll_at=next_poll_at,
             consecutive_failures=feeds.c.consecutive_failures + 1 if failed else 0,
+            missing_since=missing_since,
             lease_owner=None,
             lease_until=None,
         ).returning(feeds.c.id)
     )
     return result.first() is not None
+
+
+def count_gone(session: Session) -> int:
+    """Active feeds that have answered 404/410 for `fetch.gone_after` or longer."""
+    found = session.execute(
+        select(func.count()).where(feeds.c.active, feeds.c.last_status == "gone")
+    ).scalar_one()
+    return int(found)
 
 
 def release_feed(session: Session, feed_id: int, owner: str) -> bool:

@@ -139,10 +139,12 @@ feeds = Table(
     Column("last_modified", CleanText()),
     Column("body_hash", String(64)),  # sha256 of the last body: an identical body is not parsed
     Column("last_polled_at", UTCDateTime()),
-    Column("last_status", String(20)),  # ok | not_modified | error | retry_later
+    Column("last_status", String(20)),  # ok | not_modified | unchanged | error | retry_later | gone
     Column("last_error", CleanText()),
     Column("last_new_items", Integer),
     Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    # When the 404/410 answers began, for as long as they go on; `fetch.gone_after` later: gone.
+    Column("missing_since", UTCDateTime()),
     Column("next_poll_at", UTCDateTime(), nullable=False, index=True),
     Column("lease_owner", CleanString(200)),
     Column("lease_until", UTCDateTime()),

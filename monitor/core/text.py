@@ -71,7 +71,7 @@ _OTHER_FOLDS = {k: v for k, v in _FOLDS.items() if k not in _WORD_END_FOLDS}
 # expression starts with its letter, which Python's `re` finds by a fast scan: one expression for
 # the three alifs would test every character against a set, ten times slower.
 _TEH_MARBUTA_INSIDE = re.compile("ة(?=[^\\W_])")
-_HAMZA_ALIF_AT_END = tuple(re.compile(f"{alif}(?![^\\W_])") for alif in "أإآ")
+_HAMZA_ALIF_AT_END = re.compile("أ(?![^\\W_])")
 CJK_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 # Katakana's prolonged sound mark ー (U+30FC) is Common script; count it with the run it lengthens.
 _CJK_RUN = rf"[{CJK_CLASS}\u30fc]+"
@@ -131,11 +131,13 @@ def _fold_inside_words(text: str) -> str:
     the alif of خطاً. Offsets do not move."""
     if "ة" in text:
         text = _TEH_MARBUTA_INSIDE.sub("ه", text)
-    ends: list[int] = []
-    for alif, at_end in zip("أإآ", _HAMZA_ALIF_AT_END, strict=True):
+    for alif in "إآ":  # one search for the three alifs with hamza: they become أ first
         if alif in text:
-            ends += [m.start() for m in at_end.finditer(text)]
-            text = text.replace(alif, "ا")
+            text = text.replace(alif, "أ")
+    if "أ" not in text:
+        return text
+    ends = [m.start() for m in _HAMZA_ALIF_AT_END.finditer(text)]
+    text = text.replace("أ", "ا")
     for end in ends:  # a few per article (خطأ، مبدأ، بدأ)
         text = f"{text[:end]}أ{text[end + 1 :]}"
     return text

@@ -131,7 +131,7 @@ def main() -> int:
     size_bytes = round(args.article_kb * 1000)
     articles = match_bench.load_articles(args.corpus, args.articles, size_bytes, args.mix)
     vocab = match_bench.vocabulary(args.corpus, args.words_from)
-    codes: dict[str, Path | None] = {"": None}
+    codes: dict[str, Path | None] = {"this": None}
     if args.compare_with is not None:
         codes = {"this": None, "other": args.compare_with.resolve()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,10 +13,11 @@ How the cost stays independent of the number of watchlists (the idea of Lucene M
    match (for `a AND b` one side suffices, for `a OR b` both; a top-level OR branch by branch; a
    `title:` term among the title's units); queries with no anchor (`NOT x` alone, `lang:ar`) are
    considered for every article.
-2. Per article: one hash lookup per distinct word and, if any watchlist uses a wildcard or CJK, one
-   automaton scan over the distinct words (a text that fits code page 1252 uses tables of only the
-   forms that fit, a tenth the size); then only the watchlists anchored on a unit present are
-   considered. Necessary conditions drop most of them before any evaluation, in C: the units they
+2. Per article: one set lookup per distinct word (a table lookup for the words found) and, if any
+   watchlist uses a wildcard or CJK, one automaton scan over the distinct words (a text that fits
+   code page 1252 uses tables of only the forms that fit, a hundredth the size); then only the
+   watchlists anchored on a unit present are considered. Necessary conditions drop most of them
+   before any evaluation, in C: the units they
    require (a subset test), one unit of the first OR group (`isdisjoint`); then, for the few left
    that need it, the other groups and a compiled test that also knows fields and phrase adjacency.
    The rest are evaluated exactly; a watchlist that is one word, maybe AND NOT words, is decided by
@@ -27,8 +28,8 @@ How the cost stays independent of the number of watchlists (the idea of Lucene M
    split into tokens, and the lookups run in C.) At 10,000 watchlists the tables do not fit the CPU
    caches, so the layout is chosen for fewer cache misses: lists indexed by unit number, a form of
    one unit mapped to its number rather than a tuple, units as tuples rather than sets, the ints of
-   unit numbers made together, a forms table that keeps hashes in its entries, one test function
-   per query shape.
+   unit numbers made together, a set of the forms (whose entries keep their hashes, probed side by
+   side) in front of the forms table, one test function per query shape.
 
 Positions are coded as `token index << 16 | character offset in the token`, so a phrase is units on
 consecutive tokens and NEAR/n is a difference of token indices. Hits are mapped back to offsets in the

@@ -458,11 +458,15 @@ def test_delivery_failures_are_retried_then_given_up_with_the_reason(
     feed = Feed(server, "/a.xml", rss(WEATHER))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
     notifier.fail_with = DeliveryError("channel down")
+    before = datetime.now(UTC)
     poll_and_deliver(settings, notifier)
     (alert,) = rows(settings, alerts)
     assert alert["status"] == "pending" and alert["attempts"] == 1
     assert alert["last_error"] == "channel down"
-    assert alert["next_attempt_at"] > datetime.now(UTC)
+    # Retried later with full jitter: anywhere from the failed attempt to 30 s after it (by the
+    # database's clock, which may read a little behind this one).
+    assert before - timedelta(seconds=1) <= alert["next_attempt_at"]
+    assert alert["next_attempt_at"] <= datetime.now(UTC) + timedelta(seconds=30)
 
     engine = db.make_engine(settings.database.url)
     try:

@@ -808,6 +808,7 @@ class BotAPIDouble(ThreadedServer):
             return self._error(401, "Unauthorized")
         if method == "sendmessage":
             params["_client"] = client
+            params["_request"] = request
         if method == "getupdates":
             return await self._recorded_poll(client, params)
         handler = {
@@ -995,6 +996,7 @@ class BotAPIDouble(ThreadedServer):
     async def _send_message(self, params: dict[str, Any]) -> web.Response:
         arrived = time.monotonic()
         client = params.pop("_client", "")
+        request: web.Request | None = params.pop("_request", None)
         chat_id = params.get("chat_id")
         text = params.get("text")
         parse_mode = params.get("parse_mode") or None
@@ -1007,6 +1009,12 @@ class BotAPIDouble(ThreadedServer):
             response = await self._fault_response(fault, chat_id)
             if response is not None:
                 return response
+            if request is not None and (
+                request.transport is None or request.transport.is_closing()
+            ):
+                # The sender hung up (or died) while its request was held: like a connection
+                # dropped before Telegram read the request, nothing is delivered.
+                return self._refuse(chat_id, 0, "client gone")
         if parse_mode is None:
             plain, entities = text, []
         elif parse_mode.upper() == "HTML":

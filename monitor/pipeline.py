@@ -372,7 +372,8 @@ class Poller:
         """Identity, content hash, language and matches of each item (CPU work, off the loop).
 
         The content hash is always of the feed's own text, so that a full-text item is not taken
-        for an update on the next poll, when only the feed's version is at hand."""
+        for an update on the next poll, when only the feed's version is at hand; the fingerprint
+        that finds its near-copies is of the page's text, which is what other outlets copy."""
         out = []
         for index, article in enumerate(articles):
             language = item_language(
@@ -380,10 +381,10 @@ class Poller:
             )
             identity = item_identity(article.guid, article.link, article.title, article.body)
             digest = content_hash(article.title, article.body)
-            near = stories.fingerprint(article.body)
             article = replace(
                 article, language=language, source=feed.name, body=pages.get(index, article.body)
             )
+            near = stories.fingerprint(article.body)
             out.append(_Prepared(article, identity, digest, self.matcher.match(article), near))
         return out
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     select,
     text,
     update,
@@ -145,26 +146,47 @@ def story_for_hash(session: Session, content_hash: str, now: datetime) -> tuple[
 
 
 def story_of_hash(session: Session, content_hash: str) -> int | None:
-    """The story created by this exact content hash, if there is one."""
-    found = select(stories.c.id).where(stories.c.content_hash == content_hash)
-    return session.execute(found).scalar_one_or_none()
+    """The story of an exact copy: the story that this content hash created, else the story of
+    any stored item with this hash (one that joined its story as a near-copy), however old."""
+    created = select(stories.c.id).where(stories.c.content_hash == content_hash)
+    story_id: int | None = session.execute(created).scalar_one_or_none()
+    if story_id is not None:
+        return story_id
+    joined = (
+        select(items.c.story_id)
+        .where(items.c.content_hash == content_hash)
+        .order_by(items.c.id)
+        .limit(1)
+    )
+    found: int | None = session.execute(joined).scalar_one_or_none()
+    return found
 
 
 def near_stories(
     session: Session, smallest: Sequence[int], since: datetime, limit: int = 20
 ) -> list[tuple[int, str | None]]:
     """(story id, fingerprint) of the stories created since `since` that share one of the
-    `smallest` hashes of a fingerprint: the candidates of which a new item may be a near-copy
-    (core.stories decides)."""
+    `smallest` hashes of a fingerprint, those sharing the most first (then the oldest): the
+    candidates of which a new item may be a near-copy (core.stories decides).
+
+    Ranked in the database, so that stories sharing only a common phrase's hash cannot crowd the
+    `limit` out of the true copy, which shares most of them."""
     if not smallest:
         return []
+    shared = func.count().label("shared")
     candidates = (
-        select(story_hashes.c.story_id)
+        select(story_hashes.c.story_id, shared)
         .where(story_hashes.c.hash.in_(list(smallest)), story_hashes.c.created_at >= since)
-        .distinct()
+        .group_by(story_hashes.c.story_id)
+        .order_by(shared.desc(), story_hashes.c.story_id)
         .limit(limit)
+        .subquery()
     )
-    found = select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(candidates))
+    found = (
+        select(stories.c.id, stories.c.fingerprint)
+        .join(candidates, candidates.c.story_id == stories.c.id)
+        .order_by(candidates.c.shared.desc(), stories.c.id)
+    )
     return [(row.id, row.fingerprint) for row in session.execute(found)]
 
 

@@ -1,0 +1,216 @@
+"""Stories as a desk would draw them, end to end on real parts: feeds served on loopback, a real
+database (SQLite, and PostgreSQL when MONITOR_TEST_DATABASE_URL is set), the outbox and its sender.
+
+Copies and rewrites of one report are one story and alert once; an exact copy of any of its items
+joins it whenever it arrives; candidate stories are found by the hashes they share, the most first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+import pytest
+from aiohttp import web
+from httpserver import LoopbackServer
+from sqlalchemy import select
+
+from monitor.config import Settings, parse_config
+from monitor.core import stories as core_stories
+from monitor.daemon import Service
+from monitor.model import Alert
+from monitor.store import db
+from monitor.store.stories import add_fingerprint, near_stories, story_for_hash
+from monitor.store.tables import alerts, items, stories
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = (ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt").read_text("utf-8")
+WANG_YI = "\n".join(REFERENCE.split("\n")[1:49])  # "China's foreign minister heads to Russia"
+
+
+class FeedItem:
+    def __init__(self, guid: str, title: str, body: str, link: str | None = None) -> None:
+        self.guid, self.title, self.body = guid, title, body
+        self.link = link or f"https://example.org/{guid}"
+
+
+class Feed:
+    """A feed on the loopback server whose items can change; items are dated when served."""
+
+    def __init__(self, server: LoopbackServer, path: str, clock: Callable[[], datetime]) -> None:
+        self.items: list[FeedItem] = []
+        self.clock = clock
+        self.url = server.url(path)
+        server.route(path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        date = format_datetime(self.clock(), usegmt=True)
+        entries = "".join(
+            f"<item><guid isPermaLink='false'>{i.guid}</guid><title>{xml_escape(i.title)}</title>"
+            f"<link>{xml_escape(i.link)}</link><description>{xml_escape(i.body)}</description>"
+            f"<pubDate>{date}</pubDate></item>"
+            for i in self.items
+        )
+        body = f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>{entries}</channel></rss>'
+        return web.Response(body=body.encode(), headers={"Content-Type": "application/rss+xml"})
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+
+    async def send(self, alert: Alert) -> None:
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        return None
+
+
+class Desk:
+    """A service over some feeds, run one `monitor once --force` at a time at a chosen time."""
+
+    def __init__(self, server: LoopbackServer, database_url: str, tmp_path: Path) -> None:
+        self.server = server
+        self.database_url = database_url
+        self.tmp_path = tmp_path
+        # A week ago: tests move it forward, and an alert is due (by the database's clock) once
+        # its time has come.
+        self.now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
+        self.feeds: dict[str, Feed] = {}
+        self.feed_options: dict[str, str] = {}
+        self.notifier = RecordingNotifier()
+
+    def feed(self, name: str, options: str = "") -> Feed:
+        feed = Feed(self.server, f"/{name}.xml", lambda: self.now)
+        self.feeds[name] = feed
+        self.feed_options[name] = options
+        return feed
+
+    def settings(self, watchlists: str) -> Settings:
+        feeds_yaml = "\n".join(
+            f"  - {{name: {name}, url: '{feed.url}'{self.feed_options[name]}}}"
+            for name, feed in self.feeds.items()
+        )
+        text = textwrap.dedent(
+            f"""
+            database: {{url: "{self.database_url}"}}
+            fetch: {{allow_private: true}}
+            service: {{listen: null}}
+            watchlists:
+            """
+        )
+        text += textwrap.indent(textwrap.dedent(watchlists).strip(), "  ") + "\nfeeds:\n"
+        config = self.tmp_path / "config.yaml"
+        config.write_text(text + feeds_yaml + "\n", "utf-8")
+        return parse_config(config.read_text("utf-8"), str(config))
+
+    def once(self, settings: Settings) -> list[Any]:
+        async def go() -> list[Any]:
+            service = Service.build(
+                settings, notifiers={"console": self.notifier}, clock=lambda: self.now
+            )
+            service.prepare(now=self.now, alone=True)
+            try:
+                results = await service.poll_all(force=True)
+                await service.deliver_tick()
+                return results
+            finally:
+                await service.close()
+
+        return asyncio.run(go())
+
+    def rows(self, settings: Settings, table: Any) -> list[Any]:
+        engine = db.make_engine(settings.database.url)
+        try:
+            with db.read_session(engine) as session:
+                return list(session.execute(select(table)).mappings())
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def desk(database_url: str, tmp_path: Path) -> Iterator[Desk]:
+    with LoopbackServer() as server:
+        yield Desk(server, database_url, tmp_path)
+
+
+def test_an_exact_copy_of_a_near_copy_four_days_later_joins_its_story_and_does_not_alert(
+    desk: Desk,
+) -> None:
+    """Feed `b` carries `a`'s wire story an hour later with a caption and a footer, and joins
+    `a`'s story as a near-copy. Four days later — past the window in which near-copies are looked for — feed `c`
+    reprints `b`'s item word for word: it is an exact copy of an item of the story, so it joins
+    that story and nobody hears of it again."""
+    copy = "صورة أرشيفية لوزير الخارجية الصيني\n" + WANG_YI + "\nجميع الحقوق محفوظة © 2023"
+    desk.feed("a").items = [FeedItem("a-1", "وزير الخارجية الصيني يتوجه إلى روسيا", WANG_YI)]
+    desk.once(desk.settings("china-russia: {query: 'الصين AND روسيا'}"))
+    desk.now += timedelta(hours=1)
+    desk.feed("b").items = [FeedItem("b-1", "وانغ يي إلى موسكو", copy)]
+    settings = desk.settings("china-russia: {query: 'الصين AND روسيا'}")
+    desk.once(settings)
+    assert len(desk.notifier.sent) == 1
+    assert len(desk.rows(settings, stories)) == 1
+
+    desk.now += timedelta(days=4)
+    desk.feed("c").items = [FeedItem("c-9", "وانغ يي إلى موسكو", copy)]
+    settings = desk.settings("china-russia: {query: 'الصين AND روسيا'}")
+    desk.once(settings)
+    assert len(desk.notifier.sent) == 1  # no second alert
+    assert len(desk.rows(settings, alerts)) == 1
+    stored = desk.rows(settings, items)
+    assert len(stored) == 3 and len({row["story_id"] for row in stored}) == 1
+    assert len(desk.rows(settings, stories)) == 1
+
+
+def test_a_full_text_item_is_fingerprinted_by_the_page_it_fetched(desk: Desk) -> None:
+    """A `full_text` feed whose item is a one-line teaser: the page behind it carries the wire
+    story that feed `a` printed in full, so the item joins `a`'s story instead of alerting again."""
+    paragraphs = "".join(f"<p>{xml_escape(p)}</p>" for p in WANG_YI.split("\n") if p.strip())
+    page = (
+        "<html><head><title>وانغ يي في موسكو</title></head><body><article>"
+        f"<h1>وانغ يي في موسكو</h1>{paragraphs}</article></body></html>"
+    ).encode()
+    desk.server.respond("/wang-yi.html", body=page, headers={"Content-Type": "text/html"})
+    desk.feed("a").items = [FeedItem("a-1", "وزير الخارجية الصيني يتوجه إلى روسيا", WANG_YI)]
+    teaser = FeedItem(
+        "t-1", "وانغ يي في موسكو", "وزير الخارجية الصيني في روسيا", desk.server.url("/wang-yi.html")
+    )
+    desk.feed("t", ", full_text: true").items = [teaser]
+    settings = desk.settings("china-russia: {query: 'الصين AND روسيا'}")
+    desk.once(settings)
+    assert len(desk.notifier.sent) == 1
+    stored = desk.rows(settings, items)
+    assert len(stored) == 2 and len({row["story_id"] for row in stored}) == 1
+
+
+def test_candidates_are_ranked_by_the_hashes_they_share(database_url: str) -> None:
+    """Among many recent stories that share one hash of a common phrase with a new item, the story
+    it copies — sharing most of its indexed hashes — is among the candidates, and is chosen."""
+    original = core_stories.fingerprint(WANG_YI)
+    indexed = original[: core_stories.INDEXED]
+    common = indexed[0]  # a phrase every story of the day uses, hashing low
+    engine = db.make_engine(database_url)
+    try:
+        db.ensure_schema(engine, upgrade=True)
+        now = datetime.now(UTC)
+        with db.transaction(engine) as session:
+            for n in range(60):  # stored first, so an unordered lookup meets them first
+                story, _ = story_for_hash(session, f"v1:other-{n}", now)
+                others = (common, *(10**15 + n * 100 + k for k in range(1, 8)))
+                add_fingerprint(session, story, core_stories.encode(others), others, now)
+            target, _ = story_for_hash(session, "v1:original", now)
+            add_fingerprint(session, target, core_stories.encode(original), indexed, now)
+        copy = core_stories.fingerprint(WANG_YI + "\nجميع الحقوق محفوظة")
+        with db.read_session(engine) as session:
+            found = near_stories(session, copy[: core_stories.INDEXED], since=now - timedelta(1))
+        assert len(found) == 20
+        assert found[0][0] == target
+        assert core_stories.closest(copy, found) == target
+    finally:
+        engine.dispose()

@@ -76,6 +76,7 @@ log = logging.getLogger("monitor.pipeline")
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
 GONE_STATUSES = frozenset({404, 410})  # answered for `fetch.gone_after`, the feed is gone
 GONE_POLL_INTERVAL = timedelta(days=1)  # how often a gone feed is tried, in case it comes back
+STORE_RETRY = timedelta(minutes=1)  # a poll whose items could not be written is tried again
 # One feed's parse, in a worker process (`parse_pool`): CPU seconds, and memory of the worker.
 PARSE_CPU_SECONDS = 30.0
 PARSE_MEMORY_BYTES = 1024 * 2**20
@@ -299,7 +300,12 @@ class Poller:
                 self._store, state, prepared, now, at, result, body_hash, parsed.bozo_warning
             )
         except StoreError as exc:
+            # Nothing of this poll was written (one transaction). Recorded as the feed's error,
+            # not its failure, with its old validators, so that the retry fetches and stores the
+            # same items again (FAULTS 55, 56). If even this write fails, the lease runs out.
             log.error("poll.store_failed feed=%s error=%s", feed.name, exc)
+            retry = now + min(interval, STORE_RETRY)
+            await self._record(state, now, "error", f"database: {exc}", retry, failed=False)
             return PollResult(feed.name, "error", error=f"database: {exc}")
         if parsed.bozo_warning:
             # A broken feed that still had items: accepted, and the problem kept in the log.

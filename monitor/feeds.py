@@ -499,13 +499,15 @@ def _entry_to_article(
         or normalise_language(title_detail.get("language"))
         or feed_language
     )
+    published = _entry_date(entry, fetched_at)
     return Article(
         title=_detail_text(entry.get("title"), title_detail),
         body=body_text,
         language=language,
         source=source,
         link=safe_link(entry.get("link")),
-        published=_entry_date(entry, fetched_at),
+        published=published or fetched_at,
+        dated=published is not None,
         guid=_short_text(entry.get("id")),
         author=_short_text(entry.get("author")),
         html=body_html,
@@ -544,13 +546,13 @@ def _short_text(value: object) -> str | None:
     return one_line(value) or None
 
 
-def _entry_date(entry: Mapping[str, Any], fetched_at: datetime) -> datetime:
+def _entry_date(entry: Mapping[str, Any], fetched_at: datetime) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         # dict.get: FeedParserDict.get("updated_parsed") falls back with a DeprecationWarning.
         parsed = dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
         if parsed:
             return _sane_date(_struct_to_datetime(parsed), fetched_at)
-    return fetched_at
+    return None
 
 
 def _struct_to_datetime(value: time.struct_time) -> datetime | None:
@@ -560,16 +562,16 @@ def _struct_to_datetime(value: time.struct_time) -> datetime | None:
         return None
 
 
-def _sane_date(value: datetime | None, fetched_at: datetime) -> datetime:
-    """`value` in UTC, or `fetched_at` when missing, before 1990 or more than a day ahead
-    (FAULTS 14)."""
+def _sane_date(value: datetime | None, fetched_at: datetime) -> datetime | None:
+    """`value` in UTC, or None when missing, before 1990 or more than a day ahead (FAULTS 14):
+    the item is undated, and shown with its fetch time."""
     if value is None:
-        return fetched_at
+        return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
     if value < EARLIEST_DATE or value > fetched_at + MAX_CLOCK_AHEAD:
-        return fetched_at
+        return None
     return value
 
 
@@ -667,16 +669,17 @@ def _json_item_to_article(
         body = ""
     title = item.get("title")
     guid = item.get("id")
+    published = _sane_date(
+        _iso_date(item.get("date_published")) or _iso_date(item.get("date_modified")), fetched_at
+    )
     return Article(
         title=one_line(title) if isinstance(title, str) else "",
         body=body,
         language=normalise_language(item.get("language")) or feed_language,
         source=source,
         link=safe_link(item.get("url"), base) or safe_link(item.get("external_url"), base),
-        published=_sane_date(
-            _iso_date(item.get("date_published")) or _iso_date(item.get("date_modified")),
-            fetched_at,
-        ),
+        published=published or fetched_at,
+        dated=published is not None,
         guid=_short_text(str(guid) if isinstance(guid, int) else guid),
         author=_json_author(item) or feed_author,
         html=body_html,

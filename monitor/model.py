@@ -24,6 +24,8 @@ class Article:
     guid: str | None = None
     author: str | None = None
     html: str | None = None  # the original HTML of the body, kept for display
+    # False when the feed gave no usable date: `published` is then the time it was fetched.
+    dated: bool = True
 
 
 class Hit(NamedTuple):

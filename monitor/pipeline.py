@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from monitor.config import Digest, FeedSettings, Settings
 from monitor.core import stories
+from monitor.core.alert_age import too_old_to_alert
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
 from monitor.core.timing import (
@@ -93,6 +94,7 @@ class PollResult:
     new_items: int = 0
     updated_items: int = 0
     alerts: int = 0
+    too_old: int = 0  # matches not alerted: the item is older than the feed's `alert_max_age`
     error: str | None = None
     warning: str | None = None
 
@@ -297,7 +299,15 @@ class Poller:
         at = next_poll(now, interval, ttl_minutes=parsed.ttl, rng=self.rng, **hints)
         try:
             outcome = await asyncio.to_thread(
-                self._store, state, prepared, now, at, result, body_hash, parsed.bozo_warning
+                self._store,
+                state,
+                prepared,
+                now,
+                at,
+                result,
+                body_hash,
+                parsed.bozo_warning,
+                feed.alert_max_age,
             )
         except StoreError as exc:
             # Nothing of this poll was written (one transaction). Recorded as the feed's error,
@@ -313,11 +323,12 @@ class Poller:
         if parsed.dropped_items:
             log.warning("poll.capped feed=%s dropped_items=%s", feed.name, parsed.dropped_items)
         log.info(
-            "poll.done feed=%s new=%s updated=%s alerts=%s",
+            "poll.done feed=%s new=%s updated=%s alerts=%s too_old=%s",
             feed.name,
             outcome.new_items,
             outcome.updated_items,
             outcome.alerts,
+            outcome.too_old,
         )
         return outcome
 
@@ -403,8 +414,12 @@ class Poller:
         fetched: FetchResult,
         body_hash: str,
         warning: str | None,
+        max_age: timedelta | None,
     ) -> PollResult:
-        new = updated = alerts = 0
+        new = updated = alerts = too_old = 0
+        # No body stored yet: the feed's first poll (or its first at a new URL), where an undated
+        # item may be the bottom of an archive (core.alert_age).
+        first_poll = state.body_hash is None
         # Near-copies have no unique key to race on: replicas storing copies of one story at
         # the same moment take turns, so that the second finds the first's story.
         take_turns = any(p.fingerprint for p in prepared)
@@ -428,6 +443,13 @@ class Poller:
                 story_id = _story_of(session, p, now)
                 item = _new_item(p, now, story_id)
                 matched_before = watchlists_matched(session, story_id)
+                old = too_old_to_alert(
+                    p.article.published if p.article.dated else None,
+                    existing.fetched_at if existing is not None else now,
+                    now,
+                    max_age,
+                    first_poll=first_poll,
+                )
                 if existing is not None:
                     update_item(session, existing.id, item, story_id)
                     item_id = existing.id
@@ -443,6 +465,11 @@ class Poller:
                 for m in p.matches:
                     if m.watchlist in matched_before:
                         continue  # this story already alerted for this watchlist
+                    if old:
+                        # Stored and matched (backtest sees it), not alerted; no match record,
+                        # so that a fresh item of the story may still alert.
+                        too_old += 1
+                        continue
                     hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
                     if not insert_match(session, story_id, item_id, m.watchlist, hits, now):
                         continue
@@ -474,7 +501,7 @@ class Poller:
                 failed=False,
                 owner=self.owner,
             )
-        return PollResult(state.name, "ok", new, updated, alerts, warning=warning)
+        return PollResult(state.name, "ok", new, updated, alerts, too_old, warning=warning)
 
     def _due(self, channel: str, now: datetime) -> datetime | None:
         """A digest channel's alerts wait for its next digest; others are due at once."""

@@ -11,6 +11,7 @@ import socket
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import aiohttp
@@ -166,6 +167,7 @@ def test_healthz_says_delivery_stalled_with_the_reason(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "feed.xml").write_text(
         '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><guid>1</guid>'
+        f"<pubDate>{format_datetime(datetime.now(UTC))}</pubDate>"
         "<title>Weather</title><description>Sunny all week</description></item></channel></rss>",
         "utf-8",
     )

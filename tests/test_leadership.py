@@ -8,6 +8,7 @@ import asyncio
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,8 @@ def test_only_the_leader_sends_digests(database_url: str, tmp_path: Path) -> Non
 
     feed = (
         b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><guid>w</guid>'
-        b"<title>Weather</title><description>Sunny all week</description></item></channel></rss>"
+        + f"<pubDate>{format_datetime(datetime.now(UTC))}</pubDate>".encode()
+        + b"<title>Weather</title><description>Sunny all week</description></item></channel></rss>"
     )
     with LoopbackServer() as server, SMTPTestServer() as smtp:
         server.respond("/a.xml", body=feed, headers={"Content-Type": "application/rss+xml"})

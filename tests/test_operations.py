@@ -54,7 +54,7 @@ def write_config(
     *,
     database: str = "sqlite:///monitor.db",
     listen: str = "null",
-    feeds: str = f"- {{name: sample, url: '{SAMPLE}'}}",
+    feeds: str = f"- {{name: sample, url: '{SAMPLE}', alert_max_age: 'off'}}",
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = (
@@ -251,7 +251,7 @@ def test_ctrl_c_during_once_sends_what_is_queued_and_says_what_is_left(
     held = HeldFeed(server, "/slow.xml")
     config = write_config(
         tmp_path / "config.yaml",
-        feeds=f"- {{name: sample, url: '{SAMPLE}'}}\n- {{name: slow, url: '{held.url}'}}",
+        feeds=f"- {{name: sample, url: '{SAMPLE}', alert_max_age: 'off'}}\n- {{name: slow, url: '{held.url}'}}",
     )
     with subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "--config", str(config), "once"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, select, text, update
@@ -18,8 +19,9 @@ from monitor.model import Alert
 from monitor.store import db
 from monitor.store.tables import alerts
 
-FEED = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
+FEED = f"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
 <item><guid>wx-1</guid><title>Weather</title><link>https://example.org/wx-1</link>
+<pubDate>{format_datetime(datetime.now(UTC))}</pubDate>
 <description>Sunny all week</description></item></channel></rss>"""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -40,12 +42,16 @@ from monitor.store.tables import alerts, feeds, items, matches, stories, story_h
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# An hour before the tests start: news, not backlog (older items do not alert, `alert_max_age`).
+PUBLISHED = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
 def rss(*entries: tuple[str, str, str]) -> bytes:
-    """A small RSS feed of (guid, title, description) items."""
+    """A small RSS feed of (guid, title, description) items, published at PUBLISHED."""
     body = "".join(
         f"<item><guid isPermaLink='false'>{g}</guid><title>{t}</title>"
         f"<link>https://example.org/{g}</link><description>{d}</description>"
-        "<pubDate>Mon, 18 Sep 2023 08:00:00 GMT</pubDate></item>"
+        f"<pubDate>{format_datetime(PUBLISHED)}</pubDate></item>"
         for g, t, d in entries
     )
     return (
@@ -601,14 +607,18 @@ def test_fault_73_once_leaves_feeds_in_retry_after_or_back_off_unless_forced(
 
 
 def test_quick_start_once_prints_the_reference_alert_offline(tmp_path: Path) -> None:
-    """The README's run command on the bundled sample feed (the example's other feeds are left out
-    here: tests talk to nothing but loopback)."""
-    sample = ROOT / "examples" / "feeds" / "sample.xml"
+    """The README's run command on the bundled sample feed, as the example config lists it (with
+    its own `alert_max_age: off`: its items are years old). The example's other feeds are left
+    out here: tests talk to nothing but loopback."""
+    (tmp_path / "examples" / "feeds").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "feeds" / "sample.xml", tmp_path / "examples" / "feeds")
     example = (ROOT / "config.example.yaml").read_text("utf-8")
     config = tmp_path / "config.yaml"
     head, _, rest = example.partition("feeds:\n")
+    sample = rest[: rest.index("\n  - name: aawsat")]
+    assert "alert_max_age: off" in sample
     tail = rest[rest.index("\nentities:") :]
-    config.write_text(f"{head}feeds:\n  - {{name: sample, url: '{sample}'}}\n{tail}", "utf-8")
+    config.write_text(f"{head}feeds:\n{sample}\n{tail}", "utf-8")
     result = monitor("--config", str(config), "once", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[taiwan-red-line] بعد لقائه مستشار الأمن القومي" in result.stdout
@@ -762,7 +772,7 @@ def test_feeds_backtest_db_upgrade_and_strict(server: LoopbackServer, tmp_path: 
     )
     assert found.returncode == 0, found.stderr
     assert "taiwan-red-line: 1 of 2 items since" in found.stdout
-    assert "2023-09-18" in found.stdout and REFERENCE[1] in found.stdout
+    assert f"{PUBLISHED:%Y-%m-%d}" in found.stdout and REFERENCE[1] in found.stdout
     query = monitor("--config", config, "backtest", "--query", "sunny OR weather", cwd=tmp_path)
     assert "--query: 1 of 2 items" in query.stdout
     bad = monitor("--config", config, "backtest", "--query", "(sunny", cwd=tmp_path)
@@ -798,6 +808,7 @@ def test_full_text_feed_matches_the_page_and_is_not_refetched(
     server.respond("/story.html", body=page, headers={"Content-Type": "text/html"})
     item = (
         "<item><guid>story-1</guid><title>Forecast</title>"
+        f"<pubDate>{format_datetime(PUBLISHED)}</pubDate>"
         f"<link>{server.url('/story.html')}</link><description>Read more</description></item>"
     )
     feed = Feed(server, "/a.xml", b"")

@@ -317,7 +317,9 @@ def test_items_stories_and_conflicts(engine: Engine) -> None:
     with transaction(engine) as session:
         assert story_for_hash(session, "h1", now) == (story_id, False)
         assert insert_item(session, feed_id, item) is None  # same (feed, identity)
-        assert find_item(session, feed_id, "guid-1") == StoredItemRef(item_id, "h1", 1, story_id)
+        assert find_item(session, feed_id, "guid-1") == StoredItemRef(
+            item_id, "h1", 1, story_id, now
+        )
         assert find_item(session, feed_id, "guid-2") is None
         story2, _ = story_for_hash(session, "h2", now)
         changed = _item("guid-1", "h2", story2, now + timedelta(minutes=5), title="changed")
@@ -325,7 +327,7 @@ def test_items_stories_and_conflicts(engine: Engine) -> None:
         long_identity = "https://example.org/?q=" + "x" * 5000
         long_id = insert_item(session, feed_id, _item(long_identity, "h3", story2, now))
     with read_session(engine) as session:
-        assert find_item(session, feed_id, "guid-1") == StoredItemRef(item_id, "h2", 1, story2)
+        assert find_item(session, feed_id, "guid-1") == StoredItemRef(item_id, "h2", 1, story2, now)
         row = session.execute(select(items).where(items.c.id == item_id)).one()
         assert (row.title, row.fetched_at, row.updated_at) == ("changed", now, changed.fetched_at)
         found = find_item(session, feed_id, long_identity)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ ALICE, BOB, DESK = 1001, 1002, -100777
 FEED = (
     '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
     "<item><guid>ref-1</guid>"
+    f"<pubDate>{format_datetime(datetime.now(UTC))}</pubDate>"
     "<title>الصين &amp;lt;/b&amp;gt;&amp;lt;a href=x&amp;gt;وروسيا &amp;amp; تايوان</title>"
     "<link>https://example.org/ref-1</link>"
     "<description>قضية تايوان هي «أول خط أحمر»</description></item></channel></rss>"

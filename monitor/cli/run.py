@@ -70,12 +70,18 @@ def once(
     new = sum(r.new_items for r in results)
     updated = sum(r.updated_items for r in results)
     alerts = sum(r.alerts for r in results)
+    too_old = sum(r.too_old for r in results)
     parts = [f"{counts[s]} {label}" for s, label in _STATUS_LABELS if counts[s]]
     stderr.print(
         f"polled {len(results)} feed{'s' if len(results) != 1 else ''}: {', '.join(parts) or 'none'}; "
         f"{new} new and {updated} updated items; {alerts} alerts queued, {delivered.sent} sent"
         + (f", {delivered.retried} to retry" if delivered.retried else "")
         + (f", {delivered.failed} given up" if delivered.failed else "")
+        + (
+            f"; {too_old} match{'es' if too_old != 1 else ''} too old to alert (alert_max_age)"
+            if too_old
+            else ""
+        )
     )
     for result in failed:
         stderr.print(f"  [red]failed[/red] {escape(result.feed)}: {escape(result.error or '')}")

@@ -45,6 +45,8 @@ from monitor.durations import parse_duration, parse_size
 
 CONSOLE = "console"  # the built-in channel a watchlist without `notify` goes to
 DEFAULT_INTERVAL = timedelta(minutes=10)
+DEFAULT_ALERT_MAX_AGE = timedelta(hours=24)
+NO_LIMIT = "off"  # `alert_max_age: off`: items of any age alert
 DEFAULT_USER_AGENT = "news-monitor/1.0 (+https://example.org/about-this-bot)"
 DEFAULT_FROM = "News monitor <monitor@example.org>"
 
@@ -71,6 +73,16 @@ def _to_duration(value: object) -> timedelta:
     if isinstance(value, str):
         return parse_duration(value)
     raise ValueError("expected a duration such as 90s, 10m, 2h or 1d")
+
+
+def _to_max_age(value: object) -> object:
+    """`alert_max_age`: a duration, or `off` (None, as is null) for no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == NO_LIMIT):
+        return None
+    try:
+        return _to_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or {NO_LIMIT} for no limit") from None
 
 
 def _to_size(value: object) -> int:
@@ -189,6 +201,7 @@ def _serialize_mapping(mapping: Mapping[str, Any], handler: Callable[[Any], Any]
 
 
 Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+MaxAge = Annotated[timedelta | None, BeforeValidator(_to_max_age)]  # None: no limit
 ByteSize = Annotated[int, BeforeValidator(_to_size)]
 Name = Annotated[str, AfterValidator(_check_name)]
 FeedName = Annotated[str, AfterValidator(_check_feed_name)]
@@ -228,6 +241,8 @@ class DefaultSettings(_Model):
 
     interval: Duration = DEFAULT_INTERVAL
     timeout: Duration = timedelta(seconds=20)
+    # Items published longer ago are stored and matched, never alerted; None (`off`): no limit.
+    alert_max_age: MaxAge = DEFAULT_ALERT_MAX_AGE
 
 
 class FetchSettings(_Model):
@@ -254,9 +269,9 @@ class ServiceSettings(_Model):
 
 
 class FeedSettings(_Model):
-    """One feed. `interval` and `allow_private` are always set after loading: when the file leaves
-    them out they are inherited from `defaults.interval` and `fetch.allow_private`. `url` is an
-    http(s) URL or a local path, relative to `Settings.config_dir`."""
+    """One feed. `interval`, `alert_max_age` and `allow_private` are always set after loading: when
+    the file leaves them out they are inherited from `defaults` and `fetch.allow_private`. `url` is
+    an http(s) URL or a local path, relative to `Settings.config_dir`."""
 
     name: FeedName
     url: Annotated[str, AfterValidator(_check_feed_location)]
@@ -264,6 +279,7 @@ class FeedSettings(_Model):
     language: Language | None = None
     full_text: bool = False
     allow_private: bool = False
+    alert_max_age: MaxAge = DEFAULT_ALERT_MAX_AGE
 
 
 class Entity(_Model):
@@ -489,6 +505,13 @@ class Settings(_Model):
                 "allow_private": _valid_or(
                     _BOOL, fetch.get("allow_private") if isinstance(fetch, dict) else None, False
                 ),
+                "alert_max_age": _valid_or(
+                    _MAX_AGE,
+                    defaults.get("alert_max_age", DEFAULT_ALERT_MAX_AGE)
+                    if isinstance(defaults, dict)
+                    else None,
+                    DEFAULT_ALERT_MAX_AGE,
+                ),
             }
             data["feeds"] = [
                 inherited | feed if isinstance(feed, dict) else feed for feed in data["feeds"]
@@ -498,6 +521,7 @@ class Settings(_Model):
 
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
+_MAX_AGE: TypeAdapter[timedelta | None] = TypeAdapter(MaxAge)
 
 
 def _valid_or(adapter: TypeAdapter[T], value: object, fallback: T) -> T:

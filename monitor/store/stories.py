@@ -66,6 +66,7 @@ class StoredItemRef:
     content_hash: str
     hash_version: int
     story_id: int
+    fetched_at: datetime  # first seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +113,13 @@ def _identity_key(identity: str) -> str:
 def find_item(session: Session, feed_id: int, identity: str) -> StoredItemRef | None:
     """The stored item of `feed_id` with this identity, if any."""
     row = session.execute(
-        select(items.c.id, items.c.content_hash, items.c.hash_version, items.c.story_id).where(
-            items.c.feed_id == feed_id, items.c.identity == _identity_key(identity)
-        )
+        select(
+            items.c.id,
+            items.c.content_hash,
+            items.c.hash_version,
+            items.c.story_id,
+            items.c.fetched_at,
+        ).where(items.c.feed_id == feed_id, items.c.identity == _identity_key(identity))
     ).first()
     return None if row is None else StoredItemRef(**row._mapping)
 

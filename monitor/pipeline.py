@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,22 +122,32 @@ def digests_for(settings: Settings) -> dict[str, Digest]:
 
 
 def routes_for(settings: Settings) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Where each watchlist's alerts go: (channel, recipient) pairs from its `notify` channels."""
+    """Where each watchlist's alerts go: (channel, recipient) pairs from its `notify` channels.
+
+    One message per chat (SPEC §6): a Telegram chat, or an email address, that two of the
+    watchlist's channels list gets the alert once, through the first of them in `notify`."""
     from monitor.config import EmailChannel, TelegramChannel
 
     routes: dict[str, tuple[tuple[str, str], ...]] = {}
     for watchlist in settings.watchlists.values():
-        pairs: list[tuple[str, str]] = []
+        pairs: dict[tuple[str, str], tuple[str, str]] = {}  # who → (channel, recipient)
         for name in watchlist.notify:
             channel = settings.channels[name]
             if isinstance(channel, TelegramChannel):
-                pairs += [(name, str(chat)) for chat in channel.chat_ids]
+                for chat in channel.chat_ids:
+                    pairs.setdefault(("telegram", str(chat)), (name, str(chat)))
             elif isinstance(channel, EmailChannel):
-                pairs += [(name, address) for address in channel.to]
-            else:
-                pairs.append((name, ""))
-        routes[watchlist.name] = tuple(dict.fromkeys(pairs))
+                for address in channel.to:
+                    pairs.setdefault(("email", address.lower()), (name, address))
+            else:  # each console channel prints
+                pairs.setdefault((name, ""), (name, ""))
+        routes[watchlist.name] = tuple(pairs.values())
     return routes
+
+
+def telegram_channels_of(settings: Settings) -> frozenset[str]:
+    """The names of the channels whose recipients are Telegram chats."""
+    return frozenset(name for name, c in settings.channels.items() if c.type == "telegram")
 
 
 class Poller:
@@ -154,6 +164,7 @@ class Poller:
         owner: str,
         digests: Mapping[str, Digest] | None = None,
         subscribers: bool = False,
+        telegram_channels: Collection[str] = (),
         per_host: int = 2,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -167,6 +178,8 @@ class Poller:
         self.owner = owner
         self.digests = dict(digests or {})
         self.subscribers = subscribers  # Telegram subscribers get alerts too
+        # A chat of these channels' `chat_ids` gets its alert there, not again as a subscriber.
+        self.telegram_channels = frozenset(telegram_channels)
         self.per_host = per_host
         self.rng = rng or random.Random()
         self.clock = clock
@@ -486,7 +499,14 @@ class Poller:
                         ):
                             alerts += 1
                     if self.subscribers:
-                        alerts += _enqueue_for_subscribers(session, story_id, item_id, m, now)
+                        routed = {
+                            recipient
+                            for channel, recipient in self.routes.get(m.watchlist, ())
+                            if channel in self.telegram_channels
+                        }
+                        alerts += _enqueue_for_subscribers(
+                            session, story_id, item_id, m, now, skip=routed
+                        )
             record_poll(
                 session,
                 state.id,
@@ -583,13 +603,22 @@ class Poller:
 
 
 def _enqueue_for_subscribers(
-    session: Session, story_id: int, item_id: int, match: Match, now: datetime
+    session: Session,
+    story_id: int,
+    item_id: int,
+    match: Match,
+    now: datetime,
+    *,
+    skip: Collection[str] = (),
 ) -> int:
-    """One alert per active Telegram subscriber of the watchlist. An alert held by a mute (of the
-    chat or of this watchlist) or for a digest goes to the digest channel, due when it ends; the
-    digest channel delivers a recipient's due alerts as one digest."""
+    """One alert per active Telegram subscriber of the watchlist, except the chats in `skip`
+    (they get it through a channel already: one message per chat). An alert held by a mute (of
+    the chat or of this watchlist) or for a digest goes to the digest channel, due when it ends;
+    the digest channel delivers a recipient's due alerts as one digest."""
     queued = 0
     for target in subscribers.subscribers_of(session, match.watchlist):
+        if target.recipient in skip:
+            continue
         due = subscriber_due_at(
             now,
             digest=target.digest,

@@ -34,7 +34,7 @@ from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
 from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
-from monitor.pipeline import Poller, PollResult, digests_for, routes_for
+from monitor.pipeline import Poller, PollResult, digests_for, routes_for, telegram_channels_of
 from monitor.store import db
 from monitor.store._shared import database_now
 from monitor.store.alerts import alert_counts, renew_alert_leases
@@ -159,6 +159,7 @@ class Service:
             owner=owner,
             digests=digests_for(settings),
             subscribers=settings.telegram is not None,
+            telegram_channels=telegram_channels_of(settings),
             per_host=settings.fetch.per_host,
             rng=rng,
             clock=clock,

@@ -484,7 +484,16 @@ class Poller:
                         too_old += 1
                         continue
                     hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
-                    if not insert_match(session, story_id, item_id, m.watchlist, hits, now):
+                    if not insert_match(
+                        session,
+                        story_id,
+                        item_id,
+                        m.watchlist,
+                        hits,
+                        now,
+                        title=p.article.title,
+                        text=p.article.body,
+                    ):
                         continue
                     for channel, recipient in self.routes.get(m.watchlist, ()):
                         if enqueue_alert(

@@ -57,7 +57,8 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class AlertToSend:
     """A claimed alert with everything a notifier renders. `attempts` counts earlier deliveries;
-    `hits` is the match's JSON; `other_feeds` are the other sources of the story, sorted."""
+    `hits` is the match's JSON, and `title` and `text` are the item's as it matched (what the
+    hits point into); `other_feeds` are the other sources of the story, sorted."""
 
     id: int
     story_id: int
@@ -97,15 +98,28 @@ def watchlists_matched(session: Session, story_id: int) -> set[str]:
 
 
 def insert_match(
-    session: Session, story_id: int, item_id: int, watchlist: str, hits_json: str, now: datetime
+    session: Session,
+    story_id: int,
+    item_id: int,
+    watchlist: str,
+    hits_json: str,
+    now: datetime,
+    *,
+    title: str | None = None,
+    text: str | None = None,
 ) -> bool:
-    """Record that `item_id` made its story match `watchlist`; False if the story had matched it."""
+    """Record that `item_id` made its story match `watchlist`; False if the story had matched it.
+
+    `title` and `text` are the item's as they matched, which the hits point into: its alerts
+    show them, even if the item changes before they are sent."""
     values = {
         "story_id": story_id,
         "item_id": item_id,
         "watchlist": watchlist,
         "hits": hits_json,
         "created_at": now,
+        "title": title,
+        "text": text,
     }
     return insert_ignore(session, matches, values, ["story_id", "watchlist"]) is not None
 
@@ -182,9 +196,9 @@ def claim_due_alerts(
             alerts.c.channel,
             alerts.c.recipient,
             alerts.c.attempts,
-            items.c.title,
+            func.coalesce(matches.c.title, items.c.title).label("title"),
             items.c.link,
-            items.c.text,
+            func.coalesce(matches.c.text, items.c.text).label("text"),
             items.c.published_at,
             items.c.language,
             feeds.c.name.label("feed_name"),

@@ -205,6 +205,10 @@ matches = Table(
     Column("watchlist", CleanString(200), nullable=False),
     Column("hits", CleanText(), nullable=False),  # JSON
     Column("created_at", UTCDateTime(), nullable=False),
+    # The item's title and text as they matched (migration 0008): the hits' offsets point into
+    # them, and an alert sent later shows them even if the item was updated. NULL before 0008.
+    Column("title", CleanText()),
+    Column("text", CleanText()),
     UniqueConstraint("story_id", "watchlist"),
 )
 

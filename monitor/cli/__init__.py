@@ -6,7 +6,17 @@ the order `monitor --help` lists them; each command is its own module. `main` is
 script; `python -m monitor.cli` runs it too.
 """
 
-from monitor.cli import backtest, check, database, feeds, match, run, send_test, subscribers
+from monitor.cli import (
+    backtest,
+    check,
+    database,
+    feeds,
+    match,
+    run,
+    send_test,
+    stories,
+    subscribers,
+)
 from monitor.cli.app import app, main
 
 app.command()(check.check)
@@ -15,6 +25,7 @@ app.command()(run.once)
 app.command()(run.run)
 app.command()(feeds.feeds)
 app.command()(backtest.backtest)
+app.command()(stories.stories)
 app.command("send-test")(send_test.send_test)
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(database.db_app, name="db")

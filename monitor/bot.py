@@ -31,6 +31,7 @@ is then set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import html
 import logging
@@ -269,7 +270,8 @@ class SubscriberBot:
             if self.token_rejected:
                 raise BotError(
                     "cannot start the Telegram bot: Telegram rejected the bot token (401; check "
-                    f"telegram.token): {self._redact(exc)}"
+                    f"telegram.token): {self._redact(exc)}",
+                    token_rejected=True,
                 ) from exc
             raise BotError(f"cannot start the Telegram bot: {self._redact(exc)}") from exc
         try:
@@ -287,6 +289,7 @@ class SubscriberBot:
             await app.shutdown()
             raise BotError(f"cannot poll Telegram for updates: {self._redact(exc)}") from exc
         await app.start()
+        self._watch_polling()
         log.info("bot.started username=%s access=%s", app.bot.username, self.policy.mode)
         await self._report_gone_watchlists()
 
@@ -295,7 +298,8 @@ class SubscriberBot:
         for task in list(self._tasks):
             await task
         if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+            with contextlib.suppress(TelegramError):  # a rejected token: polling ended already
+                await app.updater.stop()
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -327,7 +331,34 @@ class SubscriberBot:
     async def _stop_polling(self) -> None:
         updater = self.application.updater
         if updater is not None and updater.running:
-            await updater.stop()
+            with contextlib.suppress(TelegramError):
+                await updater.stop()
+
+    def _watch_polling(self) -> None:
+        # PTB ends its polling loop when Telegram answers 401 (the token was revoked while we ran)
+        # without calling the error callback; only its task shows that polling is over.
+        task = getattr(self.application.updater, "_Updater__polling_task", None)
+        if isinstance(task, asyncio.Task):
+            task.add_done_callback(self._polling_ended)
+
+    def _polling_ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or not isinstance(task.exception(), InvalidToken):
+            return
+        self.token_rejected = True
+        log.error(
+            "bot.token_rejected error=%r action=the bot stops answering commands; fix "
+            "telegram.token and restart",
+            self._redact(task.exception() or InvalidToken()),
+        )
+
+    @property
+    def trouble(self) -> str | None:
+        """Why the bot, once started, no longer answers commands (None while it does)."""
+        if self.token_rejected:
+            return "Telegram rejected the bot token (401; check telegram.token)"
+        if self.conflict.is_set():
+            return "another process polls getUpdates for this bot token (409 Conflict)"
+        return None
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("bot.handler_error error=%r", context.error, exc_info=context.error)

@@ -16,7 +16,9 @@
     └── DeliveryError      a channel could not deliver an alert: temporary (retry) or permanent
         ├── RateLimitedError     the channel asked us to wait `retry_after` s (Telegram 429): not a failure
         ├── RecipientGoneError   the recipient blocked/kicked the bot or is gone: permanent, deactivate it
-        └── RecipientMovedError  the chat has a new id (group → supergroup): store it and resend there
+        ├── RecipientMovedError  the chat has a new id (group → supergroup): store it and resend there
+        └── CredentialsRejectedError  the channel refused our credentials (Telegram 401): permanent
+                                 for the whole channel, which stops; its alerts wait in the outbox
 
 Third-party exceptions are translated at the boundary (`raise FetchError(...) from exc`), so callers
 only ever catch these.
@@ -129,7 +131,12 @@ class DeliveryError(MonitorError):
 
 class BotError(MonitorError):
     """The Telegram subscriber bot cannot start or poll: the token was rejected, the Bot API is
-    unreachable. Alerts are not affected; the bot can be started again later."""
+    unreachable. Alerts are not affected; the bot can be started again later — pointless when
+    `token_rejected` (Telegram answered 401)."""
+
+    def __init__(self, reason: str, *, token_rejected: bool = False) -> None:
+        super().__init__(reason)
+        self.token_rejected = token_rejected
 
 
 class RateLimitedError(DeliveryError):
@@ -160,3 +167,12 @@ class RecipientMovedError(DeliveryError):
         super().__init__(reason, permanent=False, retry_after=0.0)
         self.recipient = recipient
         self.new_recipient = new_recipient
+
+
+class CredentialsRejectedError(DeliveryError):
+    """The channel refused our credentials (Telegram answered 401 Unauthorized: the bot token is
+    wrong or was revoked). Permanent for every recipient of the channel: it stops sending, and its
+    alerts stay in the outbox, to go once the credentials are fixed and the service restarted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, permanent=True)

@@ -14,6 +14,11 @@ Access is checked again when an alert is about to go (SPEC §6): an alert for a 
 who has since unsubscribed, been blocked by the administrator, or lost access (taken off
 `telegram.allow`, `subscriptions: off`) is dropped instead of sent — and when the whole chat lost
 access, every alert still waiting for it goes too, held ones included.
+
+A channel whose credentials were refused (Telegram's 401: `CredentialsRejectedError`) stops: its
+notifier says so (`stopped`), its alerts are no longer claimed and the one that met the refusal is
+put back without counting an attempt, so nothing is lost when the token is fixed and the service
+restarted.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sqlalchemy import Engine
 from monitor.core.access import AccessPolicy
 from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
 from monitor.errors import (
+    CredentialsRejectedError,
     DeliveryError,
     RateLimitedError,
     RecipientGoneError,
@@ -170,8 +176,9 @@ class Outbox:
         with db.transaction(self.engine) as session:
             channels = [
                 channel
-                for channel in self.notifiers
-                if self.send_digests or channel not in self.digest_channels
+                for channel, notifier in self.notifiers.items()
+                if (self.send_digests or channel not in self.digest_channels)
+                and getattr(notifier, "stopped", None) is None
             ]
             claimed = claim_due_alerts(session, self.owner, self.lease, limit, channels=channels)
             chats = {
@@ -314,6 +321,10 @@ class Outbox:
         attempts = alert.attempts + 1
         with db.transaction(self.engine) as session:
             now = self.clock()
+            if isinstance(error, CredentialsRejectedError):
+                # The channel stopped (its notifier logged why): the alert waits, uncounted.
+                postpone_alert(session, alert.id, self.owner, error.reason, now)
+                return DeliveryStats(retried=1)
             if isinstance(error, RateLimitedError | RecipientMovedError):
                 if isinstance(error, RecipientMovedError):
                     # A group became a supergroup: follow it, and take its waiting alerts along.

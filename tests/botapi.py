@@ -467,6 +467,7 @@ class BotAPIDouble(ThreadedServer):
         self._members: dict[tuple[int, int], str] = {}
         self._callback_ids = itertools.count(1)
         self._conflict = False
+        self._down = False
         self._limits: dict[str, float] | None = None
         self._accepted_at: deque[float] = deque()
         self._chat_accepted: dict[int, deque[float]] = {}
@@ -608,6 +609,16 @@ class BotAPIDouble(ThreadedServer):
         """Let hung requests go on (they are then answered as if nothing had been wrong)."""
         if self._loop is not None and self._release is not None:
             self._loop.call_soon_threadsafe(self._release.set)
+
+    def go_down(self, on: bool = True) -> None:
+        """Answer every request with 502 Bad Gateway (Telegram unreachable), or stop doing so."""
+        with self._lock:
+            self._down = on
+
+    def revoke_token(self) -> None:
+        """The bot's token stops working (revoked with @BotFather): every request gets 401."""
+        with self._lock:
+            self.token = f"{self.token}-revoked"
 
     def conflict_polls(self, on: bool = True) -> None:
         """Answer getUpdates with 409 Conflict (another process is polling)."""
@@ -804,7 +815,10 @@ class BotAPIDouble(ThreadedServer):
         with self._lock:
             self._calls.append((match.group(3), params))
             self._changed.notify_all()
-        if token != self.token:
+            down, known = self._down, self.token
+        if down:
+            return self._error(502, "Bad Gateway")
+        if token != known:
             return self._error(401, "Unauthorized")
         if method == "sendmessage":
             params["_client"] = client

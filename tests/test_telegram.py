@@ -16,6 +16,7 @@ from botapi import TOKEN, BotAPIDouble
 from monitor.core.ratelimit import RateLimiter
 from monitor.core.telegram_html import digest_html
 from monitor.errors import (
+    CredentialsRejectedError,
     DeliveryError,
     RateLimitedError,
     RecipientGoneError,
@@ -302,24 +303,30 @@ def test_fault_51_server_errors_and_an_unreachable_api_are_temporary(double: Bot
     run(go())
 
 
-def test_a_wrong_token_is_temporary_and_never_named(double: BotAPIDouble) -> None:
+def test_a_wrong_token_is_permanent_stops_the_notifier_and_is_never_named(
+    double: BotAPIDouble,
+) -> None:
     wrong = "987654321:AAwrong-token_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
 
     async def go() -> None:
         notifier = TelegramNotifier(wrong, double.api_url)
         try:
-            with pytest.raises(DeliveryError) as send_error:
+            with pytest.raises(CredentialsRejectedError) as send_error:
                 await notifier.send(_alert())
-            with pytest.raises(DeliveryError) as check_error:
+            with pytest.raises(CredentialsRejectedError) as again:
+                await notifier.send(_alert())
+            with pytest.raises(CredentialsRejectedError) as check_error:
                 await notifier.check()
         finally:
             await notifier.close()
-        for error in (send_error.value, check_error.value):
-            assert not error.permanent
+        for error in (send_error.value, again.value, check_error.value):
+            assert error.permanent
             assert wrong not in error.reason
-        assert "token" in send_error.value.reason
+            assert "rejected the bot token" in error.reason
+        assert notifier.stopped is not None
 
     run(go())
+    assert len(double.calls_of("sendMessage")) == 1  # the second send did not ask Telegram
 
 
 def test_check_names_the_bot(double: BotAPIDouble) -> None:

@@ -44,10 +44,13 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "ALERT_RETRY_BASE",
     "ALERT_RETRY_CAP",
+    "BOT_START_RETRY_BASE",
+    "BOT_START_RETRY_CAP",
     "MAX_ALERT_ATTEMPTS",
     "MAX_POLL_DELAY",
     "POLL_JITTER",
     "alert_retry_at",
+    "bot_start_delay",
     "cache_max_age",
     "is_throttled",
     "next_digest_at",
@@ -66,6 +69,11 @@ ALERT_RETRY_CAP: Final = timedelta(hours=1)
 # (~64 min, ~32 min on average) before the outbox gives up. A channel that is down for longer than
 # that (FAULTS 51) should be paused by the outbox rather than burn each alert's attempts.
 MAX_ALERT_ATTEMPTS: Final = 12  # ~2.5 h of retries on average: outlives an hour-long outage
+
+# The subscriber bot's start (getMe, getUpdates) after a failure: 5 s, 10 s, 20 s … at most 5 min,
+# so commands are answered again soon after Telegram is back, without hammering it meanwhile.
+BOT_START_RETRY_BASE: Final = 5.0
+BOT_START_RETRY_CAP: Final = 300.0
 
 _MAX_DOUBLINGS: Final = 64  # 2**64 intervals is beyond any cap; keeps the float finite
 
@@ -147,6 +155,13 @@ def alert_retry_at(
     if retry_after_seconds is not None and retry_after_seconds > 0:
         delay = max(delay, timedelta(seconds=min(retry_after_seconds, _seconds(ALERT_RETRY_CAP))))
     return now + delay
+
+
+def bot_start_delay(failures: int) -> float:
+    """Seconds to wait before starting the bot again after `failures` failed starts in a row (1
+    after the first): `BOT_START_RETRY_BASE` doubled each time, capped at `BOT_START_RETRY_CAP`."""
+    doublings = min(max(failures - 1, 0), _MAX_DOUBLINGS)
+    return min(BOT_START_RETRY_BASE * 2.0**doublings, BOT_START_RETRY_CAP)
 
 
 def next_digest_at(now: datetime, every: str, at: time | None, zone: tzinfo) -> datetime:

@@ -4,7 +4,10 @@ Nothing here polls or delivers.
 `/healthz` answers 503 with the reason when polling or delivery has stalled (`health_report`): a
 poll round or a delivery round that has made no progress for `STALL_SECONDS`, or every poll slot
 busy that long while due feeds wait. A slow round that keeps making progress (a delivery waiting
-for Telegram's rate limit, one alert after another) is not a stall. Times are the event loop's
+for Telegram's rate limit, one alert after another) is not a stall. With `telegram:` configured it
+also says how the subscriber bot is (`bot`): "running", "starting", a follower's, or why it does
+not answer commands — then `status` is "degraded" (still 200: restarting the process would not
+bring Telegram back or fix a token; the bot retries its start by itself). Times are the event loop's
 monotonic clock, so a wall clock stepped back does not make the service look stalled (or not).
 """
 
@@ -105,9 +108,11 @@ def health_report(service: Service, now: float) -> dict[str, object]:
     def ago(moment: float | None) -> float | None:
         return None if moment is None else round(now - moment, 1)
 
+    status = "stalled" if reasons else "degraded" if service.bot_trouble else "ok"
     return {
-        "status": "stalled" if reasons else "ok",
+        "status": status,
         "reason": "; ".join(reasons) or None,
+        "bot": service.bot_status,
         "last_poll_round_seconds_ago": ago(poll.finished_at if poll else None),
         "last_delivery_round_seconds_ago": ago(deliver.finished_at if deliver else None),
         "polls_in_flight": len(service.in_flight),

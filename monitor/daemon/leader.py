@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from monitor.errors import StoreError
+from monitor.core.timing import bot_start_delay
+from monitor.errors import BotError, StoreError
 from monitor.store import db
 from monitor.store.leadership import Lease, lead, resign
 
@@ -42,27 +43,31 @@ LEASE = timedelta(seconds=6)
 RENEW_SECONDS = 1.0  # how often the leader renews and the others try to take over
 SAFETY_SECONDS = 1.0  # of the lease, never counted on (scheduling delays, clock rates)
 STOP_SECONDS = 2.0  # what stopping the bot may take; begun this long before the lease runs out
-BOT_RETRY_SECONDS = 30.0  # a bot that failed to start is tried again after this
+
+
+async def launch_bot(service: Service) -> Any:
+    """The Telegram subscriber bot of `service`'s settings, started (`telegram:` must be set).
+    `BotError` when it cannot start (`token_rejected` on it tells a refused token)."""
+    from monitor.bot import SubscriberBot
+
+    telegram = service.settings.telegram
+    assert telegram is not None
+    descriptions = {name: w.description for name, w in service.settings.watchlists.items()}
+    bot = SubscriberBot.from_settings(telegram, service.engine, descriptions, clock=service.clock)
+    await bot.start()
+    return bot
 
 
 async def start_bot(service: Service) -> Any:
     """The Telegram subscriber bot, started, when `telegram:` is configured (None otherwise, or if
-    it could not start). Call it in the leader only."""
-    telegram = service.settings.telegram
-    if telegram is None:
+    it could not start: logged)."""
+    if service.settings.telegram is None:
         return None
-    from monitor.bot import SubscriberBot
-    from monitor.errors import BotError
-
-    descriptions = {name: w.description for name, w in service.settings.watchlists.items()}
-    bot = SubscriberBot.from_settings(telegram, service.engine, descriptions, clock=service.clock)
     try:
-        await bot.start()
+        return await launch_bot(service)
     except BotError as exc:
         log.error("bot.failed error=%s", exc)
         return None
-    log.info("bot.started")
-    return bot
 
 
 class Leadership:
@@ -83,8 +88,12 @@ class Leadership:
         self._valid_until = 0.0  # monotonic: the end of our lease, less the safety margin
         self._bot: Any = None
         self._starting: asyncio.Task[Any] | None = None
-        self._last_start = -BOT_RETRY_SECONDS
+        self._bot_failures = 0  # failed starts in a row
+        self._next_start = 0.0  # monotonic: when the bot may be started (again)
+        self._bot_rejected: str | None = None  # Telegram refused the token: not tried again
+        self._bot_error = ""
         self._failing = False
+        self._show_bot()
         # A thread of its own: renewing must not queue behind polls that are busy storing.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="leadership")
 
@@ -104,7 +113,7 @@ class Leadership:
                     log.exception("leader.round_failed")
                 if self.leading and self.monotonic() >= self._valid_until - STOP_SECONDS:
                     await self._step_down("lease not renewed in time")
-            self._keep_bot()
+            await self.tend_bot()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RENEW_SECONDS)
 
@@ -158,30 +167,91 @@ class Leadership:
 
     def _become_leader(self) -> None:
         self.service.lead(True)
-        self._last_start = -BOT_RETRY_SECONDS
+        self._bot_failures = 0
+        self._next_start = 0.0
         self._keep_bot()
+        self._show_bot()
+
+    async def tend_bot(self) -> asyncio.Task[Any] | None:
+        """Once a round: stop a bot whose token Telegram refused, start the leader's bot when it
+        is due (returns that start, which runs on in the background), update what /healthz
+        says of it."""
+        await self._check_bot()
+        self._keep_bot()
+        self._show_bot()
+        return self._starting
 
     def _keep_bot(self) -> None:
-        """The leader runs the bot; one that failed to start is tried again now and then."""
+        """The leader runs the bot; one that failed to start is tried again with back-off
+        (`bot_start_delay`), except after Telegram refused the token."""
         if not self.leading or self._bot is not None or self.service.settings.telegram is None:
             return
-        if self._starting is not None or self.monotonic() - self._last_start < BOT_RETRY_SECONDS:
+        if self._starting is not None or self._bot_rejected is not None:
             return
-        self._last_start = self.monotonic()
-        self._starting = asyncio.create_task(start_bot(self.service), name="bot-start")
+        if self.monotonic() < self._next_start:
+            return
+        self._starting = asyncio.create_task(launch_bot(self.service), name="bot-start")
         self._starting.add_done_callback(self._started)
 
     def _started(self, task: asyncio.Task[Any]) -> None:
         self._starting = None
         if task.cancelled():
             return
-        bot = task.result()
-        if bot is None:
+        error = task.exception()
+        if error is not None:
+            self._start_failed(error)
+        else:
+            bot = task.result()
+            self._bot_failures = 0
+            if self.leading:
+                self._bot = bot
+            else:  # lost the lease while starting: stop it at once
+                asyncio.get_running_loop().create_task(bot.stop())
+        self._show_bot()
+
+    def _start_failed(self, error: BaseException) -> None:
+        if isinstance(error, BotError) and error.token_rejected:
+            self._bot_rejected = str(error)
+            log.error(
+                "bot.failed error=%s action=not tried again: fix telegram.token and restart",
+                error,
+            )
             return
-        if self.leading:
-            self._bot = bot
-        else:  # lost the lease while starting: stop it at once
-            asyncio.get_running_loop().create_task(bot.stop())
+        self._bot_failures += 1
+        delay = bot_start_delay(self._bot_failures)
+        self._next_start = self.monotonic() + delay
+        self._bot_error = str(error)
+        log.error("bot.failed error=%s failures=%s retry_in=%gs", error, self._bot_failures, delay)
+
+    async def _check_bot(self) -> None:
+        """A running bot whose token Telegram refused since is stopped for good."""
+        bot = self._bot
+        if bot is not None and getattr(bot, "token_rejected", False):
+            self._bot_rejected = bot.trouble
+            await self._stop_bot()
+
+    def _show_bot(self) -> None:
+        """What /healthz says of the bot: `service.bot_status`, and whether that is trouble."""
+        if self.service.settings.telegram is None:
+            status, trouble = None, False
+        elif self._bot_rejected is not None:
+            status, trouble = f"stopped: {self._bot_rejected}", True
+        elif not self.leading:
+            status, trouble = "follower: the leader answers commands", False
+        elif self._bot is not None:
+            problem = getattr(self._bot, "trouble", None)
+            status = f"not polling: {problem}" if problem else "running"
+            trouble = problem is not None
+        elif self._bot_failures:
+            wait = max(0.0, self._next_start - self.monotonic())
+            status = (
+                f"not running: {self._bot_error} "
+                f"(failed {self._bot_failures} times; next try in {wait:.0f} s)"
+            )
+            trouble = True
+        else:
+            status, trouble = "starting", False
+        self.service.bot_status, self.service.bot_trouble = status, trouble
 
     async def _step_down(self, reason: str) -> None:
         log.warning("leader.lost role=%s term=%s reason=%s", ROLE, self.term, reason)

@@ -127,6 +127,9 @@ class Service:
     polls_full_since: float | None = None  # loop time since when every poll slot has been busy
     last_renewal: float = field(default_factory=time.monotonic)
     send_budget: SharedSendBudget | None = None  # PostgreSQL: Telegram's limits, shared
+    # What /healthz says of the subscriber bot (`daemon.leader`); None without `telegram:`.
+    bot_status: str | None = None
+    bot_trouble: bool = False
 
     @classmethod
     def build(

@@ -14,7 +14,10 @@ subclasses of `NetworkError`, so they are caught first:
     BadRequest   → one immediate retry as plain text (no parse mode); if that is refused too, a
                    permanent DeliveryError with both reasons ("chat not found": RecipientGoneError)
     TimedOut     → temporary DeliveryError, marked ambiguous: the message may have arrived (FAULTS 50)
-    NetworkError, InvalidToken, other TelegramError → temporary DeliveryError
+    InvalidToken → CredentialsRejectedError: Telegram answered 401 (or 404, a malformed token):
+                   permanent for the token, so the notifier stops — every later send raises it
+                   without asking Telegram, and the outbox leaves the alerts waiting
+    NetworkError, other TelegramError → temporary DeliveryError
 
 The bot token is a password. PTB's httpx logger writes every request URL, token included, at INFO,
 and PTB puts it in some messages (`InvalidToken`), so `install_token_redaction` puts a filter on
@@ -53,6 +56,7 @@ from monitor.core.buttons import Button, alert_buttons
 from monitor.core.ratelimit import RateLimiter
 from monitor.core.telegram_html import alert_html, alert_plain, digest_html, plain_text
 from monitor.errors import (
+    CredentialsRejectedError,
     DeliveryError,
     RateLimitedError,
     RecipientGoneError,
@@ -238,6 +242,8 @@ class TelegramNotifier:
         self.tz = tz
         self.max_wait = max_wait
         self.clock = clock
+        # Set once Telegram rejected the token: why. Nothing more is sent with it.
+        self.stopped: str | None = None
         self._requests = (
             HTTPXRequest(connection_pool_size=2, read_timeout=timeout, connect_timeout=timeout),
             HTTPXRequest(
@@ -260,6 +266,7 @@ class TelegramNotifier:
 
     async def send(self, alert: Alert) -> None:
         """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
+        self._check_token()
         chat_id = self._chat(alert.recipient)
         markup = (
             keyboard(alert_buttons(alert.watchlist))
@@ -283,6 +290,7 @@ class TelegramNotifier:
         """Send `alerts` as a digest (`digest_html`: as few messages as the limit allows, each
         waiting for its slot). Returns the number of messages sent. A failure part-way raises, and
         a retry sends the parts already delivered again."""
+        self._check_token()
         chat_id = self._chat(recipient)
         messages = digest_html(alerts, title, tz=self.tz)
         threads = {alert.thread_id for alert in alerts}
@@ -328,6 +336,25 @@ class TelegramNotifier:
         return me.username or me.first_name
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _check_token(self) -> None:
+        if self.stopped is not None:
+            raise CredentialsRejectedError(self.stopped)
+
+    def _token_rejected(self, reason: str) -> CredentialsRejectedError:
+        message = (
+            "Telegram rejected the bot token (401 Unauthorized: wrong or revoked; "
+            f"check telegram.token): {reason}"
+        )
+        if self.stopped is None:
+            self.stopped = message
+            log.error(
+                "telegram.token_rejected reason=%r action=no more messages are sent with this "
+                "token; alerts wait in the outbox until telegram.token is fixed and the service "
+                "restarted",
+                reason,
+            )
+        return CredentialsRejectedError(message)
 
     @staticmethod
     def _chat(recipient: str) -> int:
@@ -416,7 +443,7 @@ class TelegramNotifier:
                 f"Telegram timed out; the message may have been delivered: {reason}"
             )
         if isinstance(exc, InvalidToken):
-            return DeliveryError("Telegram rejected the bot token (check telegram.token)")
+            return self._token_rejected(reason)
         if isinstance(exc, NetworkError):
             return DeliveryError(f"cannot reach Telegram: {reason}")
         return DeliveryError(f"Telegram error: {reason}")

@@ -468,6 +468,7 @@ class BotAPIDouble(ThreadedServer):
         self._callback_ids = itertools.count(1)
         self._conflict = False
         self._down = False
+        self._usernames: dict[str, int] = {}
         self._limits: dict[str, float] | None = None
         self._accepted_at: deque[float] = deque()
         self._chat_accepted: dict[int, deque[float]] = {}
@@ -609,6 +610,12 @@ class BotAPIDouble(ThreadedServer):
         """Let hung requests go on (they are then answered as if nothing had been wrong)."""
         if self._loop is not None and self._release is not None:
             self._loop.call_soon_threadsafe(self._release.set)
+
+    def add_channel(self, username: str, chat_id: int) -> None:
+        """A public channel: getChat and sendMessage take `@username` for `chat_id` (messages are
+        recorded under the numeric id, as Telegram's answers give it)."""
+        with self._lock:
+            self._usernames[username.casefold()] = chat_id
 
     def go_down(self, on: bool = True) -> None:
         """Answer every request with 502 Bad Gateway (Telegram unreachable), or stop doing so."""
@@ -833,6 +840,7 @@ class BotAPIDouble(ThreadedServer):
             "editmessagereplymarkup": self._edit_reply_markup,
             "answercallbackquery": self._answer_callback_query,
             "getchatmember": self._get_chat_member,
+            "getchat": self._get_chat,
             "deletewebhook": self._true,
             "setmycommands": self._set_commands,
             "getmycommands": self._get_commands,
@@ -842,6 +850,25 @@ class BotAPIDouble(ThreadedServer):
         if handler is None:
             return self._error(404, "Not Found: method not found")
         return await handler(params)
+
+    def _resolve(self, chat_id: Any) -> Any:
+        """A public `@username` as its numeric id (unknown names stay as they are)."""
+        if isinstance(chat_id, str) and chat_id.startswith("@"):
+            with self._lock:
+                return self._usernames.get(chat_id.casefold(), chat_id)
+        return chat_id
+
+    async def _get_chat(self, params: dict[str, Any]) -> web.Response:
+        chat_id = self._resolve(params.get("chat_id"))
+        if not isinstance(chat_id, int):
+            return self._error(400, "Bad Request: chat not found")
+        chat = {**_chat_object(chat_id), "accent_color_id": 0, "max_reaction_count": 11}
+        with self._lock:
+            names = [n for n, i in self._usernames.items() if i == chat_id]
+        if names:
+            chat.update(type="channel", username=names[0].lstrip("@"))
+            chat.pop("first_name", None)
+        return self._ok(chat)
 
     async def _get_chat_member(self, params: dict[str, Any]) -> web.Response:
         chat_id, user_id = params.get("chat_id"), params.get("user_id")
@@ -1011,7 +1038,7 @@ class BotAPIDouble(ThreadedServer):
         arrived = time.monotonic()
         client = params.pop("_client", "")
         request: web.Request | None = params.pop("_request", None)
-        chat_id = params.get("chat_id")
+        chat_id = self._resolve(params.get("chat_id"))
         text = params.get("text")
         parse_mode = params.get("parse_mode") or None
         if not isinstance(chat_id, int):

@@ -192,6 +192,23 @@ def _check_sender(sender: str) -> str:
     return sender
 
 
+def _to_chat_id(value: object) -> object:
+    """A Telegram chat: its numeric id, or a public channel's or group's `@username` (Telegram
+    accepts either; the notifier looks the id up once)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return int(text)
+        if re.fullmatch(r"@[A-Za-z][A-Za-z0-9_]{3,31}", text):
+            return text
+    raise ValueError(
+        f"{value!r} is not a Telegram chat: write its id (-1001234567890) or a public "
+        "channel's @username (@channelname)"
+    )
+
+
 def _freeze(mapping: Mapping[str, T]) -> Mapping[str, T]:
     return MappingProxyType(dict(mapping))
 
@@ -210,6 +227,7 @@ Text = Annotated[str, AfterValidator(_check_not_blank)]
 OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_to_none)]
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
+ChatId = Annotated[int | str, BeforeValidator(_to_chat_id)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many)]
 NonEmptyListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
@@ -367,12 +385,15 @@ def _parse_digest(value: object) -> object:
 
 
 class TelegramChannel(_Model):
-    """Fixed chats that receive their watchlists' alerts; `digest` None means each at once."""
+    """Fixed chats that receive their watchlists' alerts; `digest` None means each at once.
+    `chat_ids`: numeric ids or public `@usernames`. `link_preview`: show the article's preview
+    under each alert (off by default: a preview takes more room than the alert)."""
 
     name: str
     type: Literal["telegram"]
-    chat_ids: NonEmptyListOf[int]
+    chat_ids: NonEmptyListOf[ChatId]
     digest: Annotated[Digest | None, BeforeValidator(_parse_digest)] = None
+    link_preview: bool = False
 
 
 class EmailChannel(_Model):
@@ -399,6 +420,7 @@ class TelegramSettings(_Model):
     api_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.telegram.org"
     subscriptions: Literal["open", "allowlist", "off"] = "open"
     allow: ListOf[int] = ()
+    link_preview: bool = False  # under the alerts to subscribers
 
     @field_validator("token")
     @classmethod

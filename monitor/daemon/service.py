@@ -90,10 +90,18 @@ def notifiers_for(settings: Settings, *, slots: SendSlots | None = None) -> dict
 
         # One notifier, so one rate limiter covers every chat of the bot (30 messages/s); with
         # `slots`, the limits are shared with the other replicas too.
+        previews = [
+            name
+            for name, channel in settings.channels.items()
+            if channel.type == "telegram" and getattr(channel, "link_preview", False)
+        ]
+        if settings.telegram.link_preview:
+            previews.append(SUBSCRIBERS_CHANNEL)
         telegram = TelegramNotifier(
             settings.telegram.token.get_secret_value(),
             settings.telegram.api_url,
             subscriber_channels=(SUBSCRIBERS_CHANNEL,),
+            preview_channels=previews,
             slots=slots,
         )
         for name, channel in settings.channels.items():

@@ -1,7 +1,8 @@
 """The Telegram channel: alerts sent with python-telegram-bot's `Bot` (issue 4; FAULTS 43–51).
 
-A `TelegramNotifier` sends one alert to one chat (`alert.recipient` is the chat id) as HTML with
-link previews off, after waiting for a slot of our own rate limiter (`monitor.core.ratelimit`:
+A `TelegramNotifier` sends one alert to one chat (`alert.recipient` is the chat id, or a public
+channel's `@username`, looked up once with getChat so that its rate limit is the chat's) as HTML,
+link previews off unless the channel turned them on (`preview_channels`), after waiting for a slot of our own rate limiter (`monitor.core.ratelimit`:
 ~1/s per chat, 20/min per group, 30/s overall). `api_url` is the root of the Bot API server, for
 a self-hosted one or a test double; PTB calls `{api_url}/bot<token>/<method>`.
 
@@ -28,6 +29,7 @@ installs it for its token, and every reason it raises is redacted too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -54,7 +56,13 @@ from telegram.warnings import PTBDeprecationWarning
 
 from monitor.core.buttons import Button, alert_buttons
 from monitor.core.ratelimit import RateLimiter
-from monitor.core.telegram_html import alert_html, alert_plain, digest_html, plain_text
+from monitor.core.telegram_html import (
+    alert_html,
+    alert_plain,
+    digest_html,
+    plain_text,
+    safe_link,
+)
 from monitor.errors import (
     CredentialsRejectedError,
     DeliveryError,
@@ -232,12 +240,17 @@ class TelegramNotifier:
         connections: int = 64,
         clock: Callable[[], float] = time.monotonic,
         subscriber_channels: Collection[str] = (),
+        preview_channels: Collection[str] = (),
         slots: SendSlots | None = None,
     ) -> None:
         self._filter = install_token_redaction(token)
         self.slots = slots
         # Alerts of these channels go to people who subscribed with the bot: they get buttons.
         self.subscriber_channels = frozenset(subscriber_channels)
+        # Alerts of these channels show the article's link preview.
+        self.preview_channels = frozenset(preview_channels)
+        self._usernames: dict[str, int] = {}  # "@channel" → its chat id
+        self._lookup = asyncio.Lock()
         self.limiter = limiter or RateLimiter()
         self.tz = tz
         self.max_wait = max_wait
@@ -267,7 +280,7 @@ class TelegramNotifier:
     async def send(self, alert: Alert) -> None:
         """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
         self._check_token()
-        chat_id = self._chat(alert.recipient)
+        chat_id = await self._chat(alert.recipient)
         markup = (
             keyboard(alert_buttons(alert.watchlist))
             if alert.channel in self.subscriber_channels
@@ -279,6 +292,7 @@ class TelegramNotifier:
             alert_plain(alert),
             thread_id=alert.thread_id,
             reply_markup=markup,
+            preview=self._preview(alert),
         )
 
     async def close(self) -> None:
@@ -291,7 +305,7 @@ class TelegramNotifier:
         waiting for its slot). Returns the number of messages sent. A failure part-way raises, and
         a retry sends the parts already delivered again."""
         self._check_token()
-        chat_id = self._chat(recipient)
+        chat_id = await self._chat(recipient)
         messages = digest_html(alerts, title, tz=self.tz)
         threads = {alert.thread_id for alert in alerts}
         thread_id = threads.pop() if len(threads) == 1 else None
@@ -307,12 +321,14 @@ class TelegramNotifier:
         *,
         thread_id: int | None = None,
         reply_markup: InlineKeyboardMarkup | None = None,
+        preview: LinkPreviewOptions = _NO_PREVIEW,
     ) -> None:
         """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it.
-        `thread_id`: the forum topic it goes to; `reply_markup`: buttons under it."""
+        `thread_id`: the forum topic it goes to; `reply_markup`: buttons under it; `preview`: the
+        link preview (none by default)."""
         await self._wait_for_slot(chat_id)
         try:
-            await self._post(chat_id, markup, ParseMode.HTML, thread_id, reply_markup)
+            await self._post(chat_id, markup, ParseMode.HTML, thread_id, reply_markup, preview)
             return
         except BadRequest as exc:
             first = self._reason(exc)
@@ -320,7 +336,7 @@ class TelegramNotifier:
                 raise RecipientGoneError(str(chat_id), first) from exc
         log.warning("telegram.html_refused chat=%s reason=%r retry=plain", chat_id, first)
         try:
-            await self._post(chat_id, plain, None, thread_id, reply_markup)
+            await self._post(chat_id, plain, None, thread_id, reply_markup, preview)
         except BadRequest as exc:
             raise DeliveryError(
                 f"Telegram refused the message: {first}; as plain text too: {self._reason(exc)}",
@@ -356,14 +372,40 @@ class TelegramNotifier:
             )
         return CredentialsRejectedError(message)
 
-    @staticmethod
-    def _chat(recipient: str) -> int:
-        try:
+    async def _chat(self, recipient: str) -> int:
+        """The chat id of a recipient: its number, or the id of a public `@username` (getChat,
+        remembered)."""
+        with contextlib.suppress(ValueError):
             return int(recipient)
-        except ValueError:
-            raise DeliveryError(
-                f"{recipient!r} is not a Telegram chat id", permanent=True
-            ) from None
+        if not recipient.startswith("@"):
+            raise DeliveryError(f"{recipient!r} is not a Telegram chat id", permanent=True)
+        async with self._lookup:  # one getChat for alerts that go to a new name together
+            known = self._usernames.get(recipient.casefold())
+            if known is None:
+                known = self._usernames[recipient.casefold()] = await self._look_up(recipient)
+        return known
+
+    async def _look_up(self, recipient: str) -> int:
+        try:
+            chat = await self.bot.get_chat(recipient)
+        except BadRequest as exc:
+            reason = self._reason(exc)
+            if any(marker in reason.lower() for marker in _GONE_MARKERS):
+                raise RecipientGoneError(
+                    recipient,
+                    f"Telegram knows no public chat {recipient} ({reason}): check the name, and "
+                    "that the bot is an admin of the channel",
+                ) from exc
+            raise DeliveryError(f"Telegram refused the request: {reason}", permanent=True) from exc
+        except TelegramError as exc:
+            raise self._translate(exc, None) from exc
+        return chat.id
+
+    def _preview(self, alert: Alert) -> LinkPreviewOptions:
+        link = safe_link(alert.link)
+        if alert.channel not in self.preview_channels or link is None:
+            return _NO_PREVIEW
+        return LinkPreviewOptions(url=link)
 
     def _reason(self, exc: BaseException) -> str:
         return self._filter.redact(str(exc) or type(exc).__name__)
@@ -399,13 +441,14 @@ class TelegramNotifier:
         parse_mode: str | None,
         thread_id: int | None,
         reply_markup: InlineKeyboardMarkup | None = None,
+        preview: LinkPreviewOptions = _NO_PREVIEW,
     ) -> None:
         try:
             await self.bot.send_message(
                 chat_id=chat_id,
                 text=text,
                 parse_mode=parse_mode,
-                link_preview_options=_NO_PREVIEW,
+                link_preview_options=preview,
                 message_thread_id=thread_id,
                 reply_markup=reply_markup,
             )

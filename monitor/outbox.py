@@ -28,7 +28,8 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -259,7 +260,7 @@ class Outbox:
                 stats += await self._deliver(alert)
             return stats
         count = len(alerts)
-        title = f"{count} alert{'s' if count != 1 else ''} ({channel} digest)"
+        title = digest_title([alert.watchlist for alert in alerts])
         try:
             await send_digest(alerts=alerts, title=title, recipient=alerts[0].recipient)
         except DeliveryError as exc:
@@ -414,6 +415,24 @@ class Outbox:
     async def close(self) -> None:
         for notifier in self.notifiers.values():
             await notifier.close()
+
+
+DIGEST_TITLE_WATCHLISTS = 3  # named in a digest's title; the rest are counted
+
+
+def digest_title(watchlists: Sequence[str]) -> str:
+    """The title of a digest holding one alert per entry of `watchlists`, in words: "Digest: 5
+    alerts — taiwan-red-line (3), china-russia (2)", the busiest watchlists first."""
+    counts = Counter(watchlists)
+    total = sum(counts.values())
+    named = [
+        f"{name} ({count})" if len(counts) > 1 else name
+        for name, count in counts.most_common(DIGEST_TITLE_WATCHLISTS)
+    ]
+    rest = len(counts) - len(named)
+    if rest:
+        named.append(f"{rest} more watchlist{'s' if rest != 1 else ''}")
+    return f"Digest: {total} alert{'s' if total != 1 else ''} — {', '.join(named)}"
 
 
 def _is_chat_id(recipient: str) -> bool:

@@ -12,7 +12,8 @@ What this module guarantees (SPEC §6, issue 4, FAULTS 64/65):
   a space between two encoded words, where decoders drop it ("الأميركي... وزير" came back as
   "الأميركي...وزير"), so the subject would not decode to the same text.
 - Every piece of feed text in the HTML part is escaped; hits are `<b>`; a title is a link only
-  for an http(s) URL; Arabic blocks carry `dir="rtl"`. The text part is `render.alert_text`.
+  for an http(s) URL; the title and snippet blocks carry the `dir` of the item's language
+  (`monitor.core.direction`: Arabic, Persian, Hebrew, Urdu … `rtl`). The text part is `render.alert_text`.
 - Bodies are 7-bit on the wire (quoted-printable or base64 chosen per part), so no server needs
   8BITMIME; the charset is UTF-8 throughout.
 
@@ -35,6 +36,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitor.core.direction import direction
 from monitor.core.render import alert_text, snippet
 from monitor.model import Alert, Hit
 
@@ -236,7 +238,7 @@ def _html_alert(alert: Alert, *, heading: str, show_watchlist: bool = True) -> s
     if alert.link is not None:
         title = f'<a href="{_escape(alert.link)}">{title}</a>'
     parts.append(
-        f'<{heading} dir="{direction(alert.title)}" style="margin:.2em 0">{title}</{heading}>'
+        f'<{heading} dir="{direction(alert.language, alert.title)}" style="margin:.2em 0">{title}</{heading}>'
     )
     meta = [_escape(one_line(alert.source))]
     if alert.published is not None:
@@ -249,7 +251,9 @@ def _html_alert(alert: Alert, *, heading: str, show_watchlist: bool = True) -> s
         text = _marked_html(cut.text, cut.marks, None)
         if text.strip():
             text = ("…" if cut.cut_before else "") + text + ("…" if cut.cut_after else "")
-            parts.append(f'<p dir="{direction(cut.text)}" style="margin:.5em 0">{text}</p>')
+            parts.append(
+                f'<p dir="{direction(alert.language, cut.text)}" style="margin:.5em 0">{text}</p>'
+            )
     if alert.other_sources:
         others = ", ".join(_escape(one_line(s)) for s in alert.other_sources)
         parts.append(f"<p {_MUTED}>also in: {others}</p>")
@@ -301,18 +305,6 @@ def _wrap(escaped: str, bold: bool) -> str:
 
 def _escape(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def direction(text: str) -> str:
-    """The HTML `dir` of a block holding `text`: "rtl" when its first strongly directional
-    character is right-to-left (Arabic, Hebrew …), else "ltr"."""
-    for ch in text:
-        kind = unicodedata.bidirectional(ch)
-        if kind in ("R", "AL"):
-            return "rtl"
-        if kind == "L":
-            return "ltr"
-    return "ltr"
 
 
 # ---- RFC 2047 headers --------------------------------------------------------------------------

@@ -16,9 +16,11 @@ What Telegram accepts (https://core.telegram.org/bots/api#html-style):
 
 Feed text also loses what could disguise it (FAULTS 65): control characters, bidi embeddings,
 overrides and isolates (U+202A–U+202E, U+2066–U+2069) and invisible spaces. ZWJ/ZWNJ stay (Persian
-and emoji need them) and so do LRM/RLM. Arabic needs nothing else: Telegram lays each line out right
-to left from its first strong character, and hit offsets are offsets into `alert.body`, so the bold
-words are the ones the matcher found whatever the script.
+and emoji need them) and so do LRM/RLM. Telegram lays each line out from its first strong
+character, so a line of an Arabic item that begins with a Latin name («CNN: بكين …») would run left
+to right: when the item's language is known, a title or snippet line whose first strong character
+disagrees with it starts with an RLM (or LRM) mark (`monitor.core.direction`). Hit offsets are
+offsets into `alert.body`, so the bold words are the ones the matcher found whatever the script.
 
 A message too long is cut at a character boundary outside tags and entities (and never between a
 letter and its combining marks or inside an emoji sequence), preferably at a space, its open tags
@@ -34,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
 from urllib.parse import urlsplit
 
+from monitor.core.direction import line_mark
 from monitor.core.render import alert_text, snippet
 from monitor.model import Alert, Hit
 
@@ -159,6 +162,11 @@ def _snippet_html(alert: Alert, width: int) -> str:
     return (ELLIPSIS if cut.cut_before else "") + text + (ELLIPSIS if cut.cut_after else "")
 
 
+def _directed(line: str, language: str | None) -> str:
+    """`line` (markup) led by the mark that lays it out in `language`'s direction, if needed."""
+    return line_mark(language, plain_text(line)) + line
+
+
 def _when(moment: datetime | None, tz: tzinfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if moment is None:
         return ""
@@ -188,7 +196,7 @@ def alert_html(alert: Alert, *, tz: tzinfo = UTC, limit: int = MAX_UNITS) -> str
 
     Times are shown in `tz`. Never longer than `limit` (see `visible_length`).
     """
-    lines = [f"🔔 <b>{_esc(alert.watchlist)}</b>", _title_html(alert)]
+    lines = [f"🔔 <b>{_esc(alert.watchlist)}</b>", _directed(_title_html(alert), alert.language)]
     meta = [_esc(alert.source)] if clean(alert.source) else []
     when = _when(alert.published, tz)
     if when:
@@ -197,7 +205,7 @@ def alert_html(alert: Alert, *, tz: tzinfo = UTC, limit: int = MAX_UNITS) -> str
         lines.append(" · ".join(meta))
     body = _snippet_html(alert, 200)
     if body:
-        lines.append(body)
+        lines.append(_directed(body, alert.language))
     if alert.other_sources:
         others = _others(alert.other_sources)
         if others:
@@ -219,12 +227,12 @@ def _digest_entry(alert: Alert, tz: tzinfo, limit: int) -> str:
     when = _when(alert.published, tz, "%d %b %H:%M")
     if when:
         meta.append(html.escape(when))
-    line = "• " + _title_html(alert)
+    line = _directed("• " + _title_html(alert), alert.language)
     if meta:
         line += " — " + " · ".join(meta)
     body = _snippet_html(alert, DIGEST_SNIPPET_CHARS)
     if body:
-        line += "\n  " + body
+        line += "\n" + _directed("  " + body, alert.language)
     return truncate_html(line, limit)
 
 

@@ -123,7 +123,23 @@ class Outbox:
         self.clock = clock
 
     async def deliver_due(self, limit: int = 100) -> DeliveryStats:
-        """Deliver every alert that is due, in batches of `limit`, until none is left."""
+        """Deliver every alert that is due, in batches of `limit`, until none is left; then let
+        the notifiers close what they kept open for the round (SMTP connections)."""
+        try:
+            return await self._deliver_due(limit)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        for notifier in {id(n): n for n in self.notifiers.values()}.values():
+            release = getattr(notifier, "release", None)
+            if release is not None:
+                try:
+                    await release()
+                except Exception:  # closing is best effort; the next round opens anew
+                    log.exception("notifier.release_failed notifier=%r", notifier)
+
+    async def _deliver_due(self, limit: int) -> DeliveryStats:
         total = DeliveryStats()
         # Concurrently: a notifier that waits for one chat's rate limit lets the others go on.
         gate = asyncio.Semaphore(CONCURRENT_SENDS)

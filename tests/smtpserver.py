@@ -9,6 +9,8 @@
                                                                # DATA) answers that instead
     server.stall_next("DATA")                        # one-shot: never answer the next DATA (until
                                                      # the server stops)
+    server.connections                               # connections that carried messages
+    server.drop_connections()                        # hang up on every client (an idle timeout)
 
     SMTPTestServer(tls=TLSFiles.generate(tmp_path))                   # offers STARTTLS
     SMTPTestServer(tls=..., require_starttls=True, auth=("u", "p"))   # STARTTLS, then AUTH required
@@ -51,6 +53,7 @@ class Received:
     data: bytes  # the message exactly as transmitted (dot-unstuffed), CRLF line ends
     tls: bool  # whether the session was encrypted (STARTTLS or implicit TLS)
     login: str | None  # the user who authenticated, if any
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: one per connection
 
     @property
     def message(self) -> EmailMessage:
@@ -126,6 +129,7 @@ class _Handler:
     stalls: set[str] = field(default_factory=set)
     released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
 
     async def _fault(self, command: str) -> str | None:
         with self.lock:
@@ -180,9 +184,12 @@ class _Handler:
                 and server.transport.get_extra_info("ssl_object") is not None
             ),
             login=login,
+            peer=tuple(session.peer) if session.peer else ("", 0),
         )
         with self.lock:
             self.messages.append(received)
+            if server.transport is not None and server.transport not in self.transports:
+                self.transports.append(server.transport)
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -250,6 +257,27 @@ class SMTPTestServer:
     def messages(self) -> list[Received]:
         with self._handler.lock:
             return list(self._handler.messages)
+
+    @property
+    def connections(self) -> int:
+        """How many connections carried the messages received so far."""
+        return len({m.peer for m in self.messages})
+
+    def drop_connections(self) -> None:
+        """Hang up on every client that sent a message (as a server does after an idle timeout),
+        and wait until that is done."""
+        with self._handler.lock:
+            transports, self._handler.transports = self._handler.transports, []
+        loop = self._controller.loop
+        done = threading.Event()
+
+        def close() -> None:
+            for transport in transports:
+                transport.close()
+            done.set()
+
+        loop.call_soon_threadsafe(close)
+        assert done.wait(10.0), "the SMTP server did not hang up in time"
 
     def fail_next(self, command: Command, code: int, text: str = "") -> None:
         """Answer the next `command` with `code text` instead of accepting it (one-shot)."""

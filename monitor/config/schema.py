@@ -209,6 +209,18 @@ def _to_chat_id(value: object) -> object:
     )
 
 
+def _check_unsubscribe(url: str | None) -> str | None:
+    if url is None:
+        return None
+    url = url.strip()
+    if not re.fullmatch(r"(?i)(mailto:[^\s<>@]+@[^\s<>]+|https://[^\s<>]+)", url):
+        raise ValueError(
+            "expected a mailto: or https: URL, e.g. mailto:news-admin@example.org or "
+            "https://example.org/unsubscribe?list={channel}&who={recipient}"
+        )
+    return url
+
+
 def _freeze(mapping: Mapping[str, T]) -> Mapping[str, T]:
     return MappingProxyType(dict(mapping))
 
@@ -443,6 +455,10 @@ class EmailSettings(_Model):
     sender: Annotated[str, AfterValidator(_check_sender)] = Field(
         default=DEFAULT_FROM, alias="from"
     )
+    connections: Annotated[int, Field(ge=1, le=20)] = 1  # open at once; each carries many mails
+    # Where readers ask to stop (List-Unsubscribe and the footer): a mailto: or https: URL, with
+    # {channel} and {recipient} filled in; by default a mail to the `from` address.
+    unsubscribe: Annotated[str | None, AfterValidator(_check_unsubscribe)] = None
 
     @model_validator(mode="before")
     @classmethod

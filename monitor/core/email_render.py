@@ -28,13 +28,13 @@ import hashlib
 import html
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from monitor.core.direction import direction
 from monitor.core.render import alert_text, snippet
@@ -102,18 +102,30 @@ def alert_subject(alert: Alert) -> str:
 
 
 def render_alert(
-    alert: Alert, *, sender: str, to: str, date: datetime | None = None
+    alert: Alert,
+    *,
+    sender: str,
+    to: str,
+    date: datetime | None = None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
     """One alert as a multipart/alternative message from `sender` to `to`.
 
     `sender` is an address optionally with a name (`News monitor <monitor@example.org>`), `to` a
-    bare address; neither may contain CR or LF (ValueError). `date` sets the Date header."""
+    bare address; neither may contain CR or LF (ValueError). `date` sets the Date header.
+    `unsubscribe`: where a reader asks to stop (see `unsubscribe_url`); it makes the
+    `List-Unsubscribe` header and the footer that says why the mail came and how to stop."""
     safe = _safe_link(alert)
     subject = alert_subject(alert)
     message = _message(subject, sender=sender, to=to, date=date)
     message["Message-ID"] = _message_id(sender, f"alert:{alert.id}:{alert.watchlist}:{to}")
-    message.set_content(alert_text(safe) + "\n")
-    message.add_alternative(_html_page(subject, _html_alert(safe, heading="h2")), subtype="html")
+    stop = Footer([alert.watchlist], alert.channel, to, sender, unsubscribe)
+    message["List-Unsubscribe"] = _header("List-Unsubscribe", f"<{stop.url}>")
+    message.set_content(alert_text(safe) + "\n" + stop.text())
+    message.add_alternative(
+        _html_page(subject, _html_alert(safe, heading="h2") + "\n" + stop.html()),
+        subtype="html",
+    )
     return message
 
 
@@ -124,10 +136,11 @@ def render_digest(
     to: str,
     title: str,
     date: datetime | None = None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
     """Several alerts in one message: grouped by watchlist, newest first (groups ordered by their
-    newest alert). `title` is the subject and the heading (flattened and capped like a title).
-    ValueError when `alerts` is empty."""
+    newest alert). `title` is the subject and the heading (flattened and capped like a title);
+    `unsubscribe` as for `render_alert`. ValueError when `alerts` is empty."""
     if not alerts:
         raise ValueError("a digest needs at least one alert")
     subject = one_line(title, SUBJECT_CHARS) or "News monitor digest"
@@ -149,9 +162,75 @@ def render_digest(
             safe = _safe_link(alert)
             lines += [alert_text(safe), ""]
             blocks.append(_html_alert(safe, heading="h3", show_watchlist=False))
-    message.set_content("\n".join(lines))
-    message.add_alternative(_html_page(subject, "\n".join(blocks)), subtype="html")
+    stop = Footer([name for name, _ in groups], alerts[0].channel, to, sender, unsubscribe)
+    message["List-Unsubscribe"] = _header("List-Unsubscribe", f"<{stop.url}>")
+    message.set_content("\n".join(lines) + stop.text())
+    message.add_alternative(_html_page(subject, "\n".join([*blocks, stop.html()])), subtype="html")
     return message
+
+
+# ---- why it came, how to stop -----------------------------------------------------------------
+
+
+def unsubscribe_url(unsubscribe: str | None, *, sender: str, channel: str, recipient: str) -> str:
+    """Where `recipient` asks to stop getting `channel`'s mail: `unsubscribe` (a mailto: or
+    https: URL, `email.unsubscribe`) with `{channel}` and `{recipient}` filled in, URL-quoted; by
+    default a mail to the sender's address with the subject "unsubscribe CHANNEL" (it comes from
+    the recipient's address; short, so the header stays on one 78-character line)."""
+    if unsubscribe:
+        return unsubscribe.replace("{channel}", quote(channel, safe="")).replace(
+            "{recipient}", quote(recipient, safe="@")
+        )
+    address = parseaddr(sender)[1]
+    return f"mailto:{address}?subject=" + quote(f"unsubscribe {channel}", safe="")
+
+
+@dataclass(frozen=True)
+class Footer:
+    """The end of every mail: why it came (the watchlists, the channel, the address) and how to
+    stop, matching its `List-Unsubscribe` header (RFC 2369)."""
+
+    watchlists: Sequence[str]
+    channel: str
+    recipient: str
+    sender: str
+    unsubscribe: str | None = None
+
+    @property
+    def url(self) -> str:
+        return unsubscribe_url(
+            self.unsubscribe, sender=self.sender, channel=self.channel, recipient=self.recipient
+        )
+
+    def _why(self) -> str:
+        names = ", ".join(one_line(w) for w in self.watchlists)
+        what = "watchlist" if len(self.watchlists) == 1 else "watchlists"
+        return (
+            f"Why you got this: {self.recipient} receives the alerts of the {what} {names} "
+            f"(channel {one_line(self.channel)})."
+        )
+
+    def _how(self) -> tuple[str, str, str]:
+        """How to stop, in three pieces: words before the link, the link's text, words after."""
+        url = self.url
+        if url.lower().startswith("mailto:"):
+            address, _, query = url[7:].partition("?")
+            subject = unquote(query.partition("subject=")[2].partition("&")[0])
+            after = f' with the subject "{subject}"' if subject else ""
+            return "", f"write to {unquote(address)}", after
+        return "open ", url, ""
+
+    def text(self) -> str:
+        return f"\n-- \n{self._why()}\nTo stop: {''.join(self._how())}.\n"
+
+    def html(self) -> str:
+        before, link_text, after = self._how()
+        linked = f'<a href="{_escape(self.url)}">{_escape(link_text)}</a>'
+        return (
+            '<hr style="border:0;border-top:1px solid #ccc">'
+            f"<p {_MUTED}>{_escape(self._why())}<br>"
+            f"To stop: {_escape(before)}{linked}{_escape(after)}.</p>"
+        )
 
 
 def digest_groups(alerts: Iterable[Alert]) -> list[tuple[str, list[Alert]]]:

@@ -1,4 +1,11 @@
-"""The email channel: one SMTP session per message, through smtplib in a worker thread.
+"""The email channel: SMTP through smtplib in worker threads, connections reused and capped.
+
+A connection, once open (connected, greeted, TLS, logged in), carries message after message:
+at most `connections` are open at once (`email.connections`, default 1: a burst of 40 alerts is
+one connection, not 40), each for at most `MESSAGES_PER_CONNECTION` messages, and each is closed
+(QUIT) by `release()` — which the outbox calls after each delivery round — or when it has been
+idle for `IDLE_SECONDS`, since servers drop idle clients. A reused connection the server has
+closed meanwhile is replaced once before the message is handed over.
 
 `send(alert)` renders the alert (`monitor.core.email_render`) and delivers it to `alert.recipient`;
 `send_digest` and `send_message` deliver a digest or any prepared message the same way. Every failure
@@ -30,6 +37,7 @@ import smtplib
 import socket
 import ssl as ssl_lib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -44,6 +52,8 @@ from monitor.model import Alert
 log = logging.getLogger("monitor.notify.email")
 
 DEFAULT_TIMEOUT = 30.0
+MESSAGES_PER_CONNECTION = 100  # many servers refuse more on one connection
+IDLE_SECONDS = 30.0
 _REASON_CHARS = 300
 
 
@@ -70,6 +80,10 @@ class EmailSettingsLike(Protocol):
     def password(self) -> SecretLike | None: ...
     @property
     def sender(self) -> str: ...
+    @property
+    def connections(self) -> int: ...
+    @property
+    def unsubscribe(self) -> str | None: ...
 
 
 class _Secret:
@@ -107,6 +121,8 @@ class EmailNotifier:
         ssl_context: ssl_lib.SSLContext | None = None,
         local_hostname: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        connections: int = 1,
+        unsubscribe: str | None = None,
     ) -> None:
         if not host:
             raise ValueError("email: no SMTP host is set (email.host)")
@@ -116,6 +132,8 @@ class EmailNotifier:
             raise ValueError("email: the timeout must be positive")
         if not parseaddr(sender)[1]:
             raise ValueError(f"email: {sender!r} is not a sender address")
+        if connections < 1:
+            raise ValueError("email: connections must be at least 1")
         self.host = host
         self.port = port
         self.starttls = starttls
@@ -132,6 +150,12 @@ class EmailNotifier:
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
         self._clock = clock
+        self.connections = connections
+        self.unsubscribe = unsubscribe
+        self.opened = 0  # SMTP connections opened so far
+        self._idle: list[_Connection] = []  # open and free, the most recently used last
+        self._idle_lock = threading.Lock()
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         if self.username and not (ssl or starttls):
             log.warning("email.insecure_login host=%s: the password is sent without TLS", host)
 
@@ -151,6 +175,8 @@ class EmailNotifier:
             password=settings.password,
             sender=settings.sender,
             timeout=timeout,
+            connections=settings.connections,
+            unsubscribe=settings.unsubscribe,
         )
 
     def __repr__(self) -> str:
@@ -164,13 +190,26 @@ class EmailNotifier:
         """Deliver one alert to `alert.recipient`, or raise `DeliveryError`."""
         recipient = _recipient(alert.recipient)
         try:
-            message = render_alert(alert, sender=self.sender, to=recipient, date=self._clock())
+            message = render_alert(
+                alert,
+                sender=self.sender,
+                to=recipient,
+                date=self._clock(),
+                unsubscribe=self.unsubscribe,
+            )
         except (ValueError, UnicodeError) as exc:
             raise DeliveryError(f"cannot build the email: {exc}", permanent=True) from exc
         await self.send_message(message, recipient)
 
     async def close(self) -> None:
-        return None  # one connection per message: nothing stays open
+        await self.release()
+
+    async def release(self) -> None:
+        """Close the connections left open (QUIT): the end of a delivery round."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        if idle:
+            await asyncio.to_thread(_quit_all, idle)
 
     # ---- beyond the protocol ---------------------------------------------------------------
 
@@ -189,7 +228,12 @@ class EmailNotifier:
         to = _recipient(recipient)
         try:
             message = render_digest(
-                alerts, sender=self.sender, to=to, title=title, date=self._clock()
+                alerts,
+                sender=self.sender,
+                to=to,
+                title=title,
+                date=self._clock(),
+                unsubscribe=self.unsubscribe,
             )
         except (ValueError, UnicodeError) as exc:
             raise DeliveryError(f"cannot build the email: {exc}", permanent=True) from exc
@@ -197,41 +241,98 @@ class EmailNotifier:
 
     async def send_message(self, message: EmailMessage, recipient: str) -> None:
         """Deliver a prepared message to `recipient` (the envelope recipient; headers such as
-        To or Bcc are never used to pick recipients). Raises `DeliveryError`."""
+        To or Bcc are never used to pick recipients). Raises `DeliveryError`. Waits for a free
+        connection first (`connections`); the timeout counts from then."""
+        async with self._gate():
+            await self._send_on_a_connection(message, recipient)
+        log.debug("email.sent host=%s recipient=%s", self.host, recipient)
+
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            self._gates = {k: v for k, v in self._gates.items() if not k.is_closed()}
+            gate = self._gates[loop] = asyncio.Semaphore(self.connections)
+        return gate
+
+    async def _send_on_a_connection(self, message: EmailMessage, recipient: str) -> None:
+        with self._idle_lock:
+            reused = self._idle.pop() if self._idle else None
         session = _Session()
-        work = asyncio.ensure_future(asyncio.to_thread(self._transmit, message, recipient, session))
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self._transmit, message, recipient, session, reused)
+        )
         try:
-            await asyncio.wait_for(asyncio.shield(work), self.timeout)
+            kept = await asyncio.wait_for(asyncio.shield(work), self.timeout)
         except TimeoutError:
             session.abort()
             work.add_done_callback(_discard_result)
             if session.stage != "QUIT":  # at QUIT the server had accepted the message
                 raise DeliveryError(self._timeout_reason(session.stage)) from None
+            work.add_done_callback(_close_kept)
+            return
         except asyncio.CancelledError:
             session.abort()
             work.add_done_callback(_discard_result)
             raise
-        log.debug("email.sent host=%s recipient=%s", self.host, recipient)
+        if kept is not None:
+            with self._idle_lock:
+                self._idle.append(kept)
 
     # ---- the worker thread -----------------------------------------------------------------
 
-    def _transmit(self, message: EmailMessage, recipient: str, session: _Session) -> None:
-        """One SMTP session, blocking: connect, (STARTTLS), (AUTH), MAIL/RCPT/DATA, QUIT."""
+    def _transmit(
+        self,
+        message: EmailMessage,
+        recipient: str,
+        session: _Session,
+        reused: _Connection | None,
+    ) -> _Connection | None:
+        """One message, blocking: on `reused` if it is still good (else a new connection:
+        connect, (STARTTLS), (AUTH)), then MAIL/RCPT/DATA. Returns the connection to keep for
+        the next message, or None when it was closed."""
+        connection = reused
         try:
-            self._session(message, recipient, session)
+            if connection is not None and not connection.usable(time.monotonic()):
+                _quit_all([connection])
+                connection = None
+            if connection is not None:
+                session.attach(connection.client)
+                try:
+                    self._envelope(message, recipient, session, connection.client)
+                except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                    if session.stage not in ("MAIL", "RCPT") or session.aborted:
+                        raise
+                    # The server dropped the connection while it was idle: nothing was handed
+                    # over yet, so a new one is tried once.
+                    log.debug("email.reconnect host=%s reason=%s", self.host, exc)
+                    session.close()
+                    connection = None
+            if connection is None:
+                connection = _Connection(self._open(session))
+                self._envelope(message, recipient, session, connection.client)
         except DeliveryError:
+            session.close()
             raise
         except Exception as exc:
+            session.close()
             if session.aborted:  # the deadline shut the socket; send_message has reported it
                 raise DeliveryError(self._timeout_reason(session.stage)) from None
             error = self._error(exc, session.stage, recipient)
             if self._leaks(exc):  # never chain an exception that holds the password
                 raise error from None
             raise error from exc
-        finally:
-            session.close()
+        connection.sent += 1
+        connection.last_used = time.monotonic()
+        session.detach()
+        if connection.sent >= MESSAGES_PER_CONNECTION:
+            _quit_all([connection])
+            return None
+        return connection
 
-    def _session(self, message: EmailMessage, recipient: str, session: _Session) -> None:
+    def _open(self, session: _Session) -> smtplib.SMTP:
+        """A new connection, greeted, with TLS and logged in as configured."""
+        self.opened += 1
         if self._local_hostname is None:
             self._local_hostname = socket.getfqdn()  # once: it may ask the DNS
         client: smtplib.SMTP
@@ -258,6 +359,12 @@ class EmailNotifier:
             password = self._password.get_secret_value() if self._password else ""
             client.login(self.username, password)
         session.check()
+        return client
+
+    def _envelope(
+        self, message: EmailMessage, recipient: str, session: _Session, client: smtplib.SMTP
+    ) -> None:
+        """MAIL, RCPT and DATA on an open connection."""
         envelope_from = parseaddr(self.sender)[1]
         options: list[str] = []
         policy = message.policy
@@ -280,10 +387,7 @@ class EmailNotifier:
         code, reply = client.data(data)
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
-        session.stage = "QUIT"
-        # The message was accepted: a failed goodbye changes nothing.
-        with contextlib.suppress(smtplib.SMTPException, OSError):
-            client.quit()
+        session.stage = "QUIT"  # the message was accepted: what follows changes nothing
 
     def _context(self) -> ssl_lib.SSLContext:
         if self._ssl_context is None:
@@ -445,11 +549,36 @@ class _Session:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def detach(self) -> None:
+        """The client outlives this send (kept for the next message)."""
+        with self._lock:
+            self._client = None
+
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class _Connection:
+    """An open SMTP connection kept between messages."""
+
+    def __init__(self, client: smtplib.SMTP) -> None:
+        self.client = client
+        self.sent = 0
+        self.last_used = time.monotonic()
+
+    def usable(self, now: float) -> bool:
+        return now - self.last_used < IDLE_SECONDS and self.client.sock is not None
+
+
+def _quit_all(connections: Sequence[_Connection]) -> None:
+    """Say goodbye on each connection and close it; a failed goodbye changes nothing."""
+    for connection in connections:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            connection.client.quit()
+        connection.client.close()
 
 
 def _without_bcc(message: EmailMessage) -> EmailMessage:
@@ -476,7 +605,13 @@ def _recipient(address: str) -> str:
     return address
 
 
-def _discard_result(task: asyncio.Future[None]) -> None:
+def _close_kept(task: asyncio.Future[_Connection | None]) -> None:
+    """Close the connection of a send given up on at its very end."""
+    if not task.cancelled() and task.exception() is None and (kept := task.result()) is not None:
+        kept.client.close()
+
+
+def _discard_result(task: asyncio.Future[Any]) -> None:
     """Retrieve the outcome of a send given up on, so asyncio does not log it as unretrieved."""
     if not task.cancelled():
         task.exception()

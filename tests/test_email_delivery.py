@@ -1,0 +1,225 @@
+"""Email that readers can trust and leave, sent without hammering the server (issue 12, point 5):
+SMTP connections reused within a delivery round and capped, `List-Unsubscribe` and a footer that
+says why the mail came and how to stop. Real aiosmtpd servers; the evidence is what they received
+and on how many connections."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from botapi import BotAPIDouble
+from httpserver import LoopbackServer
+from servicekit import running, serve, write_config
+from smtpserver import SMTPTestServer
+
+from monitor.errors import ConfigError
+from monitor.model import Alert
+from monitor.notify.email import EmailNotifier
+
+SENDER = "News monitor <monitor@example.org>"
+WORDS = [
+    "minister",
+    "parliament",
+    "harbour",
+    "election",
+    "budget",
+    "drought",
+    "satellite",
+    "railway",
+    "vaccine",
+    "treaty",
+    "summit",
+    "protest",
+    "festival",
+    "currency",
+    "pipeline",
+    "refinery",
+    "airport",
+    "cabinet",
+    "senate",
+    "tariff",
+    "border",
+    "reservoir",
+    "earthquake",
+    "monsoon",
+    "wildfire",
+    "orchestra",
+    "museum",
+    "stadium",
+    "hospital",
+    "university",
+]
+
+
+def burst_feed(count: int) -> bytes:
+    """`count` different stories about Taiwan's red line, all published now."""
+    rng = random.Random(12)
+    published = format_datetime(datetime.now(UTC))
+    items = []
+    for i in range(count):
+        title = f"Taiwan {i}: " + " ".join(rng.sample(WORDS, 4))
+        body = " ".join(rng.sample(WORDS, 20)) + f" — the red line, report {i}."
+        items.append(
+            f"<item><guid>s{i}</guid><title>{title}</title><link>https://example.org/s{i}</link>"
+            f"<pubDate>{published}</pubDate><description>{body}</description></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        + "".join(items)
+        + "</channel></rss>"
+    ).encode()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPTestServer]:
+    with SMTPTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def double() -> Iterator[BotAPIDouble]:
+    with BotAPIDouble() as server:
+        yield server
+
+
+def _alert(n: int, *, recipient: str = "desk@example.org", watchlist: str = "taiwan") -> Alert:
+    return Alert(
+        id=n,
+        watchlist=watchlist,
+        channel="desk",
+        recipient=recipient,
+        title=f"Taiwan story {n}",
+        body="Taiwan is the first red line.",
+        link=f"https://example.org/{n}",
+        source="wire",
+        published=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+    )
+
+
+def _notifier(server: SMTPTestServer, **options: object) -> EmailNotifier:
+    return EmailNotifier(
+        host=server.host,
+        port=server.port,
+        starttls=False,
+        sender=SENDER,
+        timeout=10.0,
+        local_hostname="client.test",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_40_matches_in_a_burst_are_40_emails_over_one_smtp_connection(
+    database_url: str, double: BotAPIDouble, smtp: SMTPTestServer, tmp_path: Path
+) -> None:
+    watchlists = (
+        "watchlists:\n"
+        "  taiwan: {query: 'taiwan AND \"red line\"', notify: [desk]}\n"
+        "channels:\n"
+        "  desk: {type: email, to: [desk@example.org]}\n"
+        f"email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n"
+    )
+    with LoopbackServer() as feeds:
+        serve(feeds, burst_feed(40))
+        settings = write_config(tmp_path, database_url, double, feeds, watchlists=watchlists)
+
+        async def scenario() -> None:
+            async with running(settings, bot=False) as service:
+                await service.poll_all()
+                assert (await service.deliver_tick()).sent == 40
+
+        asyncio.run(scenario())
+    assert len(smtp.messages) == 40
+    assert smtp.connections == 1  # was 40: one connection per message
+
+
+def test_connections_are_capped_and_a_dropped_idle_one_is_replaced(smtp: SMTPTestServer) -> None:
+    notifier = _notifier(smtp, connections=3)
+
+    async def scenario() -> None:
+        try:
+            await asyncio.gather(*(notifier.send(_alert(n)) for n in range(30)))
+            assert notifier.opened <= 3
+            smtp.drop_connections()  # the server hangs up on idle clients
+            await notifier.send(_alert(30))  # on a new connection, without an error
+        finally:
+            await notifier.close()
+
+    asyncio.run(scenario())
+    assert len(smtp.messages) == 31
+    assert smtp.connections <= 4
+
+
+def test_every_email_says_why_it_came_and_how_to_stop(smtp: SMTPTestServer) -> None:
+    notifier = _notifier(smtp)
+
+    async def scenario() -> None:
+        try:
+            await notifier.send(_alert(1))
+            await notifier.send_digest(
+                [_alert(2), _alert(3, watchlist="china-russia")], title="Digest: 2 alerts"
+            )
+        finally:
+            await notifier.close()
+
+    asyncio.run(scenario())
+    single, digest = (received.message for received in smtp.messages)
+    assert single["List-Unsubscribe"] == "<mailto:monitor@example.org?subject=unsubscribe%20desk>"
+    plain = single.get_body(("plain",))
+    assert plain is not None
+    assert (
+        str(plain.get_content())
+        .replace("\r\n", "\n")
+        .endswith(
+            "\n-- \nWhy you got this: desk@example.org receives the alerts of the watchlist taiwan "
+            "(channel desk).\n"
+            'To stop: write to monitor@example.org with the subject "unsubscribe desk".\n'
+        )
+    )
+    html = single.get_body(("html",))
+    assert html is not None
+    assert (
+        'To stop: <a href="mailto:monitor@example.org?subject=unsubscribe%20desk">write to '
+        "monitor@example.org</a> with the subject &quot;unsubscribe desk&quot;.</p>"
+    ) in str(html.get_content())
+    digest_plain = digest.get_body(("plain",))
+    assert digest_plain is not None
+    assert "receives the alerts of the watchlists china-russia, taiwan (channel desk)." in str(
+        digest_plain.get_content()
+    ).replace("\r\n", "\n")
+
+
+def test_a_configured_unsubscribe_page_is_linked(
+    double: BotAPIDouble, smtp: SMTPTestServer, tmp_path: Path
+) -> None:
+    page = "https://example.org/stop?list={channel}&who={recipient}"
+    notifier = _notifier(smtp, unsubscribe=page)
+
+    async def scenario() -> None:
+        try:
+            await notifier.send(_alert(1, recipient="ali+news@example.org"))
+        finally:
+            await notifier.close()
+
+    asyncio.run(scenario())
+    (received,) = smtp.messages
+    url = "https://example.org/stop?list=desk&who=ali%2Bnews@example.org"
+    assert received.message["List-Unsubscribe"] == f"<{url}>"
+    plain = received.message.get_body(("plain",))
+    assert plain is not None
+    assert f"To stop: open {url}." in str(plain.get_content())
+
+    database = f"sqlite:///{tmp_path / 'monitor.db'}"
+    with LoopbackServer() as feeds:
+        for value, ok in ((page, True), ("http://example.org/stop", False), ("stop", False)):
+            extra = f"email: {{host: 127.0.0.1, unsubscribe: '{value}'}}\n"
+            if ok:
+                write_config(tmp_path, database, double, feeds, extra=extra)
+                continue
+            with pytest.raises(ConfigError, match="expected a mailto: or https: URL"):
+                write_config(tmp_path, database, double, feeds, extra=extra)

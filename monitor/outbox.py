@@ -15,6 +15,10 @@ who has since unsubscribed, been blocked by the administrator, or lost access (t
 `telegram.allow`, `subscriptions: off`) is dropped instead of sent — and when the whole chat lost
 access, every alert still waiting for it goes too, held ones included.
 
+Bursts are collapsed (`burst_limits`, per Telegram channel): when the alerts due for one chat
+would make it receive more than N within `BURST_WINDOW`, counting what it was sent in the window
+already, they go as one message listing them (the notifier's digest) instead of one push each.
+
 A channel whose credentials were refused (Telegram's 401: `CredentialsRejectedError`) stops: its
 notifier says so (`stopped`), its alerts are no longer claimed and the one that met the refusal is
 put back without counting an attempt, so nothing is lost when the token is fixed and the service
@@ -73,6 +77,7 @@ ALERT_LEASE = timedelta(seconds=30)  # renewed while a delivery is under way (`i
 MARK_SENT_FIRST_RETRY = 0.25
 LEASE_SAFE_SHARE = 0.8
 CONCURRENT_SENDS = 50
+BURST_WINDOW = timedelta(minutes=1)
 
 
 @dataclass
@@ -104,11 +109,14 @@ class Outbox:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         digest_channels: Collection[str] = (),
         access: AccessPolicy | None = None,
+        burst_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.engine = engine
         self.access = access or AccessPolicy()
         self.notifiers = dict(notifiers)
         self.digest_channels = frozenset(digest_channels)
+        # channel → the most alerts one chat gets one by one within BURST_WINDOW
+        self.burst_limits = dict(burst_limits or {})
         # Digests go out from one process only (the leader), so that a recipient's digest is one
         # message and not a piece from each replica.
         self.send_digests = True
@@ -153,7 +161,7 @@ class Outbox:
         loop = asyncio.get_running_loop()
         while True:
             claimed_at = loop.time()
-            batch, dropped = await asyncio.to_thread(self._claim, limit)
+            batch, dropped, recent = await asyncio.to_thread(self._claim, limit)
             total.dropped += dropped
             if not batch and not dropped:
                 return total
@@ -170,10 +178,12 @@ class Outbox:
                     digests.setdefault(key, []).append(alert)
                 else:
                     singles.append(alert)
+            singles, bursts = self._bursts(singles, recent)
             jobs = [gated(self._deliver(a)) for a in singles] + [
                 gated(self._deliver_digest(channel, alerts))
                 for (channel, _recipient, _thread), alerts in digests.items()
             ]
+            jobs += [gated(self._deliver_burst(alerts)) for alerts in bursts]
             jobs += [gated(self._record_again(alert)) for alert in sent_before]
             claimed = [*batch, *sent_before]
             self.in_flight.update(alert.id for alert in claimed)
@@ -187,9 +197,33 @@ class Outbox:
             if len(claimed) + dropped < limit:
                 return total
 
-    def _claim(self, limit: int) -> tuple[list[Alert], int]:
+    def _bursts(
+        self, singles: list[Alert], recent: Mapping[str, int]
+    ) -> tuple[list[Alert], list[list[Alert]]]:
+        """(the alerts to send one by one, the groups to send as one message each): a chat's
+        alerts of burst-limited channels are grouped when, with what it was sent in the last
+        `BURST_WINDOW` (`recent`), they would exceed the channel's limit."""
+        groups: dict[tuple[int, str, int | None], list[Alert]] = {}
+        alone: list[Alert] = []
+        for alert in singles:
+            if alert.channel in self.burst_limits:
+                key = (id(self.notifiers[alert.channel]), alert.recipient, alert.thread_id)
+                groups.setdefault(key, []).append(alert)
+            else:
+                alone.append(alert)
+        bursts = []
+        for (_notifier, recipient, _thread), group in groups.items():
+            allowed = min(self.burst_limits[alert.channel] for alert in group)
+            if len(group) > 1 and recent.get(recipient, 0) + len(group) > allowed:
+                bursts.append(group)
+            else:
+                alone += group
+        return alone, bursts
+
+    def _claim(self, limit: int) -> tuple[list[Alert], int, dict[str, int]]:
         """Lease due alerts; those whose subscriber lost access are dropped in the same
-        transaction. (alerts to send, alerts dropped)."""
+        transaction. (alerts to send, alerts dropped, what the chats of burst-limited channels
+        were sent in the last `BURST_WINDOW`)."""
         with db.transaction(self.engine) as session:
             channels = [
                 channel
@@ -235,7 +269,9 @@ class Outbox:
                     reason,
                     count,
                 )
-        return admitted, dropped
+            busy = {a.recipient for a in admitted if a.channel in self.burst_limits}
+            recent = subscribers.sent_since(session, busy, self.clock() - BURST_WINDOW)
+        return admitted, dropped, recent
 
     def _refusal(self, state: DeliveryState | None, watchlist: str) -> tuple[str, bool] | None:
         """Why a subscriber alert may not go now, and whether that holds for the whole chat."""
@@ -275,16 +311,44 @@ class Outbox:
             for alert in alerts:
                 stats += await self._deliver(alert)
             return stats
-        count = len(alerts)
         title = digest_title([alert.watchlist for alert in alerts])
+        return await self._deliver_together(
+            lambda: send_digest(alerts=alerts, title=title, recipient=alerts[0].recipient),
+            alerts,
+            "digest.sent",
+        )
+
+    async def _deliver_burst(self, alerts: list[Alert]) -> DeliveryStats:
+        """Alerts for one chat that would come faster than its channel allows, as one message."""
+        send_digest = getattr(self.notifiers[alerts[0].channel], "send_digest", None)
+        if send_digest is None:
+            stats = DeliveryStats()
+            for alert in alerts:
+                stats += await self._deliver(alert)
+            return stats
+        title = digest_title([a.watchlist for a in alerts], heading="In the last minute")
+        return await self._deliver_together(
+            lambda: send_digest(
+                alerts=alerts, title=title, recipient=alerts[0].recipient, brief=True
+            ),
+            alerts,
+            "burst.collapsed",
+        )
+
+    async def _deliver_together(
+        self, send: Callable[[], Awaitable[object]], alerts: list[Alert], what: str
+    ) -> DeliveryStats:
+        """`send()` delivers `alerts` as one message: record them all as sent, or all failed."""
+        channel = alerts[0].channel
+        count = len(alerts)
         try:
-            await send_digest(alerts=alerts, title=title, recipient=alerts[0].recipient)
+            await send()
         except DeliveryError as exc:
             stats = DeliveryStats()
             for alert in alerts:
                 stats += await asyncio.to_thread(self._record_failure, alert, exc)
             return stats
-        log.info("digest.sent channel=%s alerts=%s", channel, count)
+        log.info("%s channel=%s recipient=%s alerts=%s", what, channel, alerts[0].recipient, count)
         sent_at = self.clock()
         for alert in alerts:
             await self._mark_sent(alert, sent_at)
@@ -436,7 +500,7 @@ class Outbox:
 DIGEST_TITLE_WATCHLISTS = 3  # named in a digest's title; the rest are counted
 
 
-def digest_title(watchlists: Sequence[str]) -> str:
+def digest_title(watchlists: Sequence[str], *, heading: str = "Digest") -> str:
     """The title of a digest holding one alert per entry of `watchlists`, in words: "Digest: 5
     alerts — taiwan-red-line (3), china-russia (2)", the busiest watchlists first."""
     counts = Counter(watchlists)
@@ -448,7 +512,7 @@ def digest_title(watchlists: Sequence[str]) -> str:
     rest = len(counts) - len(named)
     if rest:
         named.append(f"{rest} more watchlist{'s' if rest != 1 else ''}")
-    return f"Digest: {total} alert{'s' if total != 1 else ''} — {', '.join(named)}"
+    return f"{heading}: {total} alert{'s' if total != 1 else ''} — {', '.join(named)}"
 
 
 def _is_chat_id(recipient: str) -> bool:

@@ -5,6 +5,7 @@ double), the service with its bot, users talking to the bot, and the outbox as s
 from __future__ import annotations
 
 import contextlib
+import random
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -37,6 +38,60 @@ def feed(*titles: str, body: str = BODY) -> bytes:
     return (
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
         f"{items}</channel></rss>"
+    ).encode()
+
+
+_WORDS = [
+    "minister",
+    "parliament",
+    "harbour",
+    "election",
+    "budget",
+    "drought",
+    "satellite",
+    "railway",
+    "vaccine",
+    "treaty",
+    "summit",
+    "protest",
+    "festival",
+    "currency",
+    "pipeline",
+    "refinery",
+    "airport",
+    "cabinet",
+    "senate",
+    "tariff",
+    "border",
+    "reservoir",
+    "earthquake",
+    "monsoon",
+    "wildfire",
+    "orchestra",
+    "museum",
+    "stadium",
+    "hospital",
+    "university",
+]
+
+
+def stories_feed(count: int, *, first: int = 0) -> bytes:
+    """An RSS feed of `count` different stories (numbered from `first`) that each mention
+    Taiwan and the red line, all published now: a burst of matches."""
+    rng = random.Random(12 + first)
+    published = format_datetime(datetime.now(UTC))
+    items = []
+    for i in range(first, first + count):
+        title = f"Taiwan {i}: " + " ".join(rng.sample(_WORDS, 4))
+        body = " ".join(rng.sample(_WORDS, 20)) + f" — the red line, report {i}."
+        items.append(
+            f"<item><guid>s{i}</guid><title>{title}</title><link>https://example.org/s{i}</link>"
+            f"<pubDate>{published}</pubDate><description>{body}</description></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        + "".join(items)
+        + "</channel></rss>"
     ).encode()
 
 

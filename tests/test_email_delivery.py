@@ -6,16 +6,14 @@ and on how many connections."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import running, serve, write_config
+from servicekit import running, serve, stories_feed, write_config
 from smtpserver import SMTPTestServer
 
 from monitor.errors import ConfigError
@@ -23,57 +21,6 @@ from monitor.model import Alert
 from monitor.notify.email import EmailNotifier
 
 SENDER = "News monitor <monitor@example.org>"
-WORDS = [
-    "minister",
-    "parliament",
-    "harbour",
-    "election",
-    "budget",
-    "drought",
-    "satellite",
-    "railway",
-    "vaccine",
-    "treaty",
-    "summit",
-    "protest",
-    "festival",
-    "currency",
-    "pipeline",
-    "refinery",
-    "airport",
-    "cabinet",
-    "senate",
-    "tariff",
-    "border",
-    "reservoir",
-    "earthquake",
-    "monsoon",
-    "wildfire",
-    "orchestra",
-    "museum",
-    "stadium",
-    "hospital",
-    "university",
-]
-
-
-def burst_feed(count: int) -> bytes:
-    """`count` different stories about Taiwan's red line, all published now."""
-    rng = random.Random(12)
-    published = format_datetime(datetime.now(UTC))
-    items = []
-    for i in range(count):
-        title = f"Taiwan {i}: " + " ".join(rng.sample(WORDS, 4))
-        body = " ".join(rng.sample(WORDS, 20)) + f" — the red line, report {i}."
-        items.append(
-            f"<item><guid>s{i}</guid><title>{title}</title><link>https://example.org/s{i}</link>"
-            f"<pubDate>{published}</pubDate><description>{body}</description></item>"
-        )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
-        + "".join(items)
-        + "</channel></rss>"
-    ).encode()
 
 
 @pytest.fixture
@@ -125,7 +72,7 @@ def test_40_matches_in_a_burst_are_40_emails_over_one_smtp_connection(
         f"email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n"
     )
     with LoopbackServer() as feeds:
-        serve(feeds, burst_feed(40))
+        serve(feeds, stories_feed(40))
         settings = write_config(tmp_path, database_url, double, feeds, watchlists=watchlists)
 
         async def scenario() -> None:

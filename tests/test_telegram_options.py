@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import ALICE, feed, running, say, sent_to, serve, write_config
+from servicekit import ALICE, DESK, feed, running, say, sent_to, serve, stories_feed, write_config
 
 from monitor.errors import ConfigError
 
@@ -114,3 +114,59 @@ def test_chat_ids_take_ids_and_public_usernames(
     assert "is not a Telegram chat: write its id (-1001234567890) or a public channel's" in str(
         error.value
     )
+
+
+# ---- bursts ------------------------------------------------------------------------------------
+
+
+def test_40_matches_in_a_burst_are_one_message_per_chat(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    with LoopbackServer() as feeds:
+        serve(feeds, stories_feed(40))
+        settings = write_config(tmp_path, database_url, double, feeds)
+
+        async def scenario() -> None:
+            async with running(settings) as service:
+                await say(double, ALICE, "/subscribe taiwan-red-line")
+                await service.poll_all()
+                assert (await service.deliver_tick()).sent == 80
+
+        asyncio.run(scenario())
+    (to_desk,) = double.messages_to(DESK)  # was 40 pushes
+    _reply, to_alice = double.messages_to(ALICE)
+    for burst in (to_desk, to_alice):
+        lines = burst.plain.split("\n")
+        assert lines[0] == "In the last minute: 40 alerts — taiwan-red-line"
+        assert sorted(link for _, link in burst.links) == sorted(
+            f"https://example.org/s{i}" for i in range(40)
+        )
+
+
+def test_a_burst_counts_what_the_chat_got_in_the_last_minute(
+    database_url: str, double: BotAPIDouble, tmp_path: Path
+) -> None:
+    """`burst: 3`: two alerts come one by one; two more within the minute would make four, so
+    they come as one message."""
+    watchlists = (
+        "watchlists:\n"
+        "  taiwan-red-line: {query: 'taiwan AND \"red line\"', notify: [desk]}\n"
+        "channels:\n"
+        f"  desk: {{type: telegram, chat_ids: [{DESK}], burst: 3}}\n"
+    )
+    with LoopbackServer() as feeds:
+        serve(feeds, stories_feed(2))
+        settings = write_config(tmp_path, database_url, double, feeds, watchlists=watchlists)
+
+        async def scenario() -> None:
+            async with running(settings, bot=False) as service:
+                await service.poll_all()
+                assert (await service.deliver_tick()).sent == 2
+                serve(feeds, stories_feed(2, first=2))
+                await service.poll_all()
+                assert (await service.deliver_tick()).sent == 2
+
+        asyncio.run(scenario())
+    first, second, burst = double.messages_to(DESK)
+    assert first.plain.startswith("🔔 taiwan-red-line") and second.plain.startswith("🔔")
+    assert burst.plain.startswith("In the last minute: 2 alerts — taiwan-red-line\n")

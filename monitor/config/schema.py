@@ -240,6 +240,9 @@ OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_to_none)]
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
 ChatId = Annotated[int | str, BeforeValidator(_to_chat_id)]
+# More alerts than this for one chat within a minute come as one message listing them.
+BurstLimit = Annotated[int, Field(ge=1, le=1000)]
+DEFAULT_BURST = 20  # Telegram's own limit for a group: beyond it sends would be throttled anyway
 Port = Annotated[int, Field(ge=1, le=65535)]
 ListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many)]
 NonEmptyListOf = Annotated[tuple[T, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
@@ -399,13 +402,15 @@ def _parse_digest(value: object) -> object:
 class TelegramChannel(_Model):
     """Fixed chats that receive their watchlists' alerts; `digest` None means each at once.
     `chat_ids`: numeric ids or public `@usernames`. `link_preview`: show the article's preview
-    under each alert (off by default: a preview takes more room than the alert)."""
+    under each alert (off by default: a preview takes more room than the alert). `burst`: more
+    alerts than this for one chat within a minute come as one message listing them."""
 
     name: str
     type: Literal["telegram"]
     chat_ids: NonEmptyListOf[ChatId]
     digest: Annotated[Digest | None, BeforeValidator(_parse_digest)] = None
     link_preview: bool = False
+    burst: BurstLimit = DEFAULT_BURST
 
 
 class EmailChannel(_Model):
@@ -433,6 +438,7 @@ class TelegramSettings(_Model):
     subscriptions: Literal["open", "allowlist", "off"] = "open"
     allow: ListOf[int] = ()
     link_preview: bool = False  # under the alerts to subscribers
+    burst: BurstLimit = DEFAULT_BURST  # for each subscriber's chat
 
     @field_validator("token")
     @classmethod

@@ -58,6 +58,7 @@ MAX_UNITS = 4096  # Bot API sendMessage: "1-4096 characters after entities parsi
 TITLE_CHARS = 300  # a longer title is cut (FAULTS 65: a 2,000-character title)
 OTHER_SOURCES = 10  # "also in: a, b, … and 7 more"
 DIGEST_SNIPPET_CHARS = 120
+BRIEF_TITLE_CHARS = 80  # a burst's list: one line per alert
 ELLIPSIS = "…"
 
 # Removed from feed text: C0/C1 controls (tab/LF/CR become spaces first), zero-width space, word
@@ -222,27 +223,35 @@ def _newest_first(alert: Alert) -> tuple[datetime, int]:
     return (alert.published or datetime.min.replace(tzinfo=UTC), alert.id)
 
 
-def _digest_entry(alert: Alert, tz: tzinfo, limit: int) -> str:
+def _digest_entry(alert: Alert, tz: tzinfo, limit: int, *, brief: bool = False) -> str:
     meta = [_esc(alert.source)] if clean(alert.source) else []
-    when = _when(alert.published, tz, "%d %b %H:%M")
+    when = _when(alert.published, tz, "%H:%M" if brief else "%d %b %H:%M")
     if when:
         meta.append(html.escape(when))
-    line = _directed("• " + _title_html(alert), alert.language)
+    title = _title_html(alert, BRIEF_TITLE_CHARS if brief else TITLE_CHARS)
+    line = _directed("• " + title, alert.language)
     if meta:
         line += " — " + " · ".join(meta)
-    body = _snippet_html(alert, DIGEST_SNIPPET_CHARS)
+    body = "" if brief else _snippet_html(alert, DIGEST_SNIPPET_CHARS)
     if body:
         line += "\n" + _directed("  " + body, alert.language)
     return truncate_html(line, limit)
 
 
 def digest_html(
-    alerts: Sequence[Alert], title: str, *, tz: tzinfo = UTC, limit: int = MAX_UNITS
+    alerts: Sequence[Alert],
+    title: str,
+    *,
+    tz: tzinfo = UTC,
+    limit: int = MAX_UNITS,
+    brief: bool = False,
 ) -> list[str]:
     """Several alerts as few messages as the limit allows: grouped by watchlist (the group with the
     newest alert first), newest first within a group, each under a bold heading. A message that
     does not fit is split between entries (headed "title (2/3)"), never inside one; the heading of
-    a group carried over is repeated with "(continued)". Empty `alerts` give no message."""
+    a group carried over is repeated with "(continued)". Empty `alerts` give no message. `brief`:
+    each entry one line — its title (cut at `BRIEF_TITLE_CHARS`), source and time — so that a
+    burst of 40 fits in one message."""
     if not alerts:
         return []
     groups: dict[str, list[Alert]] = {}
@@ -264,7 +273,7 @@ def digest_html(
         name = _esc(watchlist)
         group_heading = f"\n\n<b>{name}</b> ({len(group)})"
         for index, alert in enumerate(group):
-            entry = "\n" + _digest_entry(alert, tz, max(budget - 200, 200))
+            entry = "\n" + _digest_entry(alert, tz, max(budget - 200, 200), brief=brief)
             lead = group_heading if index == 0 else ""
             if page and used + visible_length(lead + entry) > budget:
                 pages.append(page)

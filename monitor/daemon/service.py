@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from monitor.config import FeedSettings, Settings
+from monitor.config import FeedSettings, Settings, TelegramChannel
 from monitor.core import stories
 from monitor.daemon.budgets import SharedSendBudget
 from monitor.daemon.clock import DatabaseClock
@@ -183,12 +183,18 @@ class Service:
             notifiers = notifiers_for(settings, slots=send_budget)
         digests: set[str] = set(digests_for(settings))
         access = None
+        bursts = {
+            name: channel.burst
+            for name, channel in settings.channels.items()
+            if isinstance(channel, TelegramChannel)
+        }
         if settings.telegram is not None:
             from monitor.core.access import AccessPolicy
-            from monitor.store.subscribers import SUBSCRIBERS_DIGEST_CHANNEL
+            from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
             digests.add(SUBSCRIBERS_DIGEST_CHANNEL)
             access = AccessPolicy.of(settings.telegram.subscriptions, settings.telegram.allow)
+            bursts[SUBSCRIBERS_CHANNEL] = settings.telegram.burst
         outbox = Outbox(
             engine,
             notifiers,
@@ -198,6 +204,7 @@ class Service:
             clock=clock,
             digest_channels=digests,
             access=access,
+            burst_limits=bursts,
         )
         feeds = {feed.name: feed for feed in settings.feeds}
         return cls(

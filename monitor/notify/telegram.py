@@ -300,13 +300,15 @@ class TelegramNotifier:
 
     # ---- more than the protocol --------------------------------------------------------------
 
-    async def send_digest(self, recipient: str, alerts: Sequence[Alert], title: str) -> int:
+    async def send_digest(
+        self, recipient: str, alerts: Sequence[Alert], title: str, *, brief: bool = False
+    ) -> int:
         """Send `alerts` as a digest (`digest_html`: as few messages as the limit allows, each
-        waiting for its slot). Returns the number of messages sent. A failure part-way raises, and
-        a retry sends the parts already delivered again."""
+        waiting for its slot; `brief`: titles only, for a burst). Returns the number of messages
+        sent. A failure part-way raises, and a retry sends the parts already delivered again."""
         self._check_token()
         chat_id = await self._chat(recipient)
-        messages = digest_html(alerts, title, tz=self.tz)
+        messages = digest_html(alerts, title, tz=self.tz, brief=brief)
         threads = {alert.thread_id for alert in alerts}
         thread_id = threads.pop() if len(threads) == 1 else None
         for markup in messages:

@@ -49,6 +49,7 @@ __all__ = [
     "move_pending_alerts",
     "remove_subscriber",
     "reschedule_held",
+    "sent_since",
     "set_blocked",
     "set_digest",
     "set_mute",
@@ -582,3 +583,20 @@ def reschedule_held(session: Session, chat_id: int, now: datetime) -> int:
         )
         changed += _rowcount(result)
     return changed
+
+
+def sent_since(session: Session, recipients: Collection[str], since: datetime) -> dict[str, int]:
+    """How many alerts each of `recipients` (a chat id as text) was sent at or after `since`, on
+    any channel: what a burst is judged on."""
+    if not recipients:
+        return {}
+    rows = session.execute(
+        select(alerts.c.recipient, func.count())
+        .where(
+            alerts.c.recipient.in_(list(recipients)),
+            alerts.c.sent_at >= since,
+            alerts.c.status == "sent",
+        )
+        .group_by(alerts.c.recipient)
+    )
+    return {recipient: int(count) for recipient, count in rows}

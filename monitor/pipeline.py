@@ -264,6 +264,14 @@ class Poller:
             )
             return await self._record(state, now, "error", exc.reason, at, failed=True)
 
+        if result.permanent_redirect and result.permanent_redirect != feed.url:
+            # The config names the feed's URL, so it is the operator who moves it (FAULTS 21);
+            # every hop was checked against the address policy before it was followed.
+            log.warning(
+                "feed.moved feed=%s url=%s action=set the feed's url to it in the config",
+                feed.name,
+                result.permanent_redirect,
+            )
         hints = {"max_age_seconds": cache_max_age(result.headers)}
         if result.not_modified or result.body is None:
             at = next_poll(now, interval, rng=self.rng, **hints)

@@ -33,7 +33,8 @@ Telegram shows it, the bold and linked pieces, arrival time on `time.monotonic()
 
 Faults, per chat (`fail`): 429 with `parameters.retry_after`, 403 "Forbidden: bot was blocked by the
 user", 400 with `parameters.migrate_to_chat_id`, 400 "can't parse entities" for HTML only, any 400,
-a 502, or hanging until `release()` (or the client gives up). `conflict_polls()` answers getUpdates
+a 502, hanging until `release()` (or the client gives up), or accepting the message and answering
+only after `release()` (an ambiguous timeout for a client that gave up). `conflict_polls()` answers getUpdates
 with 409 Conflict, as Telegram does when a second process polls. `enforce_limits()` makes the double
 answer 429 itself when a chat gets more than ~1 message/s, a group more than 20/min, or the bot
 more than 30/s.
@@ -584,7 +585,9 @@ class BotAPIDouble(ThreadedServer):
         """Answer the next `times` sendMessage requests to `chat_id` (None: all) with a fault:
         "retry_after" (429), "blocked" (403), "kicked" (403), "migrated" (400 + migrate_to),
         "cant_parse" (400, only for requests with a parse mode), "bad_request" (400 with
-        `description`), "server_error" (502) or "hang" (until `release()`). Faults queue up."""
+        `description`), "server_error" (502), "hang" (until `release()`) or "late" (accepted and
+        delivered, but answered only after `release()`: the client that gave up cannot know that
+        its message arrived, an ambiguous timeout). Faults queue up."""
         known = {
             "retry_after",
             "blocked",
@@ -594,6 +597,7 @@ class BotAPIDouble(ThreadedServer):
             "bad_request",
             "server_error",
             "hang",
+            "late",
         }
         if kind not in known:
             raise ValueError(f"unknown fault {kind!r}")
@@ -1046,7 +1050,8 @@ class BotAPIDouble(ThreadedServer):
         if not isinstance(text, str):
             return self._error(400, "Bad Request: message text is empty")
         fault = self._next_fault(chat_id, parse_mode)
-        if fault is not None:
+        late = fault is not None and fault.kind == "late"
+        if fault is not None and not late:
             response = await self._fault_response(fault, chat_id)
             if response is not None:
                 return response
@@ -1096,6 +1101,10 @@ class BotAPIDouble(ThreadedServer):
             self._messages.append(message)
             self._attempts.append(Attempt(chat_id, 200, "", arrived))
             self._changed.notify_all()
+        if late:
+            assert self._release is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), _MAX_WAIT)
         return self._ok(
             {
                 "message_id": message.message_id,

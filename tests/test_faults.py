@@ -8,14 +8,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botapi import BotAPIDouble
+from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import ALICE, DESK, feed, outbox, running, say, sent_to, serve, write_config
+from servicekit import (
+    ALICE,
+    DESK,
+    feed,
+    make_due,
+    outbox,
+    running,
+    say,
+    sent_to,
+    serve,
+    write_config,
+)
 from sqlalchemy import Engine, event, text
 from test_pipeline import (
     REFERENCE,
@@ -35,6 +46,7 @@ from monitor.core.match import Matcher, WatchlistRule
 from monitor.errors import ConfigError
 from monitor.model import Article
 from monitor.store import db
+from monitor.store._shared import database_now
 from monitor.store.tables import alerts, feeds, items
 
 
@@ -406,3 +418,165 @@ def test_fault_78_a_configured_chat_that_also_subscribed_gets_one_message_per_al
 
         asyncio.run(go())
         assert all(row.status in ("sent", "dropped") for row in outbox(settings))
+
+
+# ---- 21: moved for good ---------------------------------------------------------------------------
+
+
+def test_fault_21_a_feed_moved_for_good_is_followed_and_its_new_url_reported(
+    database_url: str,
+    server: LoopbackServer,
+    notifier: RecordingNotifier,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 301 to a new URL is followed (each hop checked against the address policy, case 33) and
+    the new URL is named in the log for the operator, who owns the config; a temporary 302 is
+    followed silently."""
+    Feed(server, "/new.xml", rss(WEATHER))
+    moved = server.url("/redirect-to?status=301&url=/new.xml")
+    elsewhere = server.url("/redirect-to?status=302&url=/new.xml")
+    settings = settings_for(
+        database_url, f"- {{name: a, url: '{moved}'}}\n- {{name: b, url: '{elsewhere}'}}", tmp_path
+    )
+    with caplog.at_level(logging.WARNING, logger="monitor.pipeline"):
+        results = poll_and_deliver(settings, notifier)
+    assert sorted((r.feed, r.status) for r in results) == [("a", "ok"), ("b", "ok")]
+    assert [a.watchlist for a in notifier.sent] == ["sunny"]  # one story, one alert
+    moves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feed.moved")]
+    assert moves == [
+        f"feed.moved feed=a url={server.url('/new.xml')} "
+        "action=set the feed's url to it in the config"
+    ]
+
+
+# ---- 50: Telegram accepted, then the answer timed out -------------------------------------------
+
+
+def test_fault_50_a_message_accepted_before_the_timeout_is_sent_at_most_once_more(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram takes the message but its answer never reaches the service within its timeout:
+    the service cannot know, logs the attempt as ambiguous, retries, and the chat has the alert
+    at most twice — never more, however many delivery rounds follow."""
+    from monitor.daemon import Service
+    from monitor.notify.telegram import TelegramNotifier
+
+    with BotAPIDouble() as double, LoopbackServer() as feeds_server:
+        serve(feeds_server, feed("first"))
+        settings = write_config(tmp_path, database_url, double, feeds_server)
+        double.fail(DESK, "late")
+
+        async def go() -> None:
+            telegram = TelegramNotifier(TOKEN, double.api_url, timeout=0.5)
+            service = Service.build(settings, notifiers={"desk": telegram})
+            service.prepare(alone=True)
+            try:
+                await service.poll_all()
+                with caplog.at_level(logging.WARNING, logger="monitor"):
+                    first = await service.deliver_tick()
+                assert (first.sent, first.retried) == (0, 1)
+                double.release()
+                for _ in range(3):
+                    make_due(settings)
+                    await service.deliver_tick()
+            finally:
+                await service.close()
+
+        asyncio.run(go())
+        copies = [m.plain for m in double.messages_to(DESK)]
+        assert len(copies) == 2 and copies[0] == copies[1] and "first" in copies[0]
+        assert "ambiguous=true" in caplog.text
+        (row,) = outbox(settings)
+        assert row.status == "sent"
+
+
+# ---- 54: SQLite locked past the busy timeout ----------------------------------------------------
+
+
+def test_fault_54_a_write_lock_held_past_the_busy_timeout_loses_no_item(
+    tmp_path: Path,
+    server: LoopbackServer,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process holds SQLite's write lock longer than the busy timeout while a poll wants
+    to store: the poll gives up after the timeout (bounded), says so and stores nothing; the next
+    poll stores the items, and each alerts once."""
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_SECONDS", 0.5)
+    feed_ = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
+    database = tmp_path / "monitor.db"
+    settings = settings_for(f"sqlite:///{database}", f"- {{name: a, url: '{feed_.url}'}}", tmp_path)
+
+    async def go() -> None:
+        service = service_for(settings, notifier)
+        try:
+            # The other writer: a plain sqlite3 connection in this test, BEGIN IMMEDIATE held.
+            import sqlite3
+
+            other = sqlite3.connect(database, isolation_level=None)
+            try:
+                (claimed,) = await asyncio.to_thread(service._claim, 10, everything=True)
+                other.execute("BEGIN IMMEDIATE")
+                with caplog.at_level(logging.ERROR, logger="monitor.pipeline"):
+                    locked = await service.poller.poll(claimed, service.feeds["a"])
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            assert locked.status == "error" and "database is locked" in (locked.error or "")
+            assert "poll.store_failed feed=a" in caplog.text
+            assert rows(settings, items) == []
+            # The lock outlasted the poll, so its failure could not be recorded either: the feed
+            # stays leased until the lease runs out (by the database's clock), then is polled.
+            assert "poll.record_failed feed=a" in caplog.text
+            with db.transaction(service.engine) as session:
+                session.execute(feeds.update().values(lease_until=database_now(session)))
+            (stored,) = await service.poll_all(force=True)
+            assert (stored.status, stored.new_items) == ("ok", 2)
+            await service.deliver_tick()
+        finally:
+            await service.close()
+
+    asyncio.run(go())
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
+
+
+# ---- 62: the clock a day ahead, then set right --------------------------------------------------
+
+
+def test_fault_62_what_was_written_while_the_clock_ran_a_day_ahead_is_not_held_a_day(
+    database_url: str, server: LoopbackServer, notifier: RecordingNotifier, tmp_path: Path
+) -> None:
+    """A poll made while the service's clock ran a day ahead stores and enqueues its alert with
+    tomorrow's times; once the clock is right again the alert goes at the next delivery (not in a
+    day), the feed is polled again at once (not after its interval from "tomorrow"), and nothing
+    already stored alerts again."""
+    from monitor.daemon import Service
+
+    feed_ = Feed(server, "/a.xml", rss(WEATHER))
+    settings = settings_for(database_url, f"- {{name: a, url: '{feed_.url}'}}", tmp_path)
+
+    async def with_clock(ahead: timedelta, *, deliver: bool) -> Any:
+        service = Service.build(
+            settings,
+            notifiers={"console": notifier},
+            clock=lambda: datetime.now(UTC) + ahead,
+        )
+        service.prepare(alone=True)
+        try:
+            if not deliver:
+                return await service.poll_all()
+            states = await asyncio.to_thread(service._claim, 10, everything=False)
+            results = [await service.poller.poll(state, service.feeds["a"]) for state in states]
+            return results, await service.deliver_tick()
+        finally:
+            await service.close()
+
+    (ahead,) = asyncio.run(with_clock(timedelta(days=1), deliver=False))
+    assert (ahead.status, ahead.alerts) == ("ok", 1)
+    feed_.body = rss(WEATHER, REFERENCE)
+    results, stats = asyncio.run(with_clock(timedelta(0), deliver=True))
+    assert [(r.status, r.new_items) for r in results] == [("ok", 1)]  # due at once
+    assert stats.sent == 3
+    assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]

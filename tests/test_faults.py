@@ -580,3 +580,49 @@ def test_fault_62_what_was_written_while_the_clock_ran_a_day_ahead_is_not_held_a
     assert [(r.status, r.new_items) for r in results] == [("ok", 1)]  # due at once
     assert stats.sent == 3
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
+
+
+# ---- 51: Telegram down for a while ---------------------------------------------------------------
+
+
+def test_fault_51_while_telegram_is_down_alerts_wait_in_the_outbox_and_polling_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Every sendMessage answered 502 while three polls find news: each poll stores its item
+    and enqueues its alert as usual, the alerts wait in the outbox (retried, not given up), and
+    once Telegram is back every alert arrives, each once."""
+    with BotAPIDouble() as double, LoopbackServer() as feeds_server:
+        settings = write_config(tmp_path, database_url, double, feeds_server)
+        double.fail(DESK, "server_error", times=None)
+
+        async def go() -> None:
+            async with running(settings, bot=False) as service:
+                titles: list[str] = []
+                for title in ("alpha", "bravo", "charlie"):
+                    titles.append(title)
+                    serve(feeds_server, feed(*titles))
+                    (result,) = await service.poll_all()
+                    assert (result.status, result.new_items, result.alerts) == ("ok", 1, 1)
+                    make_due(settings)
+                    stats = await service.deliver_tick()
+                    assert stats.sent == 0 and stats.failed == 0
+                assert [row.status for row in outbox(settings)] == ["pending"] * 3
+                assert all(row.attempts >= 1 for row in outbox(settings))
+
+                double.clear_faults()  # back
+                sent = 0
+                for _ in range(10):
+                    make_due(settings)
+                    sent += (await service.deliver_tick()).sent
+                    if sent == 3:
+                        break
+                assert sent == 3
+
+        asyncio.run(go())
+        texts = [m.plain for m in double.messages_to(DESK)]
+        assert [sum(title in t for t in texts) for title in ("alpha", "bravo", "charlie")] == [
+            1,
+            1,
+            1,
+        ]
+        assert [row.status for row in outbox(settings)] == ["sent"] * 3

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,12 @@ def notifier() -> RecordingNotifier:
 
 
 def _anonymous(*entries: tuple[str, str]) -> bytes:
-    """RSS items with a title and a description and nothing else: no guid, no link, no date."""
+    """RSS items with a title, a description and today's date, and neither guid nor link."""
+    published = format_datetime(datetime.now(UTC), usegmt=True)
     body = "".join(
-        f"<item><title>{t}</title><description>{d}</description></item>" for t, d in entries
+        f"<item><title>{t}</title><description>{d}</description><pubDate>{published}</pubDate>"
+        "</item>"
+        for t, d in entries
     )
     return (
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
@@ -554,7 +558,18 @@ def test_fault_62_what_was_written_while_the_clock_ran_a_day_ahead_is_not_held_a
     already stored alerts again."""
     from monitor.daemon import Service
 
-    feed_ = Feed(server, "/a.xml", rss(WEATHER))
+    # Published an hour before the time of the clock that ran ahead: news to it.
+    guid, title, description = WEATHER
+    published = format_datetime(datetime.now(UTC) + timedelta(hours=23), usegmt=True)
+    feed_ = Feed(
+        server,
+        "/a.xml",
+        (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+            f"<item><guid>{guid}</guid><title>{title}</title><description>{description}"
+            f"</description><pubDate>{published}</pubDate></item></channel></rss>"
+        ).encode(),
+    )
     settings = settings_for(database_url, f"- {{name: a, url: '{feed_.url}'}}", tmp_path)
 
     async def with_clock(ahead: timedelta, *, deliver: bool) -> Any:

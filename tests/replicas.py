@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """The first truthy value of `check()`, called every 50 ms; AssertionError after `timeout`."""
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
+    """The first truthy value of `check()`, called every 50 ms; AssertionError after `timeout`
+    (generous: replicas starting on a busy machine take their time, and waiting costs nothing
+    when the condition holds early)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

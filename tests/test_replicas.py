@@ -287,10 +287,13 @@ def test_three_replicas_deliver_every_alert_once(
 ) -> None:
     with LoopbackServer() as server:
         feeds = StoryFeeds(server, 60)
-        with Cluster(tmp_path, postgresql_url, feeds.config(), double.api_url_for) as cluster:
+        # A lease that outlives a poll queued behind the host's other requests on a busy machine:
+        # "polled once" is about sharing the work, not about how fast leases are renewed.
+        config = feeds.config(lease="15s", per_host=6)
+        with Cluster(tmp_path, postgresql_url, config, double.api_url_for) as cluster:
             for name in ("r1", "r2", "r3"):
                 cluster.start(name)
-            double.wait_for_messages(60, timeout=60)
+            double.wait_for_messages(60, timeout=120)
             assert titles(double) == Counter({f"Story {i} {TOPICS[i % 6]}": 1 for i in range(60)})
             assert len([path for path, _ in feeds.arrivals]) == 60  # each feed polled once
             for topic in TOPICS:

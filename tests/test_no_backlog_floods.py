@@ -19,6 +19,7 @@ from aiohttp import web
 from httpserver import LoopbackServer
 
 from monitor.config import parse_config
+from monitor.config.check_summary import summary
 from monitor.core.alert_age import too_old_to_alert
 from monitor.daemon import Service
 from monitor.errors import ConfigError
@@ -151,6 +152,12 @@ def test_alert_max_age_defaults_to_24h_is_inherited_and_off_means_no_limit(tmp_p
     settings = parse_config(config.read_text("utf-8"), str(config))
     assert settings.defaults.alert_max_age == DAY
     assert [f.alert_max_age for f in settings.feeds] == [DAY, None, 3 * DAY]
+    shown = summary(settings)  # `monitor check`
+    assert "timeout 20s, alerts on items up to 1d old" in shown
+    feeds = {line.split()[0]: line for line in shown.splitlines() if ".xml" in line}
+    assert "alerts on" not in feeds["a"]  # as the default
+    assert feeds["b"].endswith(", alerts on items of any age)")
+    assert feeds["c"].endswith(", alerts on items up to 3d old)")
 
     config = write_config(
         tmp_path,

@@ -7,6 +7,7 @@ This module only renders `Settings`; it does not load or validate anything.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from monitor.config.schema import ConsoleChannel, EmailChannel, Settings, TelegramChannel
@@ -25,6 +26,12 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def _alert_age(max_age: timedelta | None) -> str:
+    if max_age is None:
+        return "alerts on items of any age"
+    return f"alerts on items up to {format_duration(max_age)} old"
+
+
 def summary(settings: Settings) -> str:
     """What `monitor check` prints for a valid config: one screen, no secrets."""
     s = settings
@@ -32,7 +39,7 @@ def summary(settings: Settings) -> str:
         f"database    {_hide_password(s.database.url)}, "
         f"keep {format_duration(s.database.retention)}",
         f"defaults    poll every {format_duration(s.defaults.interval)}, "
-        f"timeout {format_duration(s.defaults.timeout)}",
+        f"timeout {format_duration(s.defaults.timeout)}, {_alert_age(s.defaults.alert_max_age)}",
         f"fetch       max body {format_size(s.fetch.max_body)}, {s.fetch.per_host} per host, "
         f"proxy {'set' if s.fetch.proxy else 'none'}, "
         f"private addresses {'allowed' if s.fetch.allow_private else 'refused'}",
@@ -46,6 +53,8 @@ def summary(settings: Settings) -> str:
         details += [feed.language] if feed.language else []
         details += ["full text"] if feed.full_text else []
         details += ["private allowed"] if feed.allow_private else []
+        if feed.alert_max_age != s.defaults.alert_max_age:
+            details.append(_alert_age(feed.alert_max_age))
         lines.append(f"  {feed.name:<{width}}  {_hide_password(feed.url)}  ({', '.join(details)})")
     lines.append(f"entities ({len(s.entities)})")
     for entity in s.entities.values():

@@ -1,7 +1,7 @@
 """Benchmark: the poll path end to end on loopback, beside feedparser and a bare aiohttp loop.
 
     python benchmarks/poll.py [--feeds 200] [--items 50] [--new 5] [--rounds 3]
-                              [--sizes 100,10000] [--postgresql URL]
+                              [--sizes 100,10000] [--postgresql URL | --no-postgresql]
                               [--memory-feeds 1000] [--memory-watchlists 10000]
 
 A separate process serves RSS feeds of ITEMS items each on 127.0.0.1 (real Arabic and English news
@@ -9,14 +9,17 @@ texts from the corpus, each item with its own guid and suffix; ETag and 304 supp
 it advances every feed by NEW items: NEW new items on top, as many old ones dropped — what a news
 feed looks like from one poll to the next.
 
-For each database (SQLite in a temporary directory; PostgreSQL in a schema of its own, when a URL is
-given or MONITOR_TEST_DATABASE_URL is set) and each number of watchlists (generated in every query
-shape from the corpus's words), this process runs the daemon's own code (`Service.poll_all`: claim
-→ fetch → parse → dedup → store → match → outbox):
+For each database (SQLite in a temporary directory; PostgreSQL in a schema of its own in the
+database `bench_poll`, created if missing on the server of --postgresql or of
+MONITOR_TEST_DATABASE_URL) and each number of watchlists (generated in every query shape from the
+corpus's words), this process runs the daemon's own code (`Service.poll_all`: claim → fetch →
+parse → dedup → store → match → outbox):
 
 * a first poll of every feed (every item new);
 * ROUNDS changed polls (the server advanced every feed: a 200 with NEW new items among ITEMS), each
-  beside `feedparser.parse` of the very same bytes, feed after feed in this process;
+  beside `feedparser.parse` of the very same bytes, feed after feed in this process, and beside
+  the same bytes parsed through the daemon's parse workers (`ParsePool`, feed after feed: what
+  parsing in another process adds, the IPC);
 * ROUNDS rounds of 304s (nothing changed), each beside a bare aiohttp loop sending the same
   conditional GETs to the same server with the same concurrency (50 in flight).
 
@@ -145,6 +148,30 @@ def config_text(database_url: str, port: int, feeds: int, queries: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
+BENCH_DATABASE = "bench_poll"
+
+
+def bench_database(server_url: str) -> str:
+    """The URL of the database `bench_poll` on the server of `server_url`, created if missing."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from monitor.store.db import make_engine
+
+    url = make_url(server_url)
+    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
+    try:
+        with admin.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": BENCH_DATABASE}
+            ).first()
+            if found is None:
+                connection.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
+    finally:
+        admin.dispose()
+    return url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
     """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
@@ -186,6 +213,7 @@ class Figures:
     changed_items: int = 0
     feedparser_s: list[float] = field(default_factory=list)
     feedparser_cpu_s: list[float] = field(default_factory=list)
+    worker_s: list[float] = field(default_factory=list)
     ours_304_s: list[float] = field(default_factory=list)
     bare_304_s: list[float] = field(default_factory=list)
 
@@ -214,6 +242,23 @@ async def fetch_all(urls: Sequence[str]) -> list[tuple[bytes, str]]:
                 return await response.read(), response.headers["ETag"]
 
         return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
+async def worker_parses(bodies: Sequence[bytes]) -> float:
+    """Seconds to parse `bodies` through the daemon's parse workers, one after the other (the
+    workers warm): feedparser plus the body sent and the items pickled back."""
+    from monitor.parse_pool import ParsePool
+
+    pool = ParsePool()
+    now = datetime.now(UTC)
+    try:
+        await pool.parse(bodies[0], fetched_at=now)  # warm-up: the workers start
+        started = time.perf_counter()
+        for body in bodies:
+            await pool.parse(body, fetched_at=now)
+        return time.perf_counter() - started
+    finally:
+        await pool.close()
 
 
 def feedparser_alone(bodies: Sequence[bytes]) -> tuple[float, float]:
@@ -290,6 +335,7 @@ def measure(
                 parse_s, parse_cpu_s = feedparser_alone(bodies)
                 figures.feedparser_s.append(parse_s)
                 figures.feedparser_cpu_s.append(parse_cpu_s)
+                figures.worker_s.append(await worker_parses(bodies))
             etags = [etag for _, etag in await fetch_all(urls)]
             for _ in range(args.rounds):
                 started = time.perf_counter()
@@ -403,28 +449,31 @@ def report(results: Sequence[Figures], args: Any) -> None:
     )
     header = (
         f"{'database':10} | {'watchlists':>10} | {'changed ms':>10} | {'feedparser ms':>13} | "
-        f"{'ratio':>6} | {'CPU ratio':>9} | {'first ms':>8} | {'items/min':>9} | {'304/s':>6} | "
-        f"{'aiohttp 304/s':>13} | {'share':>5}"
+        f"{'ratio':>6} | {'CPU ratio':>9} | {'worker ms':>9} | {'first ms':>8} | "
+        f"{'items/min':>9} | {'304/s':>6} | {'aiohttp 304/s':>13} | {'share':>5}"
     )
     print(header)
     for f in results:
         changed = min(f.changed_s) / args.feeds * 1000
         parse = min(f.feedparser_s) / args.feeds * 1000
         cpu_ratio = min(f.changed_cpu_s) / min(f.feedparser_cpu_s)
+        worker = min(f.worker_s) / args.feeds * 1000
         ours_304 = args.feeds * args.repeat_304 / min(f.ours_304_s)
         bare_304 = args.feeds * args.repeat_304 / min(f.bare_304_s)
         print(
             f"{f.database:10} | {f.watchlists:>10} | {changed:>10.2f} | {parse:>13.2f} | "
-            f"{changed / parse:>5.2f}× | {cpu_ratio:>8.2f}× | {f.first_s / args.feeds * 1000:>8.1f} | "
-            f"{f.first_items / f.first_s * 60:>9.0f} | {ours_304:>6.0f} | {bare_304:>13.0f} | "
-            f"{ours_304 / bare_304:>5.0%}"
+            f"{changed / parse:>5.2f}× | {cpu_ratio:>8.2f}× | {worker:>9.2f} | "
+            f"{f.first_s / args.feeds * 1000:>8.1f} | {f.first_items / f.first_s * 60:>9.0f} | "
+            f"{ours_304:>6.0f} | {bare_304:>13.0f} | {ours_304 / bare_304:>5.0%}"
         )
     print(
         "changed ms: one changed poll, claim to outbox (wall clock, 50 polls in flight); "
         "feedparser ms: feedparser.parse of the same bytes;\nCPU ratio: the same in CPU time of "
-        "this process (the database server's is not counted); first ms: a first poll (every item "
-        "new);\nitems/min: ingested by first polls; 304/s: polls answered 304, ours and a bare "
-        "aiohttp loop's; share: ours / aiohttp"
+        "this process (neither the parse workers' nor the database server's is counted);\n"
+        "worker ms: the same bytes parsed through the parse workers, one after the other "
+        "(feedparser + IPC); first ms: a first poll (every item new);\nitems/min: ingested by "
+        "first polls; 304/s: polls answered 304, ours and a bare aiohttp loop's; share: ours / "
+        "aiohttp"
     )
     sizes = sorted({f.watchlists for f in results})
     if len(sizes) > 1:
@@ -457,8 +506,10 @@ def main() -> int:
     parser.add_argument(
         "--postgresql",
         default=os.environ.get("MONITOR_TEST_DATABASE_URL"),
-        help="a PostgreSQL URL (default: MONITOR_TEST_DATABASE_URL); empty: SQLite only",
+        help="a PostgreSQL server's URL (default: MONITOR_TEST_DATABASE_URL); the benchmark "
+        f"uses the database {BENCH_DATABASE!r} there",
     )
+    parser.add_argument("--no-postgresql", action="store_true", help="SQLite only")
     parser.add_argument("--memory-feeds", type=int, default=1000)
     parser.add_argument("--memory-watchlists", type=int, default=10000, help="0: skip")
     parser.add_argument("--memory-timeout", type=float, default=3600)
@@ -480,6 +531,10 @@ def main() -> int:
     try:
         vocab = match_bench.vocabulary(args.corpus)
         sizes = [int(s) for s in args.sizes.split(",")]
+        if args.no_postgresql:
+            args.postgresql = None
+        if args.postgresql:
+            args.postgresql = bench_database(args.postgresql)
         kinds = ["SQLite", "PostgreSQL"] if args.postgresql else ["SQLite"]
         results = []
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -492,7 +547,7 @@ def main() -> int:
                     print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
             report(results, args)
             if not args.postgresql:
-                print("(PostgreSQL left out: no --postgresql URL nor MONITOR_TEST_DATABASE_URL)")
+                print("(PostgreSQL left out: --no-postgresql, or no URL)")
             if args.memory_watchlists:
                 queries = match_bench.generate(args.memory_watchlists, vocab)
                 daemon = daemon_run(tmp, port, args.memory_feeds, queries, args.memory_timeout)

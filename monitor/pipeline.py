@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -56,19 +57,27 @@ from monitor.language import item_language
 from monitor.model import Article, Match
 from monitor.parse_pool import ParsePool
 from monitor.store import db, subscribers
-from monitor.store.alerts import enqueue_alert, insert_match, watchlists_matched
+from monitor.store.alerts import (
+    NewAlert,
+    NewMatch,
+    enqueue_alerts,
+    insert_matches,
+    matched_watchlists,
+)
 from monitor.store.feeds import FeedState, record_poll
 from monitor.store.stories import (
+    FeedItems,
     NewItem,
-    add_fingerprint,
-    feed_says_already,
-    find_item,
-    insert_item,
+    add_story_hashes,
+    fingerprints_of,
+    identity_key,
+    insert_items,
+    insert_stories,
     lock_story_creation,
-    near_stories,
-    story_for_hash,
-    story_of_hash,
-    update_item,
+    near_story_index,
+    stored_versions,
+    stories_of_hashes,
+    update_items,
 )
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
@@ -104,12 +113,59 @@ class PollResult:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class _Keyed:
+    """An item of a poll as dedup knows it: its identity (and that identity as stored) and its
+    content hash, before any other work."""
+
+    index: int  # in the feed
     article: Article
     identity: str
+    key: str
     content_hash: str
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A new or changed item with its work done: language, matches, fingerprint."""
+
+    keyed: _Keyed
+    article: Article
     matches: list[Match]
     fingerprint: tuple[int, ...] = ()  # of the feed's own body (core.stories); () if too short
+
+
+@dataclass(frozen=True)
+class _NewStory:
+    temp_id: int  # its id in the plan, until the database gives it one
+    content_hash: str
+    fingerprint: str | None  # encoded (core.stories); None for a body too short to have one
+    indexed: tuple[int, ...]  # its smallest hashes, by which copies find it
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One item to store: its story (a plan's temp id for a story this poll makes), and the
+    item it updates: a stored one (`item_id`), or one this poll inserts (`first` False, no
+    `item_id`: an identity the feed repeats with another text)."""
+
+    prepared: _Prepared
+    story_id: int
+    first: bool  # inserted, not an update
+    item_id: int | None
+    old_story_id: int | None  # the story of the version it updates
+    first_seen: datetime | None  # when the item it updates was first stored (None: now)
+
+
+@dataclass(frozen=True)
+class _StoryPlan:
+    steps: list[_Step]
+    new_stories: list[_NewStory]
+    matched: dict[int, set[str]]  # stored story → the watchlists it has matched
+
+
+# Temp ids of the stories a poll makes sort after every stored story's, as their real ids will.
+_TEMP_STORY = 1 << 62
+NEAR_CANDIDATES = 20  # stories an item is compared with: those sharing most indexed hashes
 
 
 def digests_for(settings: Settings) -> dict[str, Digest]:
@@ -309,19 +365,20 @@ class Poller:
         finally:
             self.parsing_feeds.discard(state.id)
 
+        # Identity and content hash of every item, and what the feed has stored of them (one
+        # query): only what is new or changed is detected, fingerprinted and matched.
+        keyed, known = await asyncio.to_thread(self._sort_out, state, parsed.articles)
         # The pages are the items' links, chosen by the feed's author: a feed's `allow_private`
         # covers its own URL only, its links keep to the global address policy (FAULTS 76).
-        pages = (
-            await self._full_texts(state, parsed.articles, self.policy) if feed.full_text else {}
-        )
-        prepared = await asyncio.to_thread(
-            self._prepare, parsed.articles, feed, parsed.language, pages
-        )
+        pages = await self._full_texts(state, keyed, known, self.policy) if feed.full_text else {}
+        todo = _news(keyed, known)
+        prepared = await asyncio.to_thread(self._prepare, todo, feed, parsed.language, pages)
         at = next_poll(now, interval, ttl_minutes=parsed.ttl, rng=self.rng, **hints)
         try:
             outcome = await asyncio.to_thread(
                 self._store,
                 state,
+                keyed,
                 prepared,
                 now,
                 at,
@@ -329,6 +386,7 @@ class Poller:
                 body_hash,
                 parsed.bozo_warning,
                 feed.alert_max_age,
+                lambda missing: self._prepare(missing, feed, parsed.language, pages),
             )
         except StoreError as exc:
             # Nothing of this poll was written (one transaction). Recorded as the feed's error,
@@ -367,22 +425,13 @@ class Poller:
         )
 
     async def _full_texts(
-        self, state: FeedState, articles: Sequence[Article], policy: FetchPolicy
+        self, state: FeedState, keyed: Sequence[_Keyed], known: FeedItems, policy: FetchPolicy
     ) -> dict[int, str]:
         """For a `full_text` feed: the main text of each NEW item's page (trafilatura), by index.
 
         Only items not stored yet, at most FULL_TEXT_PER_POLL a poll; a page that cannot be
         fetched or read leaves the feed's own text."""
-
-        def new_items() -> list[int]:
-            with db.read_session(self.engine) as session:
-                return [
-                    i
-                    for i, a in enumerate(articles)
-                    if a.link
-                    and find_item(session, state.id, item_identity(a.guid, a.link, a.title, a.body))
-                    is None
-                ]
+        articles = [k.article for k in keyed]
 
         async def page(i: int) -> tuple[int, str | None]:
             link = articles[i].link or ""
@@ -396,134 +445,101 @@ class Poller:
                 return i, None
             return i, extracted.body
 
-        wanted = (await asyncio.to_thread(new_items))[:FULL_TEXT_PER_POLL]
+        wanted = [k.index for k in keyed if k.article.link and k.key not in known.by_identity][
+            :FULL_TEXT_PER_POLL
+        ]
         found = await asyncio.gather(*(page(i) for i in wanted))
         return {i: body for i, body in found if body and len(body) > len(articles[i].body)}
 
+    def _sort_out(
+        self, state: FeedState, articles: Sequence[Article]
+    ) -> tuple[list[_Keyed], FeedItems]:
+        """Identity and content hash of each item, and what the feed has stored of those
+        identities and hashes (one query)."""
+        keyed = [
+            _Keyed(
+                index,
+                article,
+                identity := item_identity(article.guid, article.link, article.title, article.body),
+                identity_key(identity),
+                content_hash(article.title, article.body),
+            )
+            for index, article in enumerate(articles)
+        ]
+        with db.read_session(self.engine) as session:
+            known = stored_versions(
+                session, state.id, [k.identity for k in keyed], [k.content_hash for k in keyed]
+            )
+        return keyed, known
+
     def _prepare(
         self,
-        articles: Sequence[Article],
+        keyed: Sequence[_Keyed],
         feed: FeedSettings,
         feed_language: str | None,
         pages: Mapping[int, str],
     ) -> list[_Prepared]:
-        """Identity, content hash, language and matches of each item (CPU work, off the loop).
+        """Language, fingerprint and matches of each new or changed item (CPU work, off the loop).
 
         The content hash is always of the feed's own text, so that a full-text item is not taken
         for an update on the next poll, when only the feed's version is at hand; the fingerprint
         that finds its near-copies is of the page's text, which is what other outlets copy."""
         out = []
-        for index, article in enumerate(articles):
+        for k in keyed:
+            article = k.article
             language = item_language(
                 article.language, (feed.language, feed_language), article.title, article.body
             )
-            identity = item_identity(article.guid, article.link, article.title, article.body)
-            digest = content_hash(article.title, article.body)
             article = replace(
-                article, language=language, source=feed.name, body=pages.get(index, article.body)
+                article, language=language, source=feed.name, body=pages.get(k.index, article.body)
             )
             near = stories.fingerprint(article.body)
-            out.append(_Prepared(article, identity, digest, self.matcher.match(article), near))
+            out.append(_Prepared(k, article, self.matcher.match(article), near))
         return out
 
     def _store(
         self,
         state: FeedState,
-        prepared: list[_Prepared],
+        keyed: Sequence[_Keyed],
+        prepared: Sequence[_Prepared],
         now: datetime,
         next_at: datetime,
         fetched: FetchResult,
         body_hash: str,
         warning: str | None,
         max_age: timedelta | None,
+        prepare: Callable[[Sequence[_Keyed]], list[_Prepared]],
     ) -> PollResult:
-        new = updated = alerts = too_old = 0
-        # No body stored yet: the feed's first poll (or its first at a new URL), where an undated
-        # item may be the bottom of an archive (core.alert_age).
-        first_poll = state.body_hash is None
-        # Near-copies have no unique key to race on: replicas storing copies of one story at
-        # the same moment take turns, so that the second finds the first's story.
-        take_turns = any(p.fingerprint for p in prepared)
+        """Store a poll's new and changed items, their stories, matches and alerts, and the
+        feed's poll state, in one transaction and a round trip per kind of statement.
+
+        Every decision is made as if the items were stored one after the other in content-hash
+        order (an item repeated in the poll is an update of the one stored a moment before, a
+        later copy joins the story an earlier one made), but in memory, between one read of each
+        kind before the writes and one write of each kind after them."""
+        ready = {p.keyed.index: p for p in prepared}
         with db.transaction(self.engine) as session:
-            # In hash order, so that two replicas storing the same stories lock rows in one order.
-            for p in sorted(prepared, key=lambda p: p.content_hash):
-                existing = find_item(session, state.id, p.identity)
-                if existing is not None and existing.content_hash == p.content_hash:
-                    continue
-                if (
-                    existing is None
-                    and p.content_hash != _NO_CONTENT
-                    and feed_says_already(session, state.id, p.content_hash)
-                ):
-                    # A guid that changes on every poll, or one item under two guids: the feed
-                    # says again what it said, nothing new to store (FAULTS 13).
-                    continue
-                if take_turns:  # before this transaction's first write
-                    lock_story_creation(session)
-                    take_turns = False
-                story_id = _story_of(session, p, now)
-                item = _new_item(p, now, story_id)
-                matched_before = watchlists_matched(session, story_id)
-                old = too_old_to_alert(
-                    p.article.published if p.article.dated else None,
-                    existing.fetched_at if existing is not None else now,
-                    now,
-                    max_age,
-                    first_poll=first_poll,
-                )
-                if existing is not None:
-                    update_item(session, existing.id, item, story_id)
-                    item_id = existing.id
-                    if existing.story_id is not None:
-                        matched_before |= watchlists_matched(session, existing.story_id)
-                    updated += 1
-                else:
-                    inserted = insert_item(session, state.id, item)
-                    if inserted is None:  # another replica stored it first
-                        continue
-                    item_id = inserted
-                    new += 1
-                for m in p.matches:
-                    if m.watchlist in matched_before:
-                        continue  # this story already alerted for this watchlist
-                    if old:
-                        # Stored and matched (backtest sees it), not alerted; no match record,
-                        # so that a fresh item of the story may still alert.
-                        too_old += 1
-                        continue
-                    hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
-                    if not insert_match(
-                        session,
-                        story_id,
-                        item_id,
-                        m.watchlist,
-                        hits,
-                        now,
-                        title=p.article.title,
-                        text=p.article.body,
-                    ):
-                        continue
-                    for channel, recipient in self.routes.get(m.watchlist, ()):
-                        if enqueue_alert(
-                            session,
-                            story_id,
-                            item_id,
-                            m.watchlist,
-                            channel,
-                            recipient,
-                            now,
-                            due_at=self._due(channel, now),
-                        ):
-                            alerts += 1
-                    if self.subscribers:
-                        routed = {
-                            recipient
-                            for channel, recipient in self.routes.get(m.watchlist, ())
-                            if channel in self.telegram_channels
-                        }
-                        alerts += _enqueue_for_subscribers(
-                            session, story_id, item_id, m, now, skip=routed
-                        )
+            # Read again in the transaction: what `prepared` was chosen by may have changed.
+            known = stored_versions(
+                session, state.id, [k.identity for k in keyed], [k.content_hash for k in keyed]
+            )
+            todo_keys = _news(keyed, known)
+            missing = [k for k in todo_keys if k.index not in ready]
+            if missing:  # stored or pruned by someone else meanwhile: rare
+                ready.update({p.keyed.index: p for p in prepare(missing)})
+            todo = [ready[k.index] for k in todo_keys]
+            if any(p.fingerprint for p in todo):
+                # Near-copies have no unique key to race on: replicas storing copies of one
+                # story at the same moment take turns, so that the second finds the first's.
+                # Before this transaction's first write.
+                lock_story_creation(session)
+            plan = _plan_stories(session, todo, known, now)
+            # No body stored yet: the feed's first poll (or its first at a new URL), where an
+            # undated item may be the bottom of an archive (core.alert_age).
+            first_poll = state.body_hash is None
+            new, updated, alerts, too_old = self._write(
+                session, state, plan, now, max_age, first_poll=first_poll
+            )
             record_poll(
                 session,
                 state.id,
@@ -539,6 +555,132 @@ class Poller:
                 owner=self.owner,
             )
         return PollResult(state.name, "ok", new, updated, alerts, too_old, warning=warning)
+
+    def _write(
+        self,
+        session: Session,
+        state: FeedState,
+        plan: _StoryPlan,
+        now: datetime,
+        max_age: timedelta | None,
+        *,
+        first_poll: bool,
+    ) -> tuple[int, int, int, int]:
+        """The writes of a planned poll, a round trip each: new stories (with their
+        fingerprints) and their index, new items, changed items, matches, alerts.
+        Returns (new items, updated items, alerts queued, matches too old to alert)."""
+        ids, created = insert_stories(
+            session, [(story.content_hash, story.fingerprint) for story in plan.new_stories], now
+        )
+        real = {story.temp_id: ids[story.content_hash] for story in plan.new_stories}
+        # A story another transaction created meanwhile keeps its own fingerprint and index.
+        add_story_hashes(
+            session,
+            [
+                (real[story.temp_id], h)
+                for story in plan.new_stories
+                if story.content_hash in created
+                for h in story.indexed
+            ],
+            now,
+        )
+
+        def story_of(step_story: int) -> int:
+            return real.get(step_story, step_story)
+
+        firsts = [step for step in plan.steps if step.first]
+        inserted = insert_items(
+            session,
+            state.id,
+            [_new_item(step.prepared, now, story_of(step.story_id)) for step in firsts],
+        )
+        updates: list[tuple[int, NewItem]] = []
+        matched = {story_of(story): set(names) for story, names in plan.matched.items()}
+        wanted: list[NewMatch] = []
+        too_old = 0
+        for step in plan.steps:
+            p = step.prepared
+            story_id = story_of(step.story_id)
+            item_id = step.item_id if step.item_id is not None else inserted.get(p.keyed.key)
+            if item_id is None:  # another replica stored it first
+                continue
+            if not step.first:
+                updates.append((item_id, _new_item(p, now, story_id)))
+            matched_before = set(matched.setdefault(story_id, set()))
+            if step.old_story_id is not None:
+                matched_before |= matched.setdefault(story_of(step.old_story_id), set())
+            old = too_old_to_alert(
+                p.article.published if p.article.dated else None,
+                step.first_seen or now,
+                now,
+                max_age,
+                first_poll=first_poll,
+            )
+            for m in p.matches:
+                if m.watchlist in matched_before:
+                    continue  # this story already alerted for this watchlist
+                if old:
+                    # Stored and matched (backtest sees it), not alerted; no match record, so
+                    # that a fresh item of the story may still alert.
+                    too_old += 1
+                    continue
+                hits = json.dumps([h._asdict() for h in m.hits], ensure_ascii=False)
+                wanted.append(
+                    NewMatch(story_id, item_id, m.watchlist, hits, p.article.title, p.article.body)
+                )
+                matched[story_id].add(m.watchlist)
+        update_items(session, updates)
+        recorded = insert_matches(session, wanted, now)
+        queued = self._enqueue(session, wanted, recorded, now)
+        return len(inserted), len(updates), queued, too_old
+
+    def _enqueue(
+        self,
+        session: Session,
+        wanted: Sequence[NewMatch],
+        recorded: set[tuple[int, str]],
+        now: datetime,
+    ) -> int:
+        """The alerts of the matches recorded: one per route of the watchlist, and one per active
+        Telegram subscriber of it, except a chat a route reaches already (one message per chat).
+        A subscriber's alert held by a mute or a digest goes to the digest channel, due when it
+        ends; the digest channel delivers a recipient's due alerts as one digest."""
+        fresh = [
+            (m.story_id, m.item_id, m.watchlist)
+            for m in wanted
+            if (m.story_id, m.watchlist) in recorded
+        ]
+        if not fresh:
+            return 0
+        targets = (
+            subscribers.subscribers_of_watchlists(session, {w for _, _, w in fresh})
+            if self.subscribers
+            else {}
+        )
+        queued: list[NewAlert] = []
+        for story_id, item_id, watchlist in fresh:
+            for channel, recipient in self.routes.get(watchlist, ()):
+                due = self._due(channel, now)
+                queued.append(NewAlert(story_id, item_id, watchlist, channel, recipient, due))
+            routed = {
+                recipient
+                for channel, recipient in self.routes.get(watchlist, ())
+                if channel in self.telegram_channels
+            }
+            for target in targets.get(watchlist, ()):
+                if target.recipient in routed:
+                    continue
+                due = subscriber_due_at(
+                    now,
+                    digest=target.digest,
+                    chat_muted_until=target.muted_until,
+                    watchlist_muted_until=target.watchlist_muted_until,
+                )
+                channel = SUBSCRIBERS_DIGEST_CHANNEL if due is not None else SUBSCRIBERS_CHANNEL
+                queued.append(
+                    NewAlert(story_id, item_id, watchlist, channel, target.recipient, due)
+                )
+        return enqueue_alerts(session, queued, now)
 
     def _due(self, channel: str, now: datetime) -> datetime | None:
         """A digest channel's alerts wait for its next digest; others are due at once."""
@@ -619,58 +761,98 @@ class Poller:
         return PollResult(state.name, status, error=error)
 
 
-def _enqueue_for_subscribers(
-    session: Session,
-    story_id: int,
-    item_id: int,
-    match: Match,
-    now: datetime,
-    *,
-    skip: Collection[str] = (),
-) -> int:
-    """One alert per active Telegram subscriber of the watchlist, except the chats in `skip`
-    (they get it through a channel already: one message per chat). An alert held by a mute (of
-    the chat or of this watchlist) or for a digest goes to the digest channel, due when it ends;
-    the digest channel delivers a recipient's due alerts as one digest."""
-    queued = 0
-    for target in subscribers.subscribers_of(session, match.watchlist):
-        if target.recipient in skip:
+def _news(keyed: Sequence[_Keyed], known: FeedItems) -> list[_Keyed]:
+    """The items to store, in content-hash order, as if stored one after the other: an identity
+    stored with the same hash is unchanged; a new identity whose hash the feed has under another
+    identity says again what the feed said (a guid that changes on every poll, one item under two
+    guids: FAULTS 13); an identity the poll repeats with another text updates the one just
+    stored. Pure: `known` is what the feed has stored of these identities and hashes."""
+    current = {key: ref.content_hash for key, ref in known.by_identity.items()}
+    counts = Counter(known.hash_counts)
+    out = []
+    # In hash order, so that two replicas storing the same stories lock rows in one order.
+    for k in sorted(keyed, key=lambda k: k.content_hash):
+        stored = current.get(k.key)
+        if stored is not None:
+            if stored == k.content_hash:
+                continue
+            counts[stored] -= 1
+        elif k.content_hash != _NO_CONTENT and counts[k.content_hash] > 0:
             continue
-        due = subscriber_due_at(
-            now,
-            digest=target.digest,
-            chat_muted_until=target.muted_until,
-            watchlist_muted_until=target.watchlist_muted_until,
-        )
-        channel = SUBSCRIBERS_DIGEST_CHANNEL if due is not None else SUBSCRIBERS_CHANNEL
-        if enqueue_alert(
-            session, story_id, item_id, match.watchlist, channel, target.recipient, now, due_at=due
-        ):
-            queued += 1
-    return queued
+        counts[k.content_hash] += 1
+        current[k.key] = k.content_hash
+        out.append(k)
+    return out
 
 
-def _story_of(session: Session, p: _Prepared, now: datetime) -> int:
-    """The item's story (SPEC §5): the one its exact content hash made, else a recent story it is
-    a near-copy of (another headline, a caption, a footer), else a new one."""
-    smallest = p.fingerprint[: stories.INDEXED]
-    story_id = story_of_hash(session, p.content_hash)
-    if story_id is None and smallest:
-        candidates = near_stories(session, smallest, since=now - stories.WINDOW)
-        story_id = stories.closest(p.fingerprint, candidates)
-    if story_id is not None:
-        return story_id
-    story_id, created = story_for_hash(session, p.content_hash, now)
-    if created and smallest:
-        add_fingerprint(session, story_id, stories.encode(p.fingerprint), smallest, now)
-    return story_id
+def _plan_stories(
+    session: Session, todo: Sequence[_Prepared], known: FeedItems, now: datetime
+) -> _StoryPlan:
+    """Each item's story (SPEC §5) — the one its exact content hash made, else a recent story it
+    is a near-copy of (another headline, a caption, a footer), else a new one — decided in order
+    after three reads for the whole poll: the stories of the exact hashes, the stories indexed
+    by the fingerprints' smallest hashes, and the fingerprints of the best candidates. A story
+    made by an earlier item of the poll is found as a stored one would be."""
+    exact = stories_of_hashes(session, [p.keyed.content_hash for p in todo])
+    index: dict[int, list[int]] = {}
+    smallest = {h for p in todo for h in p.fingerprint[: stories.INDEXED]}
+    if smallest:
+        index = near_story_index(session, sorted(smallest), since=now - stories.WINDOW)
+
+    def candidates(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
+        shared: Counter[int] = Counter()
+        for h in p.fingerprint[: stories.INDEXED]:
+            for found in indexes:
+                shared.update(found.get(h, ()))
+        return sorted(shared, key=lambda story: (-shared[story], story))[:NEAR_CANDIDATES]
+
+    stored_fingerprints = fingerprints_of(
+        session, sorted({story for p in todo for story in candidates(p, index)})
+    )
+    made: dict[int, list[int]] = {}  # indexed hash → stories this poll makes
+    new_stories: list[_NewStory] = []
+    fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
+    # identity → (stored item id, its story, first seen): None for an item this poll inserts
+    versions: dict[str, tuple[int | None, int, datetime | None]] = {
+        key: (ref.id, ref.story_id, ref.fetched_at) for key, ref in known.by_identity.items()
+    }
+    steps = []
+    for p in todo:
+        k = p.keyed
+        indexed = p.fingerprint[: stories.INDEXED]
+        story_id = exact.get(k.content_hash)
+        if story_id is None and indexed:
+            found = candidates(p, index, made)
+            story_id = stories.closest(p.fingerprint, [(s, fingerprint_of.get(s)) for s in found])
+        if story_id is None:
+            story_id = _TEMP_STORY + len(new_stories)
+            encoded = stories.encode(p.fingerprint) if indexed else None
+            new_stories.append(_NewStory(story_id, k.content_hash, encoded, tuple(indexed)))
+            exact[k.content_hash] = story_id
+            fingerprint_of[story_id] = encoded
+            for h in indexed:
+                made.setdefault(h, []).append(story_id)
+        else:
+            # A later exact copy in this poll finds the story of this item, as a stored one.
+            exact.setdefault(k.content_hash, story_id)
+        version = versions.get(k.key)
+        if version is None:
+            steps.append(_Step(p, story_id, True, None, None, None))
+            versions[k.key] = (None, story_id, None)
+        else:
+            item_id, old_story, first_seen = version
+            steps.append(_Step(p, story_id, False, item_id, old_story, first_seen))
+            versions[k.key] = (item_id, story_id, first_seen)
+    involved = {s.story_id for s in steps} | {s.old_story_id for s in steps if s.old_story_id}
+    matched = matched_watchlists(session, sorted(s for s in involved if s < _TEMP_STORY))
+    return _StoryPlan(steps, new_stories, matched)
 
 
 def _new_item(p: _Prepared, now: datetime, story_id: int) -> NewItem:
     a = p.article
     return NewItem(
-        identity=p.identity,
-        content_hash=p.content_hash,
+        identity=p.keyed.identity,
+        content_hash=p.keyed.content_hash,
         hash_version=HASH_VERSION,
         title=a.title,
         text=a.body,

@@ -275,7 +275,9 @@ def test_the_corpus_feeds_are_stored_and_alerted_as_recorded(
     finally:
         asyncio.run(prepared.close())
     add_subscribers(settings)
-    files = [tmp_path / "feeds" / f"{name}{path.suffix}" for name, path in zip(names, paths)]
+    files = [
+        tmp_path / "feeds" / f"{name}{path.suffix}" for name, path in zip(names, paths, strict=True)
+    ]
     polls = {}
     for round_, now in enumerate(TIMES):
         for path, file in zip(paths, files, strict=True):
@@ -283,7 +285,10 @@ def test_the_corpus_feeds_are_stored_and_alerted_as_recorded(
             file.write_bytes(body if round_ == 0 else edited(body))
         polls[TIMES[now]] = poll_round(settings, now)
     found = {
-        "feeds": {name: path.relative_to(corpus).as_posix() for name, path in zip(names, paths)},
+        "feeds": {
+            name: path.relative_to(corpus).as_posix()
+            for name, path in zip(names, paths, strict=True)
+        },
         "polls": polls,
         "stored": stored(settings),
     }

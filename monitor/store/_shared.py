@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    Row,
     Table,
     func,
     or_,
@@ -43,6 +44,29 @@ def insert_ignore(
     if name == "sqlite":
         lite = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
         return session.execute(lite.returning(table.c.id)).scalar_one_or_none()
+    raise StoreError(f"unsupported database {name!r}")
+
+
+def insert_ignore_many(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING `returning`, for many rows in one
+    round trip (SQLAlchemy's insertmanyvalues: multi-row VALUES, in pages for very many rows):
+    the rows inserted, in no particular order; those that existed are left out."""
+    if not rows:
+        return []
+    name = dialect(session)
+    columns = [table.c[column] for column in returning]
+    if name == "postgresql":
+        pg = postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
+        return list(session.execute(pg.returning(*columns), list(rows)))
+    if name == "sqlite":
+        lite = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
+        return list(session.execute(lite.returning(*columns), list(rows)))
     raise StoreError(f"unsupported database {name!r}")
 
 

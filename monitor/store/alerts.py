@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from monitor.store._shared import (
     database_now,
     insert_ignore,
+    insert_ignore_many,
     lease_free,
     rowcount,
     short_error,
@@ -39,16 +40,21 @@ from monitor.store.tables import alerts, feeds, items, matches
 __all__ = [
     "AlertToSend",
     "FailedAlert",
+    "NewAlert",
+    "NewMatch",
     "alert_counts",
     "alert_recipient",
     "claim_due_alerts",
     "enqueue_alert",
+    "enqueue_alerts",
     "fail_pending_alerts",
     "failed_alerts",
     "insert_match",
+    "insert_matches",
     "mark_alert_failed",
     "mark_alert_retry",
     "mark_alert_sent",
+    "matched_watchlists",
     "postpone_alert",
     "renew_alert_leases",
     "watchlists_matched",
@@ -96,6 +102,57 @@ class FailedAlert:
 def watchlists_matched(session: Session, story_id: int) -> set[str]:
     """The watchlists this story has matched already."""
     return set(session.scalars(select(matches.c.watchlist).where(matches.c.story_id == story_id)))
+
+
+def matched_watchlists(session: Session, story_ids: Collection[int]) -> dict[int, set[str]]:
+    """For each of `story_ids`, the watchlists it has matched already, in one query."""
+    found: dict[int, set[str]] = {story_id: set() for story_id in story_ids}
+    ids = sorted(found)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(matches.c.story_id, matches.c.watchlist).where(
+                matches.c.story_id.in_(ids[start : start + 500])
+            )
+        )
+        for row in rows:
+            found[row.story_id].add(row.watchlist)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class NewMatch:
+    """A match to record (`insert_matches`): `item_id` made story `story_id` match `watchlist`;
+    `title` and `text` are the item's as they matched, which the hits (JSON) point into."""
+
+    story_id: int
+    item_id: int
+    watchlist: str
+    hits: str
+    title: str | None = None
+    text: str | None = None
+
+
+def insert_matches(
+    session: Session, new: Collection[NewMatch], now: datetime
+) -> set[tuple[int, str]]:
+    """`insert_match` for many matches in one round trip; the (story id, watchlist) pairs
+    inserted (a story that had matched the watchlist is left out)."""
+    rows = [
+        {
+            "story_id": m.story_id,
+            "item_id": m.item_id,
+            "watchlist": m.watchlist,
+            "hits": m.hits,
+            "created_at": now,
+            "title": m.title,
+            "text": m.text,
+        }
+        for m in new
+    ]
+    made = insert_ignore_many(
+        session, matches, rows, ["story_id", "watchlist"], ["story_id", "watchlist"]
+    )
+    return {(row.story_id, row.watchlist) for row in made}
 
 
 def insert_match(
@@ -151,6 +208,39 @@ def enqueue_alert(
     }
     conflict = ["story_id", "watchlist", "channel", "recipient"]
     return insert_ignore(session, alerts, values, conflict) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert to put in the outbox (`enqueue_alerts`); `due_at` None: due now."""
+
+    story_id: int
+    item_id: int
+    watchlist: str
+    channel: str
+    recipient: str
+    due_at: datetime | None = None
+
+
+def enqueue_alerts(session: Session, new: Collection[NewAlert], now: datetime) -> int:
+    """`enqueue_alert` for many alerts in one round trip; how many were put in the outbox (one
+    that (story, watchlist, channel, recipient) had already is left out)."""
+    rows = [
+        {
+            "story_id": a.story_id,
+            "item_id": a.item_id,
+            "watchlist": a.watchlist,
+            "channel": a.channel,
+            "recipient": a.recipient,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": a.due_at or now,
+            "created_at": now,
+        }
+        for a in new
+    ]
+    conflict = ["story_id", "watchlist", "channel", "recipient"]
+    return len(insert_ignore_many(session, alerts, rows, conflict, ["id"]))
 
 
 def claim_due_alerts(

@@ -20,9 +20,11 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    bindparam,
     delete,
     exists,
     func,
+    or_,
     select,
     text,
     update,
@@ -32,30 +34,42 @@ from sqlalchemy.orm import Session
 from monitor.store._shared import (
     dialect,
     insert_ignore,
+    insert_ignore_many,
     rowcount,
 )
 from monitor.store.tables import alerts, clean_text, feeds, items, matches, stories, story_hashes
 
 __all__ = [
+    "FeedItems",
     "NewItem",
     "StoredItem",
     "StoredItemRef",
     "add_fingerprint",
+    "add_story_hashes",
     "feed_says_already",
     "find_item",
+    "fingerprints_of",
     "forget_story_hashes",
+    "identity_key",
     "insert_item",
+    "insert_items",
+    "insert_stories",
     "items_since",
     "lock_story_creation",
     "near_stories",
+    "near_story_index",
     "prune",
+    "stored_versions",
+    "stories_of_hashes",
     "story_for_hash",
     "story_of_hash",
     "update_item",
+    "update_items",
 ]
 
 
 MAX_IDENTITY_BYTES = 1024  # a longer identity is stored as its digest: btree keys must stay small
+_IN_CHUNK = 500  # values per IN (…): a feed of 300,000 items is read in pages, not one statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +116,21 @@ class StoredItem:
     link: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class FeedItems:
+    """What a feed has stored of the identities and content hashes a poll brought: the stored
+    version of each identity (by its stored key, `identity_key`), and how many of the feed's
+    items have each of the hashes."""
+
+    by_identity: dict[str, StoredItemRef]
+    hash_counts: dict[str, int]
+
+
+def identity_key(identity: str) -> str:
+    """The identity as the database has it: `_identity_key`, cleaned as every stored text is."""
+    return clean_text(_identity_key(identity))
+
+
 def _identity_key(identity: str) -> str:
     """The identity as stored: itself, or `sha256:<hex>` when too long for a unique index."""
     encoded = clean_text(identity).encode("utf-8")
@@ -122,6 +151,49 @@ def find_item(session: Session, feed_id: int, identity: str) -> StoredItemRef | 
         ).where(items.c.feed_id == feed_id, items.c.identity == _identity_key(identity))
     ).first()
     return None if row is None else StoredItemRef(**row._mapping)
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield list(values[start : start + _IN_CHUNK])
+
+
+def stored_versions(
+    session: Session, feed_id: int, identities: Sequence[str], hashes: Sequence[str]
+) -> FeedItems:
+    """For one poll, in one query (a page per 500 values for huge feeds): the feed's stored items
+    that have one of `identities` or one of `hashes`."""
+    keys = sorted({_identity_key(identity) for identity in identities})
+    wanted = sorted(set(hashes))
+    by_identity: dict[str, StoredItemRef] = {}
+    hash_counts: dict[str, int] = {}
+    seen: set[int] = set()
+    pages = max(len(keys), len(wanted))
+    for start in range(0, pages, _IN_CHUNK):
+        some_keys = keys[start : start + _IN_CHUNK]
+        some_hashes = wanted[start : start + _IN_CHUNK]
+        rows = session.execute(
+            select(
+                items.c.id,
+                items.c.identity,
+                items.c.content_hash,
+                items.c.hash_version,
+                items.c.story_id,
+                items.c.fetched_at,
+            ).where(
+                items.c.feed_id == feed_id,
+                or_(items.c.identity.in_(some_keys), items.c.content_hash.in_(some_hashes)),
+            )
+        )
+        for row in rows:
+            if row.id in seen:
+                continue
+            seen.add(row.id)
+            by_identity[row.identity] = StoredItemRef(
+                row.id, row.content_hash, row.hash_version, row.story_id, row.fetched_at
+            )
+            hash_counts[row.content_hash] = hash_counts.get(row.content_hash, 0) + 1
+    return FeedItems(by_identity, hash_counts)
 
 
 def feed_says_already(session: Session, feed_id: int, content_hash: str) -> bool:
@@ -165,6 +237,85 @@ def story_of_hash(session: Session, content_hash: str) -> int | None:
     )
     found: int | None = session.execute(joined).scalar_one_or_none()
     return found
+
+
+def stories_of_hashes(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    """`story_of_hash` for many hashes (hash → story id; a hash without a story is left out): the
+    story each hash created, else the story of the first stored item with that hash (one that
+    joined its story as a near-copy). A query for each, whatever the number of hashes."""
+    found: dict[str, int] = {}
+    for some in _chunks(sorted(set(hashes))):
+        rows = session.execute(
+            select(stories.c.content_hash, stories.c.id).where(stories.c.content_hash.in_(some))
+        )
+        found.update({row.content_hash: row.id for row in rows})
+    joined = sorted(set(hashes) - found.keys())
+    for some in _chunks(joined):
+        first = (
+            select(items.c.content_hash, func.min(items.c.id).label("id"))
+            .where(items.c.content_hash.in_(some))
+            .group_by(items.c.content_hash)
+            .subquery()
+        )
+        rows = session.execute(
+            select(items.c.content_hash, items.c.story_id).join(first, first.c.id == items.c.id)
+        )
+        found.update({row.content_hash: row.story_id for row in rows})
+    return found
+
+
+def near_story_index(
+    session: Session, hashes: Sequence[int], since: datetime
+) -> dict[int, list[int]]:
+    """hash → the stories created since `since` whose fingerprint indexes it, for every hash of
+    `hashes` at once: the near-copy candidates of a poll's items (ranked by the caller)."""
+    index: dict[int, list[int]] = {}
+    for some in _chunks(sorted(set(hashes))):
+        rows = session.execute(
+            select(story_hashes.c.hash, story_hashes.c.story_id)
+            .where(story_hashes.c.hash.in_(some), story_hashes.c.created_at >= since)
+            .distinct()
+        )
+        for row in rows:
+            index.setdefault(row.hash, []).append(row.story_id)
+    return index
+
+
+def fingerprints_of(session: Session, story_ids: Sequence[int]) -> dict[int, str | None]:
+    """The stored fingerprint of each story (story id → fingerprint), in one query."""
+    found: dict[int, str | None] = {}
+    for some in _chunks(sorted(set(story_ids))):
+        rows = session.execute(
+            select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(some))
+        )
+        found.update({row.id: row.fingerprint for row in rows})
+    return found
+
+
+def insert_stories(
+    session: Session, new: Sequence[tuple[str, str | None]], now: datetime
+) -> tuple[dict[str, int], set[str]]:
+    """Create the stories of (content hash, fingerprint) pairs in one round trip. Returns hash →
+    story id of each, and the hashes whose story this call created (another transaction made
+    the others meanwhile, with its own fingerprint)."""
+    rows = [{"content_hash": h, "created_at": now, "fingerprint": fp} for h, fp in new]
+    made = insert_ignore_many(session, stories, rows, ["content_hash"], ["id", "content_hash"])
+    found = {row.content_hash: row.id for row in made}
+    created = set(found)
+    missing = [h for h, _ in new if h not in found]
+    if missing:
+        found.update(stories_of_hashes(session, missing))
+    return found, created
+
+
+def add_story_hashes(session: Session, indexed: Sequence[tuple[int, int]], now: datetime) -> None:
+    """Index (story id, hash) pairs of new stories' fingerprints (core.stories), in one round
+    trip."""
+    if indexed:
+        session.execute(
+            story_hashes.insert(),
+            [{"story_id": story_id, "hash": h, "created_at": now} for story_id, h in indexed],
+        )
 
 
 def near_stories(
@@ -248,6 +399,40 @@ def insert_item(session: Session, feed_id: int, item: NewItem) -> int | None:
         "story_id": item.story_id,
     }
     return insert_ignore(session, items, values, ["feed_id", "identity"])
+
+
+def insert_items(session: Session, feed_id: int, new: Sequence[NewItem]) -> dict[str, int]:
+    """Insert new items in one round trip; return stored identity key → id of those inserted
+    (one that (feed, identity) had already, stored meanwhile by another process, is left out)."""
+    rows = [
+        _item_values(item)
+        | {
+            "feed_id": feed_id,
+            "identity": _identity_key(item.identity),
+            "fetched_at": item.fetched_at,
+            "story_id": item.story_id,
+        }
+        for item in new
+    ]
+    made = insert_ignore_many(session, items, rows, ["feed_id", "identity"], ["id", "identity"])
+    return {row.identity: row.id for row in made}
+
+
+def update_items(session: Session, changed: Sequence[tuple[int, NewItem]]) -> None:
+    """`update_item` for many items in one round trip (an executemany), in the order given."""
+    if not changed:
+        return
+    names = [*_item_values(changed[0][1]), "story_id", "updated_at"]
+    statement = (
+        update(items)
+        .where(items.c.id == bindparam("item_id"))
+        .values({name: bindparam(f"new_{name}") for name in names})
+    )
+    rows = []
+    for item_id, item in changed:
+        values = _item_values(item) | {"story_id": item.story_id, "updated_at": item.fetched_at}
+        rows.append({"item_id": item_id} | {f"new_{k}": v for k, v in values.items()})
+    session.execute(statement, rows)
 
 
 def update_item(session: Session, item_id: int, item: NewItem, story_id: int) -> None:

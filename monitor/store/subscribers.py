@@ -56,6 +56,7 @@ __all__ = [
     "subscribe",
     "subscribed_watchlists",
     "subscribers_of",
+    "subscribers_of_watchlists",
     "subscription_details",
     "subscriptions_of",
     "unsubscribe",
@@ -342,6 +343,38 @@ def subscribers_of(session: Session, watchlist: str) -> list[Target]:
     return [
         Target(row.chat_id, row.muted_until, row.digest, row.watchlist_muted_until) for row in rows
     ]
+
+
+def subscribers_of_watchlists(
+    session: Session, watchlists: Collection[str]
+) -> dict[str, list[Target]]:
+    """`subscribers_of` for many watchlists in one query: watchlist → its active subscribers, by
+    chat id (a watchlist without any is left out)."""
+    found: dict[str, list[Target]] = {}
+    wanted = sorted(set(watchlists))
+    if not wanted:
+        return found
+    rows = session.execute(
+        select(
+            subscriptions.c.watchlist,
+            subscribers.c.chat_id,
+            subscribers.c.muted_until,
+            subscribers.c.digest,
+            subscriptions.c.muted_until.label("watchlist_muted_until"),
+        )
+        .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
+        .where(
+            subscriptions.c.watchlist.in_(wanted),
+            subscribers.c.active.is_(True),
+            subscribers.c.blocked.is_(False),
+        )
+        .order_by(subscriptions.c.watchlist, subscribers.c.chat_id)
+    )
+    for row in rows:
+        found.setdefault(row.watchlist, []).append(
+            Target(row.chat_id, row.muted_until, row.digest, row.watchlist_muted_until)
+        )
+    return found
 
 
 def delivery_states(session: Session, chat_ids: Collection[int]) -> dict[int, DeliveryState]:

@@ -3,7 +3,10 @@
 Everything a poll finds — new and updated items, their stories, matches and outbox alerts, and the
 feed's new poll state — is written in ONE transaction, so a crash anywhere loses nothing and repeats
 nothing: either the poll happened (and its alerts are in the outbox) or it did not (and the next
-poll finds the same items again).
+poll finds the same items again). That transaction speaks to the database a fixed number of times,
+one read and one write of each kind, however many items the poll brings. A poll that finds nothing
+(a 304, a body identical to the last) changes only the feed's times and validators: those are
+written for many feeds at once, within half a second (`poll_states`).
 
 Dedup (SPEC §5, `core.dedup`): an item is known by its identity within its feed; seen again with the
 same content hash it is ignored; with a new hash it is stored as an update and re-matched, alerting
@@ -56,6 +59,7 @@ from monitor.inputs import html_article
 from monitor.language import item_language
 from monitor.model import Article, Match
 from monitor.parse_pool import ParsePool
+from monitor.poll_states import QuietPolls
 from monitor.store import db, subscribers
 from monitor.store.alerts import (
     NewAlert,
@@ -64,7 +68,7 @@ from monitor.store.alerts import (
     insert_matches,
     matched_watchlists,
 )
-from monitor.store.feeds import FeedState, record_poll
+from monitor.store.feeds import FeedState, QuietPoll, record_poll
 from monitor.store.stories import (
     FeedItems,
     NewItem,
@@ -84,6 +88,8 @@ from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CH
 log = logging.getLogger("monitor.pipeline")
 
 Routes = Mapping[str, tuple[tuple[str, str], ...]]  # watchlist → ((channel, recipient), …)
+# Polls that change only the feed's times and validators: written in batches (`poll_states`).
+QUIET_STATUSES = frozenset({"not_modified", "unchanged"})
 GONE_STATUSES = frozenset({404, 410})  # answered for `fetch.gone_after`, the feed is gone
 GONE_POLL_INTERVAL = timedelta(days=1)  # how often a gone feed is tried, in case it comes back
 STORE_RETRY = timedelta(minutes=1)  # a poll whose items could not be written is tried again
@@ -242,6 +248,8 @@ class Poller:
         self.gone_after = gone_after
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
+        # 304s and unchanged bodies: their poll state is written for many feeds at once.
+        self.quiet = QuietPolls(engine, owner)
         self.parsing_feeds: set[int] = set()  # feed ids waiting for their parse or being parsed
 
     def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
@@ -267,7 +275,12 @@ class Poller:
         if self._parser is not None:
             await self._parser.close()
 
+    async def flush(self) -> None:
+        """Write the poll state of the quiet polls that wait (`poll_states`)."""
+        await self.quiet.flush()
+
     async def close(self) -> None:
+        await self.quiet.close()
         await self.stop_parsing()
         self._parser = None
         for session in self._sessions.values():
@@ -727,10 +740,24 @@ class Poller:
         body_hash: str | None = None,
         missing_since: datetime | None = None,
     ) -> PollResult:
-        """Record a poll that stored nothing. `missing_since`: when the feed's 404/410 answers
-        began, kept by a failure that is not one (a 500 between two 404s), dropped by a success."""
+        """Record a poll that stored nothing (a quiet one: queued, written with others').
+        `missing_since`: when the feed's 404/410 answers began, kept by a failure that is not one
+        (a 500 between two 404s), dropped by a success."""
         if missing_since is None and failed:
             missing_since = state.missing_since
+        if status in QUIET_STATUSES and not failed:
+            self.quiet.add(
+                QuietPoll(
+                    state.id,
+                    polled_at=now,
+                    status=status,
+                    etag=validators.etag if validators else state.etag,
+                    last_modified=validators.last_modified if validators else state.last_modified,
+                    body_hash=body_hash or state.body_hash,
+                    next_poll_at=next_at,
+                )
+            )
+            return PollResult(state.name, status)
 
         def write() -> None:
             with db.transaction(self.engine) as session:

@@ -138,6 +138,12 @@ class Service:
     # What /healthz says of the subscriber bot (`daemon.leader`); None without `telegram:`.
     bot_status: str | None = None
     bot_trouble: bool = False
+    # The last claim got all the room it asked for: more feeds may be due, and a poll that ends
+    # makes room for them at once rather than at the next tick (`_refill`).
+    more_due: bool = False
+    claiming: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refilling: asyncio.Task[None] | None = None
+    accepting: bool = True  # False once draining: nothing more is claimed
 
     @classmethod
     def build(
@@ -315,7 +321,9 @@ class Service:
             tasks.append(task)
         renewing = asyncio.create_task(self._keep_renewing())
         try:
-            return list(await asyncio.gather(*tasks))
+            results = list(await asyncio.gather(*tasks))
+            await self.poller.flush()  # the 304s' poll state, written before `once` reports
+            return results
         except asyncio.CancelledError:  # Ctrl-C: the feeds not polled are due for the next run
             for state in states:
                 if state.id not in finished:
@@ -342,23 +350,34 @@ class Service:
         self.last_tick = time.monotonic()
         if self.last_tick - self.last_renewal >= self.settings.service.lease.total_seconds() / 3:
             await self.renew_leases()
-        room = MAX_CONCURRENT_POLLS - len(self.in_flight)
-        if room <= 0:
-            if self.polls_full_since is None:
-                self.polls_full_since = asyncio.get_running_loop().time()
-            return
-        self.polls_full_since = None
+        async with self.claiming:
+            if not self.accepting:
+                return
+            room = MAX_CONCURRENT_POLLS - len(self.in_flight)
+            if room <= 0:
+                if self.polls_full_since is None:
+                    self.polls_full_since = asyncio.get_running_loop().time()
+                return
+            self.polls_full_since = None
+            try:
+                states = await asyncio.to_thread(self._claim, room, everything=False)
+            except StoreError as exc:
+                log.error("poll.claim_failed error=%s", exc)
+                self.more_due = False
+                return
+            self.more_due = len(states) == room
+            for state in states:
+                task = asyncio.create_task(
+                    self._poll_one(state, force=False), name=f"poll:{state.name}"
+                )
+                self.in_flight[state.id] = task
+                task.add_done_callback(functools.partial(self._forget, state.id))
+
+    async def _refill(self) -> None:
         try:
-            states = await asyncio.to_thread(self._claim, room, everything=False)
-        except StoreError as exc:
-            log.error("poll.claim_failed error=%s", exc)
-            return
-        for state in states:
-            task = asyncio.create_task(
-                self._poll_one(state, force=False), name=f"poll:{state.name}"
-            )
-            self.in_flight[state.id] = task
-            task.add_done_callback(functools.partial(self._forget, state.id))
+            await self.poll_tick()
+        finally:
+            self.refilling = None
 
     async def renew_leases(self) -> None:
         """Extend the leases of the polls and deliveries under way, so that only a process that
@@ -381,6 +400,10 @@ class Service:
 
     def _forget(self, feed_id: int, _task: asyncio.Task[PollResult]) -> None:
         self.in_flight.pop(feed_id, None)
+        if self.more_due and self.accepting and self.refilling is None:
+            # More feeds were due than there was room for: claim them now, not at the next tick
+            # (a round of 304s goes at the pace of the HTTP client, not of the ticks).
+            self.refilling = asyncio.get_running_loop().create_task(self._refill())
 
     async def deliver_tick(self) -> DeliveryStats:
         try:
@@ -415,6 +438,9 @@ class Service:
 
         A poll waiting for its parse, or parsing, is cancelled at once (its parse worker is
         killed): a parse may take many seconds of CPU, and the next process polls the feed again."""
+        self.accepting = False
+        if self.refilling is not None:  # a claim under way: its polls are drained with the rest
+            await asyncio.gather(self.refilling, return_exceptions=True)
         tasks = dict(self.in_flight)
         if not tasks:
             return

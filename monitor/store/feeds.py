@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     func,
     not_,
     or_,
@@ -41,11 +42,13 @@ __all__ = [
     "FEED_STATUSES",
     "FeedHealth",
     "FeedState",
+    "QuietPoll",
     "WaitingFeed",
     "claim_due_feeds",
     "count_gone",
     "feed_health",
     "record_poll",
+    "record_quiet_polls",
     "release_feed",
     "release_leases",
     "renew_feed_leases",
@@ -268,6 +271,62 @@ def record_poll(
         ).returning(feeds.c.id)
     )
     return result.first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class QuietPoll:
+    """A poll that found nothing new (a 304, or a body identical to the last): only its times
+    and validators change (`record_quiet_polls`)."""
+
+    feed_id: int
+    polled_at: datetime
+    status: str  # not_modified | unchanged
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    next_poll_at: datetime
+
+
+def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str) -> None:
+    """`record_poll` for many quiet polls in one round trip (an executemany): each a success
+    that stored nothing, releasing the feed's lease; a feed whose lease `owner` no longer holds
+    is left alone."""
+    if not polls:
+        return
+    statement = (
+        update(feeds)
+        .where(feeds.c.id == bindparam("feed_id"), feeds.c.lease_owner == owner)
+        .values(
+            last_polled_at=bindparam("polled_at"),
+            last_status=bindparam("status"),
+            last_error=None,
+            etag=bindparam("new_etag"),
+            last_modified=bindparam("new_last_modified"),
+            body_hash=bindparam("new_body_hash"),
+            last_new_items=0,
+            next_poll_at=bindparam("new_next_poll_at"),
+            consecutive_failures=0,
+            missing_since=None,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    rows = []
+    for poll in polls:
+        if poll.status not in ("not_modified", "unchanged"):
+            raise ValueError(f"{poll.status!r} is not a quiet poll's status")
+        rows.append(
+            {
+                "feed_id": poll.feed_id,
+                "polled_at": poll.polled_at,
+                "status": poll.status,
+                "new_etag": poll.etag,
+                "new_last_modified": poll.last_modified,
+                "new_body_hash": poll.body_hash,
+                "new_next_poll_at": poll.next_poll_at,
+            }
+        )
+    session.execute(statement, rows)
 
 
 def count_gone(session: Session) -> int:

@@ -3,11 +3,15 @@ loopback, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from httpserver import LoopbackServer
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from test_pipeline import (
     Feed,
     RecordingNotifier,
@@ -17,6 +21,11 @@ from test_pipeline import (
 )
 
 from monitor import language
+from monitor.config import Settings
+from monitor.core import stories as core_stories
+from monitor.core.match import Matcher
+from monitor.daemon import Service
+from monitor.pipeline import PollResult
 from monitor.store import db
 from monitor.store.tables import feeds, items
 
@@ -88,3 +97,132 @@ def test_the_detector_runs_only_for_items_whose_language_nobody_declared(
     finally:
         engine.dispose()
     assert stored == {"config": "ar", "channel": "en", "entry": "ar", "nowhere": "en"}
+
+
+WORDS = [
+    "harbour",
+    "board",
+    "council",
+    "budget",
+    "ferry",
+    "bridge",
+    "tunnel",
+    "market",
+    "school",
+    "clinic",
+    "river",
+    "station",
+    "airport",
+    "library",
+    "museum",
+    "stadium",
+    "theatre",
+    "garden",
+    "factory",
+    "office",
+]
+
+
+def news(n: int, start: int = 0, *, edited: int | None = None) -> bytes:
+    """An RSS feed of items start … start+n-1, each its own story (texts that share no run of
+    three words), all about sunny weather; item `edited` has another text."""
+    entries = []
+    for i in range(start, start + n):
+        words = [f"{WORDS[(i * 7 + j) % len(WORDS)]}{i}x{j}" for j in range(30)]
+        if i == edited:
+            words.reverse()
+        entries.append((f"n-{i}", f"Headline {i}", " ".join(words) + " sunny"))
+    return rss(*entries)
+
+
+def poll_only(settings: Settings) -> list[PollResult]:
+    """`monitor once` without the delivery: poll every feed once."""
+
+    async def go() -> list[PollResult]:
+        service = Service.build(settings, notifiers={"console": RecordingNotifier()})
+        service.prepare(alone=True)
+        try:
+            return await service.poll_all()
+        finally:
+            await service.close()
+
+    return asyncio.run(go())
+
+
+@contextlib.contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements every engine of this process sends (an executemany counts once)."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]).upper())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def test_only_new_and_changed_items_are_detected_fingerprinted_and_matched(
+    database_url: str, tmp_path: Path, http_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = Feed(http_server, "/news.xml", news(10))
+    settings = settings_for(database_url, f"- {{name: news, url: '{feed.url}'}}", tmp_path)
+    (first,) = poll_only(settings)
+    assert (first.new_items, first.alerts) == (10, 10)
+    detected: list[str] = []
+    fingerprinted: list[str] = []
+    matched: list[str] = []
+    detect, fingerprint, match = language.detect_language, core_stories.fingerprint, Matcher.match
+
+    def detecting(text: str) -> str | None:
+        detected.append(text)
+        return detect(text)
+
+    def fingerprinting(text: str) -> tuple[int, ...]:
+        fingerprinted.append(text)
+        return fingerprint(text)
+
+    def matching(self: Matcher, article: Any) -> Any:
+        matched.append(article.title)
+        return match(self, article)
+
+    monkeypatch.setattr(language, "detect_language", detecting)
+    monkeypatch.setattr(core_stories, "fingerprint", fingerprinting)
+    monkeypatch.setattr(Matcher, "match", matching)
+    # Two new items on top, one of the eight kept changed: three items to work on, not ten.
+    feed.body = news(10, start=2, edited=5)
+    (second,) = poll_only(settings)
+    assert (second.status, second.new_items, second.updated_items) == ("ok", 2, 1)
+    assert sorted(matched) == ["Headline 10", "Headline 11", "Headline 5"]
+    assert len(fingerprinted) == len(detected) == 3
+
+
+def test_a_changed_poll_speaks_to_the_database_as_often_for_fifty_new_items_as_for_two(
+    database_url: str, tmp_path: Path, http_server: LoopbackServer
+) -> None:
+    few = Feed(http_server, "/few.xml", news(10))
+    many = Feed(http_server, "/many.xml", news(60, start=1000))
+    settings = settings_for(
+        database_url,
+        f"- {{name: few, url: '{few.url}'}}\n- {{name: many, url: '{many.url}'}}",
+        tmp_path,
+    )
+    poll_only(settings)
+    sent = {}
+    # Each round one feed gains items, each of them matching (`sunny`): 2, then 50; the other
+    # answers 304. Every kind of statement is sent as often in both rounds.
+    for name, feed, body, gained in (
+        ("few", few, news(10, start=2), 2),
+        ("many", many, news(60, start=1050), 50),
+    ):
+        feed.body = body
+        with statements() as sent[name]:
+            results = {r.feed: r for r in poll_only(settings)}
+        assert (results[name].status, results[name].new_items, results[name].alerts) == (
+            "ok",
+            gained,
+            gained,
+        )
+    assert sorted(sent["many"]) == sorted(sent["few"])

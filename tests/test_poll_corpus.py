@@ -50,6 +50,7 @@ CONFIG = """\
 database: {{url: "{url}"}}
 fetch: {{allow_private: true}}
 service: {{listen: null}}
+defaults: {{alert_max_age: "off"}}  # the corpus's items are years old
 telegram: {{token: "123456:test-token"}}
 email: {{host: 127.0.0.1, port: 2525, starttls: false}}
 entities:

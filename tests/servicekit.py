@@ -1,18 +1,29 @@
 """The service as `monitor run` builds it, for tests of what subscribers and readers get: a config
 written to a file (a feed on loopback, a watchlist, a Telegram channel, the bot at the Bot API
-double), the service with its bot, users talking to the bot, and the outbox as stored."""
+double), the service with its bot, users talking to the bot, and the outbox as stored.
+
+And `MonitorProcess`: `monitor run` as a real process, for what only a process shows (signals,
+exit codes, log lines, the health port)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
 import textwrap
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
+from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from sqlalchemy import select
@@ -191,3 +202,147 @@ def make_due(settings: Settings) -> None:
             session.execute(alerts.update().values(next_attempt_at=datetime.now(UTC)))
     finally:
         engine.dispose()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class MonitorProcess:
+    """`monitor --config CONFIG ARGS…` (default `run`) as a real process. Its stderr (the log) and
+    stdout are read line by line as they come; `wait_for` waits for a line. Killed on exit if it
+    is still running."""
+
+    def __init__(
+        self, config: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.config = config
+        self.args = args or ("run",)
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.cwd = cwd or config.parent
+        self.lines: list[str] = []  # stderr
+        self.stdout: list[str] = []
+        self._changed = threading.Condition()
+        self.process: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
+
+    def __enter__(self) -> Self:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "--config", str(self.config), *self.args],
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        assert self.process.stderr is not None and self.process.stdout is not None
+        for stream, into in ((self.process.stderr, self.lines), (self.process.stdout, self.stdout)):
+            reader = threading.Thread(target=self._read, args=(stream, into), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        self.wait(timeout=30)
+
+    def _read(self, stream: IO[str], into: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                into.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        stream.close()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def wait_for(
+        self, predicate: Callable[[str], bool], *, after: int = 0, timeout: float = 60
+    ) -> int:
+        """The index of the first stderr line from `after` on that satisfies `predicate`, waiting
+        for it up to `timeout` seconds. Fails the test (with the log) when the process ends or
+        the time runs out first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for index in range(after, len(self.lines)):
+                    if predicate(self.lines[index]):
+                        return index
+                after = max(after, len(self.lines))
+                left = deadline - time.monotonic()
+                ended = self.process is not None and self.process.poll() is not None
+                if left <= 0 or (ended and not any(r.is_alive() for r in self._readers)):
+                    log = "\n".join(self.lines)
+                    raise AssertionError(f"no such line (exit {self.returncode()}):\n{log}")
+                self._changed.wait(min(left, 0.5))
+
+    def send(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit code."""
+        self.send(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+        return code
+
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+
+SAMPLE = ROOT / "examples" / "feeds" / "sample.xml"
+SAMPLE_WATCHLISTS = """\
+entities:
+  taiwan: {aliases: ["Taiwan", "تايوان"]}
+  red-line: {aliases: ["red line", "خط أحمر"]}
+watchlists:
+  taiwan-red-line: {query: "@taiwan AND @red-line"}
+"""
+
+
+def service_config(
+    path: Path,
+    database_url: str,
+    feeds: dict[str, str],
+    *,
+    listen: str | None = None,
+    log_format: str = "text",
+    watchlists: str = SAMPLE_WATCHLISTS,
+    fetch: str = "allow_private: true",
+) -> Path:
+    """A config file for `MonitorProcess`: `feeds` (name → URL or path), the watchlists (alerts
+    go to the console), the health port on `listen` (off by default), the `fetch` settings."""
+    listed = "".join(f"  - {{name: {name}, url: '{url}'}}\n" for name, url in feeds.items())
+    path.write_text(
+        f'database: {{url: "{database_url}"}}\n'
+        f"service: {{listen: {repr(listen) if listen else 'null'}, log_format: {log_format}}}\n"
+        f"fetch: {{{fetch}}}\n"
+        f"feeds:\n{listed}{watchlists}",
+        "utf-8",
+    )
+    return path
+
+
+class HeldFeed:
+    """A feed on `server` whose response waits until the client gives up: a poll held in flight.
+    `requested` is set when the first request arrives."""
+
+    def __init__(self, server: LoopbackServer, path: str) -> None:
+        self.requested = threading.Event()
+        self.url = server.url(path)
+        server.route(path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requested.set()
+        await asyncio.sleep(30)  # cancelled when the client disconnects
+        return web.Response(status=500)

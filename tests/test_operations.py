@@ -86,7 +86,7 @@ def free_port() -> int:
 # ---- the environment ------------------------------------------------------------------------------
 
 
-def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_fault_75_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -100,7 +100,7 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["once"], ["run"], ["feeds"], ["db", "upgrade"]])
-def test_a_missing_database_folder_is_one_line_and_exit_2(
+def test_fault_75_a_missing_database_folder_is_one_line_and_exit_2(
     tmp_path: Path, command: list[str]
 ) -> None:
     config = write_config(tmp_path / "config.yaml", database="sqlite:///no/such/monitor.db")
@@ -127,7 +127,10 @@ def can_mount_read_only(tmp_path: Path) -> bool:
     return probe.returncode == 0
 
 
-def test_a_read_only_database_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_fault_75_a_read_only_database_folder_is_one_line_and_exit_2(
+    tmp_path: Path, command: str
+) -> None:
     if not can_mount_read_only(tmp_path):
         pytest.skip("cannot make a read-only bind mount here (needs unshare and mount rights)")
     data = tmp_path / "data"
@@ -136,7 +139,9 @@ def test_a_read_only_database_folder_is_one_line_and_exit_2(tmp_path: Path) -> N
     first = monitor("--config", str(config), "once", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     result = subprocess.run(
-        read_only_mount(data, sys.executable, "-m", "monitor.cli", "--config", str(config), "once"),
+        read_only_mount(
+            data, sys.executable, "-m", "monitor.cli", "--config", str(config), command
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -282,3 +287,51 @@ def test_ctrl_c_during_once_sends_what_is_queued_and_says_what_is_left(
         last = dict(connection.execute("SELECT name, last_polled_at FROM feeds").fetchall())
     assert leases == {"sample": None, "slow": None}
     assert last["slow"] is None and last["sample"] is not None
+
+
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_ctrl_c_while_waiting_for_the_database_at_start_is_one_line_and_exit_130(
+    tmp_path: Path, postgresql_url: str, command: str
+) -> None:
+    """Ctrl-C before the polls began (here: waiting for another replica's schema upgrade)."""
+    from sqlalchemy import text
+
+    from monitor.store.db import _MIGRATION_LOCK, make_engine
+
+    config = write_config(tmp_path / "config.yaml", database=postgresql_url)
+    engine = make_engine(postgresql_url)
+    try:
+        with engine.begin() as holder:  # another replica upgrading the schema
+            holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+            def waiting() -> bool:
+                with engine.connect() as connection:
+                    count = connection.execute(
+                        text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted"
+                        )
+                    ).scalar_one()
+                return bool(count)
+
+            with subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "--config", str(config), command],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            ) as process:
+                try:
+                    assert wait_until(waiting), "the process never waited for the schema lock"
+                    process.send_signal(signal.SIGINT)
+                    _, stderr = process.communicate(timeout=30)
+                finally:
+                    if process.poll() is None:
+                        process.kill()
+                        process.wait()
+    finally:
+        engine.dispose()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip() == "interrupted while starting: nothing was polled or sent"

@@ -60,10 +60,16 @@ def once(
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
-            service.prepare(alone=alone)
+            try:
+                service.prepare(alone=alone)
+            except BaseException:
+                service.engine.dispose()
+                raise
             run = asyncio.run(_once(service, force=force))
     except MonitorError as exc:
         raise fail_with(exc) from None
+    except KeyboardInterrupt:  # before the polls began (e.g. waiting for the database)
+        raise _interrupted_at_start() from None
     results, delivered, waiting = run.results, run.delivered, run.waiting
     failed = [r for r in results if r.failed]
     counts = Counter(r.status for r in results)
@@ -200,10 +206,21 @@ def run(ctx: typer.Context) -> None:
     try:
         with sqlite_lock(settings.database.url) as alone:
             service = Service.build(settings)
-            service.prepare(alone=alone)
+            try:
+                service.prepare(alone=alone)
+            except BaseException:
+                service.engine.dispose()
+                raise
             asyncio.run(run_forever(service))
     except MonitorError as exc:
         raise fail_with(exc) from None
+    except KeyboardInterrupt:  # before the service took over SIGINT
+        raise _interrupted_at_start() from None
+
+
+def _interrupted_at_start() -> typer.Exit:
+    stderr.print("interrupted while starting: nothing was polled or sent")
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 def _secrets(settings: Settings) -> tuple[str, ...]:

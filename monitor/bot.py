@@ -255,6 +255,11 @@ class SubscriberBot:
             **kwargs,
         )
 
+    def use_watchlists(self, watchlists: Mapping[str, str | None]) -> None:
+        """The watchlists subscribers may choose from now on, with their descriptions (a reload)."""
+        self.descriptions = dict(sorted(watchlists.items()))
+        self.watchlists = list(self.descriptions)
+
     # ---- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -117,6 +117,9 @@ class Outbox:
         self.digest_channels = frozenset(digest_channels)
         # channel → the most alerts one chat gets one by one within BURST_WINDOW
         self.burst_limits = dict(burst_limits or {})
+        # Channels a reload removed, for alerts claimed before it; closed when nothing is in flight.
+        self._retired: dict[str, Notifier] = {}
+        self._unused: list[Notifier] = []
         # Digests go out from one process only (the leader), so that a recipient's digest is one
         # message and not a piece from each replica.
         self.send_digests = True
@@ -129,6 +132,29 @@ class Outbox:
         self.lease = lease
         self.rng = rng or random.Random()
         self.clock = clock
+
+    def reconfigure(
+        self, notifiers: Mapping[str, Notifier], digest_channels: Collection[str]
+    ) -> None:
+        """Deliver through `notifiers` from the next claim on (a reload). An alert claimed already
+        still goes out, through its channel's old notifier if the channel is gone."""
+        for channel, notifier in self.notifiers.items():
+            if channel not in notifiers:
+                self._retired[channel] = notifier
+        kept = {id(notifier) for notifier in notifiers.values()}
+        for notifier in self.notifiers.values():
+            if id(notifier) not in kept and all(n is not notifier for n in self._unused):
+                self._unused.append(notifier)
+        self.notifiers = dict(notifiers)
+        self.digest_channels = frozenset(digest_channels)
+
+    def _notifier(self, channel: str) -> Notifier:
+        return self.notifiers.get(channel) or self._retired[channel]
+
+    async def _close_retired(self) -> None:
+        unused, self._unused, self._retired = self._unused, [], {}
+        for notifier in unused:
+            await notifier.close()
 
     async def deliver_due(self, limit: int = 100) -> DeliveryStats:
         """Deliver every alert that is due, in batches of `limit`, until none is left; then let
@@ -148,6 +174,8 @@ class Outbox:
                     log.exception("notifier.release_failed notifier=%r", notifier)
 
     async def _deliver_due(self, limit: int) -> DeliveryStats:
+        if (self._retired or self._unused) and not self.in_flight:
+            await self._close_retired()
         total = DeliveryStats()
         # Concurrently: a notifier that waits for one chat's rate limit lets the others go on.
         gate = asyncio.Semaphore(CONCURRENT_SENDS)
@@ -287,7 +315,7 @@ class Outbox:
         return None
 
     async def _deliver(self, alert: Alert) -> DeliveryStats:
-        notifier = self.notifiers[alert.channel]
+        notifier = self._notifier(alert.channel)
         try:
             await notifier.send(alert)
         except DeliveryError as exc:
@@ -304,7 +332,7 @@ class Outbox:
 
     async def _deliver_digest(self, channel: str, alerts: list[Alert]) -> DeliveryStats:
         """The alerts a digest channel collected for one recipient, as one message."""
-        notifier = self.notifiers[channel]
+        notifier = self._notifier(channel)
         send_digest = getattr(notifier, "send_digest", None)
         if send_digest is None:  # a channel without digests sends them one by one
             stats = DeliveryStats()
@@ -493,6 +521,7 @@ class Outbox:
         return DeliveryStats(retried=1)
 
     async def close(self) -> None:
+        await self._close_retired()
         for notifier in self.notifiers.values():
             await notifier.close()
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -251,6 +252,8 @@ class Poller:
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
         self.quiet = QuietPolls(engine, owner)
         self.parsing_feeds: set[int] = set()  # feed ids waiting for their parse or being parsed
+        # Told how long each HTTP fetch of a feed took, in seconds (the service's metrics).
+        self.on_fetch: Callable[[float], None] | None = None
 
     def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
         session = self._sessions.get(policy.allow_private)
@@ -429,13 +432,18 @@ class Poller:
     ) -> FetchResult:
         if not feed.url.startswith(("http://", "https://")) and "://" not in feed.url:
             return await asyncio.to_thread(fetch_local, feed.url, self.base_dir, policy.max_body)
-        return await fetch(
-            feed.url,
-            policy=policy,
-            session=self._session(policy),
-            etag=None if force else state.etag,
-            last_modified=None if force else state.last_modified,
-        )
+        started = time.monotonic()
+        try:
+            return await fetch(
+                feed.url,
+                policy=policy,
+                session=self._session(policy),
+                etag=None if force else state.etag,
+                last_modified=None if force else state.last_modified,
+            )
+        finally:
+            if self.on_fetch is not None:
+                self.on_fetch(time.monotonic() - started)
 
     async def _full_texts(
         self, state: FeedState, keyed: Sequence[_Keyed], known: FeedItems, policy: FetchPolicy

@@ -12,6 +12,7 @@ from monitor.cli import (
     database,
     feeds,
     match,
+    reload,
     run,
     send_test,
     stories,
@@ -23,6 +24,7 @@ app.command()(check.check)
 app.command()(match.match)
 app.command()(run.once)
 app.command()(run.run)
+app.command()(reload.reload)
 app.command()(feeds.feeds)
 app.command()(backtest.backtest)
 app.command()(stories.stories)

@@ -200,6 +200,7 @@ def run(ctx: typer.Context) -> None:
 
     # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload while starting: the file is read now
     settings = load_settings(ctx)
     refuse_moved_database(settings)
     configure_logging(settings.service.log_format, secrets=_secrets(settings))
@@ -211,7 +212,7 @@ def run(ctx: typer.Context) -> None:
             except BaseException:
                 service.engine.dispose()
                 raise
-            asyncio.run(run_forever(service))
+            asyncio.run(run_forever(service, config=ctx.obj.config.absolute()))
     except MonitorError as exc:
         raise fail_with(exc) from None
     except KeyboardInterrupt:  # before the service took over SIGINT

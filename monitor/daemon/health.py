@@ -15,23 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 
 from monitor.errors import StoreError
 from monitor.outbox import DeliveryStats
 from monitor.pipeline import PollResult
+from monitor.store.alerts import Backlog
+from monitor.store.feeds import FeedsForMetrics
 
 if TYPE_CHECKING:
+    from monitor.daemon.reload import Reloader
     from monitor.daemon.service import Service
+
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 
 
 class Metrics:
@@ -62,11 +75,68 @@ class Metrics:
             "1 while this process is the leader (Telegram commands, digests, pruning)",
             registry=self.registry,
         )
+        self.feeds_failing = Gauge(
+            "monitor_feeds_failing",
+            "Active feeds whose last poll failed (gone feeds included)",
+            registry=self.registry,
+        )
+        self.feed_last_success = Gauge(
+            "monitor_feed_last_success_timestamp_seconds",
+            "When each active feed was last polled without failing (Unix time)",
+            ["feed"],
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "monitor_outbox_pending",
+            "Alerts waiting in the outbox, per channel",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "monitor_outbox_oldest_pending_age_seconds",
+            "Age of the oldest alert waiting in the outbox, per channel (0: none waits)",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.poll_duration = Histogram(
+            "monitor_poll_duration_seconds",
+            "One feed's poll: fetch, parse, store, match and queue alerts",
+            buckets=POLL_BUCKETS,
+            registry=self.registry,
+        )
+        self.fetch_duration = Histogram(
+            "monitor_fetch_duration_seconds",
+            "One HTTP fetch of a feed, from the request (or the wait for its host's turn) to "
+            "the whole body or the error",
+            buckets=FETCH_BUCKETS,
+            registry=self.registry,
+        )
+        # CPU, memory, open files, start time; the Python version; the garbage collector.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
 
     def record_poll(self, result: PollResult) -> None:
         self.polls.labels(result.status).inc()
         self.items.inc(result.new_items + result.updated_items)
         self.alerts_enqueued.inc(result.alerts)
+
+    def record_state(
+        self, feeds: FeedsForMetrics, backlog: dict[str, Backlog], channels: set[str], now: datetime
+    ) -> None:
+        """What the database says now: feeds failing or gone, each feed's last success, the
+        outbox per channel (`channels`: those configured, shown at 0 when nothing waits)."""
+        self.feeds_failing.set(feeds.failing)
+        self.feeds_gone.set(feeds.gone)
+        self.feed_last_success.clear()  # feeds removed from the config leave with it
+        for name, moment in feeds.last_success.items():
+            self.feed_last_success.labels(name).set(moment.timestamp())
+        self.outbox_pending.clear()
+        self.outbox_oldest_age.clear()
+        for channel in sorted(channels | backlog.keys()):
+            waiting = backlog.get(channel)
+            self.outbox_pending.labels(channel).set(waiting.pending if waiting else 0)
+            age = max(0.0, (now - waiting.oldest).total_seconds()) if waiting else 0.0
+            self.outbox_oldest_age.labels(channel).set(age)
 
     def record_delivery(self, stats: DeliveryStats) -> None:
         self.deliveries.labels("sent").inc(stats.sent)
@@ -120,17 +190,30 @@ def health_report(service: Service, now: float) -> dict[str, object]:
     }
 
 
-async def start_health_server(service: Service, listen: str) -> web.AppRunner:
+async def start_health_server(
+    service: Service, listen: str, reloader: Reloader | None = None
+) -> web.AppRunner:
     """`/healthz` (200, or 503 with the reason when polling or delivery stalls) and Prometheus
-    `/metrics` on `listen`."""
+    `/metrics` on `listen`; with `reloader`, `POST /-/reload` from this machine reloads the
+    config and answers what it did (200, or 422 with the problems of an invalid file)."""
+
+    async def reload(request: web.Request) -> web.Response:
+        if reloader is None:
+            return web.json_response({"status": "unavailable"}, status=404)
+        if not _from_this_machine(request):
+            return web.json_response({"status": "refused: only from this machine"}, status=403)
+        outcome = await reloader.reload()
+        return web.json_response(outcome.as_json(), status=200 if outcome.ok else 422)
 
     async def healthz(_: web.Request) -> web.Response:
         body = health_report(service, asyncio.get_running_loop().time())
         return web.json_response(body, status=503 if body["reason"] else 200)
 
     async def metrics(_: web.Request) -> web.Response:
-        with contextlib.suppress(StoreError):  # the last count stands
-            service.metrics.feeds_gone.set(await asyncio.to_thread(service.gone_feeds))
+        with contextlib.suppress(StoreError):  # the last figures stand
+            feeds, backlog = await asyncio.to_thread(service.state_for_metrics)
+            channels = set(service.settings.channels)
+            service.metrics.record_state(feeds, backlog, channels, service.clock())
         return web.Response(
             body=generate_latest(service.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -139,9 +222,20 @@ async def start_health_server(service: Service, listen: str) -> web.AppRunner:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/-/reload", reload)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
     await site.start()
     return runner
+
+
+def _from_this_machine(request: web.Request) -> bool:
+    """Whether the request comes over loopback: a reload is for the operator on the machine, not
+    for whoever can reach the metrics port."""
+    remote = request.remote or ""
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False

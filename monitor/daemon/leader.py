@@ -204,7 +204,7 @@ class Leadership:
             bot = task.result()
             self._bot_failures = 0
             if self.leading:
-                self._bot = bot
+                self._bot = self.service.bot = bot
             else:  # lost the lease while starting: stop it at once
                 asyncio.get_running_loop().create_task(bot.stop())
         self._show_bot()
@@ -265,6 +265,7 @@ class Leadership:
                 await self._starting
             self._starting = None
         bot, self._bot = self._bot, None
+        self.service.bot = None
         if bot is not None:
             try:
                 await asyncio.wait_for(bot.stop(), STOP_SECONDS)

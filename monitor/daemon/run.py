@@ -1,5 +1,5 @@
 """`monitor run`: the periodic jobs, the health endpoint, the bot, and a clean stop on SIGTERM or
-SIGINT.
+SIGINT, and a reload of the config on SIGHUP (`daemon.reload`).
 
 Three `Ticker`s run on the event loop's monotonic clock, so a wall clock stepped back or forward
 does not stop or bunch them (`daemon.ticks`): every couple of seconds the poll job claims what is
@@ -17,9 +17,11 @@ import contextlib
 import errno
 import logging
 import signal
+from pathlib import Path
 
 from monitor.daemon.health import start_health_server
 from monitor.daemon.leader import Leadership
+from monitor.daemon.reload import Reloader, ReloadOutcome
 from monitor.daemon.service import (
     DELIVER_TICK_SECONDS,
     FLUSH_SECONDS,
@@ -37,18 +39,36 @@ log = logging.getLogger("monitor.daemon")
 STOP_SECONDS = 8.0
 
 
-async def run_forever(service: Service, *, stop: asyncio.Event | None = None) -> None:
-    """`monitor run`: tick until SIGTERM/SIGINT (or `stop`), then shut down cleanly."""
+async def run_forever(
+    service: Service, *, stop: asyncio.Event | None = None, config: Path | None = None
+) -> None:
+    """`monitor run`: tick until SIGTERM/SIGINT (or `stop`), then shut down cleanly. SIGHUP (or
+    a POST to /-/reload) reloads `config`, the file the service was started with."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    reloader = Reloader(service, config) if config is not None else None
+    reloads: set[asyncio.Task[ReloadOutcome]] = set()
+
+    def hangup() -> None:
+        if stop.is_set():
+            return
+        if reloader is None:
+            log.warning("reload.unavailable: this service was not started from a config file")
+            return
+        task = loop.create_task(reloader.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     runner = None
     listen = service.settings.service.listen
     if listen:
         try:
-            runner = await start_health_server(service, listen)
+            runner = await start_health_server(service, listen, reloader)
         except OSError as exc:
             await service.close()
             raise SetupError(
@@ -87,6 +107,8 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
             return max(0.0, deadline - loop.time())
 
         stop.set()
+        for task in list(reloads):  # a reload swaps between awaits: cancelled, nothing is half-done
+            task.cancel()
         ticking["prune"].cancel()
         electing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -106,7 +128,7 @@ async def run_forever(service: Service, *, stop: asyncio.Event | None = None) ->
         if runner is not None:
             await runner.cleanup()
         await service.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("run.stopped")

@@ -15,10 +15,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -37,12 +37,13 @@ from monitor.outbox import DeliveryStats, Outbox
 from monitor.pipeline import Poller, PollResult, digests_for, routes_for, telegram_channels_of
 from monitor.store import db
 from monitor.store._shared import database_now
-from monitor.store.alerts import alert_counts, renew_alert_leases
+from monitor.store.alerts import Backlog, alert_counts, outbox_backlog, renew_alert_leases
 from monitor.store.feeds import (
+    FeedsForMetrics,
     FeedState,
     WaitingFeed,
     claim_due_feeds,
-    count_gone,
+    feeds_for_metrics,
     release_feed,
     release_leases,
     renew_feed_leases,
@@ -69,13 +70,20 @@ FLUSH_SECONDS = 2.0
 EMAIL_TIMEOUT_SECONDS = 8.0  # one SMTP exchange; keeps SIGTERM's 10 s promise
 
 
-def notifiers_for(settings: Settings, *, slots: SendSlots | None = None) -> dict[str, Notifier]:
+def notifiers_for(
+    settings: Settings,
+    *,
+    slots: SendSlots | None = None,
+    reuse: Mapping[str, Notifier] | None = None,
+) -> dict[str, Notifier]:
     """A notifier for every configured channel this build can deliver to. `slots`: where the
-    Telegram notifier books its send slots when other processes send for the same bot."""
+    Telegram notifier books its send slots when other processes send for the same bot. `reuse`:
+    notifiers of the running service to keep, by kind ("telegram", "email"), on a reload."""
     from monitor.notify.email import EmailNotifier
 
+    reuse = reuse or {}
     notifiers: dict[str, Notifier] = {}
-    email: EmailNotifier | None = None
+    email: Notifier | None = reuse.get("email")
     for name, channel in settings.channels.items():
         if channel.type == "console":
             notifiers[name] = ConsoleNotifier()
@@ -97,7 +105,7 @@ def notifiers_for(settings: Settings, *, slots: SendSlots | None = None) -> dict
         ]
         if settings.telegram.link_preview:
             previews.append(SUBSCRIBERS_CHANNEL)
-        telegram = TelegramNotifier(
+        telegram = reuse.get("telegram") or TelegramNotifier(
             settings.telegram.token.get_secret_value(),
             settings.telegram.api_url,
             subscriber_channels=(SUBSCRIBERS_CHANNEL,),
@@ -144,6 +152,10 @@ class Service:
     claiming: asyncio.Lock = field(default_factory=asyncio.Lock)
     refilling: asyncio.Task[None] | None = None
     accepting: bool = True  # False once draining: nothing more is claimed
+    bot: Any = None  # the subscriber bot, while this process (the leader) runs it
+
+    def __post_init__(self) -> None:
+        self.poller.on_fetch = self.metrics.fetch_duration.observe
 
     @classmethod
     def build(
@@ -217,6 +229,44 @@ class Service:
             settings, engine, poller, outbox, feeds, owner, clock=clock, send_budget=send_budget
         )
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Work with `settings` from the next claim on (`daemon.reload`): the feed table first
+        (a new feed is due now); a StoreError there changes nothing. Polls and deliveries in
+        flight finish with what they started with."""
+        matcher = await asyncio.to_thread(compile_watchlists, settings)
+        feeds = {feed.name: feed for feed in settings.feeds}
+
+        def sync() -> None:
+            with db.transaction(self.engine) as session:
+                self._observe(session)
+                sync_feeds(session, [(f.name, f.url) for f in feeds.values()], self.clock())
+
+        await asyncio.to_thread(sync)
+        reuse: dict[str, Notifier] = {}
+        for notifier in self.outbox.notifiers.values():
+            kind = type(notifier).__name__
+            if kind == "TelegramNotifier":  # its token cannot change without a restart
+                reuse["telegram"] = notifier
+            elif kind == "EmailNotifier" and settings.email == self.settings.email:
+                reuse["email"] = notifier
+        notifiers = notifiers_for(settings, slots=self.send_budget, reuse=reuse)
+        digests = set(digests_for(settings)) | (
+            self.outbox.digest_channels - set(digests_for(self.settings))  # the subscribers'
+        )
+        # The routes before the matcher: a poll reads the matcher first, then the routes, so one
+        # in flight never pairs a new watchlist with old routes.
+        self.poller.policy = replace(
+            self.poller.policy, timeout=settings.defaults.timeout.total_seconds()
+        )
+        self.poller.routes = routes_for(settings)
+        self.poller.digests = dict(digests_for(settings))
+        self.poller.matcher = matcher
+        self.outbox.reconfigure(notifiers, digests)
+        self.settings = settings
+        self.feeds = feeds
+        if self.bot is not None:
+            self.bot.use_watchlists({n: w.description for n, w in settings.watchlists.items()})
+
     def lead(self, leading: bool) -> None:
         """Become the leader, or stop being it: only the leader sends digests and prunes."""
         self.leading = leading
@@ -262,10 +312,10 @@ class Service:
                 include_waiting=waiting,
             )
 
-    def gone_feeds(self) -> int:
-        """How many feeds are gone (404/410 for `fetch.gone_after`), for /metrics."""
+    def state_for_metrics(self) -> tuple[FeedsForMetrics, dict[str, Backlog]]:
+        """The feeds (failing, gone, last successes) and the outbox per channel, for /metrics."""
         with db.read_session(self.engine) as session:
-            return count_gone(session)
+            return feeds_for_metrics(session), outbox_backlog(session)
 
     def waiting(self) -> list[WaitingFeed]:
         """The feeds waiting out a Retry-After or a back-off (`poll_all` leaves them alone)."""
@@ -278,10 +328,12 @@ class Service:
             await asyncio.to_thread(self._release, state.id)
             return PollResult(state.name, "error", error="no longer in the config")
         self.metrics.polls_in_flight.inc()
+        started = time.monotonic()
         try:
             result = await self.poller.poll(state, feed, force=force)
         finally:
             self.metrics.polls_in_flight.dec()
+        self.metrics.poll_duration.observe(time.monotonic() - started)
         self.metrics.record_poll(result)
         return result
 

@@ -39,6 +39,7 @@ from monitor.store.tables import alerts, feeds, items, matches
 
 __all__ = [
     "AlertToSend",
+    "Backlog",
     "FailedAlert",
     "NewAlert",
     "NewMatch",
@@ -55,6 +56,7 @@ __all__ = [
     "mark_alert_retry",
     "mark_alert_sent",
     "matched_watchlists",
+    "outbox_backlog",
     "postpone_alert",
     "renew_alert_leases",
     "watchlists_matched",
@@ -436,6 +438,30 @@ def failed_alerts(session: Session, limit: int = 20) -> list[FailedAlert]:
         .limit(limit)
     )
     return [FailedAlert(**row._mapping) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """The pending alerts of one channel: how many, and when the oldest was queued."""
+
+    pending: int
+    oldest: datetime
+
+
+def outbox_backlog(session: Session) -> dict[str, Backlog]:
+    """Pending alerts per channel (channels with none are absent), for /metrics."""
+    return {
+        row.channel: Backlog(row.n, row.oldest)
+        for row in session.execute(
+            select(
+                alerts.c.channel,
+                func.count().label("n"),
+                func.min(alerts.c.created_at).label("oldest"),
+            )
+            .where(alerts.c.status == "pending")
+            .group_by(alerts.c.channel)
+        )
+    }
 
 
 def alert_counts(session: Session) -> dict[str, int]:

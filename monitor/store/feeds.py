@@ -42,11 +42,13 @@ __all__ = [
     "FEED_STATUSES",
     "FeedHealth",
     "FeedState",
+    "FeedsForMetrics",
     "QuietPoll",
     "WaitingFeed",
     "claim_due_feeds",
     "count_gone",
     "feed_health",
+    "feeds_for_metrics",
     "record_poll",
     "record_quiet_polls",
     "release_feed",
@@ -58,6 +60,7 @@ __all__ = [
 
 
 FEED_STATUSES = frozenset({"ok", "not_modified", "unchanged", "error", "retry_later", "gone"})
+_SUCCESSES = frozenset({"ok", "not_modified", "unchanged"})  # the feed answered as a feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +248,14 @@ def record_poll(
     """Record one poll's outcome and release the feed's lease.
 
     Validators and body hash are written as given (pass the previous ones to keep them). `failed`
-    adds one to `consecutive_failures`; a success resets it. `missing_since` is when the feed's
+    adds one to `consecutive_failures` and starts `failing_since` if unset; a success (ok,
+    not_modified, unchanged) resets both and sets `last_success_at`; retry_later leaves them. `missing_since` is when the feed's
     404/410 answers began (None: it is not missing). With `owner`, nothing happens (False) unless
     that owner still holds the lease.
     """
     if status not in FEED_STATUSES:
         raise ValueError(f"feed status {status!r} is not one of {sorted(FEED_STATUSES)}")
+    succeeded = status in _SUCCESSES
     statement = update(feeds).where(feeds.c.id == feed_id)
     if owner is not None:
         statement = statement.where(feeds.c.lease_owner == owner)
@@ -265,6 +270,14 @@ def record_poll(
             last_new_items=new_items,
             next_poll_at=next_poll_at,
             consecutive_failures=feeds.c.consecutive_failures + 1 if failed else 0,
+            last_success_at=polled_at if succeeded else feeds.c.last_success_at,
+            failing_since=(
+                None
+                if succeeded
+                else func.coalesce(feeds.c.failing_since, polled_at)
+                if failed
+                else feeds.c.failing_since  # asked to wait: neither a success nor a failure
+            ),
             missing_since=missing_since,
             lease_owner=None,
             lease_until=None,
@@ -335,6 +348,32 @@ def count_gone(session: Session) -> int:
         select(func.count()).where(feeds.c.active, feeds.c.last_status == "gone")
     ).scalar_one()
     return int(found)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedsForMetrics:
+    """What /metrics says of the feeds: how many fail or are gone, when each last succeeded."""
+
+    failing: int
+    gone: int
+    last_success: dict[str, datetime]
+
+
+def feeds_for_metrics(session: Session) -> FeedsForMetrics:
+    """Counts over the active feeds (failing: one failure or more now, gone included) and the
+    last success of each active feed that has had one."""
+    failing = gone = 0
+    last_success: dict[str, datetime] = {}
+    for row in session.execute(
+        select(
+            feeds.c.name, feeds.c.consecutive_failures, feeds.c.last_status, feeds.c.last_success_at
+        ).where(feeds.c.active)
+    ):
+        failing += row.consecutive_failures > 0
+        gone += row.last_status == "gone"
+        if row.last_success_at is not None:
+            last_success[row.name] = row.last_success_at
+    return FeedsForMetrics(failing, gone, last_success)
 
 
 def release_feed(session: Session, feed_id: int, owner: str) -> bool:

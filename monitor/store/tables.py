@@ -145,6 +145,10 @@ feeds = Table(
     Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
     # When the 404/410 answers began, for as long as they go on; `fetch.gone_after` later: gone.
     Column("missing_since", UTCDateTime()),
+    # The last poll that did not fail, and the first failure of the current run of failures
+    # (NULL while the feed works): `monitor feeds` (migration 0009).
+    Column("last_success_at", UTCDateTime()),
+    Column("failing_since", UTCDateTime()),
     Column("next_poll_at", UTCDateTime(), nullable=False, index=True),
     Column("lease_owner", CleanString(200)),
     Column("lease_until", UTCDateTime()),
@@ -205,7 +209,7 @@ matches = Table(
     Column("watchlist", CleanString(200), nullable=False),
     Column("hits", CleanText(), nullable=False),  # JSON
     Column("created_at", UTCDateTime(), nullable=False),
-    # The item's title and text as they matched (migration 0008): the hits' offsets point into
+    # The item's title and text as they matched (migration 0009): the hits' offsets point into
     # them, and an alert sent later shows them even if the item was updated. NULL before 0008.
     Column("title", CleanText()),
     Column("text", CleanText()),

@@ -160,16 +160,19 @@ def test_monitor_reload_asks_the_running_service_and_says_what_changed(
     assert f"error: no monitor service answers on {listen} (service.listen)" in nobody.stderr
     with MonitorProcess(config) as service:
         service.wait_for(event("health.listening"))
-        service_config(
+        service_config(  # a new feed, and a log format only a restart changes
             config,
             database,
             {"sample": str(SAMPLE), "news": server.url("/news.xml")},
             listen=listen,
-            log_format="json",
+            log_format="text",
         )
         result = reload_command(config)
         assert result.returncode == 0, result.stderr
         assert result.stdout == "reloaded: 2 feeds (1 new: news), 1 watchlist, 1 channel\n"
+        assert result.stderr == (
+            "warning: service changed: a restart applies it; the service runs with the old values\n"
+        )
         service.wait_for(event("poll.done", feed="news"))
         # A file with a problem is not sent for: printed, exit 2, the service untouched.
         config.write_text(
@@ -180,4 +183,6 @@ def test_monitor_reload_asks_the_running_service_and_says_what_changed(
         assert service.stop() == 0
     assert bad.returncode == 2
     assert "unknown key 'intervall'" in bad.stderr and "did you mean 'interval'" in bad.stderr
-    assert sum(r.get("event") == "reload.done" for r in records(service)) == 1
+    log = records(service)  # still JSON, as started
+    assert sum(r.get("event") == "reload.done" for r in log) == 1
+    assert [r["settings"] for r in log if r.get("event") == "reload.needs_restart"] == ["service"]

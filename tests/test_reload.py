@@ -1,7 +1,8 @@
 """Reloading the config of a running `monitor run` (a real process): SIGHUP with a valid file
 swaps feeds and watchlists while a poll is in flight, which finishes; a new feed is polled
 without a restart; an invalid file is logged and changes nothing; `monitor reload` does the same
-through the health port and says what changed."""
+through the health port and says what changed. In one process: alerts claimed before a reload
+that removes their channel still go out."""
 
 from __future__ import annotations
 
@@ -13,12 +14,20 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
 from servicekit import ROOT, SAMPLE, SAMPLE_WATCHLISTS, MonitorProcess, service_config
+
+from monitor import outbox
+from monitor.config import Settings, parse_config
+from monitor.daemon import Service
+from monitor.model import Alert
+from monitor.outbox import DeliveryStats
 
 CHINA = '  china: {query: "الصين"}\n'  # matches the sample's Arabic items about China
 
@@ -186,3 +195,83 @@ def test_monitor_reload_asks_the_running_service_and_says_what_changed(
     log = records(service)  # still JSON, as started
     assert sum(r.get("event") == "reload.done" for r in log) == 1
     assert [r["settings"] for r in log if r.get("event") == "reload.needs_restart"] == ["service"]
+
+
+# ---- in one process: a delivery claimed before a reload -----------------------------------------
+
+
+class HeldNotifier:
+    """Holds its first send until `release` is set; records what it sent and whether it was
+    closed."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sent: list[Alert] = []
+        self.closed = False
+
+    async def send(self, alert: Alert) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def weather_config(tmp_path: Path, database_url: str, channel: str) -> Settings:
+    published = format_datetime(datetime.now(UTC))
+    items = "".join(
+        f"<item><guid>wx-{n}</guid><title>Weather {n}</title><pubDate>{published}</pubDate>"
+        f"<link>https://example.org/wx-{n}</link><description>Sunny, day {n}</description></item>"
+        for n in (1, 2)
+    )
+    (tmp_path / "feed.xml").write_text(
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        f"{items}</channel></rss>",
+        "utf-8",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f'database: {{url: "{database_url}"}}\n'
+        "service: {listen: null}\n"
+        f"channels: {{{channel}: {{type: console}}}}\n"
+        f"watchlists: {{sunny: {{query: sunny, notify: [{channel}]}}}}\n"
+        "feeds: [{name: weather, url: feed.xml}]\n",
+        "utf-8",
+    )
+    return parse_config(config.read_text("utf-8"), str(config))
+
+
+def test_alerts_claimed_before_a_reload_that_removes_their_channel_are_still_delivered(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One send at a time: the second alert's send starts only after the reload.
+    monkeypatch.setattr(outbox, "CONCURRENT_SENDS", 1)
+    held = HeldNotifier()
+    service = Service.build(
+        weather_config(tmp_path, database_url, "desk"), notifiers={"desk": held}
+    )
+    service.prepare(now=datetime.now(UTC), alone=True)
+    renamed = weather_config(tmp_path, database_url, "newsroom")
+
+    async def scenario() -> tuple[DeliveryStats, DeliveryStats]:
+        try:
+            polled = await service.poll_all()
+            assert [r.alerts for r in polled] == [2]
+            delivering = asyncio.create_task(service.deliver_tick())
+            await asyncio.wait_for(held.entered.wait(), 60)
+            await service.reconfigure(renamed)  # the desk channel is gone
+            held.release.set()
+            first = await asyncio.wait_for(delivering, 60)
+            return first, await service.deliver_tick()
+        finally:
+            await service.close()
+
+    first, second = asyncio.run(scenario())
+    assert (first.sent, first.retried, first.failed) == (2, 0, 0)
+    assert [alert.channel for alert in held.sent] == ["desk", "desk"]
+    assert second.sent == 0
+    assert held.closed  # closed once nothing was in flight
+    assert "desk" not in service.outbox.notifiers and "newsroom" in service.outbox.notifiers

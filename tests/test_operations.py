@@ -304,13 +304,18 @@ def test_ctrl_c_while_waiting_for_the_database_at_start_is_one_line_and_exit_130
         with engine.begin() as holder:  # another replica upgrading the schema
             holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
-            def waiting() -> bool:
+            def waiting(pid: int) -> bool:
+                """Whether process `pid` waits for the lock: its connections are named after it
+                (`monitor HOST:PID`), among the server's other waiters."""
+                name = f"monitor {socket.gethostname()}:{pid}"
                 with engine.connect() as connection:
                     count = connection.execute(
                         text(
-                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                            "AND NOT granted"
-                        )
+                            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a "
+                            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND NOT l.granted "
+                            "AND a.application_name = :name"
+                        ),
+                        {"name": name},
                     ).scalar_one()
                 return bool(count)
 
@@ -323,7 +328,7 @@ def test_ctrl_c_while_waiting_for_the_database_at_start_is_one_line_and_exit_130
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             ) as process:
                 try:
-                    assert wait_until(waiting), "the process never waited for the schema lock"
+                    assert wait_until(lambda: waiting(process.pid)), "it never waited"
                     process.send_signal(signal.SIGINT)
                     _, stderr = process.communicate(timeout=30)
                 finally:

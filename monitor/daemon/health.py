@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from monitor.errors import StoreError
 from monitor.outbox import DeliveryStats
@@ -45,6 +48,45 @@ if TYPE_CHECKING:
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+
+
+class DatabaseState(Collector):
+    """The gauges with a series per feed or per channel, as last read from the database: built
+    at each scrape from plain dicts, so 10,000 feeds cost no labelled child objects (a feed
+    removed from the config simply leaves the next reading)."""
+
+    def __init__(self) -> None:
+        self.last_success: dict[str, float] = {}  # feed → Unix time
+        self.outbox: dict[str, tuple[int, float]] = {}  # channel → (pending, oldest's age)
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def _families(self) -> list[Metric]:
+        last_success = GaugeMetricFamily(
+            "monitor_feed_last_success_timestamp_seconds",
+            "When each active feed was last polled without failing (Unix time)",
+            labels=["feed"],
+        )
+        for feed, moment in self.last_success.items():
+            last_success.add_metric([feed], moment)
+        pending = GaugeMetricFamily(
+            "monitor_outbox_pending",
+            "Alerts waiting in the outbox, per channel",
+            labels=["channel"],
+        )
+        oldest = GaugeMetricFamily(
+            "monitor_outbox_oldest_pending_age_seconds",
+            "Age of the oldest alert waiting in the outbox, per channel (0: none waits)",
+            labels=["channel"],
+        )
+        for channel, (count, age) in self.outbox.items():
+            pending.add_metric([channel], count)
+            oldest.add_metric([channel], age)
+        return [last_success, pending, oldest]
 
 
 class Metrics:
@@ -80,24 +122,9 @@ class Metrics:
             "Active feeds whose last poll failed (gone feeds included)",
             registry=self.registry,
         )
-        self.feed_last_success = Gauge(
-            "monitor_feed_last_success_timestamp_seconds",
-            "When each active feed was last polled without failing (Unix time)",
-            ["feed"],
-            registry=self.registry,
-        )
-        self.outbox_pending = Gauge(
-            "monitor_outbox_pending",
-            "Alerts waiting in the outbox, per channel",
-            ["channel"],
-            registry=self.registry,
-        )
-        self.outbox_oldest_age = Gauge(
-            "monitor_outbox_oldest_pending_age_seconds",
-            "Age of the oldest alert waiting in the outbox, per channel (0: none waits)",
-            ["channel"],
-            registry=self.registry,
-        )
+        # Per feed and per channel, from the database at each scrape (see `DatabaseState`).
+        self.database_state = DatabaseState()
+        self.registry.register(self.database_state)
         self.poll_duration = Histogram(
             "monitor_poll_duration_seconds",
             "One feed's poll: fetch, parse, store, match and queue alerts",
@@ -127,16 +154,17 @@ class Metrics:
         outbox per channel (`channels`: those configured, shown at 0 when nothing waits)."""
         self.feeds_failing.set(feeds.failing)
         self.feeds_gone.set(feeds.gone)
-        self.feed_last_success.clear()  # feeds removed from the config leave with it
-        for name, moment in feeds.last_success.items():
-            self.feed_last_success.labels(name).set(moment.timestamp())
-        self.outbox_pending.clear()
-        self.outbox_oldest_age.clear()
-        for channel in sorted(channels | backlog.keys()):
-            waiting = backlog.get(channel)
-            self.outbox_pending.labels(channel).set(waiting.pending if waiting else 0)
-            age = max(0.0, (now - waiting.oldest).total_seconds()) if waiting else 0.0
-            self.outbox_oldest_age.labels(channel).set(age)
+        self.database_state.last_success = {
+            name: moment.timestamp() for name, moment in feeds.last_success.items()
+        }
+        self.database_state.outbox = {
+            channel: (
+                (waiting.pending, max(0.0, (now - waiting.oldest).total_seconds()))
+                if (waiting := backlog.get(channel))
+                else (0, 0.0)
+            )
+            for channel in sorted(channels | backlog.keys())
+        }
 
     def record_delivery(self, stats: DeliveryStats) -> None:
         self.deliveries.labels("sent").inc(stats.sent)
@@ -214,10 +242,9 @@ async def start_health_server(
             feeds, backlog = await asyncio.to_thread(service.state_for_metrics)
             channels = set(service.settings.channels)
             service.metrics.record_state(feeds, backlog, channels, service.clock())
-        return web.Response(
-            body=generate_latest(service.metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
+        # Off the event loop: with 10,000 feeds the text is 850 KB (benchmarks/metrics.py).
+        body = await asyncio.to_thread(generate_latest, service.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

@@ -327,6 +327,7 @@ def service_config(
         f'database: {{url: "{database_url}"}}\n'
         f"service: {{listen: {repr(listen) if listen else 'null'}, log_format: {log_format}}}\n"
         f"fetch: {{{fetch}}}\n"
+        "defaults: {alert_max_age: off}\n"  # the sample's items are from 2023
         f"feeds:\n{listed}{watchlists}",
         "utf-8",
     )

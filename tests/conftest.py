@@ -1,4 +1,4 @@
-"""Shared fixtures. Kept minimal: each test module owns its own helpers."""
+"""Shared fixtures: the databases, the loopback servers every adapter test talks to."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botapi import BotAPIDouble
 from httpserver import LoopbackServer
+from servicekit import feed, serve
+
+
+@pytest.fixture
+def double() -> Iterator[BotAPIDouble]:
+    """The Bot API double: python-telegram-bot pointed at it speaks real HTTP on loopback."""
+    with BotAPIDouble() as server:
+        yield server
+
+
+@pytest.fixture
+def feeds() -> Iterator[LoopbackServer]:
+    """A feed server with one feed of one item, "first" (modules needing others override it)."""
+    with LoopbackServer() as server:
+        serve(server, feed("first"))
+        yield server
 
 
 @pytest.fixture

@@ -10,28 +10,13 @@ against the local Bot API double, a feed on loopback, SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import ALICE, BOB, DESK, feed, outbox, running, say, sent_to, serve, write_config
 
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
-
-
-@pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
-def feeds() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        serve(server, feed("first"))
-        yield server
 
 
 def test_a_chat_reached_by_two_channels_and_a_subscription_gets_one_message(

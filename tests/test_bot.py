@@ -34,12 +34,6 @@ BOB = 2002
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = db.make_engine(database_url)
     db.upgrade(engine)

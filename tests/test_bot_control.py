@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import ALICE, BOB, feed, outbox, running, say, sent_to, serve, write_config
+from servicekit import ALICE, BOB, outbox, running, say, sent_to, write_config
 from sqlalchemy import Engine
 
 from monitor.bot import NOT_ADMIN, SubscriberBot
@@ -33,24 +33,11 @@ WATCHLISTS = {
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = db.make_engine(database_url)
     db.upgrade(engine)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-def feeds() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        serve(server, feed("first"))
-        yield server
 
 
 def run_bot(

@@ -10,14 +10,13 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import ALICE, DESK, feed, outbox, running, say, serve, write_config
+from servicekit import ALICE, DESK, outbox, running, say, write_config
 
 from monitor.core.timing import bot_start_delay
 from monitor.daemon import Service
@@ -25,19 +24,6 @@ from monitor.daemon.health import health_report
 from monitor.daemon.leader import Leadership
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
-def feeds() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        serve(server, feed("first"))
-        yield server
 
 
 class Clock:

@@ -29,12 +29,6 @@ def smtp() -> Iterator[SMTPTestServer]:
         yield server
 
 
-@pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
 def _alert(n: int, *, recipient: str = "desk@example.org", watchlist: str = "taiwan") -> Alert:
     return Alert(
         id=n,

@@ -114,12 +114,6 @@ def test_digest_titles_say_what_is_in_them() -> None:
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def arabic_feed() -> Iterator[LoopbackServer]:
     with LoopbackServer() as server:
         published = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")

@@ -35,12 +35,6 @@ FEED = (
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def feed_url() -> Iterator[str]:
     with LoopbackServer() as server:
         server.respond("/a.xml", body=FEED, headers={"Content-Type": "application/rss+xml"})

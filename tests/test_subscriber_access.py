@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import (
@@ -31,20 +29,6 @@ from monitor.cli import app
 from monitor.config import Settings
 from monitor.core.access import AccessPolicy
 from monitor.store import subscribers as subs
-
-
-@pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
-def feeds() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        serve(server, feed("first"))
-        yield server
-
 
 # ---- the rule ----------------------------------------------------------------------------------
 

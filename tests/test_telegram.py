@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,12 +28,6 @@ from monitor.notify.telegram import REDACTED, TelegramNotifier, TokenFilter
 CHAT = 4242
 OTHER = 5151
 HOSTILE = '</b><a href="tg://x">x</a> <script>1</script> &lt; & <b>'
-
-
-@pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
 
 
 class Clock:

@@ -39,12 +39,6 @@ FEED = (
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def feed_url() -> Iterator[str]:
     """The URL of FEED, served on loopback."""
     with LoopbackServer() as server:

@@ -19,12 +19,6 @@ CHANNEL = -1001555
 
 
 @pytest.fixture
-def double() -> Iterator[BotAPIDouble]:
-    with BotAPIDouble() as server:
-        yield server
-
-
-@pytest.fixture
 def feeds() -> Iterator[LoopbackServer]:
     with LoopbackServer() as server:
         serve(server, feed("first", "second"))

@@ -325,24 +325,7 @@ def subscribers_of(session: Session, watchlist: str) -> list[Target]:
     """The active subscribers of `watchlist`, by chat id. Call it in the transaction that stores a
     match, to enqueue one alert per chat (channel `SUBSCRIBERS_CHANNEL`). Blocked chats are left
     out; whether the others may still receive is checked again when the alert is sent."""
-    rows = session.execute(
-        select(
-            subscribers.c.chat_id,
-            subscribers.c.muted_until,
-            subscribers.c.digest,
-            subscriptions.c.muted_until.label("watchlist_muted_until"),
-        )
-        .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
-        .where(
-            subscriptions.c.watchlist == watchlist,
-            subscribers.c.active.is_(True),
-            subscribers.c.blocked.is_(False),
-        )
-        .order_by(subscribers.c.chat_id)
-    )
-    return [
-        Target(row.chat_id, row.muted_until, row.digest, row.watchlist_muted_until) for row in rows
-    ]
+    return subscribers_of_watchlists(session, [watchlist]).get(watchlist, [])
 
 
 def subscribers_of_watchlists(

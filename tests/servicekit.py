@@ -30,6 +30,8 @@ from sqlalchemy import select
 
 from monitor.config import Settings, parse_config
 from monitor.daemon import Service, start_bot
+from monitor.errors import DeliveryError
+from monitor.model import Alert
 from monitor.store import db
 from monitor.store.tables import alerts
 
@@ -347,3 +349,19 @@ class HeldFeed:
         self.requested.set()
         await asyncio.sleep(30)  # cancelled when the client disconnects
         return web.Response(status=500)
+
+
+class RecordingNotifier:
+    """The in-memory channel: records what it was asked to send; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+        self.fail_with: DeliveryError | None = None
+
+    async def send(self, alert: Alert) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        return None

@@ -19,6 +19,7 @@ from httpserver import LoopbackServer
 from servicekit import (
     ALICE,
     DESK,
+    RecordingNotifier,
     feed,
     make_due,
     outbox,
@@ -33,7 +34,6 @@ from test_pipeline import (
     REFERENCE,
     WEATHER,
     Feed,
-    RecordingNotifier,
     poll_and_deliver,
     rows,
     rss,

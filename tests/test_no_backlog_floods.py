@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
+from servicekit import RecordingNotifier
 
 from monitor.config import parse_config
 from monitor.config.check_summary import summary
 from monitor.core.alert_age import too_old_to_alert
 from monitor.daemon import Service
 from monitor.errors import ConfigError
-from monitor.model import Alert
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -55,17 +55,6 @@ class Feed:
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.body, content_type="application/rss+xml")
-
-
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.sent: list[Alert] = []
-
-    async def send(self, alert: Alert) -> None:
-        self.sent.append(alert)
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+from servicekit import RecordingNotifier
 from sqlalchemy import Engine, select, text, update
 from virtualtime import VirtualTime
 
 from monitor.config import parse_config
 from monitor.daemon import Service
-from monitor.model import Alert
 from monitor.store import db
 from monitor.store.tables import alerts
 
@@ -23,17 +23,6 @@ FEED = f"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><ti
 <item><guid>wx-1</guid><title>Weather</title><link>https://example.org/wx-1</link>
 <pubDate>{format_datetime(datetime.now(UTC))}</pubDate>
 <description>Sunny all week</description></item></channel></rss>"""
-
-
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.sent: list[Alert] = []
-
-    async def send(self, alert: Alert) -> None:
-        self.sent.append(alert)
-
-    async def close(self) -> None:
-        return None
 
 
 def build(database_url: str, tmp_path: Path, notifier: RecordingNotifier) -> Service:

@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape as xml_escape
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
+from servicekit import RecordingNotifier
 from sqlalchemy import select, text
 from virtualtime import VirtualTime
 
@@ -33,7 +34,6 @@ from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
 from monitor.daemon.health import start_health_server
 from monitor.errors import DeliveryError
-from monitor.model import Alert
 from monitor.store import db
 from monitor.store._shared import database_now
 from monitor.store.alerts import claim_due_alerts
@@ -85,22 +85,6 @@ class Feed:
         return web.Response(
             body=self.body, headers={"ETag": etag, "Content-Type": "application/rss+xml"}
         )
-
-
-class RecordingNotifier:
-    """The in-memory channel: records what it was asked to send; can be told to fail."""
-
-    def __init__(self) -> None:
-        self.sent: list[Alert] = []
-        self.fail_with: DeliveryError | None = None
-
-    async def send(self, alert: Alert) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.sent.append(alert)
-
-    async def close(self) -> None:
-        return None
 
 
 def settings_for(

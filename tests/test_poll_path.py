@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from httpserver import LoopbackServer
+from servicekit import RecordingNotifier
 from sqlalchemy import Engine, event, select
 from test_pipeline import (
     Feed,
-    RecordingNotifier,
     poll_and_deliver,
     rss,
     settings_for,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from httpserver import LoopbackServer
+from servicekit import RecordingNotifier
 from typer.testing import CliRunner
 
 from monitor.cli import app
 from monitor.config import parse_config
 from monitor.daemon import Service
-from monitor.model import Alert
 
 
 def rss(*items: tuple[str, str, str, datetime]) -> bytes:
@@ -34,17 +34,6 @@ def rss(*items: tuple[str, str, str, datetime]) -> bytes:
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
         f"{body}</channel></rss>"
     ).encode()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[Alert] = []
-
-    async def send(self, alert: Alert) -> None:
-        self.sent.append(alert)
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture
@@ -80,7 +69,7 @@ def test_stories_lists_recent_stories_newest_first_with_sources_and_alerts(
         "utf-8",
     )
     settings = parse_config(config.read_text("utf-8"), str(config))
-    recorder = Recorder()
+    recorder = RecordingNotifier()
     weather = ("w", "Rain", "Rain all week", t0)
     filler = ("f", "Markets", "Markets closed flat", t0 + timedelta(days=1))
     sunny = ("s", "Sunny week", "Sunny all week across the region", t1)

@@ -19,12 +19,12 @@ from xml.sax.saxutils import escape as xml_escape
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
+from servicekit import RecordingNotifier
 from sqlalchemy import select
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
 from monitor.daemon import Service
-from monitor.model import Alert
 from monitor.store import db
 from monitor.store.stories import add_fingerprint, near_stories, story_for_hash
 from monitor.store.tables import alerts, items, stories
@@ -59,17 +59,6 @@ class Feed:
         )
         body = f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>{entries}</channel></rss>'
         return web.Response(body=body.encode(), headers={"Content-Type": "application/rss+xml"})
-
-
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.sent: list[Alert] = []
-
-    async def send(self, alert: Alert) -> None:
-        self.sent.append(alert)
-
-    async def close(self) -> None:
-        return None
 
 
 class Desk:

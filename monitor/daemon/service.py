@@ -16,9 +16,10 @@ import random
 import socket
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from monitor.notify.telegram import SendSlots
 
 log = logging.getLogger("monitor.daemon")
+
+T = TypeVar("T")
 
 
 POLL_TICK_SECONDS = 2.0
@@ -153,6 +156,12 @@ class Service:
     refilling: asyncio.Task[None] | None = None
     accepting: bool = True  # False once draining: nothing more is claimed
     bot: Any = None  # the subscriber bot, while this process (the leader) runs it
+    # Claims and lease renewals run on a thread of their own: behind polls that hold every worker
+    # thread (storing, parsing, waiting for a lock), a renewal would come too late and the lease
+    # expire, so that another replica polls the same feed again.
+    leasing: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="leases")
+    )
 
     def __post_init__(self) -> None:
         self.poller.on_fetch = self.metrics.fetch_duration.observe
@@ -292,7 +301,11 @@ class Service:
         await self.outbox.close()
         if self.send_budget is not None:
             self.send_budget.close()
+        self.leasing.shutdown()
         self.engine.dispose()
+
+    async def _on_leasing_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.leasing, work)
 
     # ---- polling ---------------------------------------------------------------------------------
 
@@ -350,7 +363,9 @@ class Service:
     ) -> list[PollResult]:
         """`monitor once`: claim every active feed, due or not, poll them concurrently, return.
         Feeds waiting out a Retry-After or a back-off are left alone unless `force`."""
-        states = await asyncio.to_thread(self._claim, 10_000, everything=True, waiting=force)
+        states = await self._on_leasing_thread(
+            functools.partial(self._claim, 10_000, everything=True, waiting=force)
+        )
         if total is not None:
             total(len(states))
         semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
@@ -412,7 +427,9 @@ class Service:
                 return
             self.polls_full_since = None
             try:
-                states = await asyncio.to_thread(self._claim, room, everything=False)
+                states = await self._on_leasing_thread(
+                    functools.partial(self._claim, room, everything=False)
+                )
             except StoreError as exc:
                 log.error("poll.claim_failed error=%s", exc)
                 self.more_due = False
@@ -446,7 +463,7 @@ class Service:
                 renew_alert_leases(session, self.owner, lease, alert_ids)
 
         try:
-            await asyncio.to_thread(renew)
+            await self._on_leasing_thread(renew)
         except StoreError as exc:
             log.warning("lease.renew_failed error=%s", exc)
 

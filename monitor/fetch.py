@@ -94,6 +94,11 @@ _BAD_PORTS = frozenset({
     6669, 6679, 6697, 10080,
 })  # fmt: skip
 _NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+# What a refused address's message tells the operator to do: the config settings that allow it.
+ALLOW_HINT = (
+    "set allow_private: true on the feed (or fetch.allow_private), or add its range to "
+    "fetch.allow_networks"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +252,7 @@ def check_url(url: str, policy: FetchPolicy) -> URL:
         raise UnsafeURLError(url, f"port {parsed.explicit_port} is reserved for other protocols")
     address = _literal_address(url, host)
     if address is not None and not policy.allows_address(address):
-        raise UnsafeURLError(url, f"address {address} is not public")
+        raise UnsafeURLError(url, f"address {address} is not public; {ALLOW_HINT}")
     return parsed
 
 
@@ -303,7 +308,9 @@ class GuardedResolver(AbstractResolver):
         for answer in answers:
             address = ipaddress.ip_address(answer["host"])
             if not self._policy.allows_address(address):
-                raise _RefusedAddress(host, f"host {host} resolves to non-public address {address}")
+                raise _RefusedAddress(
+                    host, f"host {host} resolves to non-public address {address}; {ALLOW_HINT}"
+                )
         return answers
 
     async def close(self) -> None:

@@ -172,8 +172,28 @@ def test_match_a_feed_url_item_by_item(tmp_path: Path, http_server: LoopbackServ
 def test_match_refuses_a_private_url_by_default(config: Path, http_server: LoopbackServer) -> None:
     code, _, err = run("--config", str(config), "match", http_server.url("/etag"))
     assert code == 1
-    assert "127.0.0.1" in err or "private" in err or "not allowed" in err
+    assert "address 127.0.0.1 is not public" in err
+    assert "allow_private: true on the feed" in err and "fetch.allow_networks" in err
     assert http_server.requests == []
+
+
+def test_fetch_allow_networks_opens_only_the_listed_range(
+    tmp_path: Path, feeds: LoopbackServer
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(WATCHLISTS + "fetch: {allow_networks: [127.0.0.1/32]}\n", encoding="utf-8")
+    assert (
+        "private addresses refused except 127.0.0.1/32" in run("--config", str(config), "check")[1]
+    )
+    code, out, _ = run("--config", str(config), "match", "--json", feeds.url("/a.xml"))
+    assert code == 0
+    assert [json.loads(line)["title"] for line in out.splitlines()] == ["first"]
+
+    config.write_text(WATCHLISTS + "fetch: {allow_networks: [10.0.0.0/8]}\n", encoding="utf-8")
+    code, _, err = run("--config", str(config), "match", feeds.url("/a.xml"))
+    assert code == 1
+    assert "not public" in err
+    assert len(feeds.requests) == 1
 
 
 def test_match_query_tries_a_query_with_the_configs_entities(config: Path) -> None:

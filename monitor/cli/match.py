@@ -145,6 +145,7 @@ def _fetch_policy(settings: Settings) -> FetchPolicy:
         max_body=settings.fetch.max_body,
         user_agent=settings.fetch.user_agent,
         allow_private=settings.fetch.allow_private,
+        allowed_networks=settings.fetch.allow_networks,
         proxy=settings.fetch.proxy,
     )
 

@@ -32,6 +32,14 @@ def _alert_age(max_age: timedelta | None) -> str:
     return f"alerts on items up to {format_duration(max_age)} old"
 
 
+def _private_addresses(s: Settings) -> str:
+    if s.fetch.allow_private:
+        return "allowed"
+    if s.fetch.allow_networks:
+        return f"refused except {', '.join(s.fetch.allow_networks)}"
+    return "refused"
+
+
 def summary(settings: Settings) -> str:
     """What `monitor check` prints for a valid config: one screen, no secrets."""
     s = settings
@@ -42,7 +50,7 @@ def summary(settings: Settings) -> str:
         f"timeout {format_duration(s.defaults.timeout)}, {_alert_age(s.defaults.alert_max_age)}",
         f"fetch       max body {format_size(s.fetch.max_body)}, {s.fetch.per_host} per host, "
         f"proxy {'set' if s.fetch.proxy else 'none'}, "
-        f"private addresses {'allowed' if s.fetch.allow_private else 'refused'}",
+        f"private addresses {_private_addresses(s)}",
         f"service     listen {s.service.listen or 'off'}, logs as {s.service.log_format}",
         "",
         f"feeds ({len(s.feeds)})",

@@ -14,6 +14,7 @@ and `report`.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from datetime import time, timedelta
@@ -152,6 +153,22 @@ def _check_proxy(url: str | None) -> str | None:
     return url
 
 
+def _check_network(text: str) -> str:
+    """`fetch.allow_networks`: a CIDR range, written as its network (`10.20.0.0/16`)."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=True))
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a network: write a CIDR range such as 10.20.0.0/16, "
+            "192.168.5.7/32 or fd00::/8"
+        ) from None
+    raise ValueError(f"{text!r} has host bits set: write {loose} for the whole range") from None
+
+
 def _check_database_url(url: str) -> str:
     dialect = urlsplit(url).scheme.split("+", 1)[0]
     if dialect not in ("sqlite", "postgresql") or "://" not in url:
@@ -284,6 +301,8 @@ class FetchSettings(_Model):
     per_host: int = Field(default=2, ge=1, le=100)
     proxy: Annotated[OptionalText, AfterValidator(_check_proxy)] = Field(default=None, repr=False)
     allow_private: bool = False
+    # CIDR ranges reachable even with `allow_private` off: one intranet range, not every private one.
+    allow_networks: ListOf[Annotated[str, AfterValidator(_check_network)]] = ()
     gone_after: Duration = timedelta(days=3)  # of 404/410 answers: the feed is gone
 
 

@@ -186,6 +186,7 @@ class Service:
             max_body=settings.fetch.max_body,
             user_agent=settings.fetch.user_agent,
             allow_private=settings.fetch.allow_private,
+            allowed_networks=settings.fetch.allow_networks,
             proxy=settings.fetch.proxy,
         )
         poller = Poller(

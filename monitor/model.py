@@ -72,3 +72,11 @@ class Alert:
     attempts: int = 0
     language: str | None = None
     thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message a channel delivered and can edit later: Telegram's chat id and message id."""
+
+    chat_id: int
+    message_id: int

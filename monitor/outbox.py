@@ -49,7 +49,7 @@ from monitor.errors import (
     RecipientMovedError,
     StoreError,
 )
-from monitor.model import Alert, Hit
+from monitor.model import Alert, Hit, MessageRef
 from monitor.notify import Notifier
 from monitor.store import db, subscribers
 from monitor.store.alerts import (
@@ -124,8 +124,10 @@ class Outbox:
         # message and not a piece from each replica.
         self.send_digests = True
         self.in_flight: set[int] = set()  # alerts claimed and not recorded yet: their leases renew
-        # Sent, but the "sent" write failed until the lease ran short: alert id → when it was sent.
+        # Sent, but the "sent" write failed until the lease ran short: alert id → when it was sent
+        # (and the message it became, for a channel that can edit it).
         self.unrecorded: dict[int, datetime] = {}
+        self._unrecorded_messages: dict[int, MessageRef] = {}
         self.progress_at: float | None = None  # loop time an alert was last sent, tried or recorded
         self._lease_ends: dict[int, float] = {}  # alert id → loop time its lease surely lasts to
         self.owner = owner
@@ -317,7 +319,7 @@ class Outbox:
     async def _deliver(self, alert: Alert) -> DeliveryStats:
         notifier = self._notifier(alert.channel)
         try:
-            await notifier.send(alert)
+            message = await notifier.send(alert)
         except DeliveryError as exc:
             return await asyncio.to_thread(self._record_failure, alert, exc)
         except Exception as exc:  # a notifier bug must not stop the others
@@ -327,7 +329,7 @@ class Outbox:
         log.info(
             "alert.sent alert=%s channel=%s watchlist=%s", alert.id, alert.channel, alert.watchlist
         )
-        await self._mark_sent(alert, self.clock())
+        await self._mark_sent(alert, self.clock(), message)
         return DeliveryStats(sent=1)
 
     async def _deliver_digest(self, channel: str, alerts: list[Alert]) -> DeliveryStats:
@@ -384,11 +386,15 @@ class Outbox:
 
     async def _record_again(self, alert: Alert) -> DeliveryStats:
         """An alert this process sent and could not record: record it now, without sending."""
-        await self._mark_sent(alert, self.unrecorded[alert.id])
+        message = self._unrecorded_messages.get(alert.id)
+        await self._mark_sent(alert, self.unrecorded[alert.id], message)
         return DeliveryStats()
 
-    async def _mark_sent(self, alert: Alert, sent_at: datetime) -> None:
-        """Record a delivered alert as sent. A failed write (the database locked, a full disk) is
+    async def _mark_sent(
+        self, alert: Alert, sent_at: datetime, message: MessageRef | None = None
+    ) -> None:
+        """Record a delivered alert as sent, with the `message` it became (if the channel can
+        edit it) and the other sources it listed. A failed write (the database locked, a full disk) is
         tried again, waiting longer each time, while the alert's lease surely lasts; then the
         alert is kept in `unrecorded`, to be recorded and not sent when it is claimed again."""
         loop = asyncio.get_running_loop()
@@ -396,10 +402,12 @@ class Outbox:
         delay = MARK_SENT_FIRST_RETRY
         for attempt in itertools.count(1):
             try:
-                await asyncio.to_thread(self._record_sent, alert, sent_at)
+                await asyncio.to_thread(self._record_sent, alert, sent_at, message)
             except StoreError as exc:
                 if loop.time() + delay > lease_ends:
                     self.unrecorded[alert.id] = sent_at
+                    if message is not None:
+                        self._unrecorded_messages[alert.id] = message
                     log.error(
                         "alert.unrecorded alert=%s attempts=%s error=%s "
                         "action=recorded when claimed again, not sent again",
@@ -418,13 +426,16 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay *= 2
             else:
+                self._unrecorded_messages.pop(alert.id, None)
                 if self.unrecorded.pop(alert.id, None) is not None or attempt > 1:
                     log.info("alert.recorded alert=%s attempts=%s", alert.id, attempt)
                 return
 
-    def _record_sent(self, alert: Alert, sent_at: datetime) -> None:
+    def _record_sent(self, alert: Alert, sent_at: datetime, message: MessageRef | None) -> None:
         with db.transaction(self.engine) as session:
-            mark_alert_sent(session, alert.id, self.owner, sent_at)
+            mark_alert_sent(
+                session, alert.id, self.owner, sent_at, message=message, sources=alert.other_sources
+            )
 
     def _record_failure(self, alert: Alert, error: DeliveryError) -> DeliveryStats:
         attempts = alert.attempts + 1

@@ -1,7 +1,8 @@
 """Channels that deliver alerts, each behind the one small `Notifier` protocol.
 
 A notifier sends one alert or raises `DeliveryError` (temporary: retried with back-off; permanent:
-given up with the reason). It never touches the database: the outbox decides what to send and
+given up with the reason). A channel whose messages can be edited later (Telegram) returns the
+`MessageRef` of what it sent; the others return None. It never touches the database: the outbox decides what to send and
 records what happened.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.model import Alert
+from monitor.model import Alert, MessageRef
 
 
 class Notifier(Protocol):
-    async def send(self, alert: Alert) -> None: ...
+    async def send(self, alert: Alert) -> MessageRef | None: ...
 
     async def close(self) -> None: ...

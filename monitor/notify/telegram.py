@@ -70,7 +70,7 @@ from monitor.errors import (
     RecipientGoneError,
     RecipientMovedError,
 )
-from monitor.model import Alert
+from monitor.model import Alert, MessageRef
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -277,8 +277,9 @@ class TelegramNotifier:
 
     # ---- Notifier ----------------------------------------------------------------------------
 
-    async def send(self, alert: Alert) -> None:
-        """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module)."""
+    async def send(self, alert: Alert) -> MessageRef:
+        """Send `alert` to the chat `alert.recipient`, or raise a `DeliveryError` (see module).
+        Returns the message it became, which `edit` can change later."""
         self._check_token()
         chat_id = await self._chat(alert.recipient)
         markup = (
@@ -286,7 +287,7 @@ class TelegramNotifier:
             if alert.channel in self.subscriber_channels
             else None
         )
-        await self.send_html(
+        message_id = await self.send_html(
             chat_id,
             alert_html(alert, tz=self.tz),
             alert_plain(alert),
@@ -294,6 +295,7 @@ class TelegramNotifier:
             reply_markup=markup,
             preview=self._preview(alert),
         )
+        return MessageRef(chat_id, message_id)
 
     async def close(self) -> None:
         await asyncio.gather(*(request.shutdown() for request in self._requests))
@@ -324,21 +326,22 @@ class TelegramNotifier:
         thread_id: int | None = None,
         reply_markup: InlineKeyboardMarkup | None = None,
         preview: LinkPreviewOptions = _NO_PREVIEW,
-    ) -> None:
+    ) -> int:
         """One message: `markup` in HTML parse mode, or `plain` once if Telegram refuses it.
         `thread_id`: the forum topic it goes to; `reply_markup`: buttons under it; `preview`: the
-        link preview (none by default)."""
+        link preview (none by default). Returns the message's id."""
         await self._wait_for_slot(chat_id)
         try:
-            await self._post(chat_id, markup, ParseMode.HTML, thread_id, reply_markup, preview)
-            return
+            return await self._post(
+                chat_id, markup, ParseMode.HTML, thread_id, reply_markup, preview
+            )
         except BadRequest as exc:
             first = self._reason(exc)
             if any(marker in first.lower() for marker in _GONE_MARKERS):
                 raise RecipientGoneError(str(chat_id), first) from exc
         log.warning("telegram.html_refused chat=%s reason=%r retry=plain", chat_id, first)
         try:
-            await self._post(chat_id, plain, None, thread_id, reply_markup, preview)
+            return await self._post(chat_id, plain, None, thread_id, reply_markup, preview)
         except BadRequest as exc:
             raise DeliveryError(
                 f"Telegram refused the message: {first}; as plain text too: {self._reason(exc)}",
@@ -444,9 +447,9 @@ class TelegramNotifier:
         thread_id: int | None,
         reply_markup: InlineKeyboardMarkup | None = None,
         preview: LinkPreviewOptions = _NO_PREVIEW,
-    ) -> None:
+    ) -> int:
         try:
-            await self.bot.send_message(
+            message = await self.bot.send_message(
                 chat_id=chat_id,
                 text=text,
                 parse_mode=parse_mode,
@@ -461,6 +464,7 @@ class TelegramNotifier:
             if isinstance(error, RateLimitedError) and self.slots is not None:
                 await self.slots.hold(chat_id, error.retry_after or 0.0)
             raise error from exc
+        return message.message_id
 
     def _translate(self, exc: TelegramError, chat_id: int | None) -> DeliveryError:
         reason = self._reason(exc)

@@ -12,8 +12,9 @@ Functions take a Session and never commit. Delivering is `monitor.outbox`'s job,
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from monitor.model import MessageRef
 from monitor.store._shared import (
     database_now,
     insert_ignore,
@@ -361,9 +363,25 @@ def _finish_alert(
     return result.first() is not None
 
 
-def mark_alert_sent(session: Session, alert_id: int, owner: str, now: datetime) -> bool:
-    """Delivered. False (nothing changed) unless `owner` still holds the alert's lease."""
-    return _finish_alert(session, alert_id, owner, status="sent", sent_at=now)
+def mark_alert_sent(
+    session: Session,
+    alert_id: int,
+    owner: str,
+    now: datetime,
+    *,
+    message: MessageRef | None = None,
+    sources: Sequence[str] = (),
+) -> bool:
+    """Delivered, as `message` (a Telegram message, which can be edited later) listing the other
+    `sources` of its story. False (nothing changed) unless `owner` still holds the lease."""
+    values: dict[str, Any] = {"status": "sent", "sent_at": now}
+    if message is not None:
+        values |= {
+            "message_chat_id": message.chat_id,
+            "message_id": message.message_id,
+            "message_sources": json.dumps(list(sources), ensure_ascii=False),
+        }
+    return _finish_alert(session, alert_id, owner, **values)
 
 
 def mark_alert_retry(

@@ -233,6 +233,12 @@ alerts = Table(
     Column("lease_until", UTCDateTime()),
     Column("sent_at", UTCDateTime()),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The Telegram message a single alert became, and the other sources it lists (JSON list):
+    # it is edited when more sources join the story (migration 0010). NULL for other channels,
+    # digests and alerts sent before.
+    Column("message_chat_id", BigInteger),
+    Column("message_id", BigInteger),
+    Column("message_sources", CleanText()),
     # SPEC §6: a story alerts once per watchlist per recipient (of each channel).
     UniqueConstraint("story_id", "watchlist", "channel", "recipient"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),

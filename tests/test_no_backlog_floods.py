@@ -189,9 +189,12 @@ def test_fault_67_archive_of_2018_sends_only_todays_item_and_backtest_sees_all(
     assert "21 new and 0 updated items; 1 alerts queued, 1 sent" in once.stderr
     assert "20 matches too old to alert (alert_max_age)" in once.stderr
 
-    backtest = monitor(config, "backtest", "sunny", "--since", "1d")
+    recent = monitor(config, "backtest", "sunny", "--since", "1d")  # by publication date
+    assert recent.returncode == 0, recent.stderr
+    assert recent.stdout.startswith("sunny: 1 of 1 items published since")
+    backtest = monitor(config, "backtest", "sunny", "--since", "4000d")
     assert backtest.returncode == 0, backtest.stderr
-    assert backtest.stdout.startswith("sunny: 21 of 21 items since")
+    assert backtest.stdout.startswith("sunny: 21 of 21 items published since")
     per_day = {
         cells[0]: cells[1]
         for line in backtest.stdout.splitlines()

@@ -755,7 +755,7 @@ def test_feeds_backtest_db_upgrade_and_strict(server: LoopbackServer, tmp_path: 
         "--config", config, "backtest", "taiwan-red-line", "--since", "1d", cwd=tmp_path
     )
     assert found.returncode == 0, found.stderr
-    assert "taiwan-red-line: 1 of 2 items since" in found.stdout
+    assert "taiwan-red-line: 1 of 2 items published since" in found.stdout
     assert f"{PUBLISHED:%Y-%m-%d}" in found.stdout and REFERENCE[1] in found.stdout
     query = monitor("--config", config, "backtest", "--query", "sunny OR weather", cwd=tmp_path)
     assert "--query: 1 of 2 items" in query.stdout

@@ -424,15 +424,22 @@ def test_retries_wait_until_due_and_give_ups_are_reported(engine: Engine) -> Non
 # --- backtest, retention, transactions ------------------------------------------------------------
 
 
-def test_items_since_streams_recent_items_oldest_first(engine: Engine) -> None:
+def test_items_since_are_those_published_since_oldest_first(engine: Engine) -> None:
+    """A backtest's window is by publication date: an archive item first seen today but published
+    three days ago is out of a one-day window; an undated item counts by when it was first seen."""
     now = _now(engine)
-    _store_item(engine, "a", "old", "h0", now - timedelta(days=3))
+    _store_item(engine, "a", "archive", "h0", now, published_at=now - timedelta(days=3))
     _store_item(engine, "a", "new2", "h2", now)
-    _store_item(engine, "b", "new1", "h1", now - timedelta(hours=1))
+    _store_item(engine, "b", "new1", "h1", now, published_at=now - timedelta(hours=1))
+    _store_item(engine, "b", "undated", "h3", now - timedelta(hours=2), published_at=None)
     with read_session(engine) as session:
         found = list(items_since(session, now - timedelta(days=1)))
-    assert [(i.title, i.feed_name) for i in found] == [("title new1", "b"), ("title new2", "a")]
-    assert found[1].fetched_at == now and found[1].fetched_at.tzinfo is UTC
+    assert [(i.title, i.feed_name) for i in found] == [
+        ("title undated", "b"),
+        ("title new1", "b"),
+        ("title new2", "a"),
+    ]
+    assert found[2].fetched_at == now and found[2].fetched_at.tzinfo is UTC
 
 
 def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:

@@ -1,5 +1,5 @@
 """`monitor backtest`: what a watchlist (or `--query`) would have matched in the items stored over
-a period: matches per day and the stories with the most hits. Nothing is stored or sent.
+a period by publication date: matches per day and the stories with the most hits. Nothing is stored or sent.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ def backtest(
     query: Annotated[
         str | None, typer.Option("--query", "-q", help="A query to try instead of a watchlist.")
     ] = None,
-    since: Annotated[str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 30d.")] = "30d",
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="How far back, by publication date (an undated item: when first seen):"
+            " 90s, 10m, 2h, 30d.",
+        ),
+    ] = "30d",
     top: Annotated[int, typer.Option("--top", help="How many stories to list.")] = 10,
 ) -> None:
     """What a watchlist (or --query) would have matched in stored items. Nothing is sent."""
@@ -85,7 +92,8 @@ def backtest(
                     found = matcher.match(article)
                     if not found:
                         continue
-                    day = (item.published_at or item.fetched_at).astimezone(UTC).date().isoformat()
+                    published = item.published_at or item.fetched_at
+                    day = published.astimezone(UTC).date().isoformat()
                     per_day[day] += 1
                     hits = len(found[0].hits)
                     if item.story_id not in stories or stories[item.story_id][0] < hits:
@@ -96,7 +104,8 @@ def backtest(
         raise fail_with(exc) from None
     out = Console(highlight=False)
     out.print(
-        f"{rule.name}: {sum(per_day.values())} of {scanned} items since {cutoff:%Y-%m-%d %H:%M} UTC"
+        f"{rule.name}: {sum(per_day.values())} of {scanned} items published since"
+        f" {cutoff:%Y-%m-%d %H:%M} UTC"
     )
     if per_day:
         days = Table(title="matches per day", title_justify="left")
@@ -110,5 +119,6 @@ def backtest(
             best.add_column(column, overflow="fold")
         ranked = sorted(stories.values(), key=lambda pair: -pair[0])[:top]
         for hits, item in ranked:
-            best.add_row(str(hits), Text(item.feed_name), when(item.published_at), Text(item.title))
+            dated = when(item.published_at or item.fetched_at)
+            best.add_row(str(hits), Text(item.feed_name), dated, Text(item.title))
         out.print(best)

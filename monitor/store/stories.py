@@ -443,10 +443,12 @@ def update_item(session: Session, item_id: int, item: NewItem, story_id: int) ->
 
 
 def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
-    """Items first fetched at or after `since`, oldest first, streamed in batches.
+    """Items published at or after `since` (an undated item: first seen at or after it), oldest
+    first by that date, streamed in batches: the date a backtest filters and reports by.
 
     Iterate while the session is open (a server-side cursor on PostgreSQL).
     """
+    published = func.coalesce(items.c.published_at, items.c.fetched_at)
     statement = (
         select(
             items.c.id,
@@ -460,8 +462,8 @@ def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
             items.c.link,
         )
         .join(feeds, feeds.c.id == items.c.feed_id)
-        .where(items.c.fetched_at >= since)
-        .order_by(items.c.fetched_at, items.c.id)
+        .where(published >= since)
+        .order_by(published, items.c.id)
         .execution_options(yield_per=500)
     )
     result = session.execute(statement)

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from httpserver import LoopbackServer
 from typer.testing import CliRunner
 
@@ -280,3 +282,47 @@ def test_installed_console_script_runs_the_quick_start() -> None:
     assert result.returncode == 0, result.stderr
     assert "taiwan-red-line" in result.stdout
     assert "خط أحمر" in result.stdout
+
+
+# ---- help ----------------------------------------------------------------------------------------
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of `monitor`, as the words that name it."""
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+    pending: list[tuple[list[str], Any]] = [([], root)]
+    while pending:
+        path, command = pending.pop()
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append([*path, name])
+            pending.append(([*path, name], sub))
+    return sorted(paths)
+
+
+def test_every_help_has_a_one_line_purpose_and_examples_and_no_type_noise() -> None:
+    paths = _command_paths()
+    assert ["feeds"] in paths and ["subscribers", "remove"] in paths and ["db", "upgrade"] in paths
+    for path in paths:
+        code, out, _ = run(*path, "--help")
+        assert code == 0, path
+        lines = out.splitlines()
+        assert lines[0].startswith("Usage: monitor"), path
+        purpose = lines[2].strip()
+        assert purpose.endswith(".") and (len(lines) < 4 or lines[3] == ""), (path, lines[:4])
+        assert "Example" in out, path
+        for noise in ("<bool>", "<str>", "<int>", "<list", "<path>", "{", "SPEC", "§", "shared/"):
+            assert noise not in out, (path, noise)
+    _, root, _ = run("--help")
+    listed = root[root.index("Commands:") :].splitlines()[1:]
+    assert listed and not [line for line in listed if line.endswith("...")]
+
+
+def test_config_after_the_command_means_the_same_as_before_it(config: Path) -> None:
+    assert run("check", "--config", str(EXAMPLE_CONFIG)) == run(
+        "--config", str(EXAMPLE_CONFIG), "check"
+    )
+    code, out, _ = run("match", "--json", str(REFERENCE), "-c", str(config))
+    assert code == 0 and json.loads(out)["matches"], out
+    code, _, err = run("--config", str(EXAMPLE_CONFIG), "check", "--config", "missing.yaml")
+    assert code == 2 and "missing.yaml" in err  # the one after the command wins

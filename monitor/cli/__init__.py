@@ -6,6 +6,9 @@ the order `monitor --help` lists them; each command is its own module. `main` is
 script; `python -m monitor.cli` runs it too.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from monitor.cli import (
     backtest,
     check,
@@ -18,17 +21,30 @@ from monitor.cli import (
     stories,
     subscribers,
 )
-from monitor.cli.app import app, main
+from monitor.cli.app import MonitorCommand, app, config_after_command, main
 
-app.command()(check.check)
-app.command()(match.match)
-app.command()(run.once)
-app.command()(run.run)
-app.command()(reload.reload)
-app.command()(feeds.feeds)
-app.command()(backtest.backtest)
-app.command()(stories.stories)
-app.command("send-test")(send_test.send_test)
+
+def _command(function: Callable[..., Any], name: str | None = None, **settings: Any) -> None:
+    app.command(name, cls=MonitorCommand, **settings)(config_after_command(function))
+
+
+_command(
+    check.check,
+    short_help="Validate the config and list every problem.",
+    epilog="""\b
+    Examples:
+      monitor check
+      monitor check --config /etc/news-monitor/config.yaml
+    """,
+)
+_command(match.match)
+_command(run.once)
+_command(run.run)
+_command(reload.reload)
+_command(feeds.feeds)
+_command(backtest.backtest)
+_command(stories.stories)
+_command(send_test.send_test, "send-test")
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(database.db_app, name="db")
 

@@ -10,16 +10,20 @@ one module per command; `monitor.cli` registers them on `app`. This module defin
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand
 
 from monitor import __version__
 from monitor.errors import ConfigError, MonitorError, SetupError
@@ -33,11 +37,93 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 app = typer.Typer(
     name="monitor",
-    help="Watch news feeds in many languages and alert people when a story matches a watchlist.",
+    help="""Watch news feeds and alert people when a story matches a watchlist.
+
+    Feeds in many languages are polled, their stories matched against watchlists and the alerts
+    sent on Telegram, by email or to the console. --config may come before or after the command.
+
+    \b
+    Examples:
+      monitor --config /etc/news-monitor/config.yaml check
+      monitor once --config config.yaml
+      monitor feeds
+      monitor COMMAND --help
+    """,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no type noise such as <bool> or <list[str]>
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+CONFIG_HELP = "The YAML config file (default: ./config.yaml, or $MONITOR_CONFIG)."
+ConfigAfterCommand = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="PATH", help=CONFIG_HELP)
+]
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def config_after_command(command: Command) -> Command:
+    """`command` taking `--config` after its name too (`monitor feeds --config x.yaml`), as people
+    write it, with the same meaning as before the name."""
+    signature = inspect.signature(command, eval_str=True)
+    extra = inspect.Parameter(
+        "config_after_command",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=ConfigAfterCommand,
+    )
+
+    @functools.wraps(command)
+    def with_config(*args: Any, config_after_command: Path | None = None, **kwargs: Any) -> Any:
+        if config_after_command is not None:
+            ctx: typer.Context = kwargs["ctx"]  # every command takes its context as `ctx`
+            ctx.obj = replace(ctx.obj, config=config_after_command)
+        return command(*args, **kwargs)
+
+    with_config.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), extra]
+    )
+    with_config.__annotations__ = {
+        **{name: p.annotation for name, p in signature.parameters.items()},
+        "config_after_command": ConfigAfterCommand,
+    }
+    return cast("Command", with_config)
+
+
+def _argument_name(argument: TyperArgument) -> str:
+    name = argument.metavar or (argument.name or "").upper()
+    return name + "..." if argument.nargs != 1 else name
+
+
+class MonitorCommand(TyperCommand):
+    """A command whose help names its arguments as people write them (`FILE|URL|-...`, not
+    `{FILE|URL|-...} <list[str]>`); options show their metavars."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            if getattr(param, "hidden", False):
+                continue
+            if isinstance(param, TyperArgument):
+                arguments.append((_argument_name(param), param.help or ""))
+            elif (record := param.get_help_record(ctx)) is not None:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -65,8 +151,9 @@ def main_options(
             "--config",
             "-c",
             envvar="MONITOR_CONFIG",
-            help="The YAML config file (SPEC §2).",
-            show_default=True,
+            metavar="PATH",
+            help=CONFIG_HELP,
+            show_default=False,
         ),
     ] = Path("config.yaml"),
     debug: Annotated[

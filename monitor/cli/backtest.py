@@ -32,22 +32,37 @@ if TYPE_CHECKING:
 def backtest(
     ctx: typer.Context,
     watchlist: Annotated[
-        str | None, typer.Argument(help="A watchlist of the config (or use --query).")
+        str | None,
+        typer.Argument(metavar="WATCHLIST", help="A watchlist of the config (or use --query)."),
     ] = None,
     query: Annotated[
-        str | None, typer.Option("--query", "-q", help="A query to try instead of a watchlist.")
+        str | None,
+        typer.Option(
+            "--query", "-q", metavar="QUERY", help="A query to try instead of a watchlist."
+        ),
     ] = None,
     since: Annotated[
         str,
         typer.Option(
             "--since",
+            metavar="AGE",
             help="How far back, by publication date (an undated item: when first seen):"
             " 90s, 10m, 2h, 30d.",
         ),
     ] = "30d",
-    top: Annotated[int, typer.Option("--top", help="How many stories to list.")] = 10,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="How many stories to list.")] = 10,
 ) -> None:
-    """What a watchlist (or --query) would have matched in stored items. Nothing is sent."""
+    """What a watchlist would have matched in stored items.
+
+    Runs the watchlist (or --query) over the stored items published in the window and prints the
+    matches per day and the stories with the most hits. Nothing is stored or sent.
+
+    \b
+    Examples:
+      monitor backtest taiwan-red-line
+      monitor backtest taiwan-red-line --since 7d --top 20
+      monitor backtest --query '@taiwan NEAR/10 @red-line' --since 90d
+    """
     from monitor.core.match import Matcher, WatchlistRule
     from monitor.durations import parse_duration
     from monitor.errors import MonitorError

@@ -8,17 +8,39 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from monitor.cli.app import fail_with, load_settings, refuse_moved_database
+from monitor.cli.app import (
+    MonitorCommand,
+    config_after_command,
+    fail_with,
+    load_settings,
+    refuse_moved_database,
+)
 
 if TYPE_CHECKING:
     pass
 
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="""Database maintenance.
+
+    \b
+    Example:
+      monitor db upgrade
+    """,
+    no_args_is_help=True,
+)
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=MonitorCommand)
+@config_after_command
 def db_upgrade(ctx: typer.Context) -> None:
-    """Apply the schema migrations (run and once also do this by themselves)."""
+    """Apply the schema migrations.
+
+    run and once do this by themselves; a database newer than this monitor is refused.
+
+    \b
+    Example:
+      monitor db upgrade --config /etc/news-monitor/config.yaml
+    """
     from monitor.errors import MonitorError
     from monitor.store import db
 

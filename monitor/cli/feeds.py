@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
 
 def feeds(ctx: typer.Context) -> None:
-    """The health of each feed: last poll, status, new items, failures, next poll."""
+    """Show the health of each configured feed.
+
+    Each feed's last poll, status, new items, failures and next poll, the outbox counts and the
+    alerts given up with their reasons. Nothing in the database changes.
+
+    \b
+    Example:
+      monitor feeds --config /etc/news-monitor/config.yaml
+    """
     from monitor.errors import MonitorError
     from monitor.store import db
     from monitor.store.alerts import alert_counts, failed_alerts

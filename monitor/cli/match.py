@@ -30,7 +30,7 @@ def match(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILE|URL|-...",
+            metavar="FILE|URL|-",
             help=(
                 "What to match: a .txt file (first non-empty line is the title), an .html page, "
                 "a feed file, an http(s) URL, or - for standard input."
@@ -45,12 +45,23 @@ def match(
         typer.Option(
             "--query",
             "-q",
+            metavar="QUERY",
             help="A query to try instead of the configured watchlists (the config's entities apply).",
         ),
     ] = None,
 ) -> None:
-    """Match texts against the configured watchlists (or --query), without storing or alerting
-    anything. Each item's language is found as the service finds it, for lang: and languages:."""
+    """Match texts against the watchlists (nothing is stored).
+
+    Each input is matched against the configured watchlists (or one --query); a feed file or URL
+    item by item. Each item's language is found as the service finds it, for lang: and
+    languages:. Exit 1 when an input could not be read.
+
+    \b
+    Examples:
+      monitor match article.txt page.html
+      monitor match --query '@taiwan NEAR/10 @red-line' examples/feeds/sample.xml
+      curl -s https://example.org/news | monitor match --json -
+    """
     settings = load_settings(ctx)
     from monitor.core.match import Matcher, WatchlistRule
     from monitor.inputs import read_inputs

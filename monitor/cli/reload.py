@@ -21,7 +21,7 @@ RELOAD_TIMEOUT_SECONDS = 60.0
 
 
 def reload(ctx: typer.Context) -> None:
-    """Make the running service read its config again, without a restart.
+    """Make the running service read its config again.
 
     Checks the config, then asks the `monitor run` listening on service.listen to reload it: new
     feeds are polled at once, removed ones stop, watchlists, entities and channels change, and
@@ -29,8 +29,9 @@ def reload(ctx: typer.Context) -> None:
     problems (the service keeps its own), 1 when no service answers.
 
     \b
-    Example:
-      monitor --config /etc/news-monitor/config.yaml reload
+    Examples:
+      monitor reload
+      monitor reload --config /etc/news-monitor/config.yaml
     """
     settings = load_settings(ctx)
     listen = settings.service.listen

@@ -45,10 +45,17 @@ def once(
         ),
     ] = False,
 ) -> None:
-    """Poll every feed once, match, deliver what is due, and exit (cron-friendly).
+    """Poll every feed once, deliver what is due, and exit.
 
-    Ctrl-C stops the polls (their feeds are polled by the next run), sends the alerts already
+    For cron: polls every feed, matches, delivers the alerts that are due and prints a summary.
+    A feed that waits out a Retry-After or backs off after failures is left alone unless --force.
+    Exit 0 even when feeds failed, unless --strict. Ctrl-C stops the polls (their feeds are polled by the next run), sends the alerts already
     queued, says what is left and exits 130; a second Ctrl-C stops at once.
+
+    \b
+    Examples:
+      monitor once
+      monitor once --config /etc/news-monitor/config.yaml --strict
     """
     from monitor.daemon import Service, configure_logging, sqlite_lock
     from monitor.errors import MonitorError
@@ -194,7 +201,17 @@ async def _once(service: Any, *, force: bool) -> _OnceRun:
 
 
 def run(ctx: typer.Context) -> None:
-    """The daemon: poll on schedule, match, deliver, serve /healthz and /metrics. SIGTERM stops it."""
+    """Run the service: poll, match and deliver until stopped.
+
+    Polls each feed on its schedule, matches, delivers alerts and serves /healthz and /metrics on
+    service.listen. SIGTERM or Ctrl-C stops it after the work under way; SIGHUP (or monitor
+    reload) reads the config again.
+
+    \b
+    Examples:
+      monitor run
+      monitor run --config /etc/news-monitor/config.yaml
+    """
     from monitor.daemon import Service, configure_logging, run_forever, sqlite_lock
     from monitor.errors import MonitorError
 

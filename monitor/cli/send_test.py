@@ -21,7 +21,16 @@ def send_test(
     ctx: typer.Context,
     channel: Annotated[str, typer.Argument(help="A channel of the config.")],
 ) -> None:
-    """Send a sample alert through a channel (to each of its recipients) and report the result."""
+    """Send a sample alert through a channel and report the result.
+
+    The alert goes to each recipient of the channel; a failure is reported with the exact error
+    (exit 1).
+
+    \b
+    Examples:
+      monitor send-test telegram
+      monitor send-test email --config /etc/news-monitor/config.yaml
+    """
     from monitor.daemon import notifiers_for
     from monitor.errors import DeliveryError
     from monitor.model import Alert, Hit

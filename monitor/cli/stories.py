@@ -23,13 +23,19 @@ def stories(
         bool, typer.Option("--json", help="One JSON object per story, one per line.")
     ] = False,
     since: Annotated[
-        str, typer.Option("--since", help="Stories first seen this long ago or since: 2h, 3d.")
+        str,
+        typer.Option(
+            "--since", metavar="AGE", help="Stories first seen this long ago or since: 2h, 3d."
+        ),
     ] = "3d",
 ) -> None:
-    """Recent stories, newest first, with their sources and alerts.
+    """List recent stories with their sources and alerts.
+
+    The stories first seen in the window, newest first: each with its title, when it was first
+    seen, how many alerts it sent and one line per source.
 
     \b
-    Example:
+    Examples:
       monitor stories --since 1d
       monitor stories --json | jq -r '.title'
     """

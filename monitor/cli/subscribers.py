@@ -17,6 +17,8 @@ import typer
 
 from monitor.cli.app import (
     EXIT_FAILURE,
+    MonitorCommand,
+    config_after_command,
     fail,
     fail_with,
     load_settings,
@@ -33,26 +35,33 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-subscribers_app = typer.Typer(
-    help="The chats that subscribed through the Telegram bot: list, remove, block.",
-    invoke_without_command=True,
-)
+subscribers_app = typer.Typer(invoke_without_command=True)  # help: the callback's
 # A chat id such as -1001234567890 is an argument, not an option.
 _CHAT_ARGUMENT = {"ignore_unknown_options": True}
-Chat = Annotated[int, typer.Argument(help="The chat id, e.g. 1001 or -1001234567890.")]
+Chat = Annotated[
+    int, typer.Argument(metavar="CHAT", help="The chat id, e.g. 1001 or -1001234567890.")
+]
 
 
 @subscribers_app.callback()
+@config_after_command
 def subscribers(
     ctx: typer.Context,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per chat, one per line.")
     ] = False,
 ) -> None:
-    """List every chat with its watchlists, mutes, digest, waiting alerts and state.
+    """List the chats that subscribed through the Telegram bot.
 
-    Examples: `monitor subscribers`, `monitor subscribers --json`,
-    `monitor subscribers remove 1001`, `monitor subscribers block -1001234567890`.
+    Each chat with its watchlists, mutes, digest, waiting alerts and state; remove, block and
+    unblock one with the commands below.
+
+    \b
+    Examples:
+      monitor subscribers
+      monitor subscribers --json
+      monitor subscribers remove 1001
+      monitor subscribers block -1001234567890
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -72,10 +81,17 @@ def subscribers(
         typer.echo("\n".join(_lines(_record(entry, settings, now))))
 
 
-@subscribers_app.command("remove", context_settings=_CHAT_ARGUMENT)
+@subscribers_app.command("remove", context_settings=_CHAT_ARGUMENT, cls=MonitorCommand)
+@config_after_command
 def remove(ctx: typer.Context, chat: Chat) -> None:
-    """Forget a chat: its subscriptions and settings go, and the alerts waiting for it are dropped.
-    It can subscribe again (unless blocked or without access)."""
+    """Forget a chat and drop the alerts waiting for it.
+
+    Its subscriptions and settings go. It can subscribe again (unless blocked or without access).
+
+    \b
+    Example:
+      monitor subscribers remove 1001
+    """
     from monitor.store import subscribers as subs
 
     settings = load_settings(ctx)
@@ -89,10 +105,17 @@ def remove(ctx: typer.Context, chat: Chat) -> None:
     )
 
 
-@subscribers_app.command("block", context_settings=_CHAT_ARGUMENT)
+@subscribers_app.command("block", context_settings=_CHAT_ARGUMENT, cls=MonitorCommand)
+@config_after_command
 def block(ctx: typer.Context, chat: Chat) -> None:
-    """Block a chat: nothing more is sent to it (waiting alerts are dropped) and its commands are
-    refused. Works for a chat that has not talked to the bot yet."""
+    """Send nothing more to a chat and refuse its commands.
+
+    The alerts waiting for it are dropped. Works for a chat that has not talked to the bot yet.
+
+    \b
+    Example:
+      monitor subscribers block -1001234567890
+    """
     from monitor.store import subscribers as subs
 
     settings = load_settings(ctx)
@@ -106,9 +129,17 @@ def block(ctx: typer.Context, chat: Chat) -> None:
     typer.echo(f"blocked chat {chat}: {_count(dropped, 'waiting alert')} dropped")
 
 
-@subscribers_app.command("unblock", context_settings=_CHAT_ARGUMENT)
+@subscribers_app.command("unblock", context_settings=_CHAT_ARGUMENT, cls=MonitorCommand)
+@config_after_command
 def unblock(ctx: typer.Context, chat: Chat) -> None:
-    """Unblock a chat: its subscriptions deliver again (alerts dropped while blocked are gone)."""
+    """Let a blocked chat receive alerts again.
+
+    Its subscriptions deliver again; the alerts dropped while it was blocked are gone.
+
+    \b
+    Example:
+      monitor subscribers unblock -1001234567890
+    """
     from monitor.store import subscribers as subs
 
     settings = load_settings(ctx)

@@ -3,7 +3,7 @@ written to a file (a feed on loopback, a watchlist, a Telegram channel, the bot 
 double), the service with its bot, users talking to the bot, and the outbox as stored.
 
 And `MonitorProcess`: `monitor run` as a real process, for what only a process shows (signals,
-exit codes, log lines, the health port)."""
+exit codes, log lines, the health port); `cli` runs a command in this process."""
 
 from __future__ import annotations
 
@@ -349,6 +349,16 @@ class HeldFeed:
         self.requested.set()
         await asyncio.sleep(30)  # cancelled when the client disconnects
         return web.Response(status=500)
+
+
+def cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """`monitor ARGS…` run in this process: its exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    result = CliRunner().invoke(app, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
 
 
 class RecordingNotifier:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import typer
 from httpserver import LoopbackServer
-from typer.testing import CliRunner
+from servicekit import cli as run
 
 from monitor.cli import app
 
@@ -27,11 +27,6 @@ watchlists:
   taiwan-red-line: {query: "@taiwan AND @red-line"}
   russia: {query: "روسيا OR Russia"}
 """
-
-
-def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), input=stdin)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture

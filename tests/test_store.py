@@ -23,11 +23,13 @@ from monitor.store.alerts import (
     alert_counts,
     claim_due_alerts,
     enqueue_alert,
-    failed_alerts,
     insert_match,
     mark_alert_failed,
     mark_alert_retry,
     mark_alert_sent,
+    purge_failed_alerts,
+    retry_failed_alerts,
+    unsent_alerts,
     watchlists_matched,
 )
 from monitor.store.db import (
@@ -411,7 +413,7 @@ def test_retries_wait_until_due_and_give_ups_are_reported(engine: Engine) -> Non
         assert mark_alert_failed(session, alert.id, "two", "Forbidden: bot was blocked")
     with read_session(engine) as session:
         assert alert_counts(session) == {"pending": 0, "sent": 0, "failed": 1}
-        [failed] = failed_alerts(session)
+        [failed] = unsent_alerts(session, "failed")
         [health] = feed_health(session)
     assert (failed.last_error, failed.attempts, failed.feed_name) == (
         "Forbidden: bot was blocked",
@@ -419,6 +421,44 @@ def test_retries_wait_until_due_and_give_ups_are_reported(engine: Engine) -> Non
         "a",
     )
     assert (health.item_count, health.failed_alert_count) == (1, 1)
+
+
+def test_alerts_given_up_are_retried_with_every_attempt_or_purged(engine: Engine) -> None:
+    """`monitor alerts --retry` puts alerts given up back in the outbox, due now and with all
+    their attempts ahead; `--purge` deletes them; pending alerts are left alone by both."""
+    now = _now(engine)
+    item_id, story = _store_item(engine, "a", "x", "h1", now)
+    with transaction(engine) as session:
+        for recipient in ("1", "2", "3"):
+            enqueue_alert(session, story, item_id, "w", "telegram", recipient, now)
+        claimed = claim_due_alerts(session, "one", LEASE, 2)
+        for alert in claimed:
+            assert mark_alert_failed(session, alert.id, "one", f"gave up on {alert.recipient}")
+    first, second = (alert.id for alert in claimed)
+    with read_session(engine) as session:
+        [pending] = unsent_alerts(session, "pending")
+        given_up = unsent_alerts(session, "failed")
+    assert (pending.recipient, pending.attempts, pending.last_error) == ("3", 0, None)
+    assert [(a.id, a.last_error, a.attempts) for a in given_up] == [
+        (second, "gave up on 2", 1),
+        (first, "gave up on 1", 1),
+    ]
+    later = now + timedelta(minutes=5)
+    with transaction(engine) as session:
+        assert retry_failed_alerts(session, later, ids=[first]) == 1
+    with read_session(engine) as session:
+        retried = unsent_alerts(session, "pending", ids=[first])
+        assert alert_counts(session) == {"pending": 2, "sent": 0, "failed": 1}
+    assert [(a.attempts, a.next_attempt_at, a.last_error) for a in retried] == [
+        (0, later, "gave up on 1")
+    ]
+    with transaction(engine) as session:
+        assert purge_failed_alerts(session) == 1
+        assert purge_failed_alerts(session) == 0
+        assert retry_failed_alerts(session, later) == 0
+    with read_session(engine) as session:
+        assert alert_counts(session) == {"pending": 2, "sent": 0, "failed": 0}
+        assert [a.id for a in unsent_alerts(session, "pending", limit=1)] == [pending.id]
 
 
 # --- backtest, retention, transactions ------------------------------------------------------------

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from httpserver import LoopbackServer
 from servicekit import RecordingNotifier
-from typer.testing import CliRunner
+from servicekit import cli as run
 
-from monitor.cli import app
 from monitor.config import parse_config
 from monitor.daemon import Service
 
@@ -40,11 +39,6 @@ def rss(*items: tuple[str, str, str, datetime]) -> bytes:
 def server() -> Iterator[LoopbackServer]:
     with LoopbackServer() as s:
         yield s
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_stories_lists_recent_stories_newest_first_with_sources_and_alerts(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.cli import (
+    alerts,
     backtest,
     check,
     database,
@@ -42,6 +43,7 @@ _command(run.once)
 _command(run.run)
 _command(reload.reload)
 _command(feeds.feeds)
+_command(alerts.alerts)
 _command(backtest.backtest)
 _command(stories.stories)
 _command(send_test.send_test, "send-test")

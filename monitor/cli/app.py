@@ -232,6 +232,16 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "—"
 
 
+def iso(moment: datetime | None) -> str | None:
+    """A time as JSON shows it: UTC, to the second, with a Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def count(n: int, noun: str) -> str:
+    """`1 alert`, `3 alerts`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def main() -> None:
     """Console-script entry point: an unexpected error is one line (exit 1), its traceback only
     with --debug."""

@@ -30,7 +30,7 @@ def feeds(ctx: typer.Context) -> None:
     """
     from monitor.errors import MonitorError
     from monitor.store import db
-    from monitor.store.alerts import alert_counts, failed_alerts
+    from monitor.store.alerts import alert_counts
     from monitor.store.feeds import feed_health
 
     settings = load_settings(ctx)
@@ -40,7 +40,6 @@ def feeds(ctx: typer.Context) -> None:
             with db.read_session(engine) as session:
                 rows = feed_health(session)
                 counts = alert_counts(session)
-                given_up = failed_alerts(session, limit=10)
         finally:
             engine.dispose()
     except MonitorError as exc:
@@ -69,17 +68,5 @@ def feeds(ctx: typer.Context) -> None:
     out.print(table)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "empty"
     out.print(f"outbox: {summary}")
-    if given_up:
-        failed = Table(title="alerts given up (newest first)", title_justify="left", expand=True)
-        for column in ("alert", "watchlist", "channel", "attempts", "feed", "reason"):
-            failed.add_column(column, overflow="fold")
-        for alert in given_up:
-            failed.add_row(
-                str(alert.id),
-                Text(alert.watchlist),
-                Text(f"{alert.channel} {alert.recipient}".strip()),
-                str(alert.attempts),
-                Text(alert.feed_name),
-                Text(alert.last_error or ""),
-            )
-        out.print(failed)
+    if counts["failed"] or counts["pending"]:
+        out.print("monitor alerts lists the alerts pending and given up, with their reasons")

@@ -15,7 +15,7 @@ import urllib.request
 import typer
 from rich.markup import escape
 
-from monitor.cli.app import EXIT_FAILURE, EXIT_USAGE, fail, load_settings, stderr
+from monitor.cli.app import EXIT_FAILURE, EXIT_USAGE, count, fail, load_settings, stderr
 
 RELOAD_TIMEOUT_SECONDS = 60.0
 
@@ -67,10 +67,10 @@ def reload(ctx: typer.Context) -> None:
         raise fail(f"not reloaded: {problems}", EXIT_FAILURE)
     added, removed = answer["feeds_added"], answer["feeds_removed"]
     line = (
-        f"reloaded: {_count(answer['feeds'], 'feed')}"
+        f"reloaded: {count(answer['feeds'], 'feed')}"
         + (f" ({len(added)} new: {', '.join(added)})" if added else "")
         + (f" ({len(removed)} removed: {', '.join(removed)})" if removed else "")
-        + f", {_count(answer['watchlists'], 'watchlist')}, {_count(answer['channels'], 'channel')}"
+        + f", {count(answer['watchlists'], 'watchlist')}, {count(answer['channels'], 'channel')}"
     )
     typer.echo(line)
     if answer["needs_restart"]:
@@ -79,10 +79,6 @@ def reload(ctx: typer.Context) -> None:
             f"warning: {escape(sections)} changed: a restart applies "
             f"{'them' if ',' in sections else 'it'}; the service runs with the old values"
         )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _loopback(listen: str) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from monitor.cli.app import EXIT_USAGE, fail, fail_with, load_settings, open_database
+from monitor.cli.app import EXIT_USAGE, fail, fail_with, iso, load_settings, open_database
 
 if TYPE_CHECKING:
     from monitor.store.story_report import StorySummary
@@ -75,9 +75,9 @@ def story_json(story: StorySummary) -> dict[str, Any]:
     return {
         "story": story.id,
         "title": story.title,
-        "first_seen": _iso(story.first_seen),
+        "first_seen": iso(story.first_seen),
         "items": [
-            {"feed": i.feed, "title": i.title, "link": i.link, "published": _iso(i.published)}
+            {"feed": i.feed, "title": i.title, "link": i.link, "published": iso(i.published)}
             for i in story.items
         ],
         "alerts": story.alerts_sent,
@@ -103,12 +103,6 @@ def story_lines(story: StorySummary) -> list[str]:
             parts.append(_one_line(item.link))
         lines.append("  - " + " · ".join(parts))
     return lines
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _one_line(text: str) -> str:

@@ -19,6 +19,7 @@ from monitor.cli.app import (
     EXIT_FAILURE,
     MonitorCommand,
     config_after_command,
+    count,
     fail,
     fail_with,
     load_settings,
@@ -100,8 +101,8 @@ def remove(ctx: typer.Context, chat: Chat) -> None:
         raise fail(f"no subscriber {chat}: `monitor subscribers` lists them", EXIT_FAILURE)
     names, dropped = result
     typer.echo(
-        f"removed chat {chat}: {_count(len(names), 'subscription')}, "
-        f"{_count(dropped, 'waiting alert')} dropped"
+        f"removed chat {chat}: {count(len(names), 'subscription')}, "
+        f"{count(dropped, 'waiting alert')} dropped"
     )
 
 
@@ -126,7 +127,7 @@ def block(ctx: typer.Context, chat: Chat) -> None:
     if not changed:
         typer.echo(f"chat {chat} was already blocked")
         return
-    typer.echo(f"blocked chat {chat}: {_count(dropped, 'waiting alert')} dropped")
+    typer.echo(f"blocked chat {chat}: {count(dropped, 'waiting alert')} dropped")
 
 
 @subscribers_app.command("unblock", context_settings=_CHAT_ARGUMENT, cls=MonitorCommand)
@@ -252,7 +253,3 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _short(iso: str) -> str:
     return when(datetime.fromisoformat(iso.replace("Z", "+00:00")))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

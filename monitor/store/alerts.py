@@ -1,6 +1,7 @@
 """Matches and the alert outbox: which watchlists a story matched, enqueueing an alert per
 (story, watchlist, channel, recipient), leasing due alerts to a deliverer, and marking each sent,
-to retry, postponed or failed; plus the alert counts and failed-alert report.
+to retry, postponed or failed; plus the alert counts, the unsent alerts
+(pending or given up) of `monitor alerts`, and retrying or purging those given up.
 
 An alert is enqueued in the transaction that stored its item and match, and the unique key makes a
 second enqueue a no-op. Delivery claims alerts with a row lease timed by the database clock
@@ -20,7 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     and_,
+    delete,
     func,
     or_,
     select,
@@ -42,16 +45,15 @@ from monitor.store.tables import alerts, feeds, items, matches
 __all__ = [
     "AlertToSend",
     "Backlog",
-    "FailedAlert",
     "NewAlert",
     "NewMatch",
+    "UnsentAlert",
     "alert_counts",
     "alert_recipient",
     "claim_due_alerts",
     "enqueue_alert",
     "enqueue_alerts",
     "fail_pending_alerts",
-    "failed_alerts",
     "insert_match",
     "insert_matches",
     "mark_alert_failed",
@@ -60,7 +62,10 @@ __all__ = [
     "matched_watchlists",
     "outbox_backlog",
     "postpone_alert",
+    "purge_failed_alerts",
     "renew_alert_leases",
+    "retry_failed_alerts",
+    "unsent_alerts",
     "watchlists_matched",
 ]
 
@@ -89,18 +94,21 @@ class AlertToSend:
 
 
 @dataclass(frozen=True, slots=True)
-class FailedAlert:
-    """An alert given up on, with the reason."""
+class UnsentAlert:
+    """An alert not sent, pending or given up (`status` failed), with why: its attempts so far,
+    its last error, and when it is due (for one given up, when it would have been)."""
 
     id: int
+    status: str
     watchlist: str
     channel: str
     recipient: str
     attempts: int
     last_error: str | None
+    next_attempt_at: datetime
+    created_at: datetime
     feed_name: str
     title: str
-    created_at: datetime
 
 
 def watchlists_matched(session: Session, story_id: int) -> set[str]:
@@ -435,27 +443,66 @@ def mark_alert_failed(session: Session, alert_id: int, owner: str, error: str) -
     return _finish_alert(session, alert_id, owner, status="failed", last_error=short_error(error))
 
 
-def failed_alerts(session: Session, limit: int = 20) -> list[FailedAlert]:
-    """The most recent alerts given up on, newest first, with their reasons."""
-    rows = session.execute(
+def unsent_alerts(
+    session: Session, status: str, limit: int | None = None, ids: Collection[int] | None = None
+) -> list[UnsentAlert]:
+    """Alerts of `status` pending (soonest due first) or failed (newest first), at most `limit`,
+    only `ids` if given."""
+    if status not in ("pending", "failed"):
+        raise ValueError(f"{status!r} is not an unsent alert's status")
+    statement = (
         select(
             alerts.c.id,
+            alerts.c.status,
             alerts.c.watchlist,
             alerts.c.channel,
             alerts.c.recipient,
             alerts.c.attempts,
             alerts.c.last_error,
+            alerts.c.next_attempt_at,
+            alerts.c.created_at,
             feeds.c.name.label("feed_name"),
             items.c.title,
-            alerts.c.created_at,
         )
         .join(items, items.c.id == alerts.c.item_id)
         .join(feeds, feeds.c.id == items.c.feed_id)
-        .where(alerts.c.status == "failed")
-        .order_by(alerts.c.id.desc())
+        .where(alerts.c.status == status)
+        .order_by(
+            *(
+                (alerts.c.next_attempt_at, alerts.c.id)
+                if status == "pending"
+                else (alerts.c.id.desc(),)
+            )
+        )
         .limit(limit)
     )
-    return [FailedAlert(**row._mapping) for row in rows]
+    if ids is not None:
+        statement = statement.where(alerts.c.id.in_(list(ids)))
+    return [UnsentAlert(**row._mapping) for row in session.execute(statement)]
+
+
+def _given_up(ids: Collection[int] | None) -> ColumnElement[bool]:
+    given_up = alerts.c.status == "failed"
+    return given_up if ids is None else and_(given_up, alerts.c.id.in_(list(ids)))
+
+
+def retry_failed_alerts(session: Session, now: datetime, ids: Collection[int] | None = None) -> int:
+    """Queue alerts given up (all, or those of `ids`) again, due at `now` with every attempt
+    ahead of them; return how many. Their last error stays until a delivery replaces it."""
+    result = session.execute(
+        update(alerts)
+        .where(_given_up(ids))
+        .values(
+            status="pending", attempts=0, next_attempt_at=now, lease_owner=None, lease_until=None
+        )
+    )
+    return rowcount(result)
+
+
+def purge_failed_alerts(session: Session, ids: Collection[int] | None = None) -> int:
+    """Delete alerts given up (all, or those of `ids`); return how many. Their matches stay, so
+    the stories do not alert again."""
+    return rowcount(session.execute(delete(alerts).where(_given_up(ids))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,14 +84,14 @@ def test_alerts_shows_why_alerts_wait_and_retries_or_purges_those_given_up(
     lines = out.splitlines()
     assert lines[0] == "pending: 1 alert"
     assert lines[1] == f"#{waiting['alert']} taiwan → log"
-    assert lines[2].startswith("    queued ") and ", 1 attempt, next try " in lines[2]
-    assert lines[3:5] == ["    wire: Sunny week", "    last error: HTTP 502 Bad Gateway"]
+    assert lines[2].startswith("  queued ") and ", 1 attempt, next try " in lines[2]
+    assert lines[3:5] == ["  wire: Sunny week", "  last error: HTTP 502 Bad Gateway"]
     assert lines[5:] == [
         "given up: 1 alert",
         f"#{given_up['alert']} taiwan → pager",
         lines[-4],
-        "    wire: Sunny week",
-        "    last error: 550 mailbox unavailable",
+        "  wire: Sunny week",
+        "  last error: 550 mailbox unavailable",
         "monitor alerts --retry sends those given up again; --purge deletes them",
     ]
     assert lines[-4].endswith("UTC, given up after 1 attempt")

@@ -41,7 +41,15 @@ from monitor.store.db import (
     transaction,
     upgrade,
 )
-from monitor.store.feeds import claim_due_feeds, feed_health, record_poll, release_feed, sync_feeds
+from monitor.store.feeds import (
+    QuietPoll,
+    claim_due_feeds,
+    feed_health,
+    record_poll,
+    record_quiet_polls,
+    release_feed,
+    sync_feeds,
+)
 from monitor.store.stories import (
     NewItem,
     StoredItemRef,
@@ -191,6 +199,42 @@ def test_sync_feeds_adds_updates_and_deactivates(engine: Engine) -> None:
         sync_feeds(session, [("b", "https://b/rss")], later)
     with read_session(engine) as session:
         assert {h.name for h in feed_health(session) if h.active} == {"b"}
+
+
+def test_failing_since_starts_at_the_first_failure_and_ends_with_any_success(
+    engine: Engine,
+) -> None:
+    """What `monitor feeds` shows: the first failure of a run of them, and the last success, which
+    a quiet poll (a 304) is as much as a poll with news."""
+    now = _now(engine)
+    times = [now + timedelta(minutes=m) for m in range(4)]
+    with transaction(engine) as session:
+        feed_id = sync_feeds(session, [("a", "https://a/rss")], now)["a"]
+    poll: dict[str, Any] = {
+        "error": None,
+        "etag": None,
+        "last_modified": None,
+        "body_hash": None,
+        "new_items": 0,
+        "next_poll_at": now,
+    }
+
+    def health() -> tuple[datetime | None, datetime | None, int]:
+        with read_session(engine) as session:
+            [row] = feed_health(session)
+        return row.failing_since, row.last_success_at, row.consecutive_failures
+
+    with transaction(engine) as session:
+        record_poll(session, feed_id, polled_at=times[0], status="ok", failed=False, **poll)
+    for moment in times[1:3]:
+        with transaction(engine) as session:
+            record_poll(session, feed_id, polled_at=moment, status="error", failed=True, **poll)
+    assert health() == (times[1], times[0], 2)
+    with transaction(engine) as session:
+        claim_due_feeds(session, "one", LEASE, 10)
+        quiet = QuietPoll(feed_id, times[3], "not_modified", '"e"', None, None, times[3])
+        record_quiet_polls(session, [quiet], "one")
+    assert health() == (None, times[3], 0)
 
 
 def test_feed_leases_and_poll_records(engine: Engine) -> None:

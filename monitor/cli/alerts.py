@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import textwrap
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,11 +17,11 @@ from monitor.cli.app import (
     EXIT_USAGE,
     count,
     fail,
-    fail_with,
+    in_database,
     iso,
     load_settings,
-    open_database,
     when,
+    wrapped,
 )
 
 if TYPE_CHECKING:
@@ -64,8 +63,6 @@ def alerts(
       monitor alerts --purge
       monitor alerts --json | jq -r 'select(.status == "given_up") | .last_error'
     """
-    from monitor.errors import MonitorError
-    from monitor.store import db
     from monitor.store.alerts import (
         alert_counts,
         purge_failed_alerts,
@@ -79,25 +76,24 @@ def alerts(
         raise fail("--limit: give a number of alerts, or 0 for all", EXIT_USAGE)
     settings = load_settings(ctx)
     chosen = ids or None
-    engine = open_database(settings)
-    try:
-        try:
-            if retry or purge:
-                with db.transaction(engine) as session:
-                    if retry:
-                        changed = retry_failed_alerts(session, datetime.now(UTC), chosen)
-                    else:
-                        changed = purge_failed_alerts(session, chosen)
-                typer.echo(_changed(changed, "re-queued" if retry else "purged", chosen))
-                return
-            with db.read_session(engine) as session:
-                counts = alert_counts(session)
-                pending = unsent_alerts(session, "pending", limit or None, chosen)
-                given_up = unsent_alerts(session, "failed", limit or None, chosen)
-        finally:
-            engine.dispose()
-    except MonitorError as exc:
-        raise fail_with(exc) from None
+    if retry:
+        changed = in_database(
+            settings, lambda s: retry_failed_alerts(s, datetime.now(UTC), chosen), write=True
+        )
+        typer.echo(_changed(changed, "re-queued", chosen))
+        return
+    if purge:
+        changed = in_database(settings, lambda s: purge_failed_alerts(s, chosen), write=True)
+        typer.echo(_changed(changed, "purged", chosen))
+        return
+    counts, pending, given_up = in_database(
+        settings,
+        lambda s: (
+            alert_counts(s),
+            unsent_alerts(s, "pending", limit or None, chosen),
+            unsent_alerts(s, "failed", limit or None, chosen),
+        ),
+    )
     if as_json:
         for alert in [*pending, *given_up]:
             typer.echo(json.dumps(alert_json(alert), ensure_ascii=False))
@@ -157,21 +153,7 @@ def alert_lines(alert: UnsentAlert, width: int | None) -> list[str]:
     ]
     if alert.last_error:
         lines.append(f"last error: {alert.last_error}")
-    if width is None:
-        return [lines[0], *(f"    {line}" for line in lines[1:])]
-    wrapped = [lines[0]]
-    for line in lines[1:]:
-        wrapped.extend(
-            textwrap.wrap(
-                line,
-                max(width, 40),
-                initial_indent="    ",
-                subsequent_indent="      ",
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-        )
-    return wrapped
+    return [lines[0], *(part for line in lines[1:] for part in wrapped(line, width))]
 
 
 def _changed(changed: int, done: str, chosen: list[int] | None) -> str:

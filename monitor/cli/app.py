@@ -14,6 +14,7 @@ import functools
 import inspect
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from monitor.errors import ConfigError, MonitorError, SetupError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
     from monitor.config import Settings
 
@@ -46,7 +48,7 @@ app = typer.Typer(
     Examples:
       monitor --config /etc/news-monitor/config.yaml check
       monitor once --config config.yaml
-      monitor feeds
+      monitor feeds --check
       monitor COMMAND --help
     """,
     no_args_is_help=True,
@@ -60,6 +62,7 @@ ConfigAfterCommand = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="PATH", help=CONFIG_HELP)
 ]
 Command = TypeVar("Command", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def config_after_command(command: Command) -> Command:
@@ -226,6 +229,37 @@ def open_database(settings: Settings) -> Engine:
     except MonitorError as exc:
         raise fail_with(exc) from None
     return engine
+
+
+def in_database(settings: Settings, work: Callable[[Session], T], *, write: bool = False) -> T:
+    """`work` done in a session of the config's database (a transaction if `write`), which must
+    exist: nothing to list or change without it. Problems are one line and exit 2 or 1."""
+    from monitor.store import db
+
+    engine = open_database(settings)
+    try:
+        session_of = db.transaction if write else db.read_session
+        with session_of(engine) as session:
+            return work(session)
+    except MonitorError as exc:
+        raise fail_with(exc) from None
+    finally:
+        engine.dispose()
+
+
+def wrapped(text: str, width: int | None) -> list[str]:
+    """`text` indented below what it is about, wrapped between words at `width` (None: a pipe,
+    one line); a URL or a date is never cut."""
+    if width is None:
+        return [f"  {text}"]
+    return textwrap.wrap(
+        text,
+        max(width, 40),
+        initial_indent="  ",
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def when(moment: datetime | None) -> str:

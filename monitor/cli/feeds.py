@@ -1,72 +1,222 @@
-"""`monitor feeds`: the health of each configured feed (last poll, status, new items, failures, next
-poll, items), the outbox counts and the alerts given up on, read from the database. It changes
-nothing in the database.
+"""`monitor feeds`: the health of each feed of the config (status, last success, failing since,
+items, next poll, the last error), the outbox counts, `--json`, and `--check` for a monitoring
+system (one line, exit 1 while feeds fail). It reads the database and changes nothing.
+
+The table keeps every value whole: columns as wide as their widest value, a feed's error on a
+line of its own below it (wrapped at word boundaries on a terminal, never in a pipe), the optional
+columns only when the terminal has room for them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from monitor.cli.app import fail_with, load_settings, open_database, when
+from monitor.cli.app import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    count,
+    fail,
+    in_database,
+    iso,
+    load_settings,
+    when,
+    wrapped,
+)
 
 if TYPE_CHECKING:
-    pass
+    from monitor.store.feeds import FeedHealth
 
 
-def feeds(ctx: typer.Context) -> None:
-    """Show the health of each configured feed.
+def feeds(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per feed, one per line.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Print one status line for a monitoring system; exit 1 while feeds fail.",
+        ),
+    ] = False,
+) -> None:
+    """Show the health of each feed of the config.
 
-    Each feed's last poll, status, new items, failures and next poll, the outbox counts and the
-    alerts given up with their reasons. Nothing in the database changes.
+    Each feed's status, last success, since when it has been failing, its items, and its last
+    error below it; then the outbox counts. Times are UTC. Nothing in the database changes.
+    --check prints one line (FEEDS OK or FEEDS WARNING, Nagios style) and exits 1 while a feed
+    fails, for cron, Nagios or Icinga.
 
     \b
-    Example:
-      monitor feeds --config /etc/news-monitor/config.yaml
+    Examples:
+      monitor feeds
+      monitor feeds --check
+      monitor feeds --json | jq -r 'select(.failures > 0) | .feed'
     """
-    from monitor.errors import MonitorError
-    from monitor.store import db
     from monitor.store.alerts import alert_counts
     from monitor.store.feeds import feed_health
 
+    if as_json and check:
+        raise fail("give --json or --check, not both", EXIT_USAGE)
     settings = load_settings(ctx)
-    engine = open_database(settings)
-    try:
-        try:
-            with db.read_session(engine) as session:
-                rows = feed_health(session)
-                counts = alert_counts(session)
-        finally:
-            engine.dispose()
-    except MonitorError as exc:
-        raise fail_with(exc) from None
-    table = Table(expand=True)
-    for column in ("feed", "last poll UTC", "status", "new", "failures", "next poll UTC", "items"):
-        table.add_column(column, overflow="fold")
-    table.add_column("error", overflow="fold", ratio=1)
-    configured = {f.name for f in settings.feeds}
-    for row in rows:
-        if row.name not in configured and not row.active:
-            continue
-        status = row.last_status or "never polled"
-        style = "red" if row.consecutive_failures else ""
-        table.add_row(
-            Text(row.name),
-            when(row.last_polled_at),
-            Text(status, style=style),
-            str(row.last_new_items or 0),
-            Text(str(row.consecutive_failures), style=style),
-            when(row.next_poll_at),
-            str(row.item_count),
-            Text(row.last_error or ""),
-        )
-    out = Console(highlight=False)
-    out.print(table)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "empty"
-    out.print(f"outbox: {summary}")
+    rows, counts = in_database(settings, lambda s: (feed_health(s), alert_counts(s)))
+    stored = {row.name: row for row in rows}
+    # The config's feeds, in its order: one removed from it is not shown, one added is "never
+    # polled" until the service has polled it.
+    configured = [Feed(f.name, stored.get(f.name)) for f in settings.feeds]
+    if check:
+        line, failing = check_line(configured)
+        typer.echo(line)
+        raise typer.Exit(EXIT_FAILURE if failing else 0)
+    if as_json:
+        for feed in configured:
+            typer.echo(json.dumps(feed_json(feed), ensure_ascii=False))
+        return
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for line in feed_table(configured, width):
+        typer.echo(line)
+    typer.echo(summary_line(configured))
+    typer.echo(
+        f"outbox: {counts['pending']} pending, {counts['sent']} sent, {counts['failed']} given up"
+    )
     if counts["failed"] or counts["pending"]:
-        out.print("monitor alerts lists the alerts pending and given up, with their reasons")
+        typer.echo("monitor alerts lists the alerts pending and given up, with their reasons")
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """A feed of the config and what the database holds of it (None: never polled)."""
+
+    name: str
+    health: FeedHealth | None
+
+    @property
+    def failing(self) -> bool:
+        return self.health is not None and self.health.consecutive_failures > 0
+
+
+def feed_json(feed: Feed) -> dict[str, Any]:
+    """The `--json` record of a feed; its keys are documented in the README."""
+    h = feed.health
+    return {
+        "feed": feed.name,
+        "status": h.last_status if h else None,
+        "last_poll": iso(h.last_polled_at) if h else None,
+        "last_success": iso(h.last_success_at) if h else None,
+        "failing_since": iso(h.failing_since) if h else None,
+        "failures": h.consecutive_failures if h else 0,
+        "last_error": h.last_error if h else None,
+        "new_items": h.last_new_items if h else None,
+        "next_poll": iso(h.next_poll_at) if h else None,
+        "items": h.item_count if h else 0,
+        "alerts_given_up": h.failed_alert_count if h else 0,
+    }
+
+
+def check_line(configured: list[Feed]) -> tuple[str, bool]:
+    """The one line of `--check` (Nagios plugin style, with performance data) and whether any
+    feed fails."""
+    failing = [feed for feed in configured if feed.failing]
+    total = len(configured)
+    perfdata = f"failing={len(failing)};;;0;{total}"
+    if not failing:
+        return f"FEEDS OK - {count(total, 'feed')}, none failing | {perfdata}", False
+    details = "; ".join(
+        f"{feed.name} since {when(feed.health.failing_since)} UTC"
+        + (f": {feed.health.last_error}" if feed.health.last_error else "")
+        for feed in failing
+        if feed.health is not None
+    ).replace("|", "/")  # a | starts the performance data
+    line = f"FEEDS WARNING - {len(failing)} of {count(total, 'feed')} failing: {details}"
+    return f"{' '.join(line.split())} | {perfdata}", True
+
+
+def summary_line(configured: list[Feed]) -> str:
+    failing = sum(feed.failing for feed in configured)
+    never = sum(feed.health is None for feed in configured)
+    parts = [count(len(configured), "feed"), f"{failing} failing"]
+    if never:
+        parts.append(f"{never} never polled")
+    return ", ".join(parts) + "; times in UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    title: str
+    cell: Any  # Feed -> str
+    right: bool = False
+
+
+def _date(moment: datetime | None, none: str = "-") -> str:
+    return when(moment) if moment else none
+
+
+_REQUIRED = (
+    _Column("status", lambda f: f.health.last_status if f.health else "never polled"),
+    _Column(
+        "last success", lambda f: _date(f.health.last_success_at, "never") if f.health else "-"
+    ),
+    _Column("failing since", lambda f: _date(f.health.failing_since) if f.health else "-"),
+    _Column("items", lambda f: str(f.health.item_count) if f.health else "0", right=True),
+)
+# Shown when the terminal has room, in this order (always in a pipe).
+_OPTIONAL = (
+    _Column("next poll", lambda f: _date(f.health.next_poll_at) if f.health else "-"),
+    _Column("last poll", lambda f: _date(f.health.last_polled_at) if f.health else "-"),
+    _Column("new", lambda f: str(f.health.last_new_items or 0) if f.health else "-", right=True),
+)
+_GAP = "  "
+_MIN_NAME = 12
+
+
+def feed_table(configured: list[Feed], width: int | None) -> list[str]:
+    """The feeds as aligned columns that fit `width` (None: a pipe, every column, nothing
+    wrapped); a feed's last error on the line below it, indented."""
+    rows = [[column.cell(feed) for column in (*_REQUIRED, *_OPTIONAL)] for feed in configured]
+    widths = [
+        max([len(column.title), *(len(row[i]) for row in rows)])
+        for i, column in enumerate((*_REQUIRED, *_OPTIONAL))
+    ]
+    longest_name = max([len("feed"), *(len(feed.name) for feed in configured)])
+    shown = len(_REQUIRED)
+    if width is None:
+        shown, name_width = len(widths), longest_name
+    else:
+        used = sum(widths[:shown]) + len(_GAP) * shown
+        while shown < len(widths) and used + widths[shown] + len(_GAP) + longest_name <= width:
+            used += widths[shown] + len(_GAP)
+            shown += 1
+        name_width = min(longest_name, max(_MIN_NAME, width - used))
+    columns = (*_REQUIRED, *_OPTIONAL)[:shown]
+
+    def line(name: str, cells: list[str]) -> str:
+        aligned = [
+            cell.rjust(widths[i]) if column.right else cell.ljust(widths[i])
+            for i, (column, cell) in enumerate(zip(columns, cells, strict=False))
+        ]
+        return _GAP.join([name.ljust(name_width), *aligned]).rstrip()
+
+    lines = [line("feed", [column.title for column in columns])]
+    for feed, row in zip(configured, rows, strict=True):
+        if len(feed.name) > name_width:  # a long name on a line of its own, the values below
+            lines.append(feed.name)
+            lines.append(line("", row[:shown]))
+        else:
+            lines.append(line(feed.name, row[:shown]))
+        if feed.health is not None and feed.health.last_error:
+            lines.extend(_error_lines(feed.health, width))
+    return lines
+
+
+def _error_lines(health: FeedHealth, width: int | None) -> list[str]:
+    failures = health.consecutive_failures
+    text = f"{count(failures, 'failure')}: " if failures else ""
+    text += " ".join(health.last_error.split()) if health.last_error else ""
+    return wrapped(text, width)

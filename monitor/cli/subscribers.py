@@ -9,7 +9,6 @@ from the config's `telegram:` section.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -21,16 +20,13 @@ from monitor.cli.app import (
     config_after_command,
     count,
     fail,
-    fail_with,
+    in_database,
     load_settings,
-    open_database,
     stderr,
     when,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from monitor.config import Settings
     from monitor.store.subscribers import SubscriberListing
 
@@ -69,7 +65,7 @@ def subscribers(
     from monitor.store import subscribers as subs
 
     settings = load_settings(ctx)
-    listing = _with_session(settings, subs.list_subscribers, write=False)
+    listing = in_database(settings, subs.list_subscribers, write=False)
     now = datetime.now(UTC)
     if as_json:
         for entry in listing:
@@ -96,7 +92,7 @@ def remove(ctx: typer.Context, chat: Chat) -> None:
     from monitor.store import subscribers as subs
 
     settings = load_settings(ctx)
-    result = _with_session(settings, lambda s: subs.remove_subscriber(s, chat), write=True)
+    result = in_database(settings, lambda s: subs.remove_subscriber(s, chat), write=True)
     if result is None:
         raise fail(f"no subscriber {chat}: `monitor subscribers` lists them", EXIT_FAILURE)
     names, dropped = result
@@ -121,7 +117,7 @@ def block(ctx: typer.Context, chat: Chat) -> None:
 
     settings = load_settings(ctx)
     now = datetime.now(UTC)
-    changed, dropped = _with_session(
+    changed, dropped = in_database(
         settings, lambda s: subs.set_blocked(s, chat, True, now), write=True
     )
     if not changed:
@@ -145,25 +141,8 @@ def unblock(ctx: typer.Context, chat: Chat) -> None:
 
     settings = load_settings(ctx)
     now = datetime.now(UTC)
-    changed, _ = _with_session(
-        settings, lambda s: subs.set_blocked(s, chat, False, now), write=True
-    )
+    changed, _ = in_database(settings, lambda s: subs.set_blocked(s, chat, False, now), write=True)
     typer.echo(f"unblocked chat {chat}" if changed else f"chat {chat} was not blocked")
-
-
-def _with_session(settings: Settings, work: Callable[[Session], T], *, write: bool) -> T:
-    from monitor.errors import MonitorError
-    from monitor.store import db
-
-    engine = open_database(settings)  # never creates one: nothing to list or change without it
-    try:
-        session_of = db.transaction if write else db.read_session
-        with session_of(engine) as session:
-            return work(session)
-    except MonitorError as exc:
-        raise fail_with(exc) from None
-    finally:
-        engine.dispose()
 
 
 def _record(entry: SubscriberListing, settings: Settings, now: datetime) -> dict[str, Any]:

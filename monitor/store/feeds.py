@@ -101,6 +101,8 @@ class FeedHealth:
     last_error: str | None
     last_new_items: int | None
     consecutive_failures: int
+    last_success_at: datetime | None
+    failing_since: datetime | None  # the first failure of those going on now
     next_poll_at: datetime
     item_count: int
     failed_alert_count: int
@@ -319,6 +321,8 @@ def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str)
             last_new_items=0,
             next_poll_at=bindparam("new_next_poll_at"),
             consecutive_failures=0,
+            last_success_at=bindparam("polled_at"),
+            failing_since=None,
             missing_since=None,
             lease_owner=None,
             lease_until=None,
@@ -442,6 +446,8 @@ def feed_health(session: Session) -> list[FeedHealth]:
             feeds.c.last_error,
             feeds.c.last_new_items,
             feeds.c.consecutive_failures,
+            feeds.c.last_success_at,
+            feeds.c.failing_since,
             feeds.c.next_poll_at,
             func.coalesce(item_counts.c.n, 0).label("item_count"),
             func.coalesce(failed_counts.c.n, 0).label("failed_alert_count"),

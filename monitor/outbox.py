@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import random
 from collections import Counter
@@ -41,6 +40,7 @@ from sqlalchemy import Engine
 
 from monitor.core.access import AccessPolicy
 from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
+from monitor.edits import MessageEditor
 from monitor.errors import (
     CredentialsRejectedError,
     DeliveryError,
@@ -49,11 +49,10 @@ from monitor.errors import (
     RecipientMovedError,
     StoreError,
 )
-from monitor.model import Alert, Hit, MessageRef
+from monitor.model import Alert, MessageRef
 from monitor.notify import Notifier
 from monitor.store import db, subscribers
 from monitor.store.alerts import (
-    AlertToSend,
     alert_recipient,
     claim_due_alerts,
     fail_pending_alerts,
@@ -86,12 +85,14 @@ class DeliveryStats:
     retried: int = 0
     failed: int = 0
     dropped: int = 0  # not sent on purpose: the recipient no longer has access
+    edited: int = 0  # messages sent before, edited to list the sources that joined their story
 
     def __iadd__(self, other: DeliveryStats) -> DeliveryStats:
         self.sent += other.sent
         self.retried += other.retried
         self.failed += other.failed
         self.dropped += other.dropped
+        self.edited += other.edited
         return self
 
 
@@ -134,6 +135,9 @@ class Outbox:
         self.lease = lease
         self.rng = rng or random.Random()
         self.clock = clock
+        self.editor = MessageEditor(
+            engine, owner=owner, refusal=self._refusal, rng=self.rng, clock=clock
+        )
 
     def reconfigure(
         self, notifiers: Mapping[str, Notifier], digest_channels: Collection[str]
@@ -159,10 +163,13 @@ class Outbox:
             await notifier.close()
 
     async def deliver_due(self, limit: int = 100) -> DeliveryStats:
-        """Deliver every alert that is due, in batches of `limit`, until none is left; then let
-        the notifiers close what they kept open for the round (SMTP connections)."""
+        """Deliver every alert that is due, in batches of `limit`, until none is left, and make
+        the edits that are due (`monitor.edits`); then let the notifiers close what they kept
+        open for the round (SMTP connections)."""
         try:
-            return await self._deliver_due(limit)
+            stats = await self._deliver_due(limit)
+            stats.edited += await self.editor.edit_due(self.notifiers, limit)
+            return stats
         finally:
             await self._release()
 
@@ -272,14 +279,14 @@ class Outbox:
             dropped = 0
             for row in claimed:
                 if row.channel not in SUBSCRIBERS_CHANNELS:
-                    admitted.append(_alert(row))
+                    admitted.append(row.alert())
                     continue
                 state = states.get(int(row.recipient)) if _is_chat_id(row.recipient) else None
                 refusal = self._refusal(state, row.watchlist)
                 if refusal is None:
                     assert state is not None
                     thread = state.subscriptions[row.watchlist].thread_id
-                    admitted.append(_alert(row, thread_id=thread))
+                    admitted.append(row.alert(thread_id=thread))
                     continue
                 reason, whole_chat = refusal
                 count = (
@@ -557,22 +564,3 @@ def digest_title(watchlists: Sequence[str], *, heading: str = "Digest") -> str:
 
 def _is_chat_id(recipient: str) -> bool:
     return recipient.lstrip("-").isdigit()
-
-
-def _alert(row: AlertToSend, *, thread_id: int | None = None) -> Alert:
-    return Alert(
-        id=row.id,
-        watchlist=row.watchlist,
-        channel=row.channel,
-        recipient=row.recipient,
-        title=row.title,
-        body=row.text,
-        link=row.link,
-        source=row.feed_name,
-        published=row.published_at,
-        hits=tuple(Hit(**h) for h in json.loads(row.hits or "[]")),
-        other_sources=tuple(row.other_feeds),
-        attempts=row.attempts,
-        language=row.language,
-        thread_id=thread_id,
-    )

@@ -70,6 +70,7 @@ from monitor.store.alerts import (
     matched_watchlists,
 )
 from monitor.store.feeds import FeedState, QuietPoll, record_poll
+from monitor.store.message_edits import request_edits
 from monitor.store.stories import (
     FeedItems,
     NewItem,
@@ -615,6 +616,13 @@ class Poller:
             state.id,
             [_new_item(step.prepared, now, story_of(step.story_id)) for step in firsts],
         )
+        # Later sources of stories stored before: their Telegram alerts are due an edit.
+        joined = {
+            story_of(step.story_id)
+            for step in plan.steps
+            if step.story_id < _TEMP_STORY and step.story_id != step.old_story_id
+        }
+        request_edits(session, joined, self.telegram_channels | {SUBSCRIBERS_CHANNEL}, now)
         updates: list[tuple[int, NewItem]] = []
         matched = {story_of(story): set(names) for story, names in plan.matched.items()}
         wanted: list[NewMatch] = []

@@ -28,6 +28,10 @@ sendMessage is checked the way Telegram checks it:
   escaping slip shows up in tests.
 * the text after entity parsing must be 1–4096 characters, counted as tdlib counts them (Unicode
   code points, `utf8_length`), else 400 "Bad Request: message is too long" / "… text is empty".
+editMessageText and editMessageReplyMarkup are checked against the message as the chat shows it: one
+the bot did not send → 400 "message to edit not found"; the same text, entities and buttons → 400
+"message is not modified"; an edit without reply_markup takes the buttons away, as Telegram's does;
+under `enforce_limits` an edit counts like a message.
 Each accepted message is recorded (`SentMessage`: chat, text as sent, parse mode, the text as
 Telegram shows it, the bold and linked pieces, arrival time on `time.monotonic()`).
 
@@ -55,7 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -323,6 +327,21 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class _Shown:
+    """A message as a chat shows it now: what an edit must change."""
+
+    plain: str
+    entities: tuple[Entity, ...]
+    markup: Any
+
+
+_NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """Every sendMessage request, with the status it was answered with (0: never answered)."""
 
@@ -461,7 +480,8 @@ class BotAPIDouble(ThreadedServer):
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
-        self._faults: dict[int, deque[_Fault]] = {}
+        self._faults: dict[tuple[str, int], deque[_Fault]] = {}
+        self._shown: dict[tuple[int, int], _Shown] = {}  # (chat, message id) → as shown now
         self._commands: list[dict[str, Any]] = []
         self._edits: list[Edit] = []
         self._answers: list[dict[str, Any]] = []
@@ -581,13 +601,16 @@ class BotAPIDouble(ThreadedServer):
         retry_after: int = 30,
         migrate_to: int | None = None,
         description: str | None = None,
+        method: str = "sendMessage",
     ) -> None:
-        """Answer the next `times` sendMessage requests to `chat_id` (None: all) with a fault:
-        "retry_after" (429), "blocked" (403), "kicked" (403), "migrated" (400 + migrate_to),
-        "cant_parse" (400, only for requests with a parse mode), "bad_request" (400 with
-        `description`), "server_error" (502), "hang" (until `release()`) or "late" (accepted and
-        delivered, but answered only after `release()`: the client that gave up cannot know that
-        its message arrived, an ambiguous timeout). Faults queue up."""
+        """Answer the next `times` `method` requests (sendMessage, or editMessageText) to
+                `chat_id` (None: all) with a fault:
+                "retry_after" (429), "blocked" (403), "kicked" (403), "migrated" (400 + migrate_to),
+                "cant_parse" (400, only for requests with a parse mode), "bad_request" (400 with
+                `description`), "server_error" (502), "hang" (until `release()`) or "late" (accepted and
+                delivered, but answered only after `release()`: the client that gave up cannot know that
+                its message arrived, an ambiguous timeout). editMessageText knows "retry_after", "blocked",
+        "bad_request" (by default "message to edit not found") and "server_error". Faults queue up."""
         known = {
             "retry_after",
             "blocked",
@@ -602,7 +625,7 @@ class BotAPIDouble(ThreadedServer):
         if kind not in known:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
-            self._faults.setdefault(chat_id, deque()).append(
+            self._faults.setdefault((method, chat_id), deque()).append(
                 _Fault(kind, times, retry_after, migrate_to, description)
             )
 
@@ -892,12 +915,15 @@ class BotAPIDouble(ThreadedServer):
 
     async def _edit_message_text(self, params: dict[str, Any]) -> web.Response:
         chat_id, message_id, text = (
-            params.get("chat_id"),
+            self._resolve(params.get("chat_id")),
             params.get("message_id"),
             params.get("text"),
         )
         if not isinstance(chat_id, int) or not isinstance(message_id, int):
             return self._error(400, "Bad Request: message to edit not found")
+        fault = self._next_fault(chat_id, None, method="editMessageText")
+        if fault is not None:
+            return self._edit_fault_response(fault)
         if not isinstance(text, str):
             return self._error(400, "Bad Request: message text is empty")
         parse_mode = params.get("parse_mode") or None
@@ -909,8 +935,23 @@ class BotAPIDouble(ThreadedServer):
                 return self._error(400, f"Bad Request: can't parse entities: {exc}")
         if not plain.strip() or len(plain) > MAX_TEXT:
             return self._error(400, "Bad Request: message text is empty or too long")
+        # Telegram edits the whole message: without reply_markup its buttons are gone.
+        shown = _Shown(plain, tuple(entities), params.get("reply_markup") or None)
+        arrived = time.monotonic()
+        with self._lock:
+            current = self._shown.get((chat_id, message_id))
+            wait = None if current is None or current == shown else self._flood(chat_id, arrived)
+            if current is not None and current != shown and wait is None:
+                self._accept(chat_id, arrived)
+        if current is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        if current == shown:
+            return self._error(400, _NOT_MODIFIED)
+        if wait is not None:
+            return self._error(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
         edit = Edit("editMessageText", chat_id, message_id, text, plain, params, tuple(entities))
         with self._lock:
+            self._shown[chat_id, message_id] = shown
             self._edits.append(edit)
             self._changed.notify_all()
         return self._ok(
@@ -923,10 +964,32 @@ class BotAPIDouble(ThreadedServer):
             }
         )
 
+    def _edit_fault_response(self, fault: _Fault) -> web.Response:
+        if fault.kind == "retry_after":
+            return self._error(
+                429,
+                f"Too Many Requests: retry after {fault.retry_after}",
+                {"retry_after": fault.retry_after},
+            )
+        if fault.kind == "bad_request":
+            return self._error(400, fault.description or "Bad Request: message to edit not found")
+        if fault.kind == "blocked":
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        return self._error(502, "Bad Gateway")
+
     async def _edit_reply_markup(self, params: dict[str, Any]) -> web.Response:
-        chat_id, message_id = params.get("chat_id"), params.get("message_id")
+        chat_id, message_id = self._resolve(params.get("chat_id")), params.get("message_id")
         if not isinstance(chat_id, int) or not isinstance(message_id, int):
             return self._error(400, "Bad Request: message to edit not found")
+        markup = params.get("reply_markup") or None
+        with self._lock:
+            current = self._shown.get((chat_id, message_id))
+            if current is not None and current.markup != markup:
+                self._shown[chat_id, message_id] = replace(current, markup=markup)
+        if current is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        if current.markup == markup:
+            return self._error(400, _NOT_MODIFIED)
         edit = Edit("editMessageReplyMarkup", chat_id, message_id, None, None, params)
         with self._lock:
             self._edits.append(edit)
@@ -998,9 +1061,11 @@ class BotAPIDouble(ThreadedServer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), remaining)
 
-    def _next_fault(self, chat_id: int, parse_mode: str | None) -> _Fault | None:
+    def _next_fault(
+        self, chat_id: int, parse_mode: str | None, *, method: str = "sendMessage"
+    ) -> _Fault | None:
         with self._lock:
-            faults = self._faults.get(chat_id)
+            faults = self._faults.get((method, chat_id))
             while faults:
                 fault = faults[0]
                 if fault.kind == "cant_parse" and not parse_mode:
@@ -1018,7 +1083,8 @@ class BotAPIDouble(ThreadedServer):
             self._changed.notify_all()
 
     def _flood(self, chat_id: int, now: float) -> int | None:
-        """Seconds to retry after if accepting now breaks a limit (call with the lock held)."""
+        """Seconds to retry after if accepting a message (or an edit) now breaks a limit (call
+        with the lock held)."""
         limits = self._limits
         if limits is None:
             return None
@@ -1037,6 +1103,11 @@ class BotAPIDouble(ThreadedServer):
                 if len(recent) >= limits["group_per_minute"]:
                     return max(1, math.ceil(recent[0] + 60.0 - now))
         return None
+
+    def _accept(self, chat_id: int, now: float) -> None:
+        """Count a message (or an edit) against the limits (call with the lock held)."""
+        self._accepted_at.append(now)
+        self._chat_accepted.setdefault(chat_id, deque(maxlen=64)).append(now)
 
     async def _send_message(self, params: dict[str, Any]) -> web.Response:
         arrived = time.monotonic()
@@ -1077,8 +1148,7 @@ class BotAPIDouble(ThreadedServer):
         with self._lock:
             wait = self._flood(chat_id, arrived)
             if wait is None:
-                self._accepted_at.append(arrived)
-                self._chat_accepted.setdefault(chat_id, deque(maxlen=64)).append(arrived)
+                self._accept(chat_id, arrived)
         if wait is not None:
             return self._refuse(
                 chat_id,
@@ -1099,6 +1169,9 @@ class BotAPIDouble(ThreadedServer):
         )
         with self._lock:
             self._messages.append(message)
+            self._shown[chat_id, message.message_id] = _Shown(
+                plain, tuple(entities), params.get("reply_markup") or None
+            )
             self._attempts.append(Attempt(chat_id, 200, "", arrived))
             self._changed.notify_all()
         if late:

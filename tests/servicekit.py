@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -129,9 +129,12 @@ def write_config(
     *,
     watchlists: str = WATCHLISTS,
     extra: str = "",
+    feed_names: Sequence[str] = ("a",),
 ) -> Settings:
-    """config.yaml in `tmp_path`: one feed (`/a.xml` on `feeds`), `watchlists` (with channels),
-    the bot at `double` with the `telegram` keys given; returns it parsed."""
+    """config.yaml in `tmp_path`: the feeds `feed_names` (`/NAME.xml` on `feeds`; by default one,
+    `a`), `watchlists` (with channels), the bot at `double` with the `telegram` keys given;
+    returns it parsed."""
+    listed = "".join(f"  - {{name: {n}, url: '{feeds.url(f'/{n}.xml')}'}}\n" for n in feed_names)
     text = (
         textwrap.dedent(
             f"""
@@ -139,7 +142,11 @@ def write_config(
             fetch: {{allow_private: true}}
             service: {{listen: null}}
             feeds:
-              - {{name: a, url: '{feeds.url("/a.xml")}'}}
+            """
+        )
+        + listed
+        + textwrap.dedent(
+            f"""\
             telegram:
               token: "{TOKEN}"
               api_url: "{double.api_url}"

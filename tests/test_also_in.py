@@ -1,27 +1,71 @@
-"""Also in: the Telegram alert of a story is the message that later sources of the story are
-added to (python-telegram-bot against the Bot API double, a feed server on loopback, SQLite and
+"""Also in: the Telegram alerts sent for a story are edited to list the sources that join it later
+(python-telegram-bot against the Bot API double, feeds on a loopback server, SQLite and
 PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import DESK, outbox, running, write_config
+from servicekit import ALICE, DESK, feed, outbox, running, say, sent_to, write_config
+
+from monitor.config import Settings
+from monitor.daemon import Service
+from monitor.edits import MAX_EDIT_ATTEMPTS
+from monitor.store import db
+from monitor.store.tables import alerts
+
+REPORT = "Taiwan report"  # one wire report, carried word for word by each outlet
+OUTLETS = ("wire", "bbc", "reuters")  # the feeds, in the order they carry it
+
+
+def serve(feeds: LoopbackServer, name: str, *titles: str) -> None:
+    feeds.respond(f"/{name}.xml", body=feed(*titles), headers={"Content-Type": "text/xml"})
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> Settings:
+    """Three feeds; only the first carries the report so far. The desk channel and subscribers
+    get the alerts."""
+    serve(feeds, "wire", REPORT)
+    for name in OUTLETS[1:]:
+        serve(feeds, name)
+    return write_config(tmp_path, database_url, double, feeds, feed_names=OUTLETS)
+
+
+async def tick(service: Service) -> None:
+    """A poll of every feed, then a delivery round."""
+    await service.poll_all()
+    await service.deliver_tick()
+
+
+def make_edits_due(settings: Settings) -> None:
+    """Every edit waiting out a back-off is due now."""
+    engine = db.make_engine(settings.database.url)
+    try:
+        with db.transaction(engine) as session:
+            session.execute(
+                alerts.update()
+                .where(alerts.c.edit_due_at.is_not(None))
+                .values(edit_due_at=datetime.now(UTC))
+            )
+    finally:
+        engine.dispose()
 
 
 def test_a_delivered_alert_keeps_the_telegram_message_it_became(
-    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+    settings: Settings, double: BotAPIDouble
 ) -> None:
-    settings = write_config(tmp_path, database_url, double, feeds)
-
     async def scenario() -> None:
         async with running(settings, bot=False) as service:
-            await service.poll_all()
-            await service.deliver_tick()
+            await tick(service)
 
     asyncio.run(scenario())
     [message] = double.messages_to(DESK)
@@ -32,3 +76,109 @@ def test_a_delivered_alert_keeps_the_telegram_message_it_became(
         message.message_id,
     )
     assert json.loads(alert.message_sources) == []
+
+
+def test_each_later_source_is_added_to_the_alerts_sent_and_nothing_is_sent_again(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    async def scenario() -> None:
+        async with running(settings) as service:
+            await say(double, ALICE, "/subscribe taiwan-red-line")
+            await tick(service)
+            for name in OUTLETS[1:]:
+                serve(feeds, name, REPORT)
+                await tick(service)
+            await tick(service)  # nothing new: nothing to edit
+
+    asyncio.run(scenario())
+    [desk] = double.messages_to(DESK)
+    alice = double.messages_to(ALICE)[-1]
+    assert [len(sent_to(double, chat)) for chat in (DESK, ALICE)] == [1, 2]  # reply + alert
+    assert "also in" not in desk.plain
+    edits = double.edits
+    assert sorted((e.chat_id, e.message_id) for e in edits) == sorted(
+        [(DESK, desk.message_id), (ALICE, alice.message_id)] * 2
+    )
+    for chat, message in ((DESK, desk), (ALICE, alice)):
+        first, second = [e for e in edits if e.chat_id == chat]
+        assert first.plain == message.plain + "\nalso in: bbc"
+        assert second.plain == message.plain + "\nalso in: bbc, reuters"
+        assert second.buttons == message.buttons  # a subscriber keeps the alert's buttons
+    assert alice.buttons != []
+    assert {row.message_sources for row in outbox(settings)} == {'["bbc", "reuters"]'}
+
+
+def test_a_message_that_cannot_be_edited_stays_as_it_is_and_nothing_is_sent_instead(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    double.fail(DESK, "bad_request", method="editMessageText")  # "message to edit not found"
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            await tick(service)
+            make_edits_due(settings)
+            await tick(service)
+            serve(feeds, "reuters", REPORT)  # a later source does not try again either
+            await tick(service)
+
+    asyncio.run(scenario())
+    assert len(sent_to(double, DESK)) == 1
+    assert len(double.calls_of("editMessageText")) == 1
+    assert double.edits == []
+    [alert] = outbox(settings)
+    assert (alert.status, alert.message_id, alert.edit_due_at) == ("sent", None, None)
+
+
+def test_an_edit_waits_for_telegram_and_gives_up_quietly_after_a_few_tries(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    double.fail(DESK, "retry_after", retry_after=1, method="editMessageText")
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            asked = datetime.now(UTC)
+            await tick(service)  # 429: the edit waits at least the second asked
+            [alert] = outbox(settings)
+            assert alert.edit_attempts == 1
+            assert alert.edit_due_at >= asked + timedelta(seconds=1)
+            make_edits_due(settings)
+            await service.deliver_tick()
+            assert [e.plain.endswith("also in: bbc") for e in double.edits] == [True]
+
+            double.fail(DESK, "server_error", times=None, method="editMessageText")
+            serve(feeds, "reuters", REPORT)
+            await tick(service)
+            for _ in range(MAX_EDIT_ATTEMPTS + 2):
+                make_edits_due(settings)
+                await service.deliver_tick()
+
+    asyncio.run(scenario())
+    assert len(sent_to(double, DESK)) == 1
+    assert len(double.calls_of("editMessageText")) == 2 + MAX_EDIT_ATTEMPTS
+    [alert] = outbox(settings)
+    assert (alert.edit_due_at, alert.message_sources) == (None, '["bbc"]')
+
+
+def test_an_edit_asked_for_before_a_restart_is_made_after_it(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    async def before() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            await service.poll_all()  # stopped before it delivered anything
+
+    async def after() -> None:
+        async with running(settings, bot=False) as service:
+            await service.deliver_tick()
+
+    asyncio.run(before())
+    assert double.edits == []
+    asyncio.run(after())
+    [desk] = double.messages_to(DESK)
+    [edit] = double.edits
+    assert (edit.message_id, edit.plain) == (desk.message_id, desk.plain + "\nalso in: bbc")

@@ -8,7 +8,7 @@ records what happened.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from monitor.model import Alert, MessageRef
 
@@ -17,3 +17,13 @@ class Notifier(Protocol):
     async def send(self, alert: Alert) -> MessageRef | None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EditingNotifier(Notifier, Protocol):
+    """A channel whose messages can be changed after they were sent (Telegram)."""
+
+    async def edit(self, alert: Alert, message: MessageRef) -> None:
+        """Make `message`, which `alert` became, show `alert` as it is now; `DeliveryError`
+        (permanent when the message cannot be edited) otherwise."""
+        ...

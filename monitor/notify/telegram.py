@@ -4,7 +4,9 @@ A `TelegramNotifier` sends one alert to one chat (`alert.recipient` is the chat 
 channel's `@username`, looked up once with getChat so that its rate limit is the chat's) as HTML,
 link previews off unless the channel turned them on (`preview_channels`), after waiting for a slot of our own rate limiter (`monitor.core.ratelimit`:
 ~1/s per chat, 20/min per group, 30/s overall). `api_url` is the root of the Bot API server, for
-a self-hosted one or a test double; PTB calls `{api_url}/bot<token>/<method>`.
+a self-hosted one or a test double; PTB calls `{api_url}/bot<token>/<method>`. `send` returns the
+message an alert became; `edit` changes it later ("also in": the story's sources grew), counted in
+the same rate limits as a message.
 
 Telegram's errors become our `DeliveryError`s — mind the order: `BadRequest` and `TimedOut` are
 subclasses of `NetworkError`, so they are caught first:
@@ -115,6 +117,8 @@ TOKEN_LOGGERS = (
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 # "Bad Request: chat not found": the chat does not exist (any more) for this bot.
 _GONE_MARKERS = ("chat not found", "user not found", "peer_id_invalid")
+# editMessageText with the text and buttons the message has already.
+_NOT_MODIFIED = "message is not modified"
 
 
 # ---- the token never reaches a log -------------------------------------------------------------
@@ -282,20 +286,40 @@ class TelegramNotifier:
         Returns the message it became, which `edit` can change later."""
         self._check_token()
         chat_id = await self._chat(alert.recipient)
-        markup = (
-            keyboard(alert_buttons(alert.watchlist))
-            if alert.channel in self.subscriber_channels
-            else None
-        )
         message_id = await self.send_html(
             chat_id,
             alert_html(alert, tz=self.tz),
             alert_plain(alert),
             thread_id=alert.thread_id,
-            reply_markup=markup,
+            reply_markup=self._buttons(alert),
             preview=self._preview(alert),
         )
         return MessageRef(chat_id, message_id)
+
+    async def edit(self, alert: Alert, message: MessageRef) -> None:
+        """Make `message`, which `alert` became, show `alert` as it is now (its story's sources),
+        with the same buttons; it waits for a slot of the chat like a new message. Telegram's
+        "message is not modified" is success. Raises `DeliveryError` as `send` does (see module);
+        permanent when the message cannot be edited ("message to edit not found", "message can't
+        be edited") — an edit is never sent as a new message."""
+        self._check_token()
+        await self._wait_for_slot(message.chat_id)
+        try:
+            await self.bot.edit_message_text(
+                alert_html(alert, tz=self.tz),
+                chat_id=message.chat_id,
+                message_id=message.message_id,
+                parse_mode=ParseMode.HTML,
+                link_preview_options=self._preview(alert),
+                reply_markup=self._buttons(alert),
+            )
+        except BadRequest as exc:
+            reason = self._reason(exc)
+            if _NOT_MODIFIED in reason.lower():
+                return  # an edit made before, whose answer was lost: done
+            raise DeliveryError(f"Telegram refused the edit: {reason}", permanent=True) from exc
+        except TelegramError as exc:
+            raise await self._failure(exc, message.chat_id) from exc
 
     async def close(self) -> None:
         await asyncio.gather(*(request.shutdown() for request in self._requests))
@@ -406,6 +430,12 @@ class TelegramNotifier:
             raise self._translate(exc, None) from exc
         return chat.id
 
+    def _buttons(self, alert: Alert) -> InlineKeyboardMarkup | None:
+        """Alerts to people who subscribed with the bot carry its buttons."""
+        if alert.channel not in self.subscriber_channels:
+            return None
+        return keyboard(alert_buttons(alert.watchlist))
+
     def _preview(self, alert: Alert) -> LinkPreviewOptions:
         link = safe_link(alert.link)
         if alert.channel not in self.preview_channels or link is None:
@@ -460,11 +490,15 @@ class TelegramNotifier:
         except BadRequest:
             raise  # the caller retries it as plain text
         except TelegramError as exc:
-            error = self._translate(exc, chat_id)
-            if isinstance(error, RateLimitedError) and self.slots is not None:
-                await self.slots.hold(chat_id, error.retry_after or 0.0)
-            raise error from exc
+            raise await self._failure(exc, chat_id) from exc
         return message.message_id
+
+    async def _failure(self, exc: TelegramError, chat_id: int) -> DeliveryError:
+        """`exc` as our error; Telegram's wait after a 429 is booked for the other replicas."""
+        error = self._translate(exc, chat_id)
+        if isinstance(error, RateLimitedError) and self.slots is not None:
+            await self.slots.hold(chat_id, error.retry_after or 0.0)
+        return error
 
     def _translate(self, exc: TelegramError, chat_id: int | None) -> DeliveryError:
         reason = self._reason(exc)

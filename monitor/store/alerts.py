@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from monitor.model import MessageRef
+from monitor.model import Alert, Hit, MessageRef
 from monitor.store._shared import (
     database_now,
     insert_ignore,
@@ -50,6 +50,7 @@ __all__ = [
     "UnsentAlert",
     "alert_counts",
     "alert_recipient",
+    "alerts_to_send",
     "claim_due_alerts",
     "enqueue_alert",
     "enqueue_alerts",
@@ -91,6 +92,25 @@ class AlertToSend:
     feed_name: str
     hits: str
     other_feeds: tuple[str, ...]
+
+    def alert(self, *, thread_id: int | None = None) -> Alert:
+        """The alert as a channel shows it; `thread_id`: the forum topic it goes to."""
+        return Alert(
+            id=self.id,
+            watchlist=self.watchlist,
+            channel=self.channel,
+            recipient=self.recipient,
+            title=self.title,
+            body=self.text,
+            link=self.link,
+            source=self.feed_name,
+            published=self.published_at,
+            hits=tuple(Hit(**h) for h in json.loads(self.hits or "[]")),
+            other_sources=self.other_feeds,
+            attempts=self.attempts,
+            language=self.language,
+            thread_id=thread_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +312,12 @@ def claim_due_alerts(
         .where(alerts.c.id.in_(ids))
         .values(lease_owner=owner, lease_until=now + lease)
     )
+    return alerts_to_send(session, ids)
+
+
+def alerts_to_send(session: Session, ids: Collection[int]) -> list[AlertToSend]:
+    """The alerts `ids` with what rendering them needs, due first: the item as it matched, its
+    feed, and the story's other sources as they are now."""
     rows = session.execute(
         select(
             alerts.c.id,
@@ -317,7 +343,7 @@ def claim_due_alerts(
                 matches.c.story_id == alerts.c.story_id, matches.c.watchlist == alerts.c.watchlist
             ),
         )
-        .where(alerts.c.id.in_(ids))
+        .where(alerts.c.id.in_(list(ids)))
         .order_by(alerts.c.next_attempt_at, alerts.c.id)
     ).all()
     sources: dict[int, set[str]] = defaultdict(set)
@@ -383,7 +409,9 @@ def mark_alert_sent(
     """Delivered, as `message` (a Telegram message, which can be edited later) listing the other
     `sources` of its story. False (nothing changed) unless `owner` still holds the lease."""
     values: dict[str, Any] = {"status": "sent", "sent_at": now}
-    if message is not None:
+    if message is None:
+        values["edit_due_at"] = None  # nothing to edit: later sources are not added to it
+    else:
         values |= {
             "message_chat_id": message.chat_id,
             "message_id": message.message_id,

@@ -239,6 +239,12 @@ alerts = Table(
     Column("message_chat_id", BigInteger),
     Column("message_id", BigInteger),
     Column("message_sources", CleanText()),
+    # An edit of that message is due (more sources joined the story): asked for `edit_requests`
+    # times, tried `edit_attempts` times since the last success; the lease columns hold a sent
+    # alert while its message is edited (`store.message_edits`, migration 0011).
+    Column("edit_due_at", UTCDateTime(), index=True),
+    Column("edit_requests", Integer, nullable=False, server_default=text("0")),
+    Column("edit_attempts", Integer, nullable=False, server_default=text("0")),
     # SPEC §6: a story alerts once per watchlist per recipient (of each channel).
     UniqueConstraint("story_id", "watchlist", "channel", "recipient"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),

@@ -1,0 +1,178 @@
+"""Also in: the Telegram alerts already sent for a story are edited to list the sources that joined
+it later (SPEC §5). Email cannot be edited: nothing is sent again.
+
+The poll that stores a later source asks for the edits in its own transaction
+(`store.message_edits`), so none is lost in a crash. Here due edits are claimed under a lease —
+one process edits a message at a time — each alert rendered again with the story's sources as
+they are now, and its message edited through its channel's notifier (`edit`), which waits for a
+send slot like a new message: edits spend Telegram's budget as sends do. An alert whose message
+lists the sources already (sent after they joined, or edited since) costs no request. Then:
+
+* edited, or Telegram answered "message is not modified" (an edit whose answer was lost): the
+  message's sources are recorded; due again only if more joined meanwhile;
+* Telegram asked to wait (429), could not be reached or failed (5xx): tried again later, at most
+  `MAX_EDIT_ATTEMPTS` times, then given up without a word;
+* refused for good ("message to edit not found", "message can't be edited", the chat gone): given
+  up, and the message forgotten, so that no later source asks again. An edit is never sent as a
+  new message;
+* the bot's token was rejected: it waits, uncounted, like the alerts;
+* a subscriber who lost access (SPEC §6) gets nothing more: the edit is dropped.
+
+A crash between an edit and its record leaves the lease to expire; the edit is made again and
+Telegram answers "message is not modified".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from monitor.core.timing import alert_retry_at
+from monitor.errors import CredentialsRejectedError, DeliveryError, RecipientMovedError
+from monitor.notify import EditingNotifier, Notifier
+from monitor.store import db, subscribers
+from monitor.store.message_edits import (
+    EditToMake,
+    claim_due_edits,
+    drop_edit,
+    finish_edit,
+    postpone_edit,
+)
+from monitor.store.subscribers import SUBSCRIBERS_CHANNELS, DeliveryState
+
+__all__ = ["EDIT_LEASE", "MAX_EDIT_ATTEMPTS", "MessageEditor"]
+
+log = logging.getLogger("monitor.edits")
+
+MAX_EDIT_ATTEMPTS = 4  # a few tries after a 429 or an outage; an edit is not worth more
+EDIT_LEASE = timedelta(seconds=60)  # longer than a slot wait and an HTTP timeout together
+CONCURRENT_EDITS = 20
+
+# (the chat's delivery state, the watchlist) → why the alert may not reach it now, or None
+Refusal = Callable[[DeliveryState | None, str], tuple[str, bool] | None]
+
+
+class MessageEditor:
+    """Makes the due edits of the channels it is given a notifier with `edit` for."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        owner: str,
+        refusal: Refusal,
+        lease: timedelta = EDIT_LEASE,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.owner = owner
+        self.refusal = refusal
+        self.lease = lease
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    async def edit_due(self, notifiers: Mapping[str, Notifier], limit: int = 100) -> int:
+        """Make every edit that is due, in batches of `limit`; how many messages were edited."""
+        editors = {
+            channel: notifier
+            for channel, notifier in notifiers.items()
+            if isinstance(notifier, EditingNotifier) and getattr(notifier, "stopped", None) is None
+        }
+        if not editors:
+            return 0
+        gate = asyncio.Semaphore(CONCURRENT_EDITS)
+
+        async def gated(edit: EditToMake) -> bool:
+            async with gate:
+                return await self._edit(editors[edit.alert.channel], edit)
+
+        edited = 0
+        while True:
+            batch = await asyncio.to_thread(self._claim, list(editors), limit)
+            edited += sum(await asyncio.gather(*(gated(edit) for edit in batch)))
+            if len(batch) < limit:
+                return edited
+
+    def _claim(self, channels: list[str], limit: int) -> list[EditToMake]:
+        """Lease due edits; those of subscribers who lost access are dropped meanwhile."""
+        with db.transaction(self.engine) as session:
+            claimed = claim_due_edits(session, self.owner, self.lease, limit, channels=channels)
+            chats = {e.message.chat_id for e in claimed if e.alert.channel in SUBSCRIBERS_CHANNELS}
+            states = subscribers.delivery_states(session, chats) if chats else {}
+            admitted = []
+            for edit in claimed:
+                if edit.alert.channel in SUBSCRIBERS_CHANNELS:
+                    refusal = self.refusal(states.get(edit.message.chat_id), edit.alert.watchlist)
+                    if refusal is not None:
+                        drop_edit(session, edit, self.owner, forget_message=False)
+                        continue
+                if not edit.needed:
+                    finish_edit(session, edit, self.owner, None)
+                    continue
+                admitted.append(edit)
+        return admitted
+
+    async def _edit(self, notifier: EditingNotifier, edit: EditToMake) -> bool:
+        alert = edit.alert
+        try:
+            await notifier.edit(alert.alert(), edit.message)
+        except DeliveryError as exc:
+            await asyncio.to_thread(self._record_failure, edit, exc)
+            return False
+        except Exception as exc:  # a notifier bug must not stop the other edits
+            log.exception("edit.crash alert=%s channel=%s", alert.id, alert.channel)
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            await asyncio.to_thread(self._record_failure, edit, error)
+            return False
+        await asyncio.to_thread(self._record, edit)
+        log.info(
+            "edit.sources alert=%s channel=%s chat=%s message=%s sources=%s",
+            alert.id,
+            alert.channel,
+            edit.message.chat_id,
+            edit.message.message_id,
+            len(alert.other_feeds) + 1,
+        )
+        return True
+
+    def _record(self, edit: EditToMake) -> None:
+        with db.transaction(self.engine) as session:
+            finish_edit(session, edit, self.owner, edit.alert.other_feeds)
+
+    def _record_failure(self, edit: EditToMake, error: DeliveryError) -> None:
+        alert = edit.alert
+        attempts = edit.attempts + 1
+        with db.transaction(self.engine) as session:
+            now = self.clock()
+            if isinstance(error, CredentialsRejectedError):
+                postpone_edit(session, edit, self.owner, now, attempt=False)
+                return
+            # A chat that moved keeps its messages under its old id: they cannot be edited.
+            final = error.permanent or isinstance(error, RecipientMovedError)
+            if final or attempts >= MAX_EDIT_ATTEMPTS:
+                drop_edit(session, edit, self.owner, forget_message=final)
+                log.info(
+                    "edit.given_up alert=%s channel=%s chat=%s message=%s reason=%r",
+                    alert.id,
+                    alert.channel,
+                    edit.message.chat_id,
+                    edit.message.message_id,
+                    error.reason if final else f"{attempts} attempts: {error.reason}",
+                )
+                return
+            at = alert_retry_at(now, attempts, self.rng, retry_after_seconds=error.retry_after)
+            postpone_edit(session, edit, self.owner, at)
+        log.info(
+            "edit.retry alert=%s channel=%s attempt=%s at=%s reason=%r",
+            alert.id,
+            alert.channel,
+            attempts,
+            at.isoformat(),
+            error.reason,
+        )

@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import ALICE, DESK, feed, outbox, running, say, sent_to, write_config
+from servicekit import (
+    ALICE,
+    DESK,
+    WATCHLISTS,
+    feed,
+    make_due,
+    outbox,
+    running,
+    say,
+    sent_to,
+    write_config,
+)
 
 from monitor.config import Settings
 from monitor.daemon import Service
@@ -182,3 +193,36 @@ def test_an_edit_asked_for_before_a_restart_is_made_after_it(
     [desk] = double.messages_to(DESK)
     [edit] = double.edits
     assert (edit.message_id, edit.plain) == (desk.message_id, desk.plain + "\nalso in: bbc")
+
+
+def test_a_digest_lists_the_sources_of_a_story_on_one_entry(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    for name in OUTLETS:
+        serve(feeds, name)
+    settings = write_config(
+        tmp_path,
+        database_url,
+        double,
+        feeds,
+        watchlists=WATCHLISTS.replace(
+            "chat_ids: [-100777]", "chat_ids: [-100777], digest: daily 07:30 UTC"
+        ),
+        feed_names=OUTLETS,
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            for name in OUTLETS:  # one outlet after the other, before the digest's time
+                serve(feeds, name, REPORT)
+                await tick(service)
+            make_due(settings)
+            await service.deliver_tick()
+
+    asyncio.run(scenario())
+    [digest] = double.messages_to(DESK)
+    entries = [line for line in digest.plain.splitlines() if line.startswith("• ")]
+    assert [entry.split(" · ")[0] for entry in entries] == [f"• {REPORT} — wire, bbc, reuters"]
+    assert double.calls_of("editMessageText") == []
+    [alert] = outbox(settings)
+    assert (alert.status, alert.message_id, alert.edit_due_at) == ("sent", None, None)

@@ -330,7 +330,7 @@ def test_a_digest_groups_by_watchlist_newest_first() -> None:
     titles = [line.split(" — ")[0] for line in lines if line.startswith("• ")]
     assert titles == [f"• Story {i} <&>" for i in (5, 3, 1, 4, 2, 0)]
     assert lines.index("taiwan-red-line (3)") > lines.index(
-        "• Story 1 <&> — aawsat · 01 Jan 00:01 UTC"
+        "• Story 1 <&> — aawsat, bbc-arabic, aljazeera · 01 Jan 00:01 UTC"
     )
 
 
@@ -346,6 +346,22 @@ def test_a_long_digest_is_split_between_entries_under_the_limit() -> None:
         seen += [line.split(" — ")[0][2:] for line in plain.splitlines() if line.startswith("• ")]
     assert sorted(seen) == sorted(f"Story {i} <&>" for i in range(200))
     assert "china-russia (continued)" in "".join(parse_html(m)[0] for m in messages)
+
+
+def test_a_digest_entry_names_every_source_of_its_story_escaped() -> None:
+    alert = _alert(
+        title="Story",
+        source="wire",
+        other_sources=("bbc", "<b>reuters</b> & co"),
+        published=datetime(2025, 1, 1, 10, 0, tzinfo=UTC),
+    )
+    [markup] = digest_html([alert], "Digest")
+    lines = _valid(markup).splitlines()
+    assert [line for line in lines if line.startswith("• ")] == [
+        "• Story — wire, bbc, <b>reuters</b> & co · 01 Jan 10:00 UTC"
+    ]
+    [brief] = digest_html([alert], "In the last minute", brief=True)
+    assert "• Story — wire, bbc, <b>reuters</b> & co · 10:00 UTC" in _valid(brief)
 
 
 def test_an_empty_digest_is_no_message() -> None:

@@ -175,7 +175,8 @@ def _when(moment: datetime | None, tz: tzinfo, fmt: str = "%Y-%m-%d %H:%M") -> s
     return f"{local.strftime(fmt)} {local.tzname() or ''}".strip()
 
 
-def _others(sources: Sequence[str]) -> str:
+def _sources(sources: Sequence[str]) -> str:
+    """Source names, escaped, joined by commas; past `OTHER_SOURCES`, counted."""
     names = [_esc(s) for s in sources if clean(s)]
     if len(names) > OTHER_SOURCES:
         rest = len(names) - OTHER_SOURCES
@@ -208,7 +209,7 @@ def alert_html(alert: Alert, *, tz: tzinfo = UTC, limit: int = MAX_UNITS) -> str
     if body:
         lines.append(_directed(body, alert.language))
     if alert.other_sources:
-        others = _others(alert.other_sources)
+        others = _sources(alert.other_sources)
         if others:
             lines.append(f"<i>also in: {others}</i>")
     return truncate_html("\n".join(lines), limit)
@@ -224,7 +225,9 @@ def _newest_first(alert: Alert) -> tuple[datetime, int]:
 
 
 def _digest_entry(alert: Alert, tz: tzinfo, limit: int, *, brief: bool = False) -> str:
-    meta = [_esc(alert.source)] if clean(alert.source) else []
+    # One entry per story, naming every source that carries it.
+    sources = _sources([alert.source, *alert.other_sources])
+    meta = [sources] if sources else []
     when = _when(alert.published, tz, "%H:%M" if brief else "%d %b %H:%M")
     if when:
         meta.append(html.escape(when))
@@ -251,7 +254,8 @@ def digest_html(
     does not fit is split between entries (headed "title (2/3)"), never inside one; the heading of
     a group carried over is repeated with "(continued)". Empty `alerts` give no message. `brief`:
     each entry one line — its title (cut at `BRIEF_TITLE_CHARS`), source and time — so that a
-    burst of 40 fits in one message."""
+    burst of 40 fits in one message. An entry names every source of its story: "• Title — wire,
+    bbc, reuters · 04 Dec 10:00"."""
     if not alerts:
         return []
     groups: dict[str, list[Alert]] = {}

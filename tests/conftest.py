@@ -12,6 +12,7 @@ import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import feed, serve
+from smtpserver import SMTPTestServer
 
 
 @pytest.fixture
@@ -26,6 +27,13 @@ def feeds() -> Iterator[LoopbackServer]:
     """A feed server with one feed of one item, "first" (modules needing others override it)."""
     with LoopbackServer() as server:
         serve(server, feed("first"))
+        yield server
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPTestServer]:
+    """An SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    with SMTPTestServer() as server:
         yield server
 
 

@@ -24,6 +24,7 @@ from servicekit import (
     sent_to,
     write_config,
 )
+from smtpserver import SMTPTestServer
 
 from monitor.config import Settings
 from monitor.daemon import Service
@@ -226,3 +227,33 @@ def test_a_digest_lists_the_sources_of_a_story_on_one_entry(
     assert double.calls_of("editMessageText") == []
     [alert] = outbox(settings)
     assert (alert.status, alert.message_id, alert.edit_due_at) == ("sent", None, None)
+
+
+def test_an_email_sent_is_not_sent_again_when_more_sources_join(
+    tmp_path: Path,
+    database_url: str,
+    double: BotAPIDouble,
+    feeds: LoopbackServer,
+    smtp: SMTPTestServer,
+) -> None:
+    serve(feeds, "wire", REPORT)
+    serve(feeds, "bbc")
+    watchlists = (
+        WATCHLISTS.replace("notify: [desk]", "notify: [desk, mail]")
+        + "  mail: {type: email, to: [desk@example.org]}\n"
+        + f"email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n"
+    )
+    settings = write_config(
+        tmp_path, database_url, double, feeds, watchlists=watchlists, feed_names=OUTLETS[:2]
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            await tick(service)
+
+    asyncio.run(scenario())
+    assert len(smtp.messages) == 1
+    [edit] = double.edits
+    assert edit.plain is not None and edit.plain.endswith("also in: bbc")

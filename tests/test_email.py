@@ -13,7 +13,6 @@ import base64
 import email
 import email.policy
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -114,12 +113,6 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     assert plain is not None and rich is not None
     texts = (cast(str, plain.get_content()), cast(str, rich.get_content()))
     return texts[0].replace("\r\n", "\n"), texts[1].replace("\r\n", "\n")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SMTPTestServer]:
-    with SMTPTestServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

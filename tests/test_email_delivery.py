@@ -6,7 +6,6 @@ and on how many connections."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,12 +20,6 @@ from monitor.model import Alert
 from monitor.notify.email import EmailNotifier
 
 SENDER = "News monitor <monitor@example.org>"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SMTPTestServer]:
-    with SMTPTestServer() as server:
-        yield server
 
 
 def _alert(n: int, *, recipient: str = "desk@example.org", watchlist: str = "taiwan") -> Alert:

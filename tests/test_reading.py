@@ -121,12 +121,6 @@ def arabic_feed() -> Iterator[LoopbackServer]:
         yield server
 
 
-@pytest.fixture
-def smtp() -> Iterator[SMTPTestServer]:
-    with SMTPTestServer() as server:
-        yield server
-
-
 def test_an_arabic_item_reaches_telegram_and_email_right_to_left_with_digests_in_words(
     database_url: str,
     double: BotAPIDouble,

@@ -30,6 +30,7 @@ from monitor.config import Settings
 from monitor.daemon import Service
 from monitor.edits import MAX_EDIT_ATTEMPTS
 from monitor.store import db
+from monitor.store.message_edits import EditToMake, claim_due_edits, finish_edit
 from monitor.store.tables import alerts
 
 REPORT = "Taiwan report"  # one wire report, carried word for word by each outlet
@@ -257,3 +258,40 @@ def test_an_email_sent_is_not_sent_again_when_more_sources_join(
     assert len(smtp.messages) == 1
     [edit] = double.edits
     assert edit.plain is not None and edit.plain.endswith("also in: bbc")
+
+
+def test_one_process_edits_a_message_at_a_time_and_a_source_joining_meanwhile_is_not_lost(
+    settings: Settings, feeds: LoopbackServer
+) -> None:
+    lease = timedelta(minutes=5)
+    engine = db.make_engine(settings.database.url)
+
+    def claim(owner: str) -> list[EditToMake]:
+        with db.transaction(engine) as session:
+            return claim_due_edits(session, owner, lease, 10, channels=["desk"])
+
+    def finish(edit: EditToMake, owner: str) -> bool:
+        with db.transaction(engine) as session:
+            return finish_edit(session, edit, owner, edit.alert.other_feeds)
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)  # the alert goes out
+            serve(feeds, "bbc", REPORT)
+            await service.poll_all()  # an edit is asked for; two replicas go for it
+            [first] = claim("replica-1")
+            assert (first.shown, first.alert.other_feeds) == ((), ("bbc",))
+            assert claim("replica-2") == []  # leased: nobody else edits that message
+            serve(feeds, "reuters", REPORT)
+            await service.poll_all()  # joins while replica-1 edits
+            assert finish(first, "replica-1")
+            [second] = claim("replica-2")  # due again: the message lacks reuters
+            assert (second.shown, second.alert.other_feeds) == (("bbc",), ("bbc", "reuters"))
+            assert not finish(second, "replica-1")  # not its lease
+            assert finish(second, "replica-2")
+            assert claim("replica-1") == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()

@@ -91,6 +91,11 @@ def once(
         + (f", {delivered.retried} to retry" if delivered.retried else "")
         + (f", {delivered.failed} given up" if delivered.failed else "")
         + (
+            f"; {delivered.edited} sent before edited to list new sources"
+            if delivered.edited
+            else ""
+        )
+        + (
             f"; {too_old} match{'es' if too_old != 1 else ''} too old to alert (alert_max_age)"
             if too_old
             else ""

@@ -79,12 +79,12 @@ from monitor.store.stories import (
     identity_key,
     insert_items,
     insert_stories,
-    lock_story_creation,
     near_story_index,
     stored_versions,
     stories_of_hashes,
     update_items,
 )
+from monitor.store.story_locks import lock_stories
 from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, SUBSCRIBERS_DIGEST_CHANNEL
 
 log = logging.getLogger("monitor.pipeline")
@@ -552,9 +552,9 @@ class Poller:
             todo = [ready[k.index] for k in todo_keys]
             if any(p.fingerprint for p in todo):
                 # Near-copies have no unique key to race on: replicas storing copies of one
-                # story at the same moment take turns, so that the second finds the first's.
-                # Before this transaction's first write.
-                lock_story_creation(session)
+                # story at the same moment take turns (by the hashes that find copies), so that
+                # the second finds the first's. Before this transaction's first write.
+                lock_stories(session, (h for p in todo for h in p.fingerprint[: stories.INDEXED]))
             plan = _plan_stories(session, todo, known, now)
             # No body stored yet: the feed's first poll (or its first at a new URL), where an
             # undated item may be the bottom of an archive (core.alert_age).

@@ -1,10 +1,10 @@
 """Items and the stories that group them: finding an item by (feed, identity), storing new and
 changed items, the story of an exact content hash, near-copy candidates by fingerprint hashes,
-the lock that serialises story creation, the backtest's item stream and retention (`prune`).
+the backtest's item stream and retention (`prune`).
 
 Inserts that may race — the story of a hash, the item of (feed, identity) — are `INSERT … ON
 CONFLICT DO NOTHING` against the unique keys and report whether they inserted. A near-copy has no
-such key, so `lock_story_creation` serialises the creation of stories that carry a fingerprint.
+such key: `story_locks` makes the transactions that could decide one story take turns.
 Deciding what is a near-copy is `core.stories`' job, not this module's.
 
 Functions take a Session and never commit. Feeds are in `feeds`; matches and alerts in `alerts`.
@@ -26,13 +26,11 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.orm import Session
 
 from monitor.store._shared import (
-    dialect,
     insert_ignore,
     insert_ignore_many,
     rowcount,
@@ -55,7 +53,6 @@ __all__ = [
     "insert_items",
     "insert_stories",
     "items_since",
-    "lock_story_creation",
     "near_stories",
     "near_story_index",
     "prune",
@@ -344,23 +341,6 @@ def near_stories(
         .order_by(candidates.c.shared.desc(), stories.c.id)
     )
     return [(row.id, row.fingerprint) for row in session.execute(found)]
-
-
-# pg_advisory_xact_lock key: one transaction at a time creates stories that carry a fingerprint.
-_NEW_STORY_LOCK = 7_261_504_119
-
-
-def lock_story_creation(session: Session) -> None:
-    """Wait until no other transaction can be creating a story, for the rest of this one.
-
-    A near-copy has no unique key to race on, as an exact copy has its hash: two replicas storing
-    copies of one story at the same moment would each find no story and make one. On PostgreSQL
-    an advisory lock makes the second wait for the first to commit, and then see its story; on
-    SQLite the write transaction is already exclusive. Take it before the transaction's first
-    write: waiting for it while holding row locks could deadlock with its holder.
-    """
-    if dialect(session) == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NEW_STORY_LOCK})
 
 
 def add_fingerprint(

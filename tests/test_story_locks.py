@@ -1,0 +1,169 @@
+"""Replicas take turns deciding a story only where they could disagree: on PostgreSQL, two
+transactions about unrelated stories (no indexed fingerprint hash in common) do not wait for each
+other, two about the same story do, and the locks are taken in ascending order so that two
+transactions wanting overlapping hashes cannot deadlock.
+
+Each transaction runs in a thread of its own; the test watches only its own connections (by
+backend pid) in `pg_locks` and `pg_blocking_pids`."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from replicas import eventually
+from sqlalchemy import Engine, text
+
+from monitor.store import db
+from monitor.store.story_locks import lock_stories
+
+PATIENCE = 60.0  # only a failing test waits this long
+
+
+def fresh_keys(count: int) -> list[int]:
+    """`count` hash-like keys (below 2**61) no other test uses, ascending."""
+    return sorted(uuid.uuid4().int % (2**61 - 1) for _ in range(count))
+
+
+@dataclass
+class Transaction:
+    """A transaction in its own thread: takes `lock_stories(keys)`, sets `locked`, then holds
+    the locks until `finish` is set, and commits."""
+
+    engine: Engine
+    keys: list[int]
+    locked: threading.Event = field(default_factory=threading.Event)
+    finish: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Transaction:
+        self.thread.start()
+        assert self.started.wait(PATIENCE)
+        return self
+
+    def _run(self) -> None:
+        try:
+            with db.transaction(self.engine) as session:
+                self.pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                self.started.set()
+                lock_stories(session, self.keys)
+                self.locked.set()
+                self.finish.wait()  # the fixture sets it if the test fails
+        except BaseException as exc:
+            self.error = exc
+            self.started.set()
+            raise
+
+    def end(self) -> None:
+        self.finish.set()
+        self.thread.join(PATIENCE)
+        assert not self.thread.is_alive()
+        assert self.error is None
+
+
+@pytest.fixture
+def engine(postgresql_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(postgresql_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def transactions(engine: Engine) -> Iterator[list[Transaction]]:
+    """The test's transactions; each one still open at the end is ended."""
+    started: list[Transaction] = []
+    yield started
+    for transaction in started:
+        transaction.finish.set()
+    for transaction in started:
+        transaction.thread.join(PATIENCE)
+
+
+def blockers(engine: Engine, waiting: Transaction) -> set[int]:
+    """The backends `waiting` waits for (empty while it waits for none)."""
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pg_blocking_pids(:pid)"), {"pid": waiting.pid}
+        ).scalar_one()
+    return set(pids)
+
+
+def held_keys(engine: Engine, transaction: Transaction) -> set[int]:
+    """The advisory keys `transaction` holds (a bigint key is classid · 2**32 + objid)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT (classid::bigint << 32) | objid::bigint AS key FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND pid = :pid"
+            ),
+            {"pid": transaction.pid},
+        )
+        return {row.key for row in rows}
+
+
+def test_unrelated_stories_do_not_wait_for_each_other_and_one_story_does(
+    engine: Engine, transactions: list[Transaction]
+) -> None:
+    story, unrelated = fresh_keys(8), fresh_keys(8)
+    copy = [*fresh_keys(6), *story[2:4]]  # a near-copy shares some of the story's hashes
+
+    def begin(keys: list[int]) -> Transaction:
+        transaction = Transaction(engine, keys)
+        transactions.append(transaction)
+        return transaction.start()
+
+    first = begin(story)
+    assert first.locked.wait(PATIENCE)
+
+    other = begin(unrelated)
+    assert other.locked.wait(PATIENCE), "a transaction on an unrelated story waited"
+    assert not first.finish.is_set()  # while the first still holds its story
+
+    second = begin(copy)
+    assert eventually(lambda: blockers(engine, second) == {first.pid}, "the copy waits")
+    assert not second.locked.is_set()
+    first.end()
+    assert second.locked.wait(PATIENCE)  # and goes on once the first has committed
+    second.end()
+    other.end()
+
+
+def test_the_locks_are_taken_in_ascending_order(
+    engine: Engine, transactions: list[Transaction]
+) -> None:
+    low, middle, high = fresh_keys(3)
+    holder = Transaction(engine, [middle])
+    transactions.append(holder)
+    holder.start()
+    assert holder.locked.wait(PATIENCE)
+
+    taker = Transaction(engine, [high, low, middle])  # in any order
+    transactions.append(taker)
+    taker.start()
+    assert eventually(lambda: blockers(engine, taker) == {holder.pid}, "it waits for the middle")
+    # Waiting for the middle key, it holds the lower one and not yet the higher one: a
+    # transaction that holds the higher key and wants the middle one cannot deadlock with it.
+    assert held_keys(engine, taker) == {low}
+    holder.end()
+    assert taker.locked.wait(PATIENCE)
+    assert held_keys(engine, taker) == {low, middle, high}
+    taker.end()
+
+
+def test_no_lock_is_taken_without_a_key(engine: Engine, transactions: list[Transaction]) -> None:
+    none = Transaction(engine, [])
+    transactions.append(none)
+    none.start()
+    assert none.locked.wait(PATIENCE)
+    assert held_keys(engine, none) == set()
+    none.end()

@@ -8,15 +8,27 @@ backend pid) in `pg_locks` and `pg_blocking_pids`."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
+from httpserver import LoopbackServer
 from replicas import eventually
+from servicekit import service_config
 from sqlalchemy import Engine, text
 
+from monitor.config import load_config
+from monitor.core import stories
+from monitor.daemon import Service
+from monitor.pipeline import PollResult
 from monitor.store import db
 from monitor.store.story_locks import lock_stories
 
@@ -167,3 +179,90 @@ def test_no_lock_is_taken_without_a_key(engine: Engine, transactions: list[Trans
     assert none.locked.wait(PATIENCE)
     assert held_keys(engine, none) == set()
     none.end()
+
+
+# ---- two replicas, copies of one story at the same moment ---------------------------------------
+
+COPIED = (
+    "Taiwan said on Monday that the blockade drill crossed a red line, and the defence ministry "
+    "in Taipei put its forces on alert as warships gathered east of the island while officials "
+    "in Washington and Tokyo called for calm and talks between the two sides of the strait"
+)
+
+
+def copy_feed(title: str) -> bytes:
+    published = format_datetime(datetime.now(UTC))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        f"<item><guid>{title}</guid><title>{title}</title><pubDate>{published}</pubDate>"
+        f"<description>{COPIED}</description></item></channel></rss>"
+    ).encode()
+
+
+def waiting_for(engine: Engine, holder: Transaction, application_name: str) -> int:
+    """How many backends of `application_name` wait for `holder`."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                    "AND :holder = ANY(pg_blocking_pids(pid))"
+                ),
+                {"name": application_name, "holder": holder.pid},
+            ).scalar_one()
+        )
+
+
+def test_two_replicas_storing_copies_of_one_story_at_once_make_one_story(
+    engine: Engine,
+    postgresql_url: str,
+    http_server: LoopbackServer,
+    tmp_path: Path,
+    transactions: list[Transaction],
+) -> None:
+    """Two pollers, as two replicas, store a copy each of one wire story (other headlines, the
+    same body) at the same moment: both wait on the story's hashes, take turns, and the second
+    joins the first's story, so the desk gets one alert."""
+    http_server.respond("/a.xml", body=copy_feed("Blockade crossed a red line, Taiwan says"))
+    http_server.respond("/b.xml", body=copy_feed("Taiwan: drill is a red line"))
+    urls = {"a": http_server.url("/a.xml"), "b": http_server.url("/b.xml")}
+    settings = load_config(service_config(tmp_path / "config.yaml", postgresql_url, urls))
+    first = Service.build(settings, notifiers={})
+    first.prepare(alone=True)  # the schema and the feeds
+    asyncio.run(first.close())
+
+    # Everyone deciding this story waits for the test until both pollers are at the lock.
+    holder = Transaction(engine, list(stories.fingerprint(COPIED)[: stories.INDEXED]))
+    transactions.append(holder)
+    holder.start()
+    assert holder.locked.wait(PATIENCE)
+
+    results: list[PollResult] = []
+
+    def replica() -> None:
+        async def poll_one() -> None:
+            service = Service.build(settings, notifiers={})
+            try:
+                (state,) = await asyncio.to_thread(service._claim, 1, everything=True)
+                results.append(await service._poll_one(state, force=False))
+            finally:
+                await service.close()
+
+        asyncio.run(poll_one())
+
+    pollers = [threading.Thread(target=replica) for _ in range(2)]
+    for poller in pollers:
+        poller.start()
+    name = f"monitor {socket.gethostname()}:{os.getpid()}"
+    eventually(lambda: waiting_for(engine, holder, name) == 2, "both pollers wait for the story")
+    holder.end()
+    for poller in pollers:
+        poller.join(PATIENCE)
+    assert sorted(r.new_items for r in results) == [1, 1]
+
+    with engine.connect() as connection:
+        story_ids = connection.execute(text("SELECT DISTINCT story_id FROM items")).scalars().all()
+        alerts = connection.execute(text("SELECT count(*) FROM alerts")).scalar_one()
+    assert len(story_ids) == 1
+    assert alerts == 1
+    assert sum(r.alerts for r in results) == 1

@@ -123,6 +123,8 @@ class Cluster:
     config: Callable[[str, str, str], str]
     api_url: Callable[[str], str]
     replicas: dict[str, Replica] = field(default_factory=dict)
+    # What Python runs for each replica: `monitor.cli`, or a script that wraps it (benchmarks).
+    program: list[str] = field(default_factory=lambda: ["-m", "monitor.cli"])
 
     def start(
         self,
@@ -139,7 +141,7 @@ class Cluster:
         log = self.directory / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "--config", str(config), "run"],
+                [sys.executable, *self.program, "--config", str(config), "run"],
                 cwd=self.directory,
                 stdout=out,
                 stderr=subprocess.STDOUT,

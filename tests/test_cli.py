@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -252,31 +249,6 @@ def test_match_detects_the_language_when_a_watchlist_asks_for_it(
         assert code == 0, err
         records = [json.loads(line) for line in out.splitlines()]
         assert [r["input"] for r in records if r["matches"]] == matched, query
-
-
-def test_installed_console_script_runs_the_quick_start() -> None:
-    """The README's run command, as a real process."""
-    env = {**os.environ, "COLUMNS": "120"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            "--config",
-            str(EXAMPLE_CONFIG),
-            "match",
-            str(REFERENCE),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "taiwan-red-line" in result.stdout
-    assert "خط أحمر" in result.stdout
 
 
 # ---- help ----------------------------------------------------------------------------------------

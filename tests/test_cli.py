@@ -1,4 +1,5 @@
-"""The command line, run the way users run it: `monitor check` and `monitor match`."""
+"""The command line, run the way users run it: `monitor check`, `monitor match`, and every
+command's help and `--config`."""
 
 from __future__ import annotations
 

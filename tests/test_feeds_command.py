@@ -190,3 +190,25 @@ def test_feeds_check_is_one_nagios_line_exit_1_while_feeds_fail(tmp_path: Path) 
     assert (code, out) == (0, "FEEDS OK - 2 feeds, none failing | failing=0;;;0;2\n")
     code, _, err = cli("--config", str(healthy), "feeds", "--check", "--json")
     assert code == 2 and err == "error: give --json or --check, not both\n"
+
+
+def test_feeds_check_failing_for_counts_only_feeds_failing_that_long(tmp_path: Path) -> None:
+    config = make_database(tmp_path)
+    # A cutoff half a day after oldblog's first failure: aawsat and the long-named feed, failing
+    # since the next morning, have not failed for that long yet.
+    age = datetime.now(UTC) - datetime(2026, 11, 25, 21, 0, tzinfo=UTC)
+    minutes = f"{int(age.total_seconds() // 60)}m"
+    code, out, _ = cli("--config", str(config), "feeds", "--check", "--failing-for", minutes)
+    assert code == 1
+    assert out == (
+        f"FEEDS WARNING - 1 of 5 feeds failing for {minutes} or more: oldblog since "
+        "2026-11-25 09:00 UTC: HTTP 404 Not Found since 2026-11-23 09:00 UTC; 2 more for less "
+        f"than {minutes} | failing=1;;;0;5\n"
+    )
+    code, out, _ = cli("--config", str(config), "feeds", "--check", "--failing-for", "99999d")
+    assert (code, out) == (
+        0,
+        "FEEDS OK - 5 feeds, none failing for 99999d (3 for less) | failing=0;;;0;5\n",
+    )
+    code, _, err = cli("--config", str(config), "feeds", "--failing-for", "1h")
+    assert code == 2 and err == "error: --failing-for goes with --check\n"

@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -46,25 +46,44 @@ def feeds(
             help="Print one status line for a monitoring system; exit 1 while feeds fail.",
         ),
     ] = False,
+    failing_for: Annotated[
+        str | None,
+        typer.Option(
+            "--failing-for",
+            metavar="AGE",
+            help="With --check: count only the feeds failing for this long (e.g. 30m, 2h).",
+        ),
+    ] = None,
 ) -> None:
     """Show the health of each feed of the config.
 
     Each feed's status, last success, since when it has been failing, its items, and its last
     error below it; then the outbox counts. Times are UTC. Nothing in the database changes.
     --check prints one line (FEEDS OK or FEEDS WARNING, Nagios style) and exits 1 while a feed
-    fails, for cron, Nagios or Icinga.
+    fails, for cron, Nagios or Icinga; with --failing-for, only the feeds failing for that long
+    count.
 
     \b
     Examples:
       monitor feeds
       monitor feeds --check
+      monitor feeds --check --failing-for 1h
       monitor feeds --json | jq -r 'select(.failures > 0) | .feed'
     """
+    from monitor.durations import parse_duration
     from monitor.store.alerts import alert_counts
     from monitor.store.feeds import feed_health
 
     if as_json and check:
         raise fail("give --json or --check, not both", EXIT_USAGE)
+    grace = None
+    if failing_for is not None:
+        if not check:
+            raise fail("--failing-for goes with --check", EXIT_USAGE)
+        try:
+            grace = parse_duration(failing_for)
+        except ValueError as exc:
+            raise fail(f"--failing-for: {exc}", EXIT_USAGE) from None
     settings = load_settings(ctx)
     rows, counts = in_database(settings, lambda s: (feed_health(s), alert_counts(s)))
     stored = {row.name: row for row in rows}
@@ -72,7 +91,8 @@ def feeds(
     # polled" until the service has polled it.
     configured = [Feed(f.name, stored.get(f.name)) for f in settings.feeds]
     if check:
-        line, failing = check_line(configured)
+        cutoff = datetime.now(UTC) - grace if grace else None
+        line, failing = check_line(configured, cutoff, failing_for)
         typer.echo(line)
         raise typer.Exit(EXIT_FAILURE if failing else 0)
     if as_json:
@@ -120,21 +140,35 @@ def feed_json(feed: Feed) -> dict[str, Any]:
     }
 
 
-def check_line(configured: list[Feed]) -> tuple[str, bool]:
+def check_line(
+    configured: list[Feed], cutoff: datetime | None = None, grace: str | None = None
+) -> tuple[str, bool]:
     """The one line of `--check` (Nagios plugin style, with performance data) and whether any
-    feed fails."""
-    failing = [feed for feed in configured if feed.failing]
+    feed fails (with `cutoff`: has been failing since then or earlier, for `grace`)."""
+    failing = [
+        feed
+        for feed in configured
+        if feed.failing
+        and (
+            cutoff is None or feed.health is None or (feed.health.failing_since or cutoff) <= cutoff
+        )
+    ]
+    recent = sum(feed.failing for feed in configured) - len(failing)
     total = len(configured)
     perfdata = f"failing={len(failing)};;;0;{total}"
     if not failing:
-        return f"FEEDS OK - {count(total, 'feed')}, none failing | {perfdata}", False
+        also = f" for {grace} ({recent} for less)" if recent else ""
+        return f"FEEDS OK - {count(total, 'feed')}, none failing{also} | {perfdata}", False
     details = "; ".join(
         f"{feed.name} since {when(feed.health.failing_since)} UTC"
         + (f": {feed.health.last_error}" if feed.health.last_error else "")
         for feed in failing
         if feed.health is not None
     ).replace("|", "/")  # a | starts the performance data
-    line = f"FEEDS WARNING - {len(failing)} of {count(total, 'feed')} failing: {details}"
+    also = f" for {grace} or more" if cutoff else ""
+    line = f"FEEDS WARNING - {len(failing)} of {count(total, 'feed')} failing{also}: {details}"
+    if recent:
+        line += f"; {recent} more for less than {grace}"
     return f"{' '.join(line.split())} | {perfdata}", True
 
 

@@ -294,3 +294,21 @@ def test_config_after_the_command_means_the_same_as_before_it(config: Path) -> N
     assert code == 0 and json.loads(out)["matches"], out
     code, _, err = run("--config", str(EXAMPLE_CONFIG), "check", "--config", "missing.yaml")
     assert code == 2 and "missing.yaml" in err  # the one after the command wins
+
+
+def test_a_usage_error_is_one_line_that_says_where_to_look() -> None:
+    assert run("feeds", "--jsn") == (
+        2,
+        "",
+        "error: No such option: --jsn (Possible options: --json); see monitor feeds --help\n",
+    )
+    code, _, err = run("fedds")
+    assert (code, err) == (
+        2,
+        "error: No such command 'fedds'. Did you mean 'feeds'?; see monitor --help\n",
+    )
+    code, _, err = run("subscribers", "remove")
+    assert (code, err) == (
+        2,
+        "error: Missing argument 'CHAT'; see monitor subscribers remove --help\n",
+    )

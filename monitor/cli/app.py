@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from monitor import __version__
 from monitor.errors import ConfigError, MonitorError, SetupError
@@ -37,26 +37,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-app = typer.Typer(
-    name="monitor",
-    help="""Watch news feeds and alert people when a story matches a watchlist.
-
-    Feeds in many languages are polled, their stories matched against watchlists and the alerts
-    sent on Telegram, by email or to the console. --config may come before or after the command.
-
-    \b
-    Examples:
-      monitor --config /etc/news-monitor/config.yaml check
-      monitor once --config config.yaml
-      monitor feeds --check
-      monitor COMMAND --help
-    """,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: no type noise such as <bool> or <list[str]>
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 CONFIG_HELP = "The YAML config file (default: ./config.yaml, or $MONITOR_CONFIG)."
 ConfigAfterCommand = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="PATH", help=CONFIG_HELP)
@@ -98,9 +78,45 @@ def _argument_name(argument: TyperArgument) -> str:
     return name + "..." if argument.nargs != 1 else name
 
 
+def _one_line(error: Exception) -> Exception:
+    """A usage error (an unknown option or command, a missing argument) as one line that says
+    where to look, instead of the usage, a hint and the error on four; other errors as they are."""
+    usage_context = getattr(error, "ctx", None)
+    format_message = getattr(error, "format_message", None)
+    # (`monitor` alone shows the help through a usage error of its own: left as it is)
+    if usage_context is None or format_message is None or "Help" in type(error).__name__:
+        return error
+    message = " ".join(str(format_message()).split()).rstrip(".")
+    stderr.print(f"[red]error:[/red] {escape(message)}; see {usage_context.command_path} --help")
+    return typer.Exit(EXIT_USAGE)
+
+
+class MonitorGroup(TyperGroup):
+    """A group of commands whose usage errors are one line."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as error:
+            raise _one_line(error) from None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as error:
+            raise _one_line(error) from None
+
+
 class MonitorCommand(TyperCommand):
     """A command whose help names its arguments as people write them (`FILE|URL|-...`, not
-    `{FILE|URL|-...} <list[str]>`); options show their metavars."""
+    `{FILE|URL|-...} <list[str]>`), options with their metavars, and whose usage errors are one
+    line."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as error:
+            raise _one_line(error) from None
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -127,6 +143,27 @@ class MonitorCommand(TyperCommand):
                     formatter.write_dl(rows)
 
 
+app = typer.Typer(
+    name="monitor",
+    cls=MonitorGroup,
+    help="""Watch news feeds and alert people when a story matches a watchlist.
+
+    Feeds in many languages are polled, their stories matched against watchlists and the alerts
+    sent on Telegram, by email or to the console. --config may come before or after the command.
+
+    \b
+    Examples:
+      monitor --config /etc/news-monitor/config.yaml check
+      monitor once --config config.yaml
+      monitor feeds --check
+      monitor COMMAND --help
+    """,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no type noise such as <bool> or <list[str]>
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

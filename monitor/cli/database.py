@@ -10,6 +10,7 @@ import typer
 
 from monitor.cli.app import (
     MonitorCommand,
+    MonitorGroup,
     config_after_command,
     fail_with,
     load_settings,
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     pass
 
 db_app = typer.Typer(
+    cls=MonitorGroup,
     help="""Database maintenance.
 
     \b

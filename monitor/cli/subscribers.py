@@ -17,6 +17,7 @@ import typer
 from monitor.cli.app import (
     EXIT_FAILURE,
     MonitorCommand,
+    MonitorGroup,
     config_after_command,
     count,
     fail,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-subscribers_app = typer.Typer(invoke_without_command=True)  # help: the callback's
+subscribers_app = typer.Typer(cls=MonitorGroup, invoke_without_command=True)  # help: the callback's
 # A chat id such as -1001234567890 is an argument, not an option.
 _CHAT_ARGUMENT = {"ignore_unknown_options": True}
 Chat = Annotated[

@@ -92,7 +92,21 @@ def _one_line(error: Exception) -> Exception:
 
 
 class MonitorGroup(TyperGroup):
-    """A group of commands whose usage errors are one line."""
+    """A group of commands whose usage errors are one line. The root group makes every command
+    below it a MonitorCommand (and every group a MonitorGroup), however it was registered, so
+    that all help and usage errors read alike."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pending: list[Any] = list(self.commands.values())
+        while pending:
+            command = pending.pop()
+            # Both subclasses only change behaviour, not state: switching the class is safe.
+            if type(command) is TyperCommand:
+                command.__class__ = MonitorCommand
+            elif type(command) is TyperGroup:
+                command.__class__ = MonitorGroup
+            pending.extend(getattr(command, "commands", {}).values())
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:

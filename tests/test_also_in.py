@@ -311,3 +311,34 @@ def test_monitor_once_says_how_many_messages_it_edited(
         "1 new and 0 updated items; 0 alerts queued, 0 sent; "
         "1 sent before edited to list new sources" in summary
     )
+
+
+def test_an_edit_made_again_after_its_record_was_lost_is_taken_as_done(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    def forget_the_edit() -> None:  # as if the process died between the edit and its record
+        engine = db.make_engine(settings.database.url)
+        try:
+            with db.transaction(engine) as session:
+                session.execute(
+                    alerts.update().values(message_sources="[]", edit_due_at=datetime.now(UTC))
+                )
+        finally:
+            engine.dispose()
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            await tick(service)
+            forget_the_edit()
+            stats = await service.deliver_tick()  # Telegram: "message is not modified"
+            assert stats.edited == 1
+            await service.deliver_tick()
+
+    asyncio.run(scenario())
+    assert len(sent_to(double, DESK)) == 1
+    assert len(double.calls_of("editMessageText")) == 2
+    assert len(double.edits) == 1
+    [alert] = outbox(settings)
+    assert (alert.message_sources, alert.edit_due_at) == ('["bbc"]', None)

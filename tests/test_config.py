@@ -274,6 +274,89 @@ def test_secrets_never_appear_in_errors() -> None:
     assert PASSWORD not in message
 
 
+VARIABLES_CONFIG = """
+database: {url: "${DB_URL}", retention: "${RETENTION}"}
+defaults: {interval: "${INTERVAL}", timeout: 30s, alert_max_age: "${MAX_AGE:-2d}"}
+fetch: {max_body: "${MAX_BODY}", per_host: "${PER_HOST}", allow_networks: ["${INTRANET}"]}
+service: {listen: "${LISTEN}"}
+feeds:
+  - {name: a, url: "https://${NEWS_HOST}/feed", language: "${LANG_A}"}
+  - {name: b, url: "https://b.example/feed", interval: 5m, alert_max_age: "${OLD}"}
+  - {name: hidden-feed, url: "https://c.example/feed"}
+entities:
+  e: {aliases: ["${ALIAS}", plain alias]}
+watchlists:
+  w: {query: "${QUERY}", notify: [desk, team], feeds: "${FEED_FILTER}"}
+channels:
+  desk: {type: email, to: ["${DESK_EMAIL}", boss@example.org], digest: "${DIGEST}"}
+  team: {type: telegram, chat_ids: "${CHAT}"}
+telegram: {token: "${TELEGRAM_BOT_TOKEN}", api_url: "${BOT_API}"}
+email: {host: "${SMTP_HOST}", port: "${SMTP_PORT}", from: "${FROM}"}
+"""
+VARIABLES_ENV = {
+    "DB_URL": "postgresql+psycopg://monitor@db.secret.example/news",
+    "RETENTION": "33d",
+    "INTERVAL": "7m",
+    "MAX_AGE": "",
+    "MAX_BODY": "3MB",
+    "PER_HOST": "17",
+    "INTRANET": "172.16.0.0/12",
+    "LISTEN": "127.0.0.1:9999",
+    "NEWS_HOST": "news.secret.example",
+    "LANG_A": "sv",
+    "OLD": "5d",
+    "ALIAS": "Hidden Alias",
+    "QUERY": "secretword",
+    "FEED_FILTER": "hidden-feed",
+    "DESK_EMAIL": "desk@secret.example",
+    "DIGEST": "daily 09:45",
+    "CHAT": "-100424242",
+    "TELEGRAM_BOT_TOKEN": TOKEN,
+    "BOT_API": "https://bot.secret.example",
+    "SMTP_HOST": "smtp.secret.example",
+    "SMTP_PORT": "2525",
+    "FROM": "monitor@secret.example",
+}
+
+
+def test_check_shows_a_value_from_a_variable_as_its_reference_never_the_value() -> None:
+    text = summary(parse_config(VARIABLES_CONFIG, "config.yaml", VARIABLES_ENV))
+    for value in VARIABLES_ENV.values():
+        assert value not in text or value in ("", "hidden-feed"), value
+    for shown in (
+        "database    ${DB_URL}, keep ${RETENTION}",
+        "poll every ${INTERVAL}, timeout 30s, alerts on items up to ${MAX_AGE:-2d} old",
+        "max body ${MAX_BODY}, ${PER_HOST} per host",
+        "private addresses refused except ${INTRANET}",
+        "listen ${LISTEN}",
+        "https://${NEWS_HOST}/feed  (every ${INTERVAL}, ${LANG_A})",
+        "https://b.example/feed  (every 5m, alerts on items up to ${OLD} old)",
+        "2 aliases: ${ALIAS}, plain alias",
+        "${QUERY}",
+        "→ desk, team; feeds ${FEED_FILTER}",
+        "${DESK_EMAIL}, boss@example.org, digest ${DIGEST}",
+        "telegram    ${BOT_API}, subscriptions open",
+        "email       ${SMTP_HOST}:${SMTP_PORT}, starttls, no login, from ${FROM}",
+    ):
+        assert shown in text
+
+
+def test_an_invalid_value_from_a_variable_is_named_by_its_reference() -> None:
+    env = VARIABLES_ENV | {"RETENTION": "33 parsecs", "DESK_EMAIL": "desk-at-secret.example"}
+    problems = _problems(VARIABLES_CONFIG, env)
+    assert [(p.key, p.message) for p in problems] == [
+        (
+            "database.retention",
+            "'${RETENTION}' is not a duration; write a number and a unit: 90s, 10m, 2h, 1d "
+            "(or combined, 1h30m) (value from ${RETENTION})",
+        ),
+        (
+            "channels.desk.to[0]",
+            "'${DESK_EMAIL}' is not an email address (value from ${DESK_EMAIL})",
+        ),
+    ]
+
+
 def test_literal_secrets_are_not_echoed_either() -> None:
     text = "database:\n  url: mysql://u:hunter2@db/x\ntelegram:\n  token: hunter2\n"
     problems = _problems(text)

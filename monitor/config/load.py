@@ -18,8 +18,8 @@ from pydantic import (
 )
 
 from monitor.config.report import already_reported, cross_check, finish, validation_problems
-from monitor.config.schema import Settings
-from monitor.config.yaml_loader import read_yaml
+from monitor.config.schema import INHERITED, Settings
+from monitor.config.yaml_loader import KeyPath, read_yaml
 from monitor.core.collector import collector_paused
 from monitor.errors import ConfigError, ConfigProblem
 
@@ -38,6 +38,7 @@ def parse_config(
         config_dir = Path.cwd() if filename.startswith("<") else Path(filename).absolute().parent
         try:
             settings = Settings.model_validate(data | {"config_dir": config_dir})
+            settings.remember_variables(_with_inherited(doc.written, data))
         except ValidationError as exc:
             problems += validation_problems(exc, doc)
         problems += cross_check(data, doc.unresolved)
@@ -45,6 +46,17 @@ def parse_config(
     if problems or settings is None:
         raise ConfigError(finish(problems, filename, doc))
     return settings
+
+
+def _with_inherited(written: dict[KeyPath, str], data: dict[str, object]) -> dict[KeyPath, str]:
+    """`written`, plus each feed's inherited value that came from a variable, under the feed's key."""
+    result = dict(written)
+    feeds = data.get("feeds")
+    for index, feed in enumerate(feeds if isinstance(feeds, list) else []):
+        for key, source in INHERITED.items():
+            if isinstance(feed, dict) and key not in feed and source in written:
+                result["feeds", index, key] = written[source]
+    return result
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:

@@ -278,12 +278,34 @@ def finish(problems: list[Problem], filename: str, doc: Document) -> list[Config
         message = problem.message
         names = doc.env_names.get(problem.path)
         if names and problem.path not in doc.unresolved:
+            value = _value_at(doc.data, problem.path)
+            message = _hide_value(message, value, doc.written[problem.path])
             message += " (value from " + ", ".join(f"${{{name}}}" for name in names) + ")"
         line = problem.line if problem.line is not None else doc.line_of(problem.path)
         config_problem = ConfigProblem(filename, line, _dotted(problem.path), message)
         if config_problem not in result:
             result.append(config_problem)
     return sorted(result, key=lambda p: p.line or 0)
+
+
+def _value_at(data: object, path: KeyPath) -> object:
+    for part in path:
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_list or (isinstance(data, dict) and part in data)):
+            return None
+        data = data[part]  # type: ignore[index]
+    return data
+
+
+def _hide_value(message: str, value: object, written: str) -> str:
+    """`message` with a value that came from a variable replaced by the reference as written:
+    `'${DESK}' is not an email address`, never the address itself."""
+    if not isinstance(value, str) or not value.strip():
+        return message
+    message = message.replace(repr(value), repr(written))
+    if len(value.strip()) >= 3:  # a shorter one could be part of a word or number of the text
+        message = message.replace(value, written)
+    return message
 
 
 def _dotted(path: KeyPath) -> str:

@@ -522,11 +522,25 @@ class Settings(_Model):
     email: EmailSettings | None = None
     config_dir: Path = Field(default_factory=Path.cwd)
     _relative_database: str | None = PrivateAttr(default=None)
+    _from_variables: Mapping[tuple[str | int, ...], str] = PrivateAttr(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def relative_database_path(self) -> str | None:
         """The SQLite path as the file wrote it, when it was relative (else None)."""
         return self._relative_database
+
+    @property
+    def from_variables(self) -> Mapping[tuple[str | int, ...], str]:
+        """The values that came from `${VAR}`, as the file wrote them (`https://${HOST}/feed`),
+        by key path (`("feeds", 0, "url")`); a feed's inherited value is under the feed's key
+        too. What may be shown of such a value is the reference, never the value."""
+        return self._from_variables
+
+    def remember_variables(self, written: Mapping[tuple[str | int, ...], str]) -> None:
+        """Set `from_variables`; the loader does it once, as it builds the settings."""
+        self._from_variables = MappingProxyType(dict(written))
 
     @model_validator(mode="after")
     def _database_beside_the_config(self) -> Settings:
@@ -581,6 +595,15 @@ class Settings(_Model):
             ]
         return data
 
+
+# A feed's keys that default to a value of another section, and where that value is written.
+INHERITED: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "interval": ("defaults", "interval"),
+        "allow_private": ("fetch", "allow_private"),
+        "alert_max_age": ("defaults", "alert_max_age"),
+    }
+)
 
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)

@@ -11,8 +11,9 @@ itself:
     every default; aliases that expand beyond `MAX_VALUES` values, or nest deeper than
     `MAX_DEPTH`, are refused.
 The result is a `Document`: the data, where each key was written, which values came from which
-variables, and the problems found so far. This module does not validate the data against the
-schema or word schema problems: see `schema` and `report`.
+variables (and how they were typed, `${VAR}` and all), and the problems found so far. This
+module does not validate the data against the schema or word schema problems: see `schema` and
+`report`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Document:
     data: object = None
     lines: dict[KeyPath, int] = field(default_factory=dict)
     env_names: dict[KeyPath, tuple[str, ...]] = field(default_factory=dict)
+    written: dict[KeyPath, str] = field(default_factory=dict)  # values with ${VAR}, as typed
     unresolved: set[KeyPath] = field(default_factory=set)  # values already reported as broken
     problems: list[Problem] = field(default_factory=list)
 
@@ -175,6 +177,7 @@ class _Builder:
         result = substitute(text, self.env)
         if result.names:
             self.doc.env_names[path] = result.names
+            self.doc.written[path] = text
         for message in result.errors:
             self.fail(path, message, node)
         return result.text

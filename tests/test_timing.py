@@ -53,15 +53,17 @@ def test_next_poll_is_deterministic_for_a_seed() -> None:
 @pytest.mark.parametrize(
     ("ttl_minutes", "max_age_seconds", "expected"),
     [
-        (60, None, timedelta(hours=1)),  # <ttl>60</ttl> stretches a 10 min interval
+        (30, None, timedelta(minutes=30)),  # <ttl>30</ttl> stretches a 10 min interval
         (None, 1800, timedelta(minutes=30)),  # max-age=1800
-        (60, 1800, timedelta(hours=1)),  # the longer hint wins
+        (20, 1800, timedelta(minutes=30)),  # the longer hint wins
+        (60, None, 4 * TEN_MINUTES),  # at most 4 × the interval
+        (300, 1800, 4 * TEN_MINUTES),
         (1, None, TEN_MINUTES),  # a hint never makes polling more frequent
         (None, 30, TEN_MINUTES),
         (0, 0, TEN_MINUTES),  # zero or negative hints are no hints
         (-5, -1, TEN_MINUTES),
-        (7 * 24 * 60, None, DAY),  # capped at 24 h
-        (None, 10**12, DAY),
+        (7 * 24 * 60, None, 4 * TEN_MINUTES),
+        (None, 10**12, 4 * TEN_MINUTES),
     ],
 )
 def test_feed_hints_stretch_within_bounds(
@@ -75,6 +77,17 @@ def test_feed_hints_stretch_within_bounds(
             - NOW
         )
         assert within(delay, expected, min(expected * (1 + POLL_JITTER), DAY)), delay
+
+
+def test_a_feed_ttl_stretches_a_short_interval_4_times_at_most_and_never_beyond_a_day() -> None:
+    five_minutes, eight_hours = timedelta(minutes=5), timedelta(hours=8)
+    for rng in rngs():
+        # <ttl>300</ttl> (5 hours) on a feed polled every 5 minutes: 20 minutes, not 5 hours.
+        delay = next_poll(NOW, five_minutes, ttl_minutes=300, rng=rng) - NOW
+        assert within(delay, 4 * five_minutes, 4 * five_minutes * (1 + POLL_JITTER))
+        # A week's <ttl> on a feed polled every 8 hours: a day, not 32 hours.
+        delay = next_poll(NOW, eight_hours, ttl_minutes=7 * 24 * 60, rng=rng) - NOW
+        assert within(delay, DAY, DAY)
 
 
 def test_an_operator_interval_above_a_day_is_kept() -> None:
@@ -242,9 +255,9 @@ def test_cache_max_age(headers: dict[str, str], expected: int | None) -> None:
 
 
 def test_cache_max_age_feeds_next_poll() -> None:
-    hint = cache_max_age({"Cache-Control": "max-age=3600"})
+    hint = cache_max_age({"Cache-Control": "max-age=1800"})
     delay = next_poll(NOW, TEN_MINUTES, max_age_seconds=hint, rng=random.Random(0)) - NOW
-    assert within(delay, timedelta(hours=1), timedelta(hours=1.1))
+    assert within(delay, timedelta(minutes=30), timedelta(minutes=33))
 
 
 def test_max_poll_delay_is_a_day() -> None:

@@ -8,9 +8,11 @@ Feed polling (SPEC §9, FAULTS 22–24, 62):
 
 * After a successful poll (200 or 304): `next_poll`. The configured interval is a floor: a feed's
   own hints, RSS ``<ttl>`` (minutes) and ``Cache-Control: max-age`` (`cache_max_age`), can only
-  *stretch* the wait, up to `MAX_POLL_DELAY` (24 h): they tell us the content will not change
-  sooner, never that we may poll more often than the operator allowed. An interval the operator
-  set above 24 h is kept as it is.
+  *stretch* the wait, up to `MAX_HINT_FACTOR` (4) times the interval and never beyond
+  `MAX_POLL_DELAY` (24 h): they tell us the content will not change sooner, never that we may
+  poll more often than the operator allowed — nor so much less often that the interval means
+  nothing (a `<ttl>300</ttl>` would stretch a 5-minute interval to 5 hours). An interval the
+  operator set above 24 h is kept as it is.
 * Jitter: every poll delay is multiplied by a factor in [1, 1 + `POLL_JITTER`] (0–10 % later), so
   feeds added together drift apart and a host's feeds do not fire in step. One-sided on purpose:
   some publishers set a minimum interval, and a jittered poll must never come *earlier* than the
@@ -47,6 +49,7 @@ __all__ = [
     "BOT_START_RETRY_BASE",
     "BOT_START_RETRY_CAP",
     "MAX_ALERT_ATTEMPTS",
+    "MAX_HINT_FACTOR",
     "MAX_POLL_DELAY",
     "POLL_JITTER",
     "alert_retry_at",
@@ -61,6 +64,7 @@ __all__ = [
 ]
 
 MAX_POLL_DELAY: Final = timedelta(hours=24)
+MAX_HINT_FACTOR: Final = 4  # a feed's <ttl> or max-age stretches its interval at most this much
 POLL_JITTER: Final = 0.10
 
 ALERT_RETRY_BASE: Final = timedelta(seconds=30)
@@ -90,10 +94,11 @@ def next_poll(
 
     `ttl_minutes` is the feed's ``<ttl>``, `max_age_seconds` the response's remaining freshness
     (`cache_max_age`). The wait is the longest of the interval and the hints, the hints capped at
-    24 h, then jittered 0–10 % later and capped again at max(24 h, interval).
+    4 × the interval and at 24 h, then jittered 0–10 % later and capped again at
+    max(24 h, interval).
     """
     _check_interval(interval)
-    cap = _seconds(MAX_POLL_DELAY)
+    cap = min(_seconds(MAX_POLL_DELAY), _seconds(interval) * MAX_HINT_FACTOR)
     hint = 0.0
     if ttl_minutes is not None and ttl_minutes > 0:
         hint = max(hint, min(ttl_minutes * 60.0, cap))

@@ -62,6 +62,45 @@ def test_check_lists_every_error_with_file_line_and_key(tmp_path: Path) -> None:
     assert "3 problems" in err
 
 
+def test_check_warns_of_what_is_valid_but_likely_wrong_and_still_exits_0(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    lines = [
+        "feeds:",
+        "  - {name: local, url: feeds/missing.xml}",
+        "watchlists:",
+        "  w: {query: 'china or russia', notify: [desk]}",
+        "channels:",
+        "  desk: {type: console}",
+        "  spare: {type: console}",
+    ]
+    config.write_text("\n".join(lines), encoding="utf-8")
+    code, out, err = run("--config", str(config), "check")
+    assert code == 0
+    assert err.splitlines() == [
+        f"warning: {config}:2: feeds[0].url: there is no file {tmp_path / 'feeds/missing.xml'}: "
+        "create it, or correct the path (a relative path is relative to the config file's folder)",
+        f"warning: {config}:4: watchlists.w.query: 'or' at column 7 is an ordinary word that every "
+        'match must contain: write OR for the operator, or "or" if you mean the word',
+        f"warning: {config}:7: channels.spare: no watchlist notifies channel 'spare', so it gets "
+        "no alerts: add it to a watchlist's notify, or remove it",
+    ]
+    assert out.splitlines()[-1] == f"{config}: OK (3 warnings)"
+
+
+def test_check_exits_2_for_a_feed_that_can_never_be_fetched(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("feeds:\n  - {name: lan, url: 'http://192.168.1.20/rss'}\n", "utf-8")
+    code, out, err = run("--config", str(config), "check")
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"error: {config}:2: feeds[0].url: this feed will never be fetched: address 192.168.1.20 "
+        "is not public; set allow_private: true on the feed (or fetch.allow_private), or add its "
+        "range to fetch.allow_networks",
+        f"1 problem in {config}",
+    ]
+
+
 def test_check_names_a_missing_config(tmp_path: Path) -> None:
     code, _, err = run("--config", str(tmp_path / "none.yaml"), "check")
     assert code == 2

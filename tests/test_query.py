@@ -43,6 +43,16 @@ def test_lower_case_operators_are_terms() -> None:
     assert q.parse("not") == q.Term("not", 1)
 
 
+def test_operator_lookalikes_are_the_unquoted_words_and_or_not_not_in_capitals() -> None:
+    tree = q.parse('title:(china or russia) And NOT "and" =or not* (x Not y)')
+    assert [(t.text, t.column) for t in q.operator_lookalikes(tree)] == [
+        ("or", 14),
+        ("And", 25),
+        ("Not", 51),
+    ]
+    assert q.operator_lookalikes(q.parse("China OR Russia AND NOT sport")) == []
+
+
 def test_not_alone_and_a_not_b() -> None:
     assert q.parse("NOT sport") == q.Not(q.Term("sport", 5), 1)
     assert q.parse("a NOT b") == q.And((q.Term("a", 1), q.Not(q.Term("b", 7), 3)))

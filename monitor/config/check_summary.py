@@ -11,10 +11,8 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from monitor.config.schema import ConsoleChannel, EmailChannel, Settings, TelegramChannel
+from monitor.config.schema import ConsoleChannel, EmailChannel, KeyPath, Settings, TelegramChannel
 from monitor.durations import format_duration, format_size
-
-KeyPath = tuple[str | int, ...]
 
 
 def _hide_password(url: str) -> str:

@@ -18,8 +18,8 @@ from pydantic import (
 )
 
 from monitor.config.report import already_reported, cross_check, finish, validation_problems
-from monitor.config.schema import INHERITED, Settings
-from monitor.config.yaml_loader import KeyPath, read_yaml
+from monitor.config.schema import INHERITED, KeyPath, Settings
+from monitor.config.yaml_loader import read_yaml
 from monitor.core.collector import collector_paused
 from monitor.errors import ConfigError, ConfigProblem
 
@@ -38,7 +38,7 @@ def parse_config(
         config_dir = Path.cwd() if filename.startswith("<") else Path(filename).absolute().parent
         try:
             settings = Settings.model_validate(data | {"config_dir": config_dir})
-            settings.remember_variables(_with_inherited(doc.written, data))
+            settings.remember_source(filename, doc.lines, _with_inherited(doc.written, data))
         except ValidationError as exc:
             problems += validation_problems(exc, doc)
         problems += cross_check(data, doc.unresolved)

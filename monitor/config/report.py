@@ -31,13 +31,15 @@ from monitor.config.schema import (
     Entity,
     FeedSettings,
     FetchSettings,
+    KeyPath,
     ServiceSettings,
     Settings,
     TelegramChannel,
     TelegramSettings,
     Watchlist,
+    dotted,
 )
-from monitor.config.yaml_loader import Document, KeyPath, Problem
+from monitor.config.yaml_loader import Document, Problem
 from monitor.core.query import parse as parse_query
 from monitor.core.query import validate as validate_query
 from monitor.errors import ConfigProblem, QueryError
@@ -282,7 +284,7 @@ def finish(problems: list[Problem], filename: str, doc: Document) -> list[Config
             message = _hide_value(message, value, doc.written[problem.path])
             message += " (value from " + ", ".join(f"${{{name}}}" for name in names) + ")"
         line = problem.line if problem.line is not None else doc.line_of(problem.path)
-        config_problem = ConfigProblem(filename, line, _dotted(problem.path), message)
+        config_problem = ConfigProblem(filename, line, dotted(problem.path), message)
         if config_problem not in result:
             result.append(config_problem)
     return sorted(result, key=lambda p: p.line or 0)
@@ -306,10 +308,3 @@ def _hide_value(message: str, value: object, written: str) -> str:
     if len(value.strip()) >= 3:  # a shorter one could be part of a word or number of the text
         message = message.replace(value, written)
     return message
-
-
-def _dotted(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
-    return text

@@ -50,6 +50,24 @@ DEFAULT_ALERT_MAX_AGE = timedelta(hours=24)
 NO_LIMIT = "off"  # `alert_max_age: off`: items of any age alert
 DEFAULT_USER_AGENT = "news-monitor/1.0 (+https://example.org/about-this-bot)"
 DEFAULT_FROM = "News monitor <monitor@example.org>"
+KeyPath = tuple[str | int, ...]  # where a value is in the file: ("feeds", 0, "url")
+
+
+def nearest_line(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
+    """The line of `path` in `lines`, else of its nearest parent there."""
+    for end in range(len(path), 0, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def dotted(path: KeyPath) -> str:
+    """The key as messages name it: `feeds[2].url`, `watchlists.taiwan.query`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
 
 # ---- value types ---------------------------------------------------------------------------------
 
@@ -522,9 +540,11 @@ class Settings(_Model):
     email: EmailSettings | None = None
     config_dir: Path = Field(default_factory=Path.cwd)
     _relative_database: str | None = PrivateAttr(default=None)
-    _from_variables: Mapping[tuple[str | int, ...], str] = PrivateAttr(
+    _from_variables: Mapping[KeyPath, str] = PrivateAttr(
         default_factory=lambda: MappingProxyType({})
     )
+    _lines: Mapping[KeyPath, int] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
+    _file: str = PrivateAttr(default="<string>")
 
     @property
     def relative_database_path(self) -> str | None:
@@ -532,14 +552,31 @@ class Settings(_Model):
         return self._relative_database
 
     @property
-    def from_variables(self) -> Mapping[tuple[str | int, ...], str]:
+    def from_variables(self) -> Mapping[KeyPath, str]:
         """The values that came from `${VAR}`, as the file wrote them (`https://${HOST}/feed`),
         by key path (`("feeds", 0, "url")`); a feed's inherited value is under the feed's key
         too. What may be shown of such a value is the reference, never the value."""
         return self._from_variables
 
-    def remember_variables(self, written: Mapping[tuple[str | int, ...], str]) -> None:
-        """Set `from_variables`; the loader does it once, as it builds the settings."""
+    @property
+    def file(self) -> str:
+        """The config file the settings were read from, as it was named."""
+        return self._file
+
+    def line_of(self, path: KeyPath) -> int | None:
+        """The line where `path` (or its nearest parent the file wrote) is, if known."""
+        return nearest_line(self._lines, path)
+
+    def wrote(self, path: KeyPath) -> bool:
+        """Whether the file itself has the key `path` (not only a default)."""
+        return path in self._lines
+
+    def remember_source(
+        self, file: str, lines: Mapping[KeyPath, int], written: Mapping[KeyPath, str]
+    ) -> None:
+        """Where the settings came from: the loader sets it once, as it builds them."""
+        self._file = file
+        self._lines = MappingProxyType(dict(lines))
         self._from_variables = MappingProxyType(dict(written))
 
     @model_validator(mode="after")

@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from monitor.config.env import substitute
+from monitor.config.schema import KeyPath, nearest_line
 
 # ---- reading YAML --------------------------------------------------------------------------------
 
-KeyPath = tuple[str | int, ...]
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool")}
@@ -91,10 +91,7 @@ class Document:
     problems: list[Problem] = field(default_factory=list)
 
     def line_of(self, path: KeyPath) -> int | None:
-        for end in range(len(path), 0, -1):
-            if path[:end] in self.lines:
-                return self.lines[path[:end]]
-        return None
+        return nearest_line(self.lines, path)
 
 
 class _Builder:

@@ -437,18 +437,34 @@ def parse(query: str) -> Node:
     return _Parser(query).parse()
 
 
+def leaves(node: Node) -> list[Term | Phrase | EntityRef | CountryRef | Filter]:
+    """The query's terms, phrases, references and filters, in order."""
+    match node:
+        case Field(child=child) | Not(child=child):
+            return leaves(child)
+        case And(children=children) | Or(children=children):
+            return [leaf for c in children for leaf in leaves(c)]
+        case Near(left=left, right=right):
+            return leaves(left) + leaves(right)
+    return [node]
+
+
 def references(node: Node) -> list[EntityRef | CountryRef]:
     """Every @entity and @country:CC the query uses, in order."""
-    match node:
-        case EntityRef() | CountryRef():
-            return [node]
-        case Field(child=child) | Not(child=child):
-            return references(child)
-        case And(children=children) | Or(children=children):
-            return [r for c in children for r in references(c)]
-        case Near(left=left, right=right):
-            return references(left) + references(right)
-    return []
+    return [leaf for leaf in leaves(node) if isinstance(leaf, EntityRef | CountryRef)]
+
+
+def operator_lookalikes(node: Node) -> list[Term]:
+    """The words `and`, `or` and `not` not written in capitals: ordinary terms that an item must
+    contain like any other, though whoever wrote them most likely meant the operator. `=and`
+    and a quoted "and" ask for the word on purpose and are not listed."""
+    return [
+        leaf
+        for leaf in leaves(node)
+        if isinstance(leaf, Term)
+        and not (leaf.as_written or leaf.prefix)
+        and leaf.text.upper() in ("AND", "OR", "NOT")
+    ]
 
 
 def validate(query: str, entity_names: Collection[str]) -> None:

@@ -31,9 +31,10 @@ def test_a_feed_on_a_non_public_address_is_an_error_unless_allowed(tmp_path: Pat
         "  - {name: other-lan, url: 'http://192.168.1.9/rss'}\n"
         "  - {name: public, url: 'https://93.184.216.34/rss'}\n"
         "  - {name: by-name, url: 'https://news.example/rss'}\n"
+        "  - {name: resting, url: 'http://127.0.0.1:8082/feed', enabled: false}\n"
         "fetch: {allow_networks: [10.1.0.0/16]}\n",
     )
-    assert _where(findings) == [
+    assert _where(findings) == [  # not the disabled feed: off on purpose
         (2, "feeds[0].url", True),
         (3, "feeds[1].url", True),
         (6, "feeds[4].url", True),

@@ -357,6 +357,36 @@ def test_an_invalid_value_from_a_variable_is_named_by_its_reference() -> None:
     ]
 
 
+def test_enabled_false_keeps_a_feed_or_watchlist_in_the_file_but_out_of_use() -> None:
+    settings = parse_config(
+        "feeds:\n"
+        "  - {name: on-air, url: https://a.example/feed}\n"
+        "  - {name: resting, url: https://b.example/feed, enabled: false}\n"
+        "watchlists:\n"
+        "  live: {query: x}\n"
+        "  parked: {query: y, enabled: no, feeds: [resting]}\n",
+        "config.yaml",
+        {},
+    )
+    assert [f.name for f in settings.feeds] == ["on-air"]
+    assert list(settings.watchlists) == ["live"]
+    assert [(f.name, f.enabled) for f in settings.all_feeds] == [
+        ("on-air", True),
+        ("resting", False),
+    ]
+    assert [(w.name, w.enabled) for w in settings.all_watchlists.values()] == [
+        ("live", True),
+        ("parked", False),
+    ]
+    text = summary(settings)
+    assert "feeds (2, 1 disabled)" in text and "watchlists (2, 1 disabled)" in text
+    assert "https://b.example/feed  (disabled, every 10m)" in text
+    assert "→ console; feeds resting; disabled" in text
+    # A disabled entry is checked like any other.
+    problems = _problems("watchlists:\n  parked: {query: 'x AND', enabled: false}\n")
+    assert [p.key for p in problems] == ["watchlists.parked.query"]
+
+
 def test_literal_secrets_are_not_echoed_either() -> None:
     text = "database:\n  url: mysql://u:hunter2@db/x\ntelegram:\n  token: hunter2\n"
     problems = _problems(text)

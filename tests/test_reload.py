@@ -114,6 +114,40 @@ def test_sighup_swaps_feeds_and_watchlists_while_a_poll_is_in_flight(
     assert any(line.startswith("[taiwan-red-line]") for line in service.stdout)
 
 
+def test_disabled_feeds_and_watchlists_stay_off_until_a_reload_enables_them(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    for path in ("/news.xml", "/other.xml"):
+        server.respond(
+            path,
+            body=SAMPLE.read_bytes(),
+            headers={"Content-Type": "application/rss+xml; charset=utf-8"},
+        )
+    config = tmp_path / "config.yaml"
+    feeds = {"news": server.url("/news.xml"), "other": server.url("/other.xml")}
+    database = f"sqlite:///{tmp_path / 'monitor.db'}"
+
+    def write(enabled: str) -> None:
+        watchlists = SAMPLE_WATCHLISTS + CHINA.replace("}", f", enabled: {enabled}}}")
+        service_config(config, database, feeds, log_format="json", watchlists=watchlists)
+        text = config.read_text("utf-8").replace(
+            "{name: other,", f"{{name: other, enabled: {enabled},"
+        )
+        config.write_text(text, "utf-8")
+
+    write("false")
+    with MonitorProcess(config) as service:
+        service.wait_for(event("run.started", feeds=1, watchlists=1))
+        polled = service.wait_for(event("poll.done", feed="news"))
+        assert [r.path for r in server.requests] == ["/news.xml"]
+        write("true")
+        service.send(signal.SIGHUP)
+        done = service.wait_for(event("reload.done", added="other", watchlists=2), after=polled)
+        service.wait_for(event("poll.done", feed="other"), after=done)
+        assert service.stop() == 0
+    assert any(line.startswith("[china]") for line in service.stdout), service.stdout
+
+
 def test_sighup_with_an_invalid_config_keeps_the_old_one_and_logs_why(
     tmp_path: Path, server: LoopbackServer
 ) -> None:

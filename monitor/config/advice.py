@@ -57,7 +57,9 @@ def _feed_findings(s: Settings) -> list[tuple[KeyPath, str, bool]]:
     from monitor.fetch import FetchPolicy, check_url  # the fetcher's own rules, not a copy
 
     findings: list[tuple[KeyPath, str, bool]] = []
-    for index, feed in enumerate(s.feeds):
+    for index, feed in enumerate(s.all_feeds):
+        if not feed.enabled:  # off on purpose, perhaps because it does not work yet
+            continue
         path: KeyPath = ("feeds", index, "url")
         written = s.from_variables.get(path)
         parts = urlsplit(feed.url)
@@ -95,7 +97,7 @@ def _feed_findings(s: Settings) -> list[tuple[KeyPath, str, bool]]:
 
 
 def _unused_channels(s: Settings) -> list[tuple[KeyPath, str, bool]]:
-    used = {name for watchlist in s.watchlists.values() for name in watchlist.notify}
+    used = {name for watchlist in s.all_watchlists.values() for name in watchlist.notify}
     findings: list[tuple[KeyPath, str, bool]] = []
     for name in s.channels:
         if name not in used and (name != CONSOLE or s.wrote(("channels", name))):
@@ -112,7 +114,7 @@ def _unused_channels(s: Settings) -> list[tuple[KeyPath, str, bool]]:
 
 def _lookalike_operators(s: Settings) -> list[tuple[KeyPath, str, bool]]:
     findings: list[tuple[KeyPath, str, bool]] = []
-    for name, watchlist in s.watchlists.items():
+    for name, watchlist in s.all_watchlists.items():
         for term in operator_lookalikes(parse(watchlist.query)):
             word, operator = term.text, term.text.upper()
             findings.append(

@@ -65,12 +65,13 @@ def summary(settings: Settings) -> str:
         f"service     listen {shown(('service', 'listen'), s.service.listen or 'off')}, "
         f"logs as {shown(('service', 'log_format'), s.service.log_format)}",
         "",
-        f"feeds ({len(s.feeds)})",
+        f"feeds ({_counted(len(s.all_feeds), len(s.feeds))})",
     ]
     width = max((len(name) for name in _all_names(s)), default=0)
-    for index, feed in enumerate(s.feeds):
+    for index, feed in enumerate(s.all_feeds):
         at: KeyPath = ("feeds", index)
-        details = [f"every {shown((*at, 'interval'), format_duration(feed.interval))}"]
+        details = [] if feed.enabled else ["disabled"]
+        details += [f"every {shown((*at, 'interval'), format_duration(feed.interval))}"]
         details += [shown((*at, "language"), feed.language)] if feed.language else []
         details += ["full text"] if feed.full_text else []
         details += ["private allowed"] if feed.allow_private else []
@@ -85,14 +86,15 @@ def summary(settings: Settings) -> str:
         aliases = ", ".join(every[:4]) + (", …" if len(every) > 4 else "")
         count = f"{len(entity.aliases)} alias{'' if len(entity.aliases) == 1 else 'es'}"
         lines.append(f"  {entity.name:<{width}}  {count}: {aliases}")
-    lines.append(f"watchlists ({len(s.watchlists)})")
-    for watchlist in s.watchlists.values():
+    lines.append(f"watchlists ({_counted(len(s.all_watchlists), len(s.watchlists))})")
+    for watchlist in s.all_watchlists.values():
         at = ("watchlists", watchlist.name)
         languages = shown.each((*at, "languages"), watchlist.languages)
         feeds = shown.each((*at, "feeds"), watchlist.feeds)
         filters = [f"languages {', '.join(languages)}"] if languages else []
         filters += [f"feeds {', '.join(feeds)}"] if feeds else []
         notify = ", ".join(shown.each((*at, "notify"), watchlist.notify))
+        filters += [] if watchlist.enabled else ["disabled"]
         lines.append(f"  {watchlist.name:<{width}}  {shown((*at, 'query'), watchlist.query)}")
         lines.append(
             f"  {'':<{width}}  → {'; '.join([notify or 'Telegram subscribers only', *filters])}"
@@ -117,6 +119,14 @@ def summary(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _counted(configured: int, enabled: int) -> str:
+    return (
+        str(configured)
+        if configured == enabled
+        else f"{configured}, {configured - enabled} disabled"
+    )
+
+
 def _private_addresses(s: Settings, shown: _Shown) -> str:
     if s.fetch.allow_private:
         return "allowed"
@@ -127,9 +137,9 @@ def _private_addresses(s: Settings, shown: _Shown) -> str:
 
 
 def _all_names(s: Settings) -> Iterator[str]:
-    yield from (feed.name for feed in s.feeds)
+    yield from (feed.name for feed in s.all_feeds)
     yield from s.entities
-    yield from s.watchlists
+    yield from s.all_watchlists
     yield from s.channels
 
 

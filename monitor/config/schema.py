@@ -350,6 +350,7 @@ class FeedSettings(_Model):
     full_text: bool = False
     allow_private: bool = False
     alert_max_age: MaxAge = DEFAULT_ALERT_MAX_AGE
+    enabled: bool = True  # false: kept in the file, never polled
 
 
 class Entity(_Model):
@@ -365,7 +366,8 @@ class Watchlist(_Model):
     `notify` lists channel names. Without `notify` in the file it is `("console",)`, the built-in
     console channel (SPEC §2: "a watchlist without notify goes to the console"); an explicit
     `notify: []` means only Telegram subscribers get it. Empty `languages` / `feeds` mean all.
-    `description` is what the bot's /watchlists shows beside the name.
+    `description` is what the bot's /watchlists shows beside the name. `enabled: false` keeps it
+    in the file (checked all the same) but matches nothing.
     """
 
     name: str
@@ -374,6 +376,7 @@ class Watchlist(_Model):
     notify: ListOf[Name] = (CONSOLE,)
     languages: ListOf[Language] = ()
     feeds: ListOf[FeedName] = ()
+    enabled: bool = True
 
 
 class Digest(_Model):
@@ -522,6 +525,9 @@ class EmailSettings(_Model):
 class Settings(_Model):
     """The whole config file. Build it with `load_config` / `parse_config`.
 
+    `feeds` and `watchlists` hold the enabled ones, which are polled and matched: every consumer
+    gets only those. `all_feeds` and `all_watchlists` hold the disabled ones too (`enabled:
+    false`), in file order, for what lists the configuration.
     `channels` always holds a `console` channel (the built-in one unless the file defines its own);
     `config_dir` is the absolute directory of the config file, for relative feed paths and a
     relative SQLite path (`database.url` holds the absolute one; `relative_database_path` the path
@@ -540,6 +546,10 @@ class Settings(_Model):
     email: EmailSettings | None = None
     config_dir: Path = Field(default_factory=Path.cwd)
     _relative_database: str | None = PrivateAttr(default=None)
+    _all_feeds: tuple[FeedSettings, ...] = PrivateAttr(default=())
+    _all_watchlists: Mapping[str, Watchlist] = PrivateAttr(
+        default_factory=lambda: MappingProxyType({})
+    )
     _from_variables: Mapping[KeyPath, str] = PrivateAttr(
         default_factory=lambda: MappingProxyType({})
     )
@@ -550,6 +560,16 @@ class Settings(_Model):
     def relative_database_path(self) -> str | None:
         """The SQLite path as the file wrote it, when it was relative (else None)."""
         return self._relative_database
+
+    @property
+    def all_feeds(self) -> tuple[FeedSettings, ...]:
+        """Every feed of the file in its order, the disabled ones too."""
+        return self._all_feeds
+
+    @property
+    def all_watchlists(self) -> Mapping[str, Watchlist]:
+        """Every watchlist of the file, the disabled ones too."""
+        return self._all_watchlists
 
     @property
     def from_variables(self) -> Mapping[KeyPath, str]:
@@ -578,6 +598,18 @@ class Settings(_Model):
         self._file = file
         self._lines = MappingProxyType(dict(lines))
         self._from_variables = MappingProxyType(dict(written))
+
+    @model_validator(mode="after")
+    def _disabled_aside(self) -> Settings:
+        self._all_feeds = self.feeds
+        self._all_watchlists = self.watchlists
+        # The model is frozen; this validator is one of the last steps of building it.
+        if not all(feed.enabled for feed in self.feeds):
+            object.__setattr__(self, "feeds", tuple(f for f in self.feeds if f.enabled))
+        if not all(watchlist.enabled for watchlist in self.watchlists.values()):
+            enabled = {name: w for name, w in self.watchlists.items() if w.enabled}
+            object.__setattr__(self, "watchlists", MappingProxyType(enabled))
+        return self
 
     @model_validator(mode="after")
     def _database_beside_the_config(self) -> Settings:

@@ -16,6 +16,7 @@ from monitor.cli import (
     database,
     feeds,
     match,
+    opml,
     reload,
     run,
     send_test,
@@ -49,5 +50,6 @@ _command(stories.stories)
 _command(send_test.send_test, "send-test")
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(database.db_app, name="db")
+app.add_typer(opml.opml_app, name="opml")
 
 __all__ = ["app", "main"]

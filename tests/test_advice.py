@@ -25,7 +25,7 @@ def test_a_feed_on_a_non_public_address_is_an_error_unless_allowed(tmp_path: Pat
         tmp_path,
         "feeds:\n"
         "  - {name: loopback, url: 'http://127.0.0.1:8080/feed'}\n"
-        "  - {name: local-name, url: 'http://localhost:8080/feed'}\n"
+        "  - {name: local-name, url: 'http://LocalHost:8080/feed'}\n"
         "  - {name: allowed, url: 'http://127.0.0.1:8081/feed', allow_private: true}\n"
         "  - {name: intranet, url: 'http://10.1.2.3/rss'}\n"
         "  - {name: other-lan, url: 'http://192.168.1.9/rss'}\n"

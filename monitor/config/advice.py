@@ -70,7 +70,9 @@ def _feed_findings(s: Settings) -> list[tuple[KeyPath, str, bool]]:
             host = (parts.hostname or "").rstrip(".").lower()
             named = ""
             if host == "localhost" or host.endswith(".localhost"):
-                parts = parts._replace(netloc=parts.netloc.replace(parts.hostname or "", LOCALHOST))
+                user, at, host_port = parts.netloc.rpartition("@")
+                _, colon, port = host_port.partition(":")
+                parts = parts._replace(netloc=f"{user}{at}{LOCALHOST}{colon}{port}")
                 named = f"{host} is {LOCALHOST}: "
             try:
                 check_url(parts.geturl(), policy)

@@ -17,8 +17,12 @@ def _count(count: int, noun: str) -> str:
 
 
 def check(ctx: typer.Context) -> None:
-    """Validate the config: list every error (exit 2) or print a summary (exit 0), with warnings
-    about what is valid but most likely wrong."""
+    """Validate the config and list every problem.
+
+    Every error, with file, line and key (exit 2), or a summary of the config (exit 0); and
+    warnings about what is valid but most likely wrong: a missing local feed file, a channel no
+    watchlist notifies, a lower-case and/or/not in a query.
+    """
     from monitor.config import summary
     from monitor.config.advice import advise
 

@@ -17,10 +17,23 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from monitor.cli.app import EXIT_USAGE, fail, load_settings, stderr
+from monitor.cli.app import (
+    EXIT_USAGE,
+    MonitorCommand,
+    config_after_command,
+    fail,
+    load_settings,
+    stderr,
+)
 
 opml_app = typer.Typer(
-    help="Import feeds from an OPML subscription list, or export the configured feeds as OPML.",
+    help="""Import feeds from an OPML list, or export them as OPML.
+
+    \b
+    Examples:
+      monitor opml import subscriptions.opml
+      monitor opml export > feeds.opml
+    """,
     no_args_is_help=True,
 )
 
@@ -34,7 +47,8 @@ def _feeds(count: int) -> str:
     return f"{count} feed{'' if count == 1 else 's'}"
 
 
-@opml_app.command("import")
+@opml_app.command("import", cls=MonitorCommand)
+@config_after_command
 def import_feeds(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The OPML file, e.g. exported by a feed reader.")],
@@ -45,12 +59,17 @@ def import_feeds(
         ),
     ] = False,
 ) -> None:
-    """Print the feeds of an OPML file that the config does not have yet, as entries for its
-    `feeds:` list; with --write, add them to the config file (its comments and layout stay as
-    they are). Feeds already configured (same URL) are skipped.
+    """Print the feeds of an OPML file that the config does not have yet.
 
-    Examples: `monitor opml import subscriptions.opml`,
-    `monitor opml import subscriptions.opml --write`.
+    They are printed as entries for the config's feeds: list; with --write they are added to the
+    config file after its last feed, every other line, comment and blank line staying as it was.
+    Feeds already configured (same URL) are skipped. A running service takes new feeds on
+    monitor reload.
+
+    \b
+    Examples:
+      monitor opml import subscriptions.opml
+      monitor opml import subscriptions.opml --write --config /etc/news-monitor/config.yaml
     """
     from monitor.config import parse_config
     from monitor.config.edit import EditError, add_feeds, feed_entries
@@ -106,12 +125,17 @@ def import_feeds(
     )
 
 
-@opml_app.command("export")
+@opml_app.command("export", cls=MonitorCommand)
+@config_after_command
 def export_feeds(ctx: typer.Context) -> None:
-    """Print the configured feeds as an OPML 2.0 subscription list, for a feed reader or another
-    monitor. Local feed files are left out.
+    """Print the configured feeds as an OPML 2.0 subscription list.
 
-    Example: `monitor opml export > feeds.opml`.
+    For a feed reader or another monitor. Every http(s) feed of the config is listed, disabled
+    ones too; local feed files are left out.
+
+    \b
+    Example:
+      monitor opml export > feeds.opml
     """
     from monitor.core.opml import ConfiguredFeed, export_opml
 

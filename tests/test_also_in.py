@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from botapi import BotAPIDouble
+from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import (
     ALICE,
@@ -30,6 +31,9 @@ from smtpserver import SMTPTestServer
 from monitor.config import Settings
 from monitor.daemon import Service
 from monitor.edits import MAX_EDIT_ATTEMPTS
+from monitor.errors import RateLimitedError
+from monitor.model import Alert
+from monitor.notify.telegram import TelegramNotifier
 from monitor.store import db
 from monitor.store.message_edits import EditToMake, claim_due_edits, finish_edit
 from monitor.store.tables import alerts
@@ -342,3 +346,36 @@ def test_an_edit_made_again_after_its_record_was_lost_is_taken_as_done(
     assert len(double.edits) == 1
     [alert] = outbox(settings)
     assert (alert.message_sources, alert.edit_due_at) == ('["bbc"]', None)
+
+
+def test_an_edit_waits_for_the_chats_send_slot_like_a_message(double: BotAPIDouble) -> None:
+    now = [1000.0]
+    notifier = TelegramNotifier(TOKEN, double.api_url, max_wait=0.0, clock=lambda: now[0])
+    alert = Alert(
+        id=1,
+        watchlist="taiwan-red-line",
+        channel="desk",
+        recipient=str(DESK),
+        title=REPORT,
+        body="Taiwan is the first red line.",
+        link="https://example.org/r",
+        source="wire",
+        published=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
+    )
+
+    async def scenario() -> None:
+        try:
+            message = await notifier.send(alert)
+            later = replace(alert, other_sources=("bbc",))
+            with pytest.raises(RateLimitedError) as held:  # the chat had its message this second
+                await notifier.edit(later, message)
+            assert held.value.retry_after is not None and held.value.retry_after > 0
+            assert double.calls_of("editMessageText") == []
+            now[0] += held.value.retry_after
+            await notifier.edit(later, message)
+        finally:
+            await notifier.close()
+
+    asyncio.run(scenario())
+    [edit] = double.edits
+    assert edit.plain is not None and edit.plain.endswith("also in: bbc")

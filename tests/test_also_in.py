@@ -17,7 +17,7 @@ from servicekit import (
     ALICE,
     DESK,
     WATCHLISTS,
-    cli,
+    MonitorProcess,
     feed,
     make_due,
     outbox,
@@ -305,12 +305,14 @@ def test_one_process_edits_a_message_at_a_time_and_a_source_joining_meanwhile_is
 def test_monitor_once_says_how_many_messages_it_edited(
     settings: Settings, tmp_path: Path, feeds: LoopbackServer
 ) -> None:
-    config = str(tmp_path / "config.yaml")
-    assert cli("--config", config, "once")[0] == 0
+    # Real processes: `monitor once` sets up logging, which must not leak into other tests.
+    config = tmp_path / "config.yaml"
+    with MonitorProcess(config, "once") as first:
+        assert first.wait(timeout=600) == 0
     serve(feeds, "bbc", REPORT)
-    code, _, stderr = cli("--config", config, "once")
-    assert code == 0
-    summary = " ".join(stderr.split())  # as one line, however the terminal wrapped it
+    with MonitorProcess(config, "once") as second:
+        assert second.wait(timeout=600) == 0
+    summary = " ".join(" ".join(second.lines).split())
     assert (
         "1 new and 0 updated items; 0 alerts queued, 0 sent; "
         "1 sent before edited to list new sources" in summary

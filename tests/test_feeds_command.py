@@ -46,10 +46,13 @@ def poll(
     )
 
 
-def make_database(tmp_path: Path, configured: list[str] = CONFIGURED) -> Path:
+def make_database(
+    tmp_path: Path, configured: list[str] = CONFIGURED, disabled: tuple[str, ...] = ()
+) -> Path:
     """A database as a service leaves it: a healthy feed with two items, one failing three times
     in a row, one failing since its first poll (with a long name), one gone, and one that was
-    removed from the config since; a config of `configured`."""
+    removed from the config since; a config of `configured`, those of `disabled` with `enabled:
+    false`."""
     url = f"sqlite:///{tmp_path / 'monitor.db'}"
     engine = db.make_engine(url)
     try:
@@ -78,7 +81,12 @@ def make_database(tmp_path: Path, configured: list[str] = CONFIGURED) -> Path:
     finally:
         engine.dispose()
     config = tmp_path / "config.yaml"
-    listed = "".join(f"  - {{name: {n}, url: 'https://{n}.example/rss'}}\n" for n in configured)
+    listed = "".join(
+        f"  - {{name: {n}, url: 'https://{n}.example/rss'"
+        + (", enabled: false" if n in disabled else "")
+        + "}\n"
+        for n in configured
+    )
     config.write_text(f"database: {{url: 'sqlite:///monitor.db'}}\nfeeds:\n{listed}", "utf-8")
     return config
 
@@ -144,6 +152,7 @@ def test_feeds_json_has_one_record_per_configured_feed(tmp_path: Path) -> None:
     assert list(records) == CONFIGURED
     assert records["aawsat"] == {
         "feed": "aawsat",
+        "enabled": True,
         "status": "error",
         "last_poll": "2026-11-26T09:00:00Z",
         "last_success": "2026-11-25T23:00:00Z",
@@ -158,6 +167,7 @@ def test_feeds_json_has_one_record_per_configured_feed(tmp_path: Path) -> None:
     assert (records["sample"]["items"], records["sample"]["failing_since"]) == (2, None)
     assert records["added-today"] == {
         "feed": "added-today",
+        "enabled": True,
         "status": None,
         "last_poll": None,
         "last_success": None,
@@ -212,3 +222,42 @@ def test_feeds_check_failing_for_counts_only_feeds_failing_that_long(tmp_path: P
     )
     code, _, err = cli("--config", str(config), "feeds", "--failing-for", "1h")
     assert code == 2 and err == "error: --failing-for goes with --check\n"
+
+
+def test_a_disabled_feed_is_listed_as_disabled_and_left_out_of_the_check(tmp_path: Path) -> None:
+    """aawsat, failing, is disabled, and so is a feed being tried out that was never polled: both
+    are listed where the config has them, as disabled, their old failures not shown; the check
+    looks at the enabled feeds only and says how many are disabled."""
+    configured = [*CONFIGURED, "trial"]
+    config = make_database(tmp_path, configured, disabled=("aawsat", "trial"))
+    code, out, _ = cli("feeds", "--config", str(config))
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[1:-2] if not line.startswith(" ")] == configured
+    # status, last success, failing since, items, next poll, last poll, new: not failing and
+    # not due, what it did when it was polled kept
+    assert lines[2].split() == [
+        "aawsat", "disabled", "2026-11-25", "23:00", "-", "0", "-", "2026-11-26", "09:00", "0"
+    ]  # fmt: skip
+    assert not lines[3].startswith(" ")  # no error below it
+    assert lines[-3].split()[:2] == ["trial", "disabled"]
+    assert lines[-2] == "6 feeds, 2 failing, 1 never polled, 2 disabled; times in UTC"
+
+    code, out, _ = cli("feeds", "--json", "--config", str(config))
+    records = {r["feed"]: r for r in map(json.loads, out.splitlines())}
+    assert list(records) == configured
+    assert [name for name, r in records.items() if not r["enabled"]] == ["aawsat", "trial"]
+    assert (records["aawsat"]["failures"], records["aawsat"]["failing_since"]) == (0, None)
+    assert records["aawsat"]["last_success"] == "2026-11-25T23:00:00Z"
+
+    code, out, _ = cli("feeds", "--check", "--config", str(config))
+    assert code == 1
+    assert out.startswith("FEEDS WARNING - 2 of 4 feeds failing: " + LONG_NAME)
+    assert "aawsat" not in out
+    assert out.endswith("; 2 disabled | failing=2;;;0;4\n")
+
+    healthy = tmp_path / "healthy"
+    healthy.mkdir()
+    config = make_database(healthy, ["sample", "aawsat"], disabled=("aawsat",))
+    code, out, _ = cli("feeds", "--check", "--config", str(config))
+    assert (code, out) == (0, "FEEDS OK - 1 feed, none failing; 1 disabled | failing=0;;;0;1\n")

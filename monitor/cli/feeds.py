@@ -88,8 +88,8 @@ def feeds(
     rows, counts = in_database(settings, lambda s: (feed_health(s), alert_counts(s)))
     stored = {row.name: row for row in rows}
     # The config's feeds, in its order: one removed from it is not shown, one added is "never
-    # polled" until the service has polled it.
-    configured = [Feed(f.name, stored.get(f.name)) for f in settings.feeds]
+    # polled" until the service has polled it, one with `enabled: false` is "disabled".
+    configured = [Feed(f.name, stored.get(f.name), f.enabled) for f in settings.all_feeds]
     if check:
         cutoff = datetime.now(UTC) - grace if grace else None
         line, failing = check_line(configured, cutoff, failing_for)
@@ -112,14 +112,21 @@ def feeds(
 
 @dataclass(frozen=True, slots=True)
 class Feed:
-    """A feed of the config and what the database holds of it (None: never polled)."""
+    """A feed of the config and what the database holds of it (None: never polled). A disabled
+    feed is not polled: it is never failing, and its failures of before are not shown."""
 
     name: str
     health: FeedHealth | None
+    enabled: bool = True
 
     @property
     def failing(self) -> bool:
-        return self.health is not None and self.health.consecutive_failures > 0
+        return self.enabled and self.health is not None and self.health.consecutive_failures > 0
+
+    @property
+    def polled(self) -> FeedHealth | None:
+        """Its health while it is polled: None for a disabled feed or one never polled."""
+        return self.health if self.enabled else None
 
 
 def feed_json(feed: Feed) -> dict[str, Any]:
@@ -127,14 +134,15 @@ def feed_json(feed: Feed) -> dict[str, Any]:
     h = feed.health
     return {
         "feed": feed.name,
+        "enabled": feed.enabled,
         "status": h.last_status if h else None,
         "last_poll": iso(h.last_polled_at) if h else None,
         "last_success": iso(h.last_success_at) if h else None,
-        "failing_since": iso(h.failing_since) if h else None,
-        "failures": h.consecutive_failures if h else 0,
+        "failing_since": iso(h.failing_since) if feed.failing and h else None,
+        "failures": h.consecutive_failures if feed.failing and h else 0,
         "last_error": h.last_error if h else None,
         "new_items": h.last_new_items if h else None,
-        "next_poll": iso(h.next_poll_at) if h else None,
+        "next_poll": iso(h.next_poll_at) if feed.polled and h else None,
         "items": h.item_count if h else 0,
         "alerts_given_up": h.failed_alert_count if h else 0,
     }
@@ -144,7 +152,11 @@ def check_line(
     configured: list[Feed], cutoff: datetime | None = None, grace: str | None = None
 ) -> tuple[str, bool]:
     """The one line of `--check` (Nagios plugin style, with performance data) and whether any
-    feed fails (with `cutoff`: has been failing since then or earlier, for `grace`)."""
+    feed fails (with `cutoff`: has been failing since then or earlier, for `grace`). Only the
+    enabled feeds are checked; the disabled ones are counted at the end."""
+    disabled = sum(not feed.enabled for feed in configured)
+    configured = [feed for feed in configured if feed.enabled]
+    aside = f"; {disabled} disabled" if disabled else ""
     failing = [
         feed
         for feed in configured
@@ -158,7 +170,7 @@ def check_line(
     perfdata = f"failing={len(failing)};;;0;{total}"
     if not failing:
         also = f" for {grace} ({recent} for less)" if recent else ""
-        return f"FEEDS OK - {count(total, 'feed')}, none failing{also} | {perfdata}", False
+        return f"FEEDS OK - {count(total, 'feed')}, none failing{also}{aside} | {perfdata}", False
     details = "; ".join(
         f"{feed.name} since {when(feed.health.failing_since)} UTC"
         + (f": {feed.health.last_error}" if feed.health.last_error else "")
@@ -169,15 +181,19 @@ def check_line(
     line = f"FEEDS WARNING - {len(failing)} of {count(total, 'feed')} failing{also}: {details}"
     if recent:
         line += f"; {recent} more for less than {grace}"
+    line += aside
     return f"{' '.join(line.split())} | {perfdata}", True
 
 
 def summary_line(configured: list[Feed]) -> str:
     failing = sum(feed.failing for feed in configured)
-    never = sum(feed.health is None for feed in configured)
+    never = sum(_status(feed) == "never polled" for feed in configured)
+    disabled = sum(not feed.enabled for feed in configured)
     parts = [count(len(configured), "feed"), f"{failing} failing"]
     if never:
         parts.append(f"{never} never polled")
+    if disabled:
+        parts.append(f"{disabled} disabled")
     return ", ".join(parts) + "; times in UTC"
 
 
@@ -192,17 +208,24 @@ def _date(moment: datetime | None, none: str = "-") -> str:
     return when(moment) if moment else none
 
 
+def _status(feed: Feed) -> str:
+    if not feed.enabled:
+        return "disabled"
+    # A feed the service has registered but not polled yet has no status either.
+    return feed.health.last_status if feed.health and feed.health.last_status else "never polled"
+
+
 _REQUIRED = (
-    _Column("status", lambda f: f.health.last_status if f.health else "never polled"),
+    _Column("status", _status),
     _Column(
         "last success", lambda f: _date(f.health.last_success_at, "never") if f.health else "-"
     ),
-    _Column("failing since", lambda f: _date(f.health.failing_since) if f.health else "-"),
+    _Column("failing since", lambda f: _date(f.polled.failing_since) if f.polled else "-"),
     _Column("items", lambda f: str(f.health.item_count) if f.health else "0", right=True),
 )
 # Shown when the terminal has room, in this order (always in a pipe).
 _OPTIONAL = (
-    _Column("next poll", lambda f: _date(f.health.next_poll_at) if f.health else "-"),
+    _Column("next poll", lambda f: _date(f.polled.next_poll_at) if f.polled else "-"),
     _Column("last poll", lambda f: _date(f.health.last_polled_at) if f.health else "-"),
     _Column("new", lambda f: str(f.health.last_new_items or 0) if f.health else "-", right=True),
 )
@@ -244,8 +267,8 @@ def feed_table(configured: list[Feed], width: int | None) -> list[str]:
             lines.append(line("", row[:shown]))
         else:
             lines.append(line(feed.name, row[:shown]))
-        if feed.health is not None and feed.health.last_error:
-            lines.extend(_error_lines(feed.health, width))
+        if feed.polled is not None and feed.polled.last_error:
+            lines.extend(_error_lines(feed.polled, width))
     return lines
 
 

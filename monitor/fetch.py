@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -43,6 +44,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from monitor.errors import FetchError, UnsafeURLError
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -137,6 +141,19 @@ class FetchPolicy:
             raise ValueError(f"proxy must be an http:// or https:// URL, not {self.proxy!r}")
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
         object.__setattr__(self, "_networks", networks)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchPolicy:
+        """The policy of the config's `fetch:` section and `defaults.timeout`, as the service
+        fetches feeds and `monitor match` fetches URLs."""
+        return cls(
+            timeout=settings.defaults.timeout.total_seconds(),
+            max_body=settings.fetch.max_body,
+            user_agent=settings.fetch.user_agent,
+            allow_private=settings.fetch.allow_private,
+            allowed_networks=settings.fetch.allow_networks,
+            proxy=settings.fetch.proxy,
+        )
 
     def allows_address(self, address: IPAddress) -> bool:
         """Whether a connection to `address` is permitted under this policy."""

@@ -32,6 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from httpserver import ETAG, LAST_MODIFIED, SMALL_FEED, LoopbackServer
 from virtualtime import VirtualTime
 
+from monitor.config import parse_config
 from monitor.errors import FetchError, UnsafeURLError
 from monitor.fetch import (
     FetchPolicy,
@@ -738,3 +739,17 @@ def test_a_host_that_stays_busy_is_not_asked_and_says_so() -> None:
         == "not sent: waited 20 s for a free connection to 127.0.0.1 (fetch.per_host: 1)"
     )
     assert sorted(path for path, _ in requests) == ["/feed0", "/feed1"]  # never reached the server
+
+
+def test_the_policy_of_a_config_is_its_fetch_section_and_default_timeout() -> None:
+    settings = parse_config(
+        "defaults: {timeout: 7s}\n"
+        "fetch: {max_body: 2048, user_agent: 'agent/3.0', allow_private: true,\n"
+        "        allow_networks: ['10.1.0.0/16'], proxy: 'http://proxy.example:3128'}\n",
+        "config.yaml",
+        {},
+    )
+    policy = FetchPolicy.from_settings(settings)
+    assert (policy.timeout, policy.max_body, policy.user_agent) == (7.0, 2048, "agent/3.0")
+    assert policy.allow_private and policy.allowed_networks == ("10.1.0.0/16",)
+    assert policy.proxy == "http://proxy.example:3128"

@@ -21,7 +21,6 @@ from monitor.errors import QueryError
 
 if TYPE_CHECKING:
     from monitor.config import FeedSettings, Settings
-    from monitor.fetch import FetchPolicy
     from monitor.model import Article, Match
 
 
@@ -64,6 +63,7 @@ def match(
     """
     settings = load_settings(ctx)
     from monitor.core.match import Matcher, WatchlistRule
+    from monitor.fetch import FetchPolicy
     from monitor.inputs import read_inputs
     from monitor.watchlists import compile_watchlists
 
@@ -85,7 +85,7 @@ def match(
     needs_language = matcher.uses_language
     results = read_inputs(
         inputs,
-        policy=_fetch_policy(settings),
+        policy=FetchPolicy.from_settings(settings),
         stdin=sys.stdin.buffer,
         base_dir=Path.cwd(),
     )
@@ -146,19 +146,6 @@ def _as_the_service_sees_it(article: Article, feed: FeedSettings | None, languag
     hints = (feed.language,) if feed is not None else ()
     found = item_language(article.language, hints, article.title, article.body)
     return replace(article, language=found, source=source)
-
-
-def _fetch_policy(settings: Settings) -> FetchPolicy:
-    from monitor.fetch import FetchPolicy
-
-    return FetchPolicy(
-        timeout=settings.defaults.timeout.total_seconds(),
-        max_body=settings.fetch.max_body,
-        user_agent=settings.fetch.user_agent,
-        allow_private=settings.fetch.allow_private,
-        allowed_networks=settings.fetch.allow_networks,
-        proxy=settings.fetch.proxy,
-    )
 
 
 class _JsonReport:

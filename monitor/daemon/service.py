@@ -181,19 +181,11 @@ class Service:
         owner = f"{socket.gethostname()}:{os.getpid()}"
         engine = db.make_engine(settings.database.url, application_name=f"monitor {owner}")
         rng = rng or random.Random()
-        policy = FetchPolicy(
-            timeout=settings.defaults.timeout.total_seconds(),
-            max_body=settings.fetch.max_body,
-            user_agent=settings.fetch.user_agent,
-            allow_private=settings.fetch.allow_private,
-            allowed_networks=settings.fetch.allow_networks,
-            proxy=settings.fetch.proxy,
-        )
         poller = Poller(
             engine,
             compile_watchlists(settings),
             routes_for(settings),
-            policy=policy,
+            policy=FetchPolicy.from_settings(settings),
             base_dir=settings.config_dir,
             owner=owner,
             digests=digests_for(settings),

@@ -373,3 +373,21 @@ def test_a_usage_error_is_one_line_that_says_where_to_look() -> None:
         2,
         "error: Missing argument 'CHAT'; see monitor subscribers remove --help\n",
     )
+
+
+def test_an_option_without_its_value_is_a_one_line_usage_error() -> None:
+    assert run("--config") == (
+        2,
+        "",
+        "error: Option '--config' requires an argument; see monitor --help\n",
+    )
+    code, _, err = run("feeds", "--config")
+    assert (code, err) == (
+        2,
+        "error: Option '--config' requires an argument; see monitor feeds --help\n",
+    )
+    code, _, err = run("feeds", "--check", "--failing-for")
+    assert (code, err) == (
+        2,
+        "error: Option '--failing-for' requires an argument; see monitor feeds --help\n",
+    )

@@ -78,10 +78,14 @@ def _argument_name(argument: TyperArgument) -> str:
     return name + "..." if argument.nargs != 1 else name
 
 
-def _one_line(error: Exception) -> Exception:
-    """A usage error (an unknown option or command, a missing argument) as one line that says
-    where to look, instead of the usage, a hint and the error on four; other errors as they are."""
-    usage_context = getattr(error, "ctx", None)
+def _one_line(error: Exception, ctx: Any) -> Exception:
+    """A usage error (an unknown option or command, a missing argument or option value) as one
+    line that says where to look, instead of the usage, a hint and the error on four; other
+    errors as they are. `ctx` is the context being parsed, for an error raised without one (an
+    option given without its value)."""
+    # click's UsageError: typer ships its own copy of click from 0.22 on, so it is told by name.
+    usage_error = any(kind.__name__ == "UsageError" for kind in type(error).__mro__)
+    usage_context = getattr(error, "ctx", None) or (ctx if usage_error else None)
     format_message = getattr(error, "format_message", None)
     # (`monitor` alone shows the help through a usage error of its own: left as it is)
     if usage_context is None or format_message is None or "Help" in type(error).__name__:
@@ -112,13 +116,13 @@ class MonitorGroup(TyperGroup):
         try:
             return super().parse_args(ctx, args)
         except Exception as error:
-            raise _one_line(error) from None
+            raise _one_line(error, ctx) from None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
             return super().resolve_command(ctx, args)
         except Exception as error:
-            raise _one_line(error) from None
+            raise _one_line(error, ctx) from None
 
 
 class MonitorCommand(TyperCommand):
@@ -130,7 +134,7 @@ class MonitorCommand(TyperCommand):
         try:
             return super().parse_args(ctx, args)
         except Exception as error:
-            raise _one_line(error) from None
+            raise _one_line(error, ctx) from None
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

@@ -55,7 +55,8 @@ def backtest(
     """What a watchlist would have matched in stored items.
 
     Runs the watchlist (or --query) over the stored items published in the window and prints the
-    matches per day and the stories with the most hits. Nothing is stored or sent.
+    matches per day and the stories with the most hits. Nothing is stored or sent. A watchlist
+    with enabled: false runs too: try it here before enabling it.
 
     \b
     Examples:
@@ -77,12 +78,15 @@ def backtest(
         window = parse_duration(since)
     except ValueError as exc:
         raise fail(f"--since: {exc}", EXIT_USAGE) from None
+    label = "--query"
     if watchlist is not None:
-        if watchlist not in settings.watchlists:
-            known = ", ".join(settings.watchlists) or "none"
+        # A disabled one too: backtesting is how one tries a watchlist before enabling it.
+        if watchlist not in settings.all_watchlists:
+            known = ", ".join(settings.all_watchlists) or "none"
             raise fail(f"no watchlist {watchlist!r} (watchlists: {known})", EXIT_USAGE)
-        w = settings.watchlists[watchlist]
+        w = settings.all_watchlists[watchlist]
         rule = WatchlistRule(w.name, w.query, tuple(w.languages), tuple(w.feeds))
+        label = w.name if w.enabled else f"{w.name} (disabled)"
     else:
         rule = WatchlistRule("--query", query or "")
     entities = {name: list(e.aliases) for name, e in settings.entities.items()}
@@ -119,7 +123,7 @@ def backtest(
         raise fail_with(exc) from None
     out = Console(highlight=False)
     out.print(
-        f"{rule.name}: {sum(per_day.values())} of {scanned} items published since"
+        f"{label}: {sum(per_day.values())} of {scanned} items published since"
         f" {cutoff:%Y-%m-%d %H:%M} UTC"
     )
     if per_day:

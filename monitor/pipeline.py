@@ -82,6 +82,7 @@ from monitor.store.stories import (
     near_story_index,
     stored_versions,
     stories_of_hashes,
+    story_items,
     update_items,
 )
 from monitor.store.story_locks import lock_stories
@@ -173,6 +174,7 @@ class _StoryPlan:
 
 # Temp ids of the stories a poll makes sort after every stored story's, as their real ids will.
 _TEMP_STORY = 1 << 62
+_DEFAULT_RULES = stories.Rules()
 NEAR_CANDIDATES = 20  # stories an item is compared with: those sharing most indexed hashes
 
 
@@ -233,6 +235,7 @@ class Poller:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         gone_after: timedelta = timedelta(days=3),
+        story_rules: stories.Rules = _DEFAULT_RULES,
     ) -> None:
         self.engine = engine
         self.matcher = matcher
@@ -248,6 +251,7 @@ class Poller:
         self.rng = rng or random.Random()
         self.clock = clock
         self.gone_after = gone_after
+        self.story_rules = story_rules
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
@@ -555,7 +559,7 @@ class Poller:
                 # story at the same moment take turns (by the hashes that find copies), so that
                 # the second finds the first's. Before this transaction's first write.
                 lock_stories(session, (h for p in todo for h in p.fingerprint[: stories.INDEXED]))
-            plan = _plan_stories(session, todo, known, now)
+            plan = _plan_stories(session, todo, known, now, self.story_rules)
             # No body stored yet: the feed's first poll (or its first at a new URL), where an
             # undated item may be the bottom of an archive (core.alert_age).
             first_poll = state.body_hash is None
@@ -829,18 +833,23 @@ def _news(keyed: Sequence[_Keyed], known: FeedItems) -> list[_Keyed]:
 
 
 def _plan_stories(
-    session: Session, todo: Sequence[_Prepared], known: FeedItems, now: datetime
+    session: Session,
+    todo: Sequence[_Prepared],
+    known: FeedItems,
+    now: datetime,
+    rules: stories.Rules,
 ) -> _StoryPlan:
     """Each item's story (SPEC §5) — the one its exact content hash made, else a recent story it
-    is a near-copy of (another headline, a caption, a footer), else a new one — decided in order
-    after three reads for the whole poll: the stories of the exact hashes, the stories indexed
-    by the fingerprints' smallest hashes, and the fingerprints of the best candidates. A story
-    made by an earlier item of the poll is found as a stored one would be."""
+    is a copy or rewrite of (core.stories: by its fingerprint, its outlet, its time, its headline
+    and its lead), else a new one — decided in order after four reads for the whole poll: the
+    stories of the exact hashes, the stories indexed by the fingerprints' smallest hashes, the
+    fingerprints of the best candidates, and the items of those similar enough. A story made by
+    an earlier item of the poll is found as a stored one would be."""
     exact = stories_of_hashes(session, [p.keyed.content_hash for p in todo])
     index: dict[int, list[int]] = {}
     smallest = {h for p in todo for h in p.fingerprint[: stories.INDEXED]}
     if smallest:
-        index = near_story_index(session, sorted(smallest), since=now - stories.WINDOW)
+        index = near_story_index(session, sorted(smallest), since=now - rules.window)
 
     def candidates(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
         shared: Counter[int] = Counter()
@@ -852,6 +861,23 @@ def _plan_stories(
     stored_fingerprints = fingerprints_of(
         session, sorted({story for p in todo for story in candidates(p, index)})
     )
+    similar = {
+        story
+        for p in todo
+        if p.keyed.content_hash not in exact
+        for _, story in stories.ranked_candidates(
+            p.fingerprint,
+            [(s, stored_fingerprints.get(s)) for s in candidates(p, index)],
+            rules.threshold,
+        )
+    }
+    reports: dict[int, list[stories.Report]] = {
+        story: [
+            stories.Report(stories.outlet_of(i.link, i.feed_name), i.at, i.title, i.text)
+            for i in found
+        ]
+        for story, found in story_items(session, sorted(similar)).items()
+    }
     made: dict[int, list[int]] = {}  # indexed hash → stories this poll makes
     new_stories: list[_NewStory] = []
     fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
@@ -863,10 +889,14 @@ def _plan_stories(
     for p in todo:
         k = p.keyed
         indexed = p.fingerprint[: stories.INDEXED]
+        report = _report(p, now)
         story_id = exact.get(k.content_hash)
         if story_id is None and indexed:
             found = candidates(p, index, made)
-            story_id = stories.closest(p.fingerprint, [(s, fingerprint_of.get(s)) for s in found])
+            ranked = stories.ranked_candidates(
+                p.fingerprint, [(s, fingerprint_of.get(s)) for s in found], rules.threshold
+            )
+            story_id = stories.choose(ranked, report, reports, rules)
         if story_id is None:
             story_id = _TEMP_STORY + len(new_stories)
             encoded = stories.encode(p.fingerprint) if indexed else None
@@ -878,6 +908,7 @@ def _plan_stories(
         else:
             # A later exact copy in this poll finds the story of this item, as a stored one.
             exact.setdefault(k.content_hash, story_id)
+        reports.setdefault(story_id, []).append(report)
         version = versions.get(k.key)
         if version is None:
             steps.append(_Step(p, story_id, True, None, None, None))
@@ -889,6 +920,13 @@ def _plan_stories(
     involved = {s.story_id for s in steps} | {s.old_story_id for s in steps if s.old_story_id}
     matched = matched_watchlists(session, sorted(s for s in involved if s < _TEMP_STORY))
     return _StoryPlan(steps, new_stories, matched)
+
+
+def _report(p: _Prepared, now: datetime) -> stories.Report:
+    """The item as the story rules weigh it: its outlet, its date (else now), headline, text."""
+    a = p.article
+    at = a.published if a.dated and a.published is not None else now
+    return stories.Report(stories.outlet_of(a.link, a.source or ""), at, a.title, a.body)
 
 
 def _new_item(p: _Prepared, now: datetime, story_id: int) -> NewItem:

@@ -524,3 +524,23 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+def test_story_grouping_settings_default_and_are_checked() -> None:
+    settings = parse_config("{}", "config.yaml")
+    assert settings.stories.threshold == 0.4
+    assert settings.stories.window == timedelta(days=3)
+    assert (
+        "stories     one story from 0.4 of the text in common across outlets (0.6 within one), joined for 3d"
+        in summary(settings)
+    )
+    custom = parse_config("stories: {threshold: 0.7, window: 2d}\n", "config.yaml")
+    assert (custom.stories.threshold, custom.stories.window) == (0.7, timedelta(days=2))
+    assert (
+        "from 0.7 of the text in common across outlets (0.7 within one), joined for 2d"
+        in summary(custom)
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config("stories: {threshold: 0, windw: 2d}\n", "config.yaml")
+    keys = sorted(p.key for p in caught.value.problems)
+    assert keys == ["stories.threshold", "stories.windw"]

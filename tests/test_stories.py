@@ -3,6 +3,9 @@ story; other articles, even on the same subject, are not."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,60 @@ def test_real_copies_in_the_corpus() -> None:
         ("290", "438"),
         ("292", "416"),
     }
+
+
+def _article(name: str) -> stories.Report:
+    """A corpus article kept in tests/data/stories: headline, link, date, body."""
+    title, link, date, body = (DATA / f"{name}.txt").read_text("utf-8").split("\n", 3)
+    return stories.Report(stories.outlet_of(link, "feed"), parsedate_to_datetime(date), title, body)
+
+
+DATA = ROOT / "tests" / "data" / "stories"
+APOLOGY = "skynews-philippines-apologises-to-kuwait"
+EXPULSION = "skynews-kuwait-expels-philippine-ambassador"
+
+
+def test_a_follow_up_shares_most_of_its_text_and_is_told_apart_by_its_headline_and_lead() -> None:
+    """Sky News Arabia, a day apart: "the Philippines apologises to Kuwait", then "Kuwait expels
+    the Philippine ambassador" — a new lead over the old text, as close as a rewrite by text."""
+    apology, expulsion = _article(APOLOGY), _article(EXPULSION)
+    score = similarity(fingerprint(apology.body), fingerprint(expulsion.body))
+    assert score >= stories.SAME_OUTLET
+    assert apology.outlet == expulsion.outlet == "skynewsarabia.com"
+    assert stories.is_follow_up(expulsion, apology)
+    assert not stories.joins(score, expulsion, [apology], stories.Rules())
+    assert not stories.is_follow_up(apology, expulsion)  # not the later one
+    elsewhere = replace(expulsion, outlet="alarabiya.net")
+    assert not stories.is_follow_up(elsewhere, apology)  # another outlet's rewrite joins
+    assert stories.joins(score, elsewhere, [apology], stories.Rules())
+    # the outlet's own update of its report keeps the headline, or the lead: it joins
+    retitled = replace(expulsion, title=apology.title)
+    assert not stories.is_follow_up(retitled, apology)
+    relead = replace(expulsion, body=apology.body.split("\n")[0] + "\n" + expulsion.body)
+    assert not stories.is_follow_up(relead, apology)
+
+
+def test_the_threshold_is_lower_across_outlets_than_within_one() -> None:
+    apology = _article(APOLOGY)
+    later = replace(apology, at=apology.at + timedelta(hours=1))
+    rules = stories.Rules(threshold=0.4)
+    assert rules.same_outlet == stories.SAME_OUTLET
+    assert stories.joins(0.45, replace(later, outlet="cnn.com"), [apology], rules)
+    assert not stories.joins(0.45, later, [apology], rules)
+    assert stories.joins(0.65, later, [apology], rules)
+    assert not stories.joins(0.35, replace(later, outlet="cnn.com"), [apology], rules)
+    assert stories.Rules(threshold=0.7).same_outlet == 0.7
+
+
+def test_choose_takes_the_most_similar_story_the_item_may_join() -> None:
+    apology, expulsion = _article(APOLOGY), _article(EXPULSION)
+    ranked = [(0.8, 1), (0.5, 2)]
+    other = replace(apology, outlet="cnn.com")
+    assert stories.choose(ranked, expulsion, {1: [apology], 2: [other]}, stories.Rules()) == 2
+    assert stories.choose(ranked[:1], expulsion, {1: [apology]}, stories.Rules()) is None
+
+
+def test_the_outlet_is_the_links_host_else_the_feed() -> None:
+    assert stories.outlet_of("https://www.bbc.co.uk/news/1", "bbc-world") == "bbc.co.uk"
+    assert stories.outlet_of("https://bbc.co.uk/x", "bbc-business") == "bbc.co.uk"
+    assert stories.outlet_of(None, "wire") == "feed:wire"

@@ -1,8 +1,10 @@
 """Stories as a desk would draw them, end to end on real parts: feeds served on loopback, a real
-database (SQLite, and PostgreSQL when MONITOR_TEST_DATABASE_URL is set), the outbox and its sender.
+database (SQLite, and PostgreSQL when MONITOR_TEST_DATABASE_URL is set), the outbox and its sender
+(the Bot API double where Telegram messages count).
 
-Copies and rewrites of one report are one story and alert once; an exact copy of any of its items
-joins it whenever it arrives; candidate stories are found by the hashes they share, the most first.
+Copies and rewrites of one report are one story and alert once; a follow-up is a story of its own
+and alerts; an exact copy of any of its items joins it whenever it arrives; candidate stories are
+found by the hashes they share, the most first.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from aiohttp import web
+from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import RecordingNotifier
+from servicekit import DESK, RecordingNotifier
 from sqlalchemy import select
 
 from monitor.config import Settings, parse_config
@@ -31,6 +34,7 @@ from monitor.store.tables import alerts, items, stories
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "examples" / "articles" / "aawsat-wang-yi-russia.txt").read_text("utf-8")
+STORIES = ROOT / "tests" / "data" / "stories"
 WANG_YI = "\n".join(REFERENCE.split("\n")[1:49])  # "China's foreign minister heads to Russia"
 
 
@@ -64,8 +68,17 @@ class Feed:
 class Desk:
     """A service over some feeds, run one `monitor once --force` at a time at a chosen time."""
 
-    def __init__(self, server: LoopbackServer, database_url: str, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        server: LoopbackServer,
+        database_url: str,
+        tmp_path: Path,
+        telegram: BotAPIDouble | None = None,
+    ) -> None:
+        """`telegram`: alerts go to the Bot API double's chat DESK (a watchlist's `notify:
+        [desk]`) through the real notifier, else to a recording console."""
         self.server = server
+        self.telegram = telegram
         self.database_url = database_url
         self.tmp_path = tmp_path
         # A week ago: tests move it forward, and an alert is due (by the database's clock) once
@@ -94,16 +107,26 @@ class Desk:
             watchlists:
             """
         )
-        text += textwrap.indent(textwrap.dedent(watchlists).strip(), "  ") + "\nfeeds:\n"
+        text += textwrap.indent(textwrap.dedent(watchlists).strip(), "  ") + "\n"
+        if self.telegram is not None:
+            text += textwrap.dedent(
+                f"""\
+                channels:
+                  desk: {{type: telegram, chat_ids: [{DESK}]}}
+                telegram:
+                  token: "{TOKEN}"
+                  api_url: "{self.telegram.api_url}"
+                """
+            )
+        text += "feeds:\n"
         config = self.tmp_path / "config.yaml"
         config.write_text(text + feeds_yaml + "\n", "utf-8")
         return parse_config(config.read_text("utf-8"), str(config))
 
     def once(self, settings: Settings) -> list[Any]:
         async def go() -> list[Any]:
-            service = Service.build(
-                settings, notifiers={"console": self.notifier}, clock=lambda: self.now
-            )
+            notifiers = None if self.telegram else {"console": self.notifier}
+            service = Service.build(settings, notifiers=notifiers, clock=lambda: self.now)
             service.prepare(now=self.now, alone=True)
             try:
                 results = await service.poll_all(force=True)
@@ -203,3 +226,36 @@ def test_candidates_are_ranked_by_the_hashes_they_share(database_url: str) -> No
         assert core_stories.closest(copy, found) == target
     finally:
         engine.dispose()
+
+
+def corpus_item(name: str) -> FeedItem:
+    """An article kept in tests/data/stories (headline, link, date, body) as a feed item."""
+    title, link, _, body = (STORIES / f"{name}.txt").read_text("utf-8").split("\n", 3)
+    return FeedItem(name, title, body, link)
+
+
+def test_a_follow_up_a_day_later_from_the_same_outlet_alerts_again(
+    database_url: str, tmp_path: Path, double: BotAPIDouble
+) -> None:
+    """Sky News Arabia reports that the Philippines apologise to Kuwait; the next day, that Kuwait
+    expels the Philippine ambassador — a new lead over most of the first report's text. A desk
+    watching Kuwait and the Philippines hears of both, a day apart."""
+    watchlists = "kuwait-philippines: {query: 'الكويت AND الفلبين', notify: [desk]}"
+    with LoopbackServer() as server:
+        desk = Desk(server, database_url, tmp_path, telegram=double)
+        feed = desk.feed("skynews")
+        feed.items = [corpus_item("skynews-philippines-apologises-to-kuwait")]
+        settings = desk.settings(watchlists)
+        desk.once(settings)
+        desk.now += timedelta(days=1)
+        feed.items.append(corpus_item("skynews-kuwait-expels-philippine-ambassador"))
+        desk.once(settings)
+        desk.once(settings)  # nothing new: nothing sent
+
+    apology, expulsion = double.messages_to(DESK)
+    assert "الفلبين تعتذر للكويت" in apology.plain
+    assert "الكويت تطرد السفير الفلبيني" in expulsion.plain
+    sent = sorted(desk.rows(settings, alerts), key=lambda row: row["id"])
+    assert [row["status"] for row in sent] == ["sent", "sent"]
+    assert sent[1]["created_at"] - sent[0]["created_at"] == timedelta(days=1)
+    assert len(desk.rows(settings, stories)) == 2

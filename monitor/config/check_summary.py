@@ -12,6 +12,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from monitor.config.schema import ConsoleChannel, EmailChannel, KeyPath, Settings, TelegramChannel
+from monitor.core.stories import SAME_OUTLET
 from monitor.durations import format_duration, format_size
 
 
@@ -64,6 +65,10 @@ def summary(settings: Settings) -> str:
         f"private addresses {_private_addresses(s, shown)}",
         f"service     listen {shown(('service', 'listen'), s.service.listen or 'off')}, "
         f"logs as {shown(('service', 'log_format'), s.service.log_format)}",
+        f"stories     one story from {shown(('stories', 'threshold'), f'{s.stories.threshold:g}')} "
+        f"of the text in common across outlets "
+        f"({max(s.stories.threshold, SAME_OUTLET):g} within one), "
+        f"joined for {shown(('stories', 'window'), format_duration(s.stories.window))}",
         "",
         f"feeds ({_counted(len(s.all_feeds), len(s.feeds))})",
     ]

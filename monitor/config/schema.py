@@ -338,6 +338,15 @@ class ServiceSettings(_Model):
     lease: Annotated[Duration, AfterValidator(_check_lease)] = timedelta(seconds=30)
 
 
+class StorySettings(_Model):
+    """How items are grouped into stories (core.stories): the estimated share of text two items of
+    different outlets have in common from which they are one story (the same outlet needs
+    `core.stories.SAME_OUTLET` or this, whichever is higher), and how long a story takes copies."""
+
+    threshold: float = Field(default=0.4, gt=0, le=1)
+    window: Duration = timedelta(days=3)
+
+
 class FeedSettings(_Model):
     """One feed. `interval`, `alert_max_age` and `allow_private` are always set after loading: when
     the file leaves them out they are inherited from `defaults` and `fetch.allow_private`. `url` is
@@ -538,6 +547,7 @@ class Settings(_Model):
     defaults: DefaultSettings = Field(default_factory=DefaultSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    stories: StorySettings = Field(default_factory=StorySettings)
     feeds: tuple[FeedSettings, ...] = ()
     entities: FrozenMap[Entity] = Field(default_factory=lambda: MappingProxyType({}))
     watchlists: FrozenMap[Watchlist] = Field(default_factory=lambda: MappingProxyType({}))

@@ -22,14 +22,29 @@ fingerprints can be stored and compared by any replica. Changing how they are ma
 Broder's MinHash ("On the resemblance and containment of documents", 1997), in its bottom-k form:
 one hash function and the k smallest values estimate what k hash functions do (datasketch's
 `MinHash`), at a k-th of the cost.
+
+Text overlap alone cannot tell a rewrite from a follow-up: two outlets' rewrites of one agency
+report share 0.45–0.75 of their shingles, and so does an outlet's report of the next day's
+development that reuses its own earlier text below a new lead. What separates them is the rest:
+
+* `Rules.threshold` — the similarity from which items of *different outlets* are one story
+  (`stories.threshold` in the config, 0.4 by default); items of the *same outlet* need
+  `SAME_OUTLET` (0.6), since an outlet reprints its own paragraphs in every report of a subject.
+* `is_follow_up(new, earlier)` — a candidate from the same outlet (the link's host, else the
+  feed) that came later, under a headline sharing under `FOLLOW_UP_TITLE` of its words with the
+  earlier one's, and whose opening (its first `OPENING` words) is at most `FOLLOW_UP_OPENING`
+  contained in the earlier text, reports something new: it is a story of its own, and alerts.
+  An outlet's corrected or republished report keeps its headline or its lead, and joins.
 """
 
 from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from monitor.core.text import tokens
 
@@ -37,7 +52,12 @@ VERSION = 1
 SIZE = 32  # hashes in a fingerprint
 SHINGLE = 3  # tokens per shingle
 MIN_SHINGLES = 20
-SAME_STORY = 0.6
+SAME_STORY = 0.6  # the similarity `closest` asks for unless told otherwise
+THRESHOLD = 0.4  # across outlets: the default of `stories.threshold`
+SAME_OUTLET = 0.6  # within one outlet, whatever `stories.threshold` is below it
+FOLLOW_UP_TITLE = 0.3  # a follow-up's headline shares less than this of its words (Jaccard)
+FOLLOW_UP_OPENING = 0.5  # and at most this share of its opening's shingles is in the earlier text
+OPENING = 40  # words of a body that are its opening (a lead paragraph)
 # How many of a fingerprint's smallest hashes are indexed to find candidate stories: a story at
 # SAME_STORY shares one of them with all but (1 - 0.6) ** 8 < 0.1 % of its copies.
 INDEXED = 8
@@ -75,18 +95,116 @@ def same_story(first: Sequence[int], second: Sequence[int]) -> bool:
     return similarity(first, second) >= SAME_STORY
 
 
-def closest(fingerprint: Sequence[int], stories: Iterable[tuple[int, str | None]]) -> int | None:
+def closest(
+    fingerprint: Sequence[int],
+    stories: Iterable[tuple[int, str | None]],
+    threshold: float = SAME_STORY,
+) -> int | None:
     """Of the (story id, stored fingerprint) candidates, the story `fingerprint` is a copy of: the
-    most similar at `SAME_STORY` or more (the lower id on a tie), else None."""
-    best: tuple[float, int] | None = None
+    most similar at `threshold` or more (the lower id on a tie), else None."""
+    ranked = ranked_candidates(fingerprint, stories, threshold)
+    return ranked[0][1] if ranked else None
+
+
+def ranked_candidates(
+    fingerprint: Sequence[int], stories: Iterable[tuple[int, str | None]], threshold: float
+) -> list[tuple[float, int]]:
+    """(similarity, story id) of the candidates at `threshold` or more, the most similar first
+    (the lower id on a tie)."""
+    found = []
     for story_id, stored in stories:
         other = decode(stored)
         if not other:
             continue
         score = similarity(fingerprint, other)
-        if score >= SAME_STORY and (best is None or (score, -story_id) > (best[0], -best[1])):
-            best = (score, story_id)
-    return best[1] if best else None
+        if score >= threshold:
+            found.append((score, story_id))
+    return sorted(found, key=lambda pair: (-pair[0], pair[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The grouping settings (`stories:` in the config)."""
+
+    threshold: float = THRESHOLD
+    window: timedelta = WINDOW
+
+    @property
+    def same_outlet(self) -> float:
+        return max(self.threshold, SAME_OUTLET)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the rules weigh of an item besides its fingerprint: who published it, when (its date,
+    else when it was first seen), its headline and its text."""
+
+    outlet: str
+    at: datetime
+    title: str
+    body: str
+
+
+def outlet_of(link: str | None, feed: str) -> str:
+    """Who published an item: its link's host without `www.`, else the feed's name (two feeds of
+    one site — its world and its business sections — are one outlet)."""
+    host = urlsplit(link).hostname if link else None
+    if not host:
+        return f"feed:{feed}"
+    return host.removeprefix("www.")
+
+
+def _shingles(words: Sequence[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+
+
+def title_overlap(first: str, second: str) -> float:
+    """The Jaccard similarity of two headlines' sets of normalised words."""
+    a, b = set(tokens(first)), set(tokens(second))
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def opening_contained(later: str, earlier: str) -> float:
+    """The share of the shingles of `later`'s opening (first `OPENING` words) found in `earlier`."""
+    opening = _shingles(tokens(later)[:OPENING])
+    if not opening:
+        return 1.0
+    return len(opening & _shingles(tokens(earlier))) / len(opening)
+
+
+def is_follow_up(new: Report, earlier: Report) -> bool:
+    """Whether `new` reports a new development after `earlier` rather than copying it: the same
+    outlet, later, under another headline, with a lead of its own."""
+    return (
+        new.outlet == earlier.outlet
+        and new.at > earlier.at
+        and title_overlap(new.title, earlier.title) < FOLLOW_UP_TITLE
+        and opening_contained(new.body, earlier.body) <= FOLLOW_UP_OPENING
+    )
+
+
+def joins(score: float, new: Report, story: Sequence[Report], rules: Rules) -> bool:
+    """Whether an item whose fingerprint has `score` with a story's joins that story, whose items
+    are `story`: from another outlet at `rules.threshold`; where the story has items of the
+    item's own outlet, at `rules.same_outlet`, and not as a follow-up of each of them."""
+    own = [report for report in story if report.outlet == new.outlet]
+    if not own:
+        return score >= rules.threshold
+    return score >= rules.same_outlet and not all(is_follow_up(new, r) for r in own)
+
+
+def choose(
+    ranked: Sequence[tuple[float, int]],
+    new: Report,
+    reports: Mapping[int, Sequence[Report]],
+    rules: Rules,
+) -> int | None:
+    """The story of `ranked` candidates (`ranked_candidates`) that the item `new` joins, the most
+    similar first; `reports` holds each candidate's items. None: a story of its own."""
+    for score, story_id in ranked:
+        if joins(score, new, reports.get(story_id, ()), rules):
+            return story_id
+    return None
 
 
 def encode(fingerprint: Sequence[int]) -> str:

@@ -195,6 +195,7 @@ class Service:
             rng=rng,
             clock=clock,
             gone_after=settings.fetch.gone_after,
+            story_rules=_story_rules(settings),
         )
         send_budget = None
         if notifiers is None:
@@ -262,6 +263,7 @@ class Service:
         )
         self.poller.routes = routes_for(settings)
         self.poller.digests = dict(digests_for(settings))
+        self.poller.story_rules = _story_rules(settings)
         self.poller.matcher = matcher
         self.outbox.reconfigure(notifiers, digests)
         self.settings = settings
@@ -484,7 +486,7 @@ class Service:
 
         def prune_old() -> int:
             with db.transaction(self.engine) as session:
-                forget_story_hashes(session, now - stories.WINDOW)
+                forget_story_hashes(session, now - self.settings.stories.window)
                 return prune(session, cutoff)
 
         try:
@@ -532,3 +534,7 @@ class Service:
             with db.transaction(self.engine) as session:
                 for feed_id in feed_ids:
                     release_feed(session, feed_id, self.owner)
+
+
+def _story_rules(settings: Settings) -> stories.Rules:
+    return stories.Rules(settings.stories.threshold, settings.stories.window)

@@ -42,6 +42,7 @@ __all__ = [
     "NewItem",
     "StoredItem",
     "StoredItemRef",
+    "StoryItem",
     "add_fingerprint",
     "add_story_hashes",
     "feed_says_already",
@@ -59,6 +60,7 @@ __all__ = [
     "stored_versions",
     "stories_of_hashes",
     "story_for_hash",
+    "story_items",
     "story_of_hash",
     "update_item",
     "update_items",
@@ -111,6 +113,19 @@ class StoredItem:
     published_at: datetime | None
     fetched_at: datetime
     link: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoryItem:
+    """An item of a story as the story rules weigh it (core.stories.Report): where it came
+    from, when (published, else first seen), its headline and text."""
+
+    story_id: int
+    feed_name: str
+    link: str | None
+    at: datetime
+    title: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +301,29 @@ def fingerprints_of(session: Session, story_ids: Sequence[int]) -> dict[int, str
             select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(some))
         )
         found.update({row.id: row.fingerprint for row in rows})
+    return found
+
+
+def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[StoryItem]]:
+    """The items of each story (story id → its items, oldest first), in one query."""
+    found: dict[int, list[StoryItem]] = {}
+    at = func.coalesce(items.c.published_at, items.c.fetched_at).label("at")
+    for some in _chunks(sorted(set(story_ids))):
+        rows = session.execute(
+            select(
+                items.c.story_id,
+                feeds.c.name.label("feed_name"),
+                items.c.link,
+                at,
+                items.c.title,
+                items.c.text,
+            )
+            .join(feeds, feeds.c.id == items.c.feed_id)
+            .where(items.c.story_id.in_(some))
+            .order_by(items.c.story_id, at, items.c.id)
+        )
+        for row in rows:
+            found.setdefault(row.story_id, []).append(StoryItem(**row._mapping))
     return found
 
 

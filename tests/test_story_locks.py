@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from httpserver import LoopbackServer
-from replicas import eventually
+from replicas import Cluster, eventually
 from servicekit import service_config
 from sqlalchemy import Engine, text
 
@@ -266,3 +267,54 @@ def test_two_replicas_storing_copies_of_one_story_at_once_make_one_story(
     assert len(story_ids) == 1
     assert alerts == 1
     assert sum(r.alerts for r in results) == 1
+
+
+# ---- SIGTERM while a poll waits for a story -----------------------------------------------------
+
+
+def one_feed(feed_url: str) -> Callable[[str, str, str], str]:
+    def config(name: str, api_url: str, listen: str) -> str:
+        return (
+            'database: {url: "{database_url}"}\n'
+            "fetch: {allow_private: true}\n"
+            f'service: {{listen: "{listen}"}}\n'
+            f"feeds:\n  - {{name: a, url: '{feed_url}'}}\n"
+            "watchlists:\n  taiwan: {query: Taiwan, notify: [console]}\n"
+            "channels:\n  console: {type: console}\n"
+        )
+
+    return config
+
+
+def test_a_replica_whose_poll_waits_for_a_story_still_stops_on_sigterm(
+    engine: Engine,
+    postgresql_url: str,
+    http_server: LoopbackServer,
+    tmp_path: Path,
+    transactions: list[Transaction],
+) -> None:
+    """The poll is cancelled, but its transaction goes on waiting in a thread that nothing can
+    interrupt (here for as long as the test holds the story): the process exits all the same, and
+    cleanly, and the database drops the waiting transaction with its connection."""
+    http_server.respond("/a.xml", body=copy_feed("Blockade crossed a red line, Taiwan says"))
+    holder = Transaction(engine, list(stories.fingerprint(COPIED)[: stories.INDEXED]))
+    transactions.append(holder)
+    holder.start()
+    assert holder.locked.wait(PATIENCE)
+
+    with Cluster(tmp_path, postgresql_url, one_feed(http_server.url("/a.xml")), str) as cluster:
+        replica = cluster.start("r")
+        name = f"monitor {replica.owner}"
+        eventually(lambda: waiting_for(engine, holder, name) == 1, "the poll waits for the story")
+        try:
+            code = replica.terminate(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {PATIENCE:g} s after SIGTERM:\n{replica.output()}")
+        output = replica.output()
+        assert code == 0, output
+        assert "run.stopped" in output
+        assert "Traceback" not in output, output
+        assert not holder.finish.is_set()  # the story was held throughout
+    holder.end()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM items")).scalar_one() == 0

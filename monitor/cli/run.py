@@ -218,6 +218,7 @@ def run(ctx: typer.Context) -> None:
       monitor run --config /etc/news-monitor/config.yaml
     """
     from monitor.daemon import Service, configure_logging, run_forever, sqlite_lock
+    from monitor.daemon.run import ExitDeadline
     from monitor.errors import MonitorError
 
     # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
@@ -234,7 +235,15 @@ def run(ctx: typer.Context) -> None:
             except BaseException:
                 service.engine.dispose()
                 raise
-            asyncio.run(run_forever(service, config=ctx.obj.config.absolute()))
+            exit_deadline = ExitDeadline()
+
+            async def until_stopped() -> None:
+                await run_forever(
+                    service, config=ctx.obj.config.absolute(), on_stopping=exit_deadline.arm
+                )
+                exit_deadline.stopped = True
+
+            asyncio.run(until_stopped())
     except MonitorError as exc:
         raise fail_with(exc) from None
     except KeyboardInterrupt:  # before the service took over SIGINT

@@ -8,7 +8,8 @@ job drops old items. Beside them the election (`daemon.leader`) decides, every s
 process is the leader that runs the subscriber bot, sends digests and prunes. On SIGTERM/SIGINT the
 service stops claiming, stops the bot and hands the leadership on, lets in-flight polls finish for
 a few seconds (a parse is stopped at once), cancels the rest and gives their leases back, sends what is
-due, then exits 0, all within `STOP_SECONDS`."""
+due, then exits 0, all within `STOP_SECONDS`. What is left running after that cannot hold the process
+past `EXIT_SECONDS` (`ExitDeadline`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from monitor.daemon.health import start_health_server
@@ -37,13 +42,61 @@ log = logging.getLogger("monitor.daemon")
 
 # From SIGTERM to the last delivery: SPEC's 10 s, less what closing the process takes.
 STOP_SECONDS = 8.0
+# From SIGTERM to the process's exit, whatever is still running then.
+EXIT_SECONDS = 9.5
+
+
+class ExitDeadline:
+    """Ends the process `seconds` after `arm()` (the stop's start) if it is still running then.
+
+    A cancelled poll's thread goes on with its transaction (a thread cannot be interrupted), and
+    the process waits for every such thread before it exits: one waiting for a story lock, a row
+    lock or an unreachable database would hold a stopped service for as long as that lasts, and
+    on a loaded machine the interpreter's own teardown can take seconds. What such a thread had not
+    committed, the database rolls back when the connection goes. Exits 0 if the stop had done
+    its work (`stopped`), 1 otherwise. Only for the process's entry point: it calls os._exit."""
+
+    def __init__(self, seconds: float = EXIT_SECONDS) -> None:
+        self.seconds = seconds
+        self.stopped = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _exit(self) -> None:
+        me = threading.current_thread()
+        running = sorted(t.name for t in threading.enumerate() if t is not me and not t.daemon)
+        if self.stopped:
+            log.warning(
+                "run.exit_forced after=%ss still_running=%s", self.seconds, ",".join(running)
+            )
+        else:
+            log.error(
+                "run.stop_overdue after=%ss still_running=%s", self.seconds, ",".join(running)
+            )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0 if self.stopped else 1)
 
 
 async def run_forever(
-    service: Service, *, stop: asyncio.Event | None = None, config: Path | None = None
+    service: Service,
+    *,
+    stop: asyncio.Event | None = None,
+    config: Path | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
-    """`monitor run`: tick until SIGTERM/SIGINT (or `stop`), then shut down cleanly. SIGHUP (or
-    a POST to /-/reload) reloads `config`, the file the service was started with."""
+    """`monitor run`: tick until SIGTERM/SIGINT (or `stop`), then shut down cleanly, calling
+    `on_stopping` first. SIGHUP (or a POST to /-/reload) reloads `config`, the file the service
+    was started with."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -102,6 +155,8 @@ async def run_forever(
     finally:
         log.info("run.stopping")
         deadline = loop.time() + STOP_SECONDS
+        if on_stopping is not None:
+            on_stopping()
 
         def left() -> float:
             return max(0.0, deadline - loop.time())

@@ -68,6 +68,7 @@ PRUNE_EVERY_SECONDS = 3600.0
 MAX_CONCURRENT_POLLS = 50
 SHUTDOWN_GRACE_SECONDS = 6.0
 FLUSH_SECONDS = 2.0
+RELEASE_SECONDS = 1.0  # giving the cancelled polls' leases back at a stop, at most
 
 
 EMAIL_TIMEOUT_SECONDS = 8.0  # one SMTP exchange; keeps SIGTERM's 10 s promise
@@ -523,9 +524,10 @@ class Service:
         await asyncio.gather(*pending, return_exceptions=True)
         abandoned = [feed_id for feed_id, task in tasks.items() if task.cancelled()]
         try:
-            await asyncio.to_thread(self._release_all, abandoned)
-        except StoreError as exc:  # the leases simply expire
-            log.warning("shutdown.release_failed feeds=%s error=%s", len(abandoned), exc)
+            # Bounded: the cancelled polls' threads may hold every worker, waiting for locks.
+            await asyncio.wait_for(asyncio.to_thread(self._release_all, abandoned), RELEASE_SECONDS)
+        except (StoreError, TimeoutError) as exc:  # the leases simply expire
+            log.warning("shutdown.release_failed feeds=%s error=%r", len(abandoned), exc)
         finished = len(tasks) - len(abandoned)
         log.info("shutdown.drained finished=%s abandoned=%s", finished, len(abandoned))
 

@@ -1,29 +1,41 @@
-"""Scale-out: 1, 2 and 3 `monitor run` replicas on one PostgreSQL database, over thousands of
-local feeds that keep publishing, with the Telegram Bot API double as the sink.
+"""Scale-out: 1, 2 and 3 `monitor run` replicas on one PostgreSQL database over local feeds that
+keep publishing, with the Telegram Bot API double as the sink.
 
-    python benchmarks/replicas.py [--feeds 5000] [--replicas 1,2,3] [--locks per-hash,global]
-                                  [--warmup 60] [--seconds 60] [--drain 240] [--postgresql URL]
+    python benchmarks/replicas.py [--feeds 5000] [--latency-feeds 100] [--replicas 1,2,3]
+                                  [--locks per-hash,global] [--postgresql URL]
 
-FEEDS feeds on loopback (benchmarks/soak.py's `PublishingFeeds`) publish an item each every
-PUBLISH seconds, each feed at its own offset; every feed is due again INTERVAL after its last poll,
-shorter than a round of all the feeds takes, so the replicas poll as fast as they can and nearly
-every poll finds new items. One item in ALERT_EVERY carries the word a watchlist asks for and
-alerts one of CHATS Telegram chats. Replicas are real processes (tests/replicas.py's `Cluster`).
+Each lock and number of replicas is run twice, on a fresh database each time, with the replicas
+as real processes (tests/replicas.py's `Cluster`), because one load cannot show both figures:
 
-For each lock and each number of replicas, after WARMUP seconds (every feed's first poll), over
-SECONDS: polls per second (the replicas' `monitor_polls_total`), and the CPU seconds per poll of
-the replicas (with their parse workers), of their PostgreSQL backends and of this script (the feed
-server and the Bot API double). Then the alert latency — from an item's publication to its alert
-reaching the Bot API double — median and p99 over the items published in the window (waiting up
-to DRAIN seconds for their alerts), and repeats: alerts that reached Telegram more than once
-(must be 0).
+- Throughput: FEEDS (5,000) feeds on loopback (benchmarks/soak.py's `PublishingFeeds`), each
+  with WINDOW items waiting from the start and one more every PUBLISH seconds, every feed due
+  INTERVAL after its last poll: more than the replicas can poll, so they poll as fast as they can
+  and every poll stores new items. After WARMUP seconds, over SECONDS: polls and items stored per
+  second (the replicas' `monitor_polls_total`, `monitor_items_total`), how long a round of every
+  feed takes at that rate, and the CPU seconds per poll of the replicas (with their parse
+  workers), of their PostgreSQL backends and of this script (the feed server and the Bot API
+  double). An alert here waits for its feed's turn in the round, so its latency is the round,
+  and is not measured.
+- Latency: LATENCY_FEEDS (100) feeds, each publishing an item every LATENCY_PUBLISH (10)
+  seconds and polled every INTERVAL: fewer polls a second than the replicas can make even on a
+  loaded machine, as a service sized for its feeds runs (the table shows the polls per second
+  that keep up beside those made: if they fall short, the latency includes a backlog). One item
+  in ALERT_EVERY carries the word a watchlist asks for and alerts one of CHATS Telegram chats.
+  For the alerting items published over LATENCY_SECONDS after LATENCY_WARMUP: the time from an
+  item's publication to its alert reaching the Bot API double, median and p99 (waiting up to
+  DRAIN seconds for them; one still missing then counts as later than that, and the missing
+  are counted). It includes the wait for the feed's next poll, up to INTERVAL.
+
+Both count repeats, alerts that reached Telegram more than once (must be 0), and the seconds from
+a SIGTERM to all the replicas to the last one's exit (the service promises 10).
 
 Locks: `per-hash`, what the service does (a transaction locks the indexed hashes of its new
 items' fingerprints); `global`, the baseline, one advisory lock for every transaction that stores
 an item with a fingerprint (the service before), run by starting the replicas through this script
 with the lock swapped.
 
-Where the machine is shared, its load average is printed with the figures.
+The machine's load average is printed with the figures: on a shared machine they are only what
+the replicas got of it.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import argparse
 import contextlib
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +75,8 @@ from soak import (  # noqa: E402
     soak_text,
     table,
 )
+
+from monitor.durations import parse_duration  # noqa: E402
 
 GLOBAL_LOCK_REPLICA = "replica-with-global-lock"
 _GLOBAL_LOCK_KEY = 7_261_504_119  # the key the service used for it
@@ -120,19 +135,19 @@ def alert_config(
     return config
 
 
-def polls_done(port: int) -> float:
-    """The replica's `monitor_polls_total`, all outcomes together."""
+def counters(port: int) -> tuple[float, float]:
+    """The replica's polls (`monitor_polls_total`, all outcomes together) and items stored
+    (`monitor_items_total`)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
         body = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(body)
-        if family.name == "monitor_polls"
-        for sample in family.samples
-        if sample.name == "monitor_polls_total"
-    )
+    found = {"monitor_polls_total": 0.0, "monitor_items_total": 0.0}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name in found:
+                found[sample.name] += sample.value
+    return found["monitor_polls_total"], found["monitor_items_total"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,16 +211,15 @@ class CpuSample:
 
 
 @dataclass
-class Figures:
+class Throughput:
     lock: str
     replicas: int
     polls: float = 0.0
+    items: float = 0.0
     seconds: float = 0.0
     cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    latencies: list[float] | None = field(default=None, repr=False)
-    measured_alerts: int = 0
-    late: int = 0  # items of the window whose alert had not arrived after the drain
     repeats: int = 0
+    stop_seconds: float = 0.0
     load: str = ""
 
     @property
@@ -213,66 +227,140 @@ class Figures:
         return self.polls / self.seconds if self.seconds else 0.0
 
 
+@dataclass
+class Latency:
+    lock: str
+    replicas: int
+    polls_per_second: float = 0.0
+    latencies: list[float] = field(default_factory=list, repr=False)
+    measured: int = 0
+    late: int = 0  # items of the window whose alert had not arrived after the drain
+    repeats: int = 0
+    stop_seconds: float = 0.0
+    load: str = ""
+
+
 # ---- one run ------------------------------------------------------------------------------------
 
 
-def run_one(lock: str, replicas: int, url: str, args: Any, tmp: Path) -> Figures:
-    figures = Figures(lock, replicas)
-    chats = args.chats
-    directory = tmp / f"{lock}-{replicas}"
+@contextlib.contextmanager
+def cluster_of(
+    lock: str,
+    replicas: int,
+    url: str,
+    feeds: PublishingFeeds,
+    double: BotAPIDouble,
+    args: Any,
+    directory: Path,
+) -> Iterator[tuple[Cluster, list[int]]]:
+    """`replicas` replicas over `feeds`, every one polling; yields them and their metrics ports."""
     directory.mkdir()
+    cluster = Cluster(
+        directory, url, alert_config(url, feeds, args.chats, args.interval), double.api_url_for
+    )
+    if lock == "global":
+        cluster.program = [str(Path(__file__).resolve()), GLOBAL_LOCK_REPLICA]
+    with cluster:
+        for i in range(replicas):
+            cluster.start(chr(ord("a") + i))
+        ports = [r.port for r in cluster.replicas.values()]
+
+        def all_polling() -> bool:
+            with contextlib.suppress(OSError):
+                return all(counters(port)[0] > 0 for port in ports)
+            return False
+
+        eventually(all_polling, "every replica polls", timeout=300)
+        yield cluster, ports
+
+
+def stop_all(cluster: Cluster, patience: float = 60.0) -> float:
+    """SIGTERM every replica at once; seconds until the last one exited (one still running after
+    `patience` is killed, and counts as `patience`)."""
+    running = [r for r in cluster.replicas.values() if r.running]
+    sent = time.monotonic()
+    for replica in running:
+        replica.process.send_signal(signal.SIGTERM)
+    slowest = 0.0
+    for replica in running:
+        try:
+            replica.process.wait(timeout=max(0.0, sent + patience - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            replica.process.wait()
+        slowest = max(slowest, time.monotonic() - sent)
+    return slowest
+
+
+def measure_throughput(lock: str, replicas: int, url: str, args: Any, tmp: Path) -> Throughput:
+    """FEEDS feeds, each with WINDOW items waiting from the start and a new one every PUBLISH s:
+    more than the replicas can poll, so every poll stores new items."""
+    figures = Throughput(lock, replicas)
+    text = alerting_text(args.chats, args.alert_every)
     with (
         BotAPIDouble() as double,
-        PublishingFeeds(
-            args.feeds, args.publish, args.window, alerting_text(chats, args.alert_every)
-        ) as feeds,
+        PublishingFeeds(args.feeds, args.publish, args.window, text) as feeds,
     ):
-        cluster = Cluster(
-            directory, url, alert_config(url, feeds, chats, args.interval), double.api_url_for
-        )
-        if lock == "global":
-            cluster.program = [str(Path(__file__).resolve()), GLOBAL_LOCK_REPLICA]
-        with cluster:
-            for i in range(replicas):
-                cluster.start(chr(ord("a") + i))
-            ports = [r.port for r in cluster.replicas.values()]
-
-            def all_polling() -> bool:
-                with contextlib.suppress(OSError):
-                    return all(polls_done(port) > 0 for port in ports)
-                return False
-
-            eventually(all_polling, "every replica polls", timeout=300)
+        # Every feed's window is full at once: a feed's first poll stores as much as later ones.
+        feeds.start_at -= args.window * args.publish
+        directory = tmp / f"throughput-{lock}-{replicas}"
+        with cluster_of(lock, replicas, url, feeds, double, args, directory) as (cluster, ports):
             time.sleep(args.warmup)
-            offset = time.time() - time.monotonic()  # the double's times are monotonic
             cpu_before = CpuSample.take(cluster, url)
-            polls_before = sum(polls_done(port) for port in ports)
-            window_start = time.time()
+            before = [counters(port) for port in ports]
+            started = time.monotonic()
             time.sleep(args.seconds)
-            polls_after = sum(polls_done(port) for port in ports)
+            after = [counters(port) for port in ports]
             cpu_after = CpuSample.take(cluster, url)
-            window_end = time.time()
-            figures.polls = polls_after - polls_before
-            figures.seconds = window_end - window_start
+            figures.seconds = time.monotonic() - started
+            figures.polls = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            figures.items = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
             figures.cpu = cpu_after.since(cpu_before)
             figures.load = load_average()
+            figures.stop_seconds = stop_all(cluster)
+        figures.repeats = repeats(double)
+    return figures
 
-            published = published_in(feeds, args.alert_every, window_start, window_end)
+
+def measure_latency(lock: str, replicas: int, url: str, args: Any, tmp: Path) -> Latency:
+    """LATENCY_FEEDS feeds publishing every PUBLISH s, fewer than the replicas can poll every
+    INTERVAL: an item's alert waits for its feed's next poll, not for a backlog."""
+    figures = Latency(lock, replicas)
+    text = alerting_text(args.chats, args.alert_every)
+    with (
+        BotAPIDouble() as double,
+        PublishingFeeds(args.latency_feeds, args.latency_publish, args.window, text) as feeds,
+    ):
+        directory = tmp / f"latency-{lock}-{replicas}"
+        with cluster_of(lock, replicas, url, feeds, double, args, directory) as (cluster, ports):
+            time.sleep(args.latency_warmup)
+            offset = time.time() - time.monotonic()  # the double's times are monotonic
+            window_start = time.time()
+            before = sum(counters(port)[0] for port in ports)
+            time.sleep(args.latency_seconds)
+            figures.polls_per_second = (sum(counters(port)[0] for port in ports) - before) / (
+                time.time() - window_start
+            )
+            published = published_in(feeds, args.alert_every, window_start, time.time())
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline and not published.keys() <= arrivals(double).keys():
-                time.sleep(1.0)
-            # A replica that outlives its SIGTERM on a loaded machine is killed (then the others).
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                cluster.stop()
+                time.sleep(0.5)
+            figures.load = load_average()
+            figures.stop_seconds = stop_all(cluster)
         arrived = arrivals(double)
         figures.latencies = [
             arrived[mark] + offset - at for mark, at in published.items() if mark in arrived
         ]
-        figures.measured_alerts = len(published)
+        figures.measured = len(published)
         figures.late = len(published.keys() - arrived.keys())
-        copies = Counter(mark for mark, _ in marks(double))
-        figures.repeats = sum(count - 1 for count in copies.values())
+        figures.repeats = repeats(double)
     return figures
+
+
+def repeats(double: BotAPIDouble) -> int:
+    """Alerts that reached Telegram more than once."""
+    copies = Counter(mark for mark, _ in marks(double))
+    return sum(count - 1 for count in copies.values())
 
 
 def published_in(
@@ -306,95 +394,156 @@ def arrivals(double: BotAPIDouble) -> dict[tuple[int, int], float]:
 # ---- report -------------------------------------------------------------------------------------
 
 
-def report(results: Sequence[Figures], args: Any) -> None:
+def report(throughput: Sequence[Throughput], latency: Sequence[Latency], args: Any) -> None:
+    cores = os.cpu_count()
     print(
-        f"Replicas: {args.feeds} feeds on loopback, an item each every {args.publish:g} s "
-        f"(polled every {args.interval}, so always due), 1 item in {args.alert_every} alerting one "
-        f"of {args.chats} chats; PostgreSQL; warm-up {args.warmup:g} s, measured over "
-        f"{args.seconds:g} s; {os.cpu_count()} cores"
+        f"Replicas on PostgreSQL ({cores} cores), the story lock per hash and, as the baseline, "
+        "one global lock"
     )
-    header = ["", *(f"{r.lock} ×{r.replicas}" for r in results)]
+    print(
+        f"Throughput: {args.feeds} feeds on loopback, each with {args.window} new items waiting "
+        f"and one more every {args.publish:g} s (more than the replicas can poll); "
+        f"warm-up {args.warmup:g} s, measured over {args.seconds:g} s"
+    )
+    header = ["", *(f"{r.lock} ×{r.replicas}" for r in throughput)]
 
-    def row(label: str, value: Callable[[Figures], str]) -> list[str]:
-        return [label, *(value(r) for r in results)]
+    def row(label: str, value: Callable[[Throughput], str]) -> list[str]:
+        return [label, *(value(r) for r in throughput)]
 
-    def per_poll(index: int) -> Callable[[Figures], str]:
+    def per_poll(index: int) -> Callable[[Throughput], str]:
         return lambda r: f"{r.cpu[index] / r.polls * 1000:.1f}" if r.polls else "-"
 
-    def latency(pct: float) -> Callable[[Figures], str]:
-        def value(r: Figures) -> str:
-            if not r.latencies and not r.late:
-                return "-"
-            # An alert that had not arrived by the end of the drain counts as later than it.
-            every = [*(r.latencies or []), *([float("inf")] * r.late)]
-            found = statistics.median(every) if pct == 50 else percentile(every, pct)
-            return f"> {args.drain:g}" if found == float("inf") else f"{found:.1f}"
+    baseline = {r.replicas: r for r in throughput if r.lock == "global"}
 
-        return value
-
-    baseline = {r.replicas: r for r in results if r.lock == "global"}
-
-    def gain(r: Figures) -> str:
+    def gain(r: Throughput) -> str:
         base = baseline.get(r.replicas)
         if r.lock == "global" or base is None or not base.polls_per_second:
             return ""
         return f"{r.polls_per_second / base.polls_per_second - 1:+.0%}"
 
-    rows = [
-        row("polls/s", lambda r: f"{r.polls_per_second:.1f}"),
-        row("  vs the global lock", gain),
-        row("alert latency median (s)", latency(50)),
-        row("alert latency p99 (s)", latency(99)),
-        row("alerts measured", lambda r: str(r.measured_alerts)),
-        row(f"  not arrived after {args.drain:g} s", lambda r: str(r.late)),
-        row("repeats (must be 0)", lambda r: str(r.repeats)),
-        row("CPU ms per poll: replicas", per_poll(0)),
-        row("  their PostgreSQL backends", per_poll(1)),
-        row("  feed server + Bot API double", per_poll(2)),
-        row(
-            "CPU cores busy (these three)",
-            lambda r: f"{sum(r.cpu) / r.seconds:.2f}" if r.seconds else "-",
-        ),
-        row("load average (1/5/15 min)", lambda r: r.load),
-    ]
-    table(header, rows)
+    table(
+        header,
+        [
+            row("polls/s", lambda r: f"{r.polls_per_second:.1f}"),
+            row("  vs the global lock", gain),
+            row("items stored/s", lambda r: f"{r.items / r.seconds:.1f}" if r.seconds else "-"),
+            row(
+                "a round of every feed (s)",
+                lambda r: f"{args.feeds / r.polls_per_second:.0f}" if r.polls else "-",
+            ),
+            row("CPU ms per poll: replicas", per_poll(0)),
+            row("  their PostgreSQL backends", per_poll(1)),
+            row("  feed server + Bot API double", per_poll(2)),
+            row(
+                "CPU cores busy (these three)",
+                lambda r: f"{sum(r.cpu) / r.seconds:.2f}" if r.seconds else "-",
+            ),
+            row("repeats (must be 0)", lambda r: str(r.repeats)),
+            row("slowest stop after SIGTERM (s)", lambda r: f"{r.stop_seconds:.1f}"),
+            row("load average (1/5/15 min)", lambda r: r.load),
+        ],
+    )
+    if not latency:
+        return
+    interval_seconds = parse_duration(args.interval).total_seconds()
+    print()
+    print(
+        f"Latency: {args.latency_feeds} feeds on loopback, an item each every "
+        f"{args.latency_publish:g} s, polled every {args.interval} (fewer than the replicas can "
+        f"poll: {args.latency_feeds / interval_seconds:g} polls/s keep up); 1 item in "
+        f"{args.alert_every} alerts one of {args.chats} chats; from publication to the Bot API "
+        f"double, for the items published over {args.latency_seconds:g} s after a "
+        f"{args.latency_warmup:g} s warm-up"
+    )
+
+    def lrow(label: str, value: Callable[[Latency], str]) -> list[str]:
+        return [label, *(value(r) for r in latency)]
+
+    def pct(p: float) -> Callable[[Latency], str]:
+        def value(r: Latency) -> str:
+            # An alert that had not arrived by the end of the drain counts as later than it.
+            every = [*r.latencies, *([float("inf")] * r.late)]
+            if not every:
+                return "-"
+            found = statistics.median(every) if p == 50 else percentile(every, p)
+            return f"> {args.drain:g}" if found == float("inf") else f"{found:.1f}"
+
+        return value
+
+    table(
+        ["", *(f"{r.lock} ×{r.replicas}" for r in latency)],
+        [
+            lrow(
+                f"polls/s (keeping up: {args.latency_feeds / interval_seconds:g})",
+                lambda r: f"{r.polls_per_second:.1f}",
+            ),
+            lrow("alert latency median (s)", pct(50)),
+            lrow("alert latency p99 (s)", pct(99)),
+            lrow("alerts measured", lambda r: str(r.measured)),
+            lrow(f"  not arrived after {args.drain:g} s", lambda r: str(r.late)),
+            lrow("repeats (must be 0)", lambda r: str(r.repeats)),
+            lrow("slowest stop after SIGTERM (s)", lambda r: f"{r.stop_seconds:.1f}"),
+            lrow("load average (1/5/15 min)", lambda r: r.load),
+        ],
+    )
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == GLOBAL_LOCK_REPLICA:
         return run_replica_with_global_lock(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--feeds", type=int, default=5000)
+    parser.add_argument(
+        "--feeds", type=int, default=5000, help="feeds of the throughput part (0: none)"
+    )
     parser.add_argument("--replicas", default="1,2,3")
     parser.add_argument("--locks", default="per-hash,global")
     parser.add_argument("--publish", type=float, default=30, help="seconds between a feed's items")
     parser.add_argument("--window", type=int, default=5, help="items in a feed")
     parser.add_argument("--interval", default="5s", help="poll interval of every feed")
-    parser.add_argument("--alert-every", type=int, default=10, help="1 item in N alerts")
+    parser.add_argument("--alert-every", type=int, default=5, help="1 item in N alerts")
     parser.add_argument("--chats", type=int, default=50)
-    parser.add_argument("--warmup", type=float, default=60)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--drain", type=float, default=240)
+    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--latency-feeds", type=int, default=100, help="feeds of the latency part (0: none)"
+    )
+    parser.add_argument(
+        "--latency-publish", type=float, default=10, help="seconds between a feed's items"
+    )
+    parser.add_argument("--latency-warmup", type=float, default=10)
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--drain", type=float, default=30, help="most seconds to wait for alerts")
     parser.add_argument(
         "--postgresql",
         default=os.environ.get("MONITOR_SOAK_DATABASE_URL")
         or os.environ.get("MONITOR_TEST_DATABASE_URL"),
         help="default: MONITOR_SOAK_DATABASE_URL or MONITOR_TEST_DATABASE_URL",
     )
+    parser.add_argument("--logs", help="keep the replicas' configs and logs in this new directory")
     args = parser.parse_args()
     if not args.postgresql:
         print("needs --postgresql URL (or MONITOR_SOAK_DATABASE_URL)", file=sys.stderr)
         return 2
-    results = []
+    throughput: list[Throughput] = []
+    latency: list[Latency] = []
+    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="replicas-") as tmp_name:
+        tmp = Path(args.logs) if args.logs else Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
         for count in [int(n) for n in args.replicas.split(",")]:
             for lock in [lock.strip() for lock in args.locks.split(",")]:
-                with database("postgresql", Path(tmp_name), args.postgresql) as url:
-                    print(f"{lock} lock, {count} replica(s) ...", file=sys.stderr)
-                    done = run_one(lock, count, url, args, Path(tmp_name))
-                    print(f"  {done}", file=sys.stderr)  # should a later run fail
-                    results.append(done)
-    report(results, args)
+                if args.feeds:
+                    with database("postgresql", tmp, args.postgresql) as url:
+                        print(f"{lock} lock, {count} replica(s): throughput ...", file=sys.stderr)
+                        throughput.append(measure_throughput(lock, count, url, args, tmp))
+                        print(f"  {throughput[-1]}", file=sys.stderr)  # should a later run fail
+                if args.latency_feeds:
+                    with database("postgresql", tmp, args.postgresql) as url:
+                        print(f"{lock} lock, {count} replica(s): latency ...", file=sys.stderr)
+                        latency.append(measure_latency(lock, count, url, args, tmp))
+                        print(f"  {latency[-1]}", file=sys.stderr)
+    report(throughput, latency, args)
+    print(f"\n{time.monotonic() - began:.0f} s in all")
     return 0
 
 

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
@@ -45,7 +46,7 @@ from monitor.store.message_edits import (
 )
 from monitor.store.subscribers import SUBSCRIBERS_CHANNELS, DeliveryState
 
-__all__ = ["EDIT_LEASE", "MAX_EDIT_ATTEMPTS", "MessageEditor"]
+__all__ = ["EDIT_LEASE", "MAX_EDIT_ATTEMPTS", "EditStats", "MessageEditor"]
 
 log = logging.getLogger("monitor.edits")
 
@@ -55,6 +56,23 @@ CONCURRENT_EDITS = 20
 
 # (the chat's delivery state, the watchlist) → why the alert may not reach it now, or None
 Refusal = Callable[[DeliveryState | None, str], tuple[str, bool] | None]
+
+
+@dataclass(slots=True)
+class EditStats:
+    """What became of the edits of a round (an edit needing no request is in none)."""
+
+    edited: int = 0  # edited, or already as it should be ("message is not modified")
+    retried: int = 0  # to be tried again: a 429, an outage, a rejected token
+    given_up: int = 0  # refused for good, or failed MAX_EDIT_ATTEMPTS times
+    dropped: int = 0  # not made on purpose: the subscriber no longer has access
+
+    def __iadd__(self, other: EditStats) -> EditStats:
+        self.edited += other.edited
+        self.retried += other.retried
+        self.given_up += other.given_up
+        self.dropped += other.dropped
+        return self
 
 
 class MessageEditor:
@@ -77,30 +95,34 @@ class MessageEditor:
         self.rng = rng or random.Random()
         self.clock = clock
 
-    async def edit_due(self, notifiers: Mapping[str, Notifier], limit: int = 100) -> int:
-        """Make every edit that is due, in batches of `limit`; how many messages were edited."""
+    async def edit_due(self, notifiers: Mapping[str, Notifier], limit: int = 100) -> EditStats:
+        """Make every edit that is due, in batches of `limit`; what became of them."""
         editors = {
             channel: notifier
             for channel, notifier in notifiers.items()
             if isinstance(notifier, EditingNotifier) and getattr(notifier, "stopped", None) is None
         }
+        stats = EditStats()
         if not editors:
-            return 0
+            return stats
         gate = asyncio.Semaphore(CONCURRENT_EDITS)
 
-        async def gated(edit: EditToMake) -> bool:
+        async def gated(edit: EditToMake) -> EditStats:
             async with gate:
                 return await self._edit(editors[edit.alert.channel], edit)
 
-        edited = 0
         while True:
-            batch = await asyncio.to_thread(self._claim, list(editors), limit)
-            edited += sum(await asyncio.gather(*(gated(edit) for edit in batch)))
-            if len(batch) < limit:
-                return edited
+            batch, claimed = await asyncio.to_thread(self._claim, list(editors), limit, stats)
+            for outcome in await asyncio.gather(*(gated(edit) for edit in batch)):
+                stats += outcome
+            if claimed < limit:
+                return stats
 
-    def _claim(self, channels: list[str], limit: int) -> list[EditToMake]:
-        """Lease due edits; those of subscribers who lost access are dropped meanwhile."""
+    def _claim(
+        self, channels: list[str], limit: int, stats: EditStats
+    ) -> tuple[list[EditToMake], int]:
+        """Lease due edits; those of subscribers who lost access are dropped meanwhile (counted
+        in `stats`). The edits to make, and how many were claimed."""
         with db.transaction(self.engine) as session:
             claimed = claim_due_edits(session, self.owner, self.lease, limit, channels=channels)
             chats = {e.message.chat_id for e in claimed if e.alert.channel in SUBSCRIBERS_CHANNELS}
@@ -111,25 +133,25 @@ class MessageEditor:
                     refusal = self.refusal(states.get(edit.message.chat_id), edit.alert.watchlist)
                     if refusal is not None:
                         drop_edit(session, edit, self.owner, forget_message=False)
+                        stats.dropped += 1
                         continue
                 if not edit.needed:
                     finish_edit(session, edit, self.owner, None)
                     continue
                 admitted.append(edit)
-        return admitted
+        return admitted, len(claimed)
 
-    async def _edit(self, notifier: EditingNotifier, edit: EditToMake) -> bool:
+    async def _edit(self, notifier: EditingNotifier, edit: EditToMake) -> EditStats:
+        """Make one edit and record it; what became of it."""
         alert = edit.alert
         try:
             await notifier.edit(alert.alert(), edit.message)
         except DeliveryError as exc:
-            await asyncio.to_thread(self._record_failure, edit, exc)
-            return False
+            return await asyncio.to_thread(self._record_failure, edit, exc)
         except Exception as exc:  # a notifier bug must not stop the other edits
             log.exception("edit.crash alert=%s channel=%s", alert.id, alert.channel)
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-            await asyncio.to_thread(self._record_failure, edit, error)
-            return False
+            return await asyncio.to_thread(self._record_failure, edit, error)
         await asyncio.to_thread(self._record, edit)
         log.info(
             "edit.sources alert=%s channel=%s chat=%s message=%s sources=%s",
@@ -139,20 +161,20 @@ class MessageEditor:
             edit.message.message_id,
             len(alert.other_feeds) + 1,
         )
-        return True
+        return EditStats(edited=1)
 
     def _record(self, edit: EditToMake) -> None:
         with db.transaction(self.engine) as session:
             finish_edit(session, edit, self.owner, edit.alert.other_feeds)
 
-    def _record_failure(self, edit: EditToMake, error: DeliveryError) -> None:
+    def _record_failure(self, edit: EditToMake, error: DeliveryError) -> EditStats:
         alert = edit.alert
         attempts = edit.attempts + 1
         with db.transaction(self.engine) as session:
             now = self.clock()
             if isinstance(error, CredentialsRejectedError):
                 postpone_edit(session, edit, self.owner, now, attempt=False)
-                return
+                return EditStats(retried=1)
             # A chat that moved keeps its messages under its old id: they cannot be edited.
             final = error.permanent or isinstance(error, RecipientMovedError)
             if final or attempts >= MAX_EDIT_ATTEMPTS:
@@ -165,7 +187,7 @@ class MessageEditor:
                     edit.message.message_id,
                     error.reason if final else f"{attempts} attempts: {error.reason}",
                 )
-                return
+                return EditStats(given_up=1)
             at = alert_retry_at(now, attempts, self.rng, retry_after_seconds=error.retry_after)
             postpone_edit(session, edit, self.owner, at)
         log.info(
@@ -176,3 +198,4 @@ class MessageEditor:
             at.isoformat(),
             error.reason,
         )
+        return EditStats(retried=1)

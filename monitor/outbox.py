@@ -33,14 +33,14 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
 from monitor.core.access import AccessPolicy
 from monitor.core.timing import MAX_ALERT_ATTEMPTS, alert_retry_at
-from monitor.edits import MessageEditor
+from monitor.edits import EditStats, MessageEditor
 from monitor.errors import (
     CredentialsRejectedError,
     DeliveryError,
@@ -85,14 +85,19 @@ class DeliveryStats:
     retried: int = 0
     failed: int = 0
     dropped: int = 0  # not sent on purpose: the recipient no longer has access
-    edited: int = 0  # messages sent before, edited to list the sources that joined their story
+    # messages sent before, edited to list the sources that joined their story
+    edits: EditStats = field(default_factory=EditStats)
+
+    @property
+    def edited(self) -> int:
+        return self.edits.edited
 
     def __iadd__(self, other: DeliveryStats) -> DeliveryStats:
         self.sent += other.sent
         self.retried += other.retried
         self.failed += other.failed
         self.dropped += other.dropped
-        self.edited += other.edited
+        self.edits += other.edits
         return self
 
 
@@ -168,7 +173,7 @@ class Outbox:
         open for the round (SMTP connections)."""
         try:
             stats = await self._deliver_due(limit)
-            stats.edited += await self.editor.edit_due(self.notifiers, limit)
+            stats.edits += await self.editor.edit_due(self.notifiers, limit)
             return stats
         finally:
             await self._release()

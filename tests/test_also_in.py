@@ -152,6 +152,7 @@ def test_a_message_that_cannot_be_edited_stays_as_it_is_and_nothing_is_sent_inst
 def test_an_edit_waits_for_telegram_and_gives_up_quietly_after_a_few_tries(
     settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
 ) -> None:
+    """Each try of the edit is counted in /metrics by its outcome."""
     double.fail(DESK, "retry_after", retry_after=1, method="editMessageText")
 
     async def scenario() -> None:
@@ -173,6 +174,19 @@ def test_an_edit_waits_for_telegram_and_gives_up_quietly_after_a_few_tries(
             for _ in range(MAX_EDIT_ATTEMPTS + 2):
                 make_edits_due(settings)
                 await service.deliver_tick()
+            # /metrics: the 429 and the outage's tries but the last retried, then given up
+            counted = {
+                outcome: service.metrics.registry.get_sample_value(
+                    "monitor_alert_edits_total", {"outcome": outcome}
+                )
+                for outcome in ("edited", "retried", "given_up", "dropped")
+            }
+            assert counted == {
+                "edited": 1,
+                "retried": MAX_EDIT_ATTEMPTS,
+                "given_up": 1,
+                "dropped": 0,
+            }
 
     asyncio.run(scenario())
     assert len(sent_to(double, DESK)) == 1

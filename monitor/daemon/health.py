@@ -104,6 +104,12 @@ class Metrics:
         self.deliveries = Counter(
             "monitor_deliveries", "Alert deliveries by outcome", ["outcome"], registry=self.registry
         )
+        self.alert_edits = Counter(
+            "monitor_alert_edits",
+            "Edits of sent alerts to list the sources that joined their story, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.polls_in_flight = Gauge(
             "monitor_polls_in_flight", "Feed polls running now", registry=self.registry
         )
@@ -171,6 +177,10 @@ class Metrics:
         self.deliveries.labels("retried").inc(stats.retried)
         self.deliveries.labels("failed").inc(stats.failed)
         self.deliveries.labels("dropped").inc(stats.dropped)
+        self.alert_edits.labels("edited").inc(stats.edits.edited)
+        self.alert_edits.labels("retried").inc(stats.edits.retried)
+        self.alert_edits.labels("given_up").inc(stats.edits.given_up)
+        self.alert_edits.labels("dropped").inc(stats.edits.dropped)
 
 
 STALL_SECONDS = 120.0

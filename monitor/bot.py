@@ -906,12 +906,7 @@ class SubscriberBot:
                     session, chat.id, until, now, watchlist=name
                 ):
                     return f"You are not subscribed to {name}.", None, name
-                return (
-                    f"Muted {name} for a day",
-                    f"🔕 {shown} muted until {_e(_when(until))}{by}; what comes meanwhile "
-                    "arrives as one message then.",
-                    name,
-                )
+                return f"Muted {name} for a day", buttons.muted_note(name, until, by), name
             if press.action == "unmute":
                 if subscriber is None or not subs.set_mute(
                     session, chat.id, None, now, watchlist=name

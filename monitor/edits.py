@@ -28,13 +28,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
 from monitor.core.timing import alert_retry_at
 from monitor.errors import CredentialsRejectedError, DeliveryError, RecipientMovedError
+from monitor.model import Alert
 from monitor.notify import EditingNotifier, Notifier
 from monitor.store import db, subscribers
 from monitor.store.message_edits import (
@@ -107,45 +108,52 @@ class MessageEditor:
             return stats
         gate = asyncio.Semaphore(CONCURRENT_EDITS)
 
-        async def gated(edit: EditToMake) -> EditStats:
+        async def gated(edit: EditToMake, shown: Alert) -> EditStats:
             async with gate:
-                return await self._edit(editors[edit.alert.channel], edit)
+                return await self._edit(editors[edit.alert.channel], edit, shown)
 
         while True:
             batch, claimed = await asyncio.to_thread(self._claim, list(editors), limit, stats)
-            for outcome in await asyncio.gather(*(gated(edit) for edit in batch)):
+            for outcome in await asyncio.gather(*(gated(edit, shown) for edit, shown in batch)):
                 stats += outcome
             if claimed < limit:
                 return stats
 
     def _claim(
         self, channels: list[str], limit: int, stats: EditStats
-    ) -> tuple[list[EditToMake], int]:
+    ) -> tuple[list[tuple[EditToMake, Alert]], int]:
         """Lease due edits; those of subscribers who lost access are dropped meanwhile (counted
-        in `stats`). The edits to make, and how many were claimed."""
+        in `stats`). The edits to make, each with the alert as its message is to show it now (a
+        subscriber's mute of the watchlist too), and how many were claimed."""
         with db.transaction(self.engine) as session:
+            now = self.clock()
             claimed = claim_due_edits(session, self.owner, self.lease, limit, channels=channels)
             chats = {e.message.chat_id for e in claimed if e.alert.channel in SUBSCRIBERS_CHANNELS}
             states = subscribers.delivery_states(session, chats) if chats else {}
             admitted = []
             for edit in claimed:
+                muted_until = None
                 if edit.alert.channel in SUBSCRIBERS_CHANNELS:
-                    refusal = self.refusal(states.get(edit.message.chat_id), edit.alert.watchlist)
-                    if refusal is not None:
+                    state = states.get(edit.message.chat_id)
+                    if self.refusal(state, edit.alert.watchlist) is not None:
                         drop_edit(session, edit, self.owner, forget_message=False)
                         stats.dropped += 1
                         continue
+                    subscription = state.subscriptions.get(edit.alert.watchlist) if state else None
+                    until = subscription.muted_until if subscription else None
+                    muted_until = until if until is not None and until > now else None
                 if not edit.needed:
                     finish_edit(session, edit, self.owner, None)
                     continue
-                admitted.append(edit)
+                admitted.append((edit, replace(edit.alert.alert(), muted_until=muted_until)))
         return admitted, len(claimed)
 
-    async def _edit(self, notifier: EditingNotifier, edit: EditToMake) -> EditStats:
-        """Make one edit and record it; what became of it."""
+    async def _edit(self, notifier: EditingNotifier, edit: EditToMake, shown: Alert) -> EditStats:
+        """Make one edit (`shown`: the alert as the message is to show it) and record it; what
+        became of it."""
         alert = edit.alert
         try:
-            await notifier.edit(alert.alert(), edit.message)
+            await notifier.edit(shown, edit.message)
         except DeliveryError as exc:
             return await asyncio.to_thread(self._record_failure, edit, exc)
         except Exception as exc:  # a notifier bug must not stop the other edits

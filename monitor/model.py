@@ -55,7 +55,9 @@ class Alert:
     `recipient` is "" for channels without recipients (console); `hits` are offsets into `body`
     (title hits carry field "title"); `other_sources` names the other feeds carrying the story.
     `language` is the item's (BCP 47, when known): it sets the text's direction. `thread_id` is
-    the Telegram forum topic a subscriber's alert goes to (None: the chat itself).
+    the Telegram forum topic a subscriber's alert goes to (None: the chat itself). `muted_until`:
+    the end of the subscriber's mute of the watchlist, while it lasts (its message then says so and
+    offers to unmute).
     """
 
     id: int
@@ -72,6 +74,7 @@ class Alert:
     attempts: int = 0
     language: str | None = None
     thread_id: int | None = None
+    muted_until: datetime | None = None
 
 
 @dataclass(frozen=True)

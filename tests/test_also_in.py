@@ -126,6 +126,31 @@ def test_each_later_source_is_added_to_the_alerts_sent_and_nothing_is_sent_again
     assert {row.message_sources for row in outbox(settings)} == {'["bbc", "reuters"]'}
 
 
+def test_a_muted_subscriber_keeps_the_mute_note_and_unmute_button_when_a_source_joins(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    async def scenario() -> None:
+        async with running(settings) as service:
+            await say(double, ALICE, "/subscribe taiwan-red-line")
+            await tick(service)
+            alert = double.messages_to(ALICE)[-1]
+            double.press_button(alert, "mute:taiwan-red-line")
+            await double.edits_eventually(1)
+            serve(feeds, "bbc", REPORT)
+            await tick(service)
+
+    asyncio.run(scenario())
+    alert = double.messages_to(ALICE)[-1]
+    muted, also = [e for e in double.edits if e.chat_id == ALICE]
+    assert muted.plain is not None and also.plain is not None
+    note = muted.plain.removeprefix(alert.plain)
+    assert note.startswith("\n\n🔕 taiwan-red-line muted until ")
+    assert also.plain == alert.plain + "\nalso in: bbc" + note
+    assert also.buttons == muted.buttons == [("🔔 Unmute", "unmute:taiwan-red-line")]
+    [desk] = [e for e in double.edits if e.chat_id == DESK]  # the desk has no buttons to keep
+    assert desk.buttons == [] and "muted" not in (desk.plain or "")
+
+
 def test_a_message_that_cannot_be_edited_stays_as_it_is_and_nothing_is_sent_instead(
     settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
 ) -> None:

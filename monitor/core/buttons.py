@@ -10,7 +10,9 @@ and edits the message so that it says what was done and offers the way back (`af
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "after",
     "alert_buttons",
     "button_data",
+    "muted_note",
     "parse_press",
     "watchlist_key",
 ]
@@ -81,6 +84,16 @@ def alert_buttons(watchlist: str) -> list[Button]:
         Button("🔕 Mute for a day", button_data("mute", watchlist)),
         Button("✖️ Unsubscribe", button_data("unsub", watchlist)),
     ]
+
+
+def muted_note(watchlist: str, until: datetime, by: str = "") -> str:
+    """The note (Telegram HTML) under an alert whose watchlist the chat muted until `until`;
+    `by`: who did it, as HTML (` (by Alice)` in a group), or ""."""
+    shown = html.escape(watchlist, quote=True)
+    return (
+        f"🔕 <b>{shown}</b> muted until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC{by}; what "
+        "comes meanwhile arrives as one message then."
+    )
 
 
 def after(action: Action, watchlist: str) -> list[Button]:

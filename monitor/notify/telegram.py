@@ -56,14 +56,16 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from monitor.core.buttons import Button, alert_buttons
+from monitor.core.buttons import Button, after, alert_buttons, muted_note
 from monitor.core.ratelimit import RateLimiter
 from monitor.core.telegram_html import (
+    MAX_UNITS,
     alert_html,
     alert_plain,
     digest_html,
     plain_text,
     safe_link,
+    visible_length,
 )
 from monitor.errors import (
     CredentialsRejectedError,
@@ -288,7 +290,7 @@ class TelegramNotifier:
         chat_id = await self._chat(alert.recipient)
         message_id = await self.send_html(
             chat_id,
-            alert_html(alert, tz=self.tz),
+            self._html(alert),
             alert_plain(alert),
             thread_id=alert.thread_id,
             reply_markup=self._buttons(alert),
@@ -298,7 +300,9 @@ class TelegramNotifier:
 
     async def edit(self, alert: Alert, message: MessageRef) -> None:
         """Make `message`, which `alert` became, show `alert` as it is now (its story's sources),
-        with the same buttons; it waits for a slot of the chat like a new message. Telegram's
+        with the buttons and note a message of it would have now (a subscriber who muted its
+        watchlist keeps the mute's note and the unmute button); it waits for a slot of the chat
+        like a new message. Telegram's
         "message is not modified" is success. Raises `DeliveryError` as `send` does (see module);
         permanent when the message cannot be edited ("message to edit not found", "message can't
         be edited") — an edit is never sent as a new message."""
@@ -306,7 +310,7 @@ class TelegramNotifier:
         await self._wait_for_slot(message.chat_id)
         try:
             await self.bot.edit_message_text(
-                alert_html(alert, tz=self.tz),
+                self._html(alert),
                 chat_id=message.chat_id,
                 message_id=message.message_id,
                 parse_mode=ParseMode.HTML,
@@ -430,10 +434,21 @@ class TelegramNotifier:
             raise self._translate(exc, None) from exc
         return chat.id
 
+    def _html(self, alert: Alert) -> str:
+        """The alert's message; a subscriber's of a muted watchlist with the mute's note below, as
+        the bot writes it when the mute button is pressed."""
+        if alert.channel not in self.subscriber_channels or alert.muted_until is None:
+            return alert_html(alert, tz=self.tz)
+        note = f"\n\n<i>{muted_note(alert.watchlist, alert.muted_until)}</i>"
+        return alert_html(alert, tz=self.tz, limit=MAX_UNITS - visible_length(note)) + note
+
     def _buttons(self, alert: Alert) -> InlineKeyboardMarkup | None:
-        """Alerts to people who subscribed with the bot carry its buttons."""
+        """Alerts to people who subscribed with the bot carry its buttons: mute and unsubscribe,
+        or unmute while the watchlist is muted."""
         if alert.channel not in self.subscriber_channels:
             return None
+        if alert.muted_until is not None:
+            return keyboard(after("mute", alert.watchlist))
         return keyboard(alert_buttons(alert.watchlist))
 
     def _preview(self, alert: Alert) -> LinkPreviewOptions:

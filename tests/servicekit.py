@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -32,6 +32,8 @@ from monitor.config import Settings, parse_config
 from monitor.daemon import Service, start_bot
 from monitor.errors import DeliveryError
 from monitor.model import Alert
+from monitor.notify import Notifier
+from monitor.pipeline import PollResult
 from monitor.store import db
 from monitor.store.tables import alerts
 
@@ -201,6 +203,28 @@ def outbox(settings: Settings) -> list[Any]:
             return list(session.execute(select(alerts).order_by(alerts.c.id)).all())
     finally:
         engine.dispose()
+
+
+def poll_and_deliver(
+    settings: Settings,
+    notifiers: Mapping[str, Notifier],
+    clock: Callable[[], datetime] | None = None,
+) -> list[PollResult]:
+    """One `monitor once --force` in this process, delivering through `notifiers` (channel →
+    notifier), at `clock`'s time if given (else the database's): poll every feed (also one backing
+    off, as if its time had come), deliver, close. The poll results."""
+
+    async def go() -> list[PollResult]:
+        service = Service.build(settings, notifiers=dict(notifiers), clock=clock)
+        service.prepare(now=clock() if clock is not None else None, alone=True)
+        try:
+            results = await service.poll_all(force=True)
+            await service.deliver_tick()
+            return results
+        finally:
+            await service.close()
+
+    return asyncio.run(go())
 
 
 def make_due(settings: Settings) -> None:

@@ -5,16 +5,14 @@ command is run as users run it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from httpserver import LoopbackServer
-from servicekit import RecordingNotifier, cli, feed, serve, service_config
+from servicekit import RecordingNotifier, cli, feed, poll_and_deliver, serve, service_config
 
 from monitor.config import parse_config
-from monitor.daemon import Service
 from monitor.errors import DeliveryError
 
 WATCHLISTS = """\
@@ -37,26 +35,16 @@ def test_alerts_shows_why_alerts_wait_and_retries_or_purges_those_given_up(
     log.fail_with = DeliveryError("HTTP 502 Bad Gateway")
     pager.fail_with = DeliveryError("550 mailbox unavailable", permanent=True)
 
-    def poll_and_deliver(*titles: str) -> None:
+    def serve_and_poll(*titles: str) -> None:
         serve(feeds, feed(*titles))
-
-        async def go() -> None:
-            service = Service.build(settings, notifiers={"log": log, "pager": pager})
-            service.prepare(alone=True)
-            try:
-                await service.poll_all(force=True)
-                await service.deliver_tick()
-            finally:
-                await service.close()
-
-        asyncio.run(go())
+        poll_and_deliver(settings, {"log": log, "pager": pager})
 
     def listed() -> list[dict[str, Any]]:
         code, out, err = cli("alerts", "--json", "--config", str(config))
         assert code == 0, err
         return [json.loads(line) for line in out.splitlines()]
 
-    poll_and_deliver("Sunny week")
+    serve_and_poll("Sunny week")
     waiting, given_up = listed()
     assert waiting["status"] == "pending" and given_up["status"] == "given_up"
     assert {k: waiting[k] for k in ("channel", "attempts", "last_error")} == {
@@ -107,13 +95,13 @@ def test_alerts_shows_why_alerts_wait_and_retries_or_purges_those_given_up(
         ("log", "pending"),
     ]
     pager.fail_with = None
-    poll_and_deliver("Sunny week")
+    serve_and_poll("Sunny week")
     assert [a.title for a in pager.sent] == ["Sunny week"]
     assert [a["channel"] for a in listed()] == ["log"]
 
     # Purged: a new story given up on the pager is deleted; the pending ones stay.
     pager.fail_with = DeliveryError("550 mailbox unavailable", permanent=True)
-    poll_and_deliver("Sunny week", "Sunny weekend")
+    serve_and_poll("Sunny week", "Sunny weekend")
     assert [(a["channel"], a["status"]) for a in listed()] == [
         ("log", "pending"),
         ("log", "pending"),

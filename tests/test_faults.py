@@ -23,6 +23,7 @@ from servicekit import (
     feed,
     make_due,
     outbox,
+    poll_and_deliver,
     running,
     say,
     sent_to,
@@ -34,7 +35,6 @@ from test_pipeline import (
     REFERENCE,
     WEATHER,
     Feed,
-    poll_and_deliver,
     rows,
     rss,
     service_for,
@@ -85,7 +85,7 @@ def test_fault_12_items_without_guid_or_link_keep_their_key_across_polls(
     reference, weather = REFERENCE[1:], WEATHER[1:]
     feed_ = Feed(server, "/a.xml", _anonymous(reference, weather))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed_.url}'}}", tmp_path)
-    (first,) = poll_and_deliver(settings, notifier)
+    (first,) = poll_and_deliver(settings, {"console": notifier})
     assert (first.status, first.new_items) == ("ok", 2)
     assert len(notifier.sent) == 3  # russia and taiwan-red-line for one, sunny for the other
     keys = {row["identity"] for row in rows(settings, items)}
@@ -93,10 +93,10 @@ def test_fault_12_items_without_guid_or_link_keep_their_key_across_polls(
     # Polled again in another order (a new body, so parsed again), then with a new item on top:
     # only the new item is new; no row and no alert for the others.
     feed_.body = _anonymous(weather, reference)
-    (again,) = poll_and_deliver(settings, notifier)
+    (again,) = poll_and_deliver(settings, {"console": notifier})
     assert (again.status, again.new_items, again.updated_items) == ("ok", 0, 0)
     feed_.body = _anonymous(("Sunny in Oslo", "Sunny all week in Oslo"), weather, reference)
-    (third,) = poll_and_deliver(settings, notifier)
+    (third,) = poll_and_deliver(settings, {"console": notifier})
     assert (third.status, third.new_items, third.updated_items) == ("ok", 1, 0)
     stored = rows(settings, items)
     assert len(stored) == 3 and keys < {row["identity"] for row in stored}
@@ -438,7 +438,7 @@ def test_fault_21_a_feed_moved_for_good_is_followed_and_its_new_url_reported(
         database_url, f"- {{name: a, url: '{moved}'}}\n- {{name: b, url: '{elsewhere}'}}", tmp_path
     )
     with caplog.at_level(logging.WARNING, logger="monitor.pipeline"):
-        results = poll_and_deliver(settings, notifier)
+        results = poll_and_deliver(settings, {"console": notifier})
     assert sorted((r.feed, r.status) for r in results) == [("a", "ok"), ("b", "ok")]
     assert [a.watchlist for a in notifier.sent] == ["sunny"]  # one story, one alert
     moves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feed.moved")]

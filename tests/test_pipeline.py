@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape as xml_escape
 import pytest
 from aiohttp import web
 from httpserver import LoopbackServer
-from servicekit import RecordingNotifier
+from servicekit import RecordingNotifier, poll_and_deliver
 from sqlalchemy import select, text
 from virtualtime import VirtualTime
 
@@ -121,22 +121,6 @@ def service_for(settings: Settings, notifier: RecordingNotifier) -> Service:
     return service
 
 
-def poll_and_deliver(settings: Settings, notifier: RecordingNotifier) -> list[Any]:
-    """One `monitor once --force` in process: poll every feed (also one backing off, as if its
-    time had come), deliver, close."""
-
-    async def go() -> list[Any]:
-        service = service_for(settings, notifier)
-        try:
-            results = await service.poll_all(force=True)
-            await service.deliver_tick()
-            return results
-        finally:
-            await service.close()
-
-    return asyncio.run(go())
-
-
 def rows(settings: Settings, table: Any) -> list[Any]:
     engine = db.make_engine(settings.database.url)
     try:
@@ -158,7 +142,7 @@ def test_fault_22_first_poll_stores_and_alerts_then_304_does_nothing(
     feed = Feed(server, "/a.xml", rss(REFERENCE, WEATHER))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
 
-    (first,) = poll_and_deliver(settings, notifier)
+    (first,) = poll_and_deliver(settings, {"console": notifier})
     assert (first.status, first.new_items, first.alerts) == ("ok", 2, 3)
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
     alert = next(a for a in notifier.sent if a.watchlist == "taiwan-red-line")
@@ -166,7 +150,7 @@ def test_fault_22_first_poll_stores_and_alerts_then_304_does_nothing(
     assert [alert.body[h.start : h.end] for h in alert.hits] == ["تايوان", "خط أحمر"]
     assert len(rows(settings, items)) == 2
 
-    (second,) = poll_and_deliver(settings, notifier)
+    (second,) = poll_and_deliver(settings, {"console": notifier})
     assert second.status == "not_modified"
     assert feed.requests[-1].get("If-None-Match")  # conditional GET
     assert len(notifier.sent) == 3
@@ -179,12 +163,12 @@ def test_changed_item_is_an_update_and_alerts_only_for_new_watchlists(
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "taiwan-red-line"]
 
     guid, title, body = REFERENCE
     feed.body = rss((guid, title, body + " Sunny weather in Taipei."))
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert (result.status, result.new_items, result.updated_items) == ("ok", 0, 1)
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "sunny", "taiwan-red-line"]
     (item,) = rows(settings, items)
@@ -219,7 +203,7 @@ def test_same_article_in_two_feeds_is_one_story_and_one_alert(
 ) -> None:
     _, title, body = REFERENCE
     settings, _ = two_feeds(server, database_url, tmp_path, REFERENCE, ("other-guid", title, body))
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     assert_one_story_alerted_once(settings, notifier)
 
 
@@ -239,12 +223,12 @@ def test_fault_77_a_copy_with_another_headline_and_a_footer_is_one_story_and_one
         ("a-1", REFERENCE[1], xml_escape(body)),
         ("b-7", "وانغ يي إلى موسكو بعد سوليفان", xml_escape(copy)),
     )
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     assert_one_story_alerted_once(settings, notifier)
     assert rows(settings, stories)[0]["fingerprint"].startswith("v1:")
 
     two.body = rss(("b-8", "الصين وروسيا", xml_escape(other)))
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     assert len(rows(settings, stories)) == 2
     assert sorted(a.watchlist for a in notifier.sent) == ["russia", "russia", "taiwan-red-line"]
 
@@ -256,7 +240,7 @@ def test_the_hourly_prune_forgets_the_hashes_of_stories_past_the_copy_window(
     body = xml_escape("\n".join(lines.split("\n")[1:49]))
     feed = Feed(server, "/a.xml", rss(("a-1", REFERENCE[1], body)))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     assert len(rows(settings, story_hashes)) == 8
 
     async def prune(age: timedelta) -> None:
@@ -280,7 +264,7 @@ def test_fault_13_same_guid_repeated_in_a_feed_is_stored_once(
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE, REFERENCE, WEATHER))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert result.new_items == 2
     assert len(notifier.sent) == 3
 
@@ -293,14 +277,14 @@ def test_fault_13_a_guid_that_changes_every_poll_adds_no_row(
     for poll in range(1, 4):
         # The same item under a new guid each time, as some CMSs write them.
         feed.body = rss((f"wx-{poll}", WEATHER[1], WEATHER[2]))
-        (result,) = poll_and_deliver(settings, notifier)
+        (result,) = poll_and_deliver(settings, {"console": notifier})
         assert result.new_items == (1 if poll == 1 else 0)
     assert len(rows(settings, items)) == 1
     assert len(notifier.sent) == 1
     # Said differently, it is news (an item of its own); items without any text are told apart
     # by their guid alone.
     feed.body = rss(("wx-4", WEATHER[1], "Rain all week"), ("e-1", "", ""), ("e-2", "", ""))
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert result.new_items == 3
 
 
@@ -346,7 +330,7 @@ def test_fault_69_two_huge_feeds_fail_alone_and_every_other_feed_is_parsed(
         for name in ["huge-1", "huge-2", *normals]
     )
     settings = settings_for(database_url, feeds_yaml, tmp_path)
-    results = {r.feed: r for r in poll_and_deliver(settings, notifier)}
+    results = {r.feed: r for r in poll_and_deliver(settings, {"console": notifier})}
     assert {name: results[name].status for name in normals} == dict.fromkeys(normals, "ok")
     assert len(rows(settings, items)) == 4
     for name in ("huge-1", "huge-2"):
@@ -416,7 +400,7 @@ def test_fault_23_retry_after_sets_the_next_poll_and_is_not_a_failure(
     feed.headers = {"Retry-After": "120"}
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
     before = datetime.now(UTC)
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert result.status == "retry_later"
     (row,) = rows(settings, feeds)
     assert row["consecutive_failures"] == 0
@@ -428,15 +412,15 @@ def test_fault_06_server_error_backs_off_and_a_broken_body_keeps_stored_items(
 ) -> None:
     feed = Feed(server, "/a.xml", rss(REFERENCE))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
 
     feed.status = 500
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert result.status == "error" and "500" in (result.error or "")
     feed.status = 200
     feed.body = b"<html><head><title>Login</title></head><body>Sign in</body></html>"
     before = datetime.now(UTC)
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert result.status == "error" and "not a feed" in (result.error or "")
     (row,) = rows(settings, feeds)
     assert row["consecutive_failures"] == 2
@@ -451,7 +435,7 @@ def test_delivery_failures_are_retried_then_given_up_with_the_reason(
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
     notifier.fail_with = DeliveryError("channel down")
     before = datetime.now(UTC)
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     (alert,) = rows(settings, alerts)
     assert alert["status"] == "pending" and alert["attempts"] == 1
     assert alert["last_error"] == "channel down"
@@ -467,7 +451,7 @@ def test_delivery_failures_are_retried_then_given_up_with_the_reason(
     finally:
         engine.dispose()
     notifier.fail_with = DeliveryError("chat not found", permanent=True)
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     (alert,) = rows(settings, alerts)
     assert alert["status"] == "failed" and alert["last_error"] == "chat not found"
     assert notifier.sent == []
@@ -802,7 +786,7 @@ def test_full_text_feed_matches_the_page_and_is_not_refetched(
     settings = settings_for(
         database_url, f"- {{name: a, url: '{feed.url}', full_text: true}}", tmp_path
     )
-    (first,) = poll_and_deliver(settings, notifier)
+    (first,) = poll_and_deliver(settings, {"console": notifier})
     assert (first.new_items, first.alerts) == (1, 1)
     assert [a.watchlist for a in notifier.sent] == ["sunny"]
     (stored,) = rows(settings, items)
@@ -812,7 +796,7 @@ def test_full_text_feed_matches_the_page_and_is_not_refetched(
     feed.body = feed.body.replace(
         b"</channel>", b"<item><guid>x</guid><title>Other</title></item></channel>"
     )
-    (second,) = poll_and_deliver(settings, notifier)
+    (second,) = poll_and_deliver(settings, {"console": notifier})
     assert (second.new_items, second.updated_items) == (1, 0)  # the first item is not "updated"
     assert len([r for r in server.requests if r.path == "/story.html"]) == page_requests
 
@@ -841,7 +825,7 @@ def test_fault_76_a_full_text_feed_allowed_on_a_private_address_reads_no_private
     settings = parse_config(text, str(config))
     assert not settings.fetch.allow_private and settings.feeds[0].allow_private
 
-    (result,) = poll_and_deliver(settings, notifier)
+    (result,) = poll_and_deliver(settings, {"console": notifier})
     assert (result.status, result.new_items) == ("ok", 1)
     (stored,) = rows(settings, items)
     assert stored["text"] == "Sunny, read more"
@@ -1013,7 +997,7 @@ def test_monitor_match_sees_the_language_and_source_the_daemon_gives_an_item(
         "utf-8",
     )
     settings = parse_config(config.read_text("utf-8"), str(config))
-    poll_and_deliver(settings, notifier)
+    poll_and_deliver(settings, {"console": notifier})
     by_item: dict[str, set[str]] = {}
     item_titles = {r["id"]: r["title"] for r in rows(settings, items)}
     for match in rows(settings, matches):

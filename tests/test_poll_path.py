@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from httpserver import LoopbackServer
-from servicekit import RecordingNotifier
+from servicekit import RecordingNotifier, poll_and_deliver
 from sqlalchemy import Engine, event, select
 from test_pipeline import (
     Feed,
-    poll_and_deliver,
     rss,
     settings_for,
 )
@@ -79,7 +78,7 @@ def test_the_detector_runs_only_for_items_whose_language_nobody_declared(
         """,
         tmp_path,
     )
-    results = poll_and_deliver(settings, RecordingNotifier())
+    results = poll_and_deliver(settings, {"console": RecordingNotifier()})
     assert {r.feed: r.new_items for r in results} == dict.fromkeys(
         ("config", "channel", "entry", "nowhere"), 1
     )

@@ -4,7 +4,6 @@ PostgreSQL), at chosen times; the command run as users run it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 from collections.abc import Iterator
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import pytest
 from httpserver import LoopbackServer
-from servicekit import RecordingNotifier
+from servicekit import RecordingNotifier, poll_and_deliver
 from servicekit import cli as run
 
 from monitor.config import parse_config
-from monitor.daemon import Service
 
 
 def rss(*items: tuple[str, str, str, datetime]) -> bytes:
@@ -74,16 +72,7 @@ def test_stories_lists_recent_stories_newest_first_with_sources_and_alerts(
         server.respond("/wire.xml", body=wire, headers={"Content-Type": "application/rss+xml"})
         server.respond("/paper.xml", body=paper, headers={"Content-Type": "application/rss+xml"})
 
-        async def go() -> None:
-            service = Service.build(settings, notifiers={"console": recorder}, clock=lambda: moment)
-            service.prepare(now=moment, alone=True)
-            try:
-                await service.poll_all(force=True)
-                await service.deliver_tick()
-            finally:
-                await service.close()
-
-        asyncio.run(go())
+        poll_and_deliver(settings, {"console": recorder}, clock=lambda: moment)
 
     poll_at(t0, rss(weather), rss())
     poll_at(t0 + timedelta(days=1), rss(weather), rss(filler))

@@ -82,15 +82,33 @@ def enclitic_forms(word: str) -> set[str]:
     accusative alif of SPEC §3 rule 7, and the proclitics that may come with them: حكومة →
     حكومته, وبحكومتهم …; خط → خطا, وخطا. None for a word with the article, a stem shorter than
     two letters, or a word in another script."""
+    before_pronouns, before_alif = enclitic_bases(word)
+    forms = {base + pronoun for base in before_pronouns for pronoun in PRONOUNS}
+    forms.update(base + ACCUSATIVE_ALIF for base in before_alif)
+    return forms
+
+
+def enclitic_bases(word: str) -> tuple[set[str], set[str]]:
+    """What `enclitic_forms(word)` holds before its last clitic: the words that take any pronoun
+    (وبحكومت for وبحكومتهم) and those that take the accusative alif (وخط for وخطا). A text's
+    word is one of those forms when, its pronoun or alif cut off (`PRONOUN_ENDINGS`), it is one
+    of these: a matcher keeps a dozen of them per word rather than the 120 forms."""
     if not _takes_enclitics(word):
-        return set()
+        return set(), set()
     stem = fold_word_end(word)
     before_pronoun = word[:-1] + "ت" if word.endswith(_TEH_MARBUTA) else stem
-    suffixed = [before_pronoun + pronoun for pronoun in PRONOUNS]
-    forms = {before + form for before in _BEFORE for form in suffixed}
+    before_pronouns = {before + before_pronoun for before in _BEFORE}
+    before_alif = set()
     if not word.endswith(_NO_ALIF_AFTER):
-        forms.update(conj + stem + ACCUSATIVE_ALIF for conj in CONJUNCTIONS)
-    return forms
+        before_alif = {conj + stem for conj in CONJUNCTIONS}
+    return before_pronouns, before_alif
+
+
+# The pronouns by length, for cutting them off a text's words (`enclitic_bases`).
+PRONOUN_ENDINGS = tuple(
+    (length, tuple(p for p in PRONOUNS if len(p) == length))
+    for length in sorted({len(p) for p in PRONOUNS})
+)
 
 
 def spellings(form: str) -> tuple[str, ...]:
@@ -103,12 +121,12 @@ def spellings(form: str) -> tuple[str, ...]:
 def whole_word_forms(word: str) -> set[str]:
     """Every word of a text that matches the term `word` whole: its spellings (rules 1–4) and, in
     Arabic, its forms with clitics (rules 5 and 7)."""
-    forms = _spelt(proclitic_forms(fold_word_end(word)))
+    forms = spelt(proclitic_forms(fold_word_end(word)))
     forms.update(enclitic_forms(word))
     return forms
 
 
-def _spelt(forms: set[str]) -> set[str]:
+def spelt(forms: set[str]) -> set[str]:
     """`forms`, all of one word and so ending alike, in every spelling of `spellings`."""
     other = _OTHER_SPELLING.get(next(iter(forms))[-1:])
     if other is not None:
@@ -125,7 +143,7 @@ def prefix_forms(word: str) -> set[str]:
     """The starts of the words that match the prefix term `word*`: its forms with proclitics and,
     when it ends in ة, with that ة written ت before a pronoun (حكومة* → حكومتها). A pronoun or an
     alif after any other prefix is already a longer word that starts with it."""
-    forms = _spelt(proclitic_forms(fold_word_end(word)))
+    forms = spelt(proclitic_forms(fold_word_end(word)))
     if word.endswith(_TEH_MARBUTA) and _takes_enclitics(word):
         starts = [word[:-1] + "ت" + pronoun for pronoun in _PRONOUN_STARTS]
         forms.update(before + start for before in _BEFORE for start in starts)

@@ -47,14 +47,16 @@ EXIT_SECONDS = 9.5
 
 
 class ExitDeadline:
-    """Ends the process `seconds` after `arm()` (the stop's start) if it is still running then.
+    """The end of a stopped `monitor run` process: at once when the stop is done (`exit_now`), or
+    `seconds` after the stop began (`arm`) if it is still running then.
 
     A cancelled poll's thread goes on with its transaction (a thread cannot be interrupted), and
-    the process waits for every such thread before it exits: one waiting for a story lock, a row
-    lock or an unreachable database would hold a stopped service for as long as that lasts, and
-    on a loaded machine the interpreter's own teardown can take seconds. What such a thread had not
-    committed, the database rolls back when the connection goes. Exits 0 if the stop had done
-    its work (`stopped`), 1 otherwise. Only for the process's entry point: it calls os._exit."""
+    Python waits for every such thread before it exits: one waiting for a story lock, a row lock
+    or an unreachable database would hold a stopped service for as long as that lasts. And on a
+    loaded machine the interpreter's own teardown takes seconds, for nothing: the stop has closed
+    what needs closing. What such a thread had not committed, the database rolls back when the
+    connection goes. Exits 0 if the stop had done its work (`stopped`), 1 otherwise. Only for the
+    process's entry point: it calls os._exit."""
 
     def __init__(self, seconds: float = EXIT_SECONDS) -> None:
         self.seconds = seconds
@@ -63,21 +65,22 @@ class ExitDeadline:
 
     def arm(self) -> None:
         if self._timer is None:
-            self._timer = threading.Timer(self.seconds, self._exit)
+            self._timer = threading.Timer(self.seconds, self._overdue)
             self._timer.daemon = True
             self._timer.start()
 
-    def _exit(self) -> None:
+    def _overdue(self) -> None:
         me = threading.current_thread()
-        running = sorted(t.name for t in threading.enumerate() if t is not me and not t.daemon)
+        running = ",".join(
+            sorted(t.name for t in threading.enumerate() if t is not me and not t.daemon)
+        )
         if self.stopped:
-            log.warning(
-                "run.exit_forced after=%ss still_running=%s", self.seconds, ",".join(running)
-            )
+            log.warning("run.exit_forced after=%ss still_running=%s", self.seconds, running)
         else:
-            log.error(
-                "run.stop_overdue after=%ss still_running=%s", self.seconds, ",".join(running)
-            )
+            log.error("run.stop_overdue after=%ss still_running=%s", self.seconds, running)
+        self.exit_now()
+
+    def exit_now(self) -> None:
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()

@@ -54,6 +54,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,18 @@ class CpuSample:
 
 
 @dataclass
+class Stop:
+    """From a SIGTERM to every replica: the slowest one's exit, and the longest a replica took to
+    begin its stop (its `run.stopping`), in seconds."""
+
+    exit: float = 0.0
+    noticed: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.exit:.1f} ({self.noticed:.1f})"
+
+
+@dataclass
 class Throughput:
     lock: str
     replicas: int
@@ -219,7 +232,7 @@ class Throughput:
     seconds: float = 0.0
     cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)
     repeats: int = 0
-    stop_seconds: float = 0.0
+    stop: Stop = field(default_factory=Stop)
     load: str = ""
 
     @property
@@ -236,7 +249,7 @@ class Latency:
     measured: int = 0
     late: int = 0  # items of the window whose alert had not arrived after the drain
     repeats: int = 0
-    stop_seconds: float = 0.0
+    stop: Stop = field(default_factory=Stop)
     load: str = ""
 
 
@@ -274,22 +287,26 @@ def cluster_of(
         yield cluster, ports
 
 
-def stop_all(cluster: Cluster, patience: float = 60.0) -> float:
-    """SIGTERM every replica at once; seconds until the last one exited (one still running after
-    `patience` is killed, and counts as `patience`)."""
+def stop_all(cluster: Cluster, patience: float = 60.0) -> Stop:
+    """SIGTERM every replica at once and wait for them (one still running after `patience` is
+    killed, and counts as `patience`)."""
     running = [r for r in cluster.replicas.values() if r.running]
-    sent = time.monotonic()
+    sent, sent_at = time.monotonic(), time.time()
     for replica in running:
         replica.process.send_signal(signal.SIGTERM)
-    slowest = 0.0
+    stop = Stop()
     for replica in running:
         try:
             replica.process.wait(timeout=max(0.0, sent + patience - time.monotonic()))
         except subprocess.TimeoutExpired:
             replica.process.kill()
             replica.process.wait()
-        slowest = max(slowest, time.monotonic() - sent)
-    return slowest
+        stop.exit = max(stop.exit, time.monotonic() - sent)
+        for line in replica.output().splitlines():
+            if " run.stopping" in line:
+                began = datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00"))
+                stop.noticed = max(stop.noticed, began.timestamp() - sent_at)
+    return stop
 
 
 def measure_throughput(lock: str, replicas: int, url: str, args: Any, tmp: Path) -> Throughput:
@@ -317,7 +334,7 @@ def measure_throughput(lock: str, replicas: int, url: str, args: Any, tmp: Path)
             figures.items = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
             figures.cpu = cpu_after.since(cpu_before)
             figures.load = load_average()
-            figures.stop_seconds = stop_all(cluster)
+            figures.stop = stop_all(cluster)
         figures.repeats = repeats(double)
     return figures
 
@@ -346,7 +363,7 @@ def measure_latency(lock: str, replicas: int, url: str, args: Any, tmp: Path) ->
             while time.monotonic() < deadline and not published.keys() <= arrivals(double).keys():
                 time.sleep(0.5)
             figures.load = load_average()
-            figures.stop_seconds = stop_all(cluster)
+            figures.stop = stop_all(cluster)
         arrived = arrivals(double)
         figures.latencies = [
             arrived[mark] + offset - at for mark, at in published.items() if mark in arrived
@@ -439,7 +456,7 @@ def report(throughput: Sequence[Throughput], latency: Sequence[Latency], args: A
                 lambda r: f"{sum(r.cpu) / r.seconds:.2f}" if r.seconds else "-",
             ),
             row("repeats (must be 0)", lambda r: str(r.repeats)),
-            row("slowest stop after SIGTERM (s)", lambda r: f"{r.stop_seconds:.1f}"),
+            row("SIGTERM → last exit (→ run.stopping) (s)", lambda r: str(r.stop)),
             row("load average (1/5/15 min)", lambda r: r.load),
         ],
     )
@@ -482,7 +499,7 @@ def report(throughput: Sequence[Throughput], latency: Sequence[Latency], args: A
             lrow("alerts measured", lambda r: str(r.measured)),
             lrow(f"  not arrived after {args.drain:g} s", lambda r: str(r.late)),
             lrow("repeats (must be 0)", lambda r: str(r.repeats)),
-            lrow("slowest stop after SIGTERM (s)", lambda r: f"{r.stop_seconds:.1f}"),
+            lrow("SIGTERM → last exit (→ run.stopping) (s)", lambda r: str(r.stop)),
             lrow("load average (1/5/15 min)", lambda r: r.load),
         ],
     )

@@ -1,7 +1,7 @@
 """Scale-out: 1, 2 and 3 `monitor run` replicas on one PostgreSQL database over local feeds that
 keep publishing, with the Telegram Bot API double as the sink.
 
-    python benchmarks/replicas.py [--feeds 5000] [--latency-feeds 100] [--replicas 1,2,3]
+    python benchmarks/replicas.py [--feeds 5000] [--latency-feeds 50] [--replicas 1,2,3]
                                   [--locks per-hash,global] [--postgresql URL]
 
 Each lock and number of replicas is run twice, on a fresh database each time, with the replicas
@@ -16,11 +16,12 @@ as real processes (tests/replicas.py's `Cluster`), because one load cannot show 
   workers), of their PostgreSQL backends and of this script (the feed server and the Bot API
   double). An alert here waits for its feed's turn in the round, so its latency is the round,
   and is not measured.
-- Latency: LATENCY_FEEDS (100) feeds, each publishing an item every LATENCY_PUBLISH (10)
+- Latency: LATENCY_FEEDS (50) feeds, each publishing an item every LATENCY_PUBLISH (10)
   seconds and polled every INTERVAL: fewer polls a second than the replicas can make even on a
   loaded machine, as a service sized for its feeds runs (the table shows the polls per second
   that keep up beside those made: if they fall short, the latency includes a backlog). One item
-  in ALERT_EVERY carries the word a watchlist asks for and alerts one of CHATS Telegram chats.
+  in LATENCY_ALERT_EVERY (2) carries the word a watchlist asks for and alerts one of CHATS (50)
+  Telegram chats (in the throughput part, one in ALERT_EVERY, 5).
   For the alerting items published over LATENCY_SECONDS after LATENCY_WARMUP: the time from an
   item's publication to its alert reaching the Bot API double, median and p99 (waiting up to
   DRAIN seconds for them; one still missing then counts as later than that, and the missing
@@ -340,10 +341,10 @@ def measure_throughput(lock: str, replicas: int, url: str, args: Any, tmp: Path)
 
 
 def measure_latency(lock: str, replicas: int, url: str, args: Any, tmp: Path) -> Latency:
-    """LATENCY_FEEDS feeds publishing every PUBLISH s, fewer than the replicas can poll every
+    """LATENCY_FEEDS feeds publishing every LATENCY_PUBLISH s, fewer than the replicas can poll every
     INTERVAL: an item's alert waits for its feed's next poll, not for a backlog."""
     figures = Latency(lock, replicas)
-    text = alerting_text(args.chats, args.alert_every)
+    text = alerting_text(args.chats, args.latency_alert_every)
     with (
         BotAPIDouble() as double,
         PublishingFeeds(args.latency_feeds, args.latency_publish, args.window, text) as feeds,
@@ -358,7 +359,7 @@ def measure_latency(lock: str, replicas: int, url: str, args: Any, tmp: Path) ->
             figures.polls_per_second = (sum(counters(port)[0] for port in ports) - before) / (
                 time.time() - window_start
             )
-            published = published_in(feeds, args.alert_every, window_start, time.time())
+            published = published_in(feeds, args.latency_alert_every, window_start, time.time())
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline and not published.keys() <= arrivals(double).keys():
                 time.sleep(0.5)
@@ -468,7 +469,7 @@ def report(throughput: Sequence[Throughput], latency: Sequence[Latency], args: A
         f"Latency: {args.latency_feeds} feeds on loopback, an item each every "
         f"{args.latency_publish:g} s, polled every {args.interval} (fewer than the replicas can "
         f"poll: {args.latency_feeds / interval_seconds:g} polls/s keep up); 1 item in "
-        f"{args.alert_every} alerts one of {args.chats} chats; from publication to the Bot API "
+        f"{args.latency_alert_every} alerts one of {args.chats} chats; from publication to the Bot API "
         f"double, for the items published over {args.latency_seconds:g} s after a "
         f"{args.latency_warmup:g} s warm-up"
     )
@@ -518,11 +519,12 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=5, help="items in a feed")
     parser.add_argument("--interval", default="5s", help="poll interval of every feed")
     parser.add_argument("--alert-every", type=int, default=5, help="1 item in N alerts")
+    parser.add_argument("--latency-alert-every", type=int, default=2)
     parser.add_argument("--chats", type=int, default=50)
     parser.add_argument("--warmup", type=float, default=15)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument(
-        "--latency-feeds", type=int, default=100, help="feeds of the latency part (0: none)"
+        "--latency-feeds", type=int, default=50, help="feeds of the latency part (0: none)"
     )
     parser.add_argument(
         "--latency-publish", type=float, default=10, help="seconds between a feed's items"

@@ -223,7 +223,7 @@ def health_report(service: Service, now: float) -> dict[str, object]:
         "bot": service.bot_status,
         "last_poll_round_seconds_ago": ago(poll.finished_at if poll else None),
         "last_delivery_round_seconds_ago": ago(deliver.finished_at if deliver else None),
-        "polls_in_flight": len(service.in_flight),
+        "polls_in_flight": len(service.polling),
         "feeds_parsing": service.poller.parsing,
     }
 

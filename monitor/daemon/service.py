@@ -2,8 +2,10 @@
 poller, the outbox and its notifiers, the feeds of the config.
 
 The database is the schedule: each feed's `next_poll_at` says when it is due, and a claim (a row
-lease timed by the database clock) makes one process poll it. The ticks that drive a `Service` live
-in `daemon.run` (`monitor run`) and `cli.run` (`monitor once`); this module does not schedule."""
+lease timed by the database clock) makes one process poll it. A claim of `monitor run` also takes
+the feeds due in the next few seconds and starts each poll at its feed's due time, so that a poll
+waits neither for the next claim nor, within the limits, for a slot. The ticks that drive a
+`Service` live in `daemon.run` (`monitor run`) and `cli.run` (`monitor once`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine
@@ -65,7 +67,12 @@ T = TypeVar("T")
 POLL_TICK_SECONDS = 2.0
 DELIVER_TICK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
-MAX_CONCURRENT_POLLS = 50
+MAX_CONCURRENT_POLLS = 50  # polls running at once
+# Feeds one process holds: polls running, and feeds claimed ahead that wait for their due time.
+MAX_CLAIMED_FEEDS = 100
+# A tick claims the feeds due before the tick after next, and starts each at its due time: a feed
+# claimed only once due would wait up to a tick for its claim, and then for a free poll slot.
+CLAIM_AHEAD_SECONDS = 3 * POLL_TICK_SECONDS
 SHUTDOWN_GRACE_SECONDS = 6.0
 FLUSH_SECONDS = 2.0
 RELEASE_SECONDS = 1.0  # giving the cancelled polls' leases back at a stop, at most
@@ -138,7 +145,12 @@ class Service:
     # Every time this process writes for other processes to compare comes from here (`prepare`
     # and each claim keep it in step with the database's clock).
     clock: Callable[[], datetime] = field(default_factory=DatabaseClock)
+    # The feeds this process holds (claimed, polling or waiting to), by id: their leases renew.
     in_flight: dict[int, asyncio.Task[PollResult]] = field(default_factory=dict)
+    polling: set[int] = field(default_factory=set)  # those of them whose poll has started
+    poll_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_POLLS)
+    )
     # Whether this process is the leader (`daemon.leader`): it sends digests and prunes. True for
     # `monitor once` and on SQLite; `monitor run` on PostgreSQL starts as a follower.
     leading: bool = True
@@ -309,7 +321,14 @@ class Service:
         if isinstance(self.clock, DatabaseClock):
             self.clock.observe(database_now(session))
 
-    def _claim(self, limit: int, *, everything: bool, waiting: bool = False) -> list[FeedState]:
+    def _claim(
+        self,
+        limit: int,
+        *,
+        everything: bool,
+        waiting: bool = False,
+        ahead: timedelta = timedelta(0),
+    ) -> list[FeedState]:
         with db.transaction(self.engine) as session:
             self._observe(session)
             return claim_due_feeds(
@@ -319,6 +338,7 @@ class Service:
                 limit,
                 include_not_due=everything,
                 include_waiting=waiting,
+                ahead=ahead,
             )
 
     def state_for_metrics(self) -> tuple[FeedsForMetrics, dict[str, Backlog]]:
@@ -409,22 +429,30 @@ class Service:
             return alert_counts(session)["pending"]
 
     async def poll_tick(self) -> None:
-        """`monitor run`: start polls for the feeds that are due, up to the concurrency limit."""
+        """`monitor run`: claim the feeds due now or within `CLAIM_AHEAD_SECONDS`, up to
+        `MAX_CLAIMED_FEEDS` held, and start each at its due time, `MAX_CONCURRENT_POLLS` at once."""
         self.last_tick = time.monotonic()
         if self.last_tick - self.last_renewal >= self.settings.service.lease.total_seconds() / 3:
             await self.renew_leases()
         async with self.claiming:
             if not self.accepting:
                 return
-            room = MAX_CONCURRENT_POLLS - len(self.in_flight)
-            if room <= 0:
+            if len(self.polling) >= MAX_CONCURRENT_POLLS:
                 if self.polls_full_since is None:
                     self.polls_full_since = asyncio.get_running_loop().time()
+            else:
+                self.polls_full_since = None
+            room = MAX_CLAIMED_FEEDS - len(self.in_flight)
+            if room <= 0:
                 return
-            self.polls_full_since = None
             try:
                 states = await self._on_leasing_thread(
-                    functools.partial(self._claim, room, everything=False)
+                    functools.partial(
+                        self._claim,
+                        room,
+                        everything=False,
+                        ahead=timedelta(seconds=CLAIM_AHEAD_SECONDS),
+                    )
                 )
             except StoreError as exc:
                 log.error("poll.claim_failed error=%s", exc)
@@ -432,11 +460,21 @@ class Service:
                 return
             self.more_due = len(states) == room
             for state in states:
-                task = asyncio.create_task(
-                    self._poll_one(state, force=False), name=f"poll:{state.name}"
-                )
+                task = asyncio.create_task(self._poll_when_due(state), name=f"poll:{state.name}")
                 self.in_flight[state.id] = task
                 task.add_done_callback(functools.partial(self._forget, state.id))
+
+    async def _poll_when_due(self, state: FeedState) -> PollResult:
+        """Wait for the feed's due time (on the loop's monotonic clock), then for a poll slot,
+        then poll it. Cancelled before it starts, the feed is handed back by `drain`."""
+        if state.due_in > 0:
+            await asyncio.sleep(state.due_in)
+        async with self.poll_slots:
+            self.polling.add(state.id)
+            try:
+                return await self._poll_one(state, force=False)
+            finally:
+                self.polling.discard(state.id)
 
     async def _refill(self) -> None:
         try:
@@ -499,15 +537,30 @@ class Service:
             log.info("prune.done items=%s before=%s", removed, cutoff.isoformat())
 
     async def drain(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Let in-flight polls finish for `grace` seconds; cancel the rest and give leases back.
+        """Give back at once the feeds claimed ahead whose poll has not started; let in-flight
+        polls finish for `grace` seconds; cancel the rest and give their leases back.
 
         A poll waiting for its parse, or parsing, is cancelled at once (its parse worker is
         killed): a parse may take many seconds of CPU, and the next process polls the feed again."""
         self.accepting = False
         if self.refilling is not None:  # a claim under way: its polls are drained with the rest
             await asyncio.gather(self.refilling, return_exceptions=True)
-        tasks = dict(self.in_flight)
+        # Feeds claimed ahead whose poll has not started go back at once, due as they were.
+        waiting = {
+            feed_id: task for feed_id, task in self.in_flight.items() if feed_id not in self.polling
+        }
+        for task in waiting.values():
+            task.cancel()
+        await asyncio.gather(*waiting.values(), return_exceptions=True)
+        not_started = [feed_id for feed_id, task in waiting.items() if task.cancelled()]
+        try:
+            await asyncio.to_thread(self._release_all, not_started)
+        except StoreError as exc:  # the leases simply expire
+            log.warning("shutdown.release_failed feeds=%s error=%s", len(not_started), exc)
+        tasks = {k: t for k, t in self.in_flight.items() if k not in waiting}
         if not tasks:
+            if not_started:
+                log.info("shutdown.drained finished=0 abandoned=0 not_started=%s", len(not_started))
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
@@ -529,7 +582,12 @@ class Service:
         except (StoreError, TimeoutError) as exc:  # the leases simply expire
             log.warning("shutdown.release_failed feeds=%s error=%r", len(abandoned), exc)
         finished = len(tasks) - len(abandoned)
-        log.info("shutdown.drained finished=%s abandoned=%s", finished, len(abandoned))
+        log.info(
+            "shutdown.drained finished=%s abandoned=%s not_started=%s",
+            finished,
+            len(abandoned),
+            len(not_started),
+        )
 
     def _release_all(self, feed_ids: list[int]) -> None:
         if feed_ids:

@@ -78,6 +78,9 @@ class FeedState:
     last_polled_at: datetime | None
     missing_since: datetime | None  # since when it has answered 404/410, if it does
     last_status: str | None
+    # Seconds from the claim until the feed is due (0: due already); a feed claimed ahead
+    # (`claim_due_feeds`'s `ahead`) is polled that much later.
+    due_in: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +184,13 @@ def claim_due_feeds(
     *,
     include_not_due: bool = False,
     include_waiting: bool = False,
+    ahead: timedelta = timedelta(0),
 ) -> list[FeedState]:
     """Lease up to `limit` active feeds that are due and not leased by anyone (or whose lease
     expired) to `owner` until DB now + `lease`; most overdue first.
+
+    `ahead` claims the feeds due within that time too, each with its `due_in`: the poller holds
+    them and starts each at its due time rather than at its next claim after it.
 
     `include_not_due` claims active feeds that are not due yet too (`monitor once`), except those
     waiting out a Retry-After or a back-off (FAULTS 73); `include_waiting` claims those as well
@@ -199,7 +206,8 @@ def claim_due_feeds(
     )
     # A last poll "in the future" means the clock was set back: the stored schedule means
     # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
-    is_due = or_(feeds.c.next_poll_at <= now, feeds.c.last_polled_at > now)
+    clock_set_back = feeds.c.last_polled_at > now
+    is_due = or_(feeds.c.next_poll_at <= now + ahead, clock_set_back)
     if not include_not_due:
         due = due.where(is_due)
     elif not include_waiting:
@@ -213,9 +221,20 @@ def claim_due_feeds(
         .values(lease_owner=owner, lease_until=now + lease)
         .returning(*_FEED_STATE_COLUMNS)
     )
-    states = [FeedState(**row._mapping) for row in claimed]
+    states = [FeedState(**row._mapping, due_in=_due_in(row, now, ahead)) for row in claimed]
     states.sort(key=lambda state: (state.next_poll_at, state.id))
     return states
+
+
+def _due_in(row: Any, now: datetime, ahead: timedelta) -> float:
+    """Seconds until a claimed feed is due: 0 if due already, or if the clock was set back
+    (its schedule means nothing then) or it was claimed without being due (`monitor once`)."""
+    wait: timedelta = row.next_poll_at - now
+    if wait <= timedelta(0) or wait > ahead:
+        return 0.0
+    if row.last_polled_at is not None and row.last_polled_at > now:
+        return 0.0
+    return wait.total_seconds()
 
 
 def waiting_feeds(session: Session) -> list[WaitingFeed]:

@@ -261,3 +261,24 @@ def test_a_disabled_feed_is_listed_as_disabled_and_left_out_of_the_check(tmp_pat
     config = make_database(healthy, ["sample", "aawsat"], disabled=("aawsat",))
     code, out, _ = cli("feeds", "--check", "--config", str(config))
     assert (code, out) == (0, "FEEDS OK - 1 feed, none failing; 1 disabled | failing=0;;;0;1\n")
+
+
+def test_a_feed_the_service_registered_but_has_not_polled_yet_is_never_polled(
+    tmp_path: Path,
+) -> None:
+    """The service registers a config's new feeds before it polls them: `monitor feeds` run in
+    between shows such a feed as never polled, like one it has not registered yet."""
+    config = make_database(tmp_path, ["sample", "registered"])
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'monitor.db'}")
+    try:
+        with db.transaction(engine) as session:
+            sync_feeds(session, [("registered", "https://registered.example/rss")], T)
+    finally:
+        engine.dispose()
+    code, out, err = cli("feeds", "--config", str(config))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2].split()[:3] == ["registered", "never", "polled"]
+    assert lines[-2] == "2 feeds, 0 failing, 1 never polled; times in UTC"
+    code, out, _ = cli("feeds", "--json", "--config", str(config))
+    assert json.loads(out.splitlines()[1])["status"] is None

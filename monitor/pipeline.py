@@ -141,6 +141,12 @@ class _Prepared:
     article: Article
     matches: list[Match]
     fingerprint: tuple[int, ...] = ()  # of the feed's own body (core.stories); () if too short
+    headline_keys: tuple[int, ...] = ()  # of a short item's headline (core.headlines); else ()
+
+    @property
+    def indexed(self) -> tuple[int, ...]:
+        """The hashes by which the item finds candidate stories, and its own story is found."""
+        return self.fingerprint[: stories.INDEXED] + self.headline_keys
 
 
 @dataclass(frozen=True)
@@ -520,7 +526,8 @@ class Poller:
                 article, language=language, source=feed.name, body=pages.get(k.index, article.body)
             )
             near = stories.fingerprint(article.body)
-            out.append(_Prepared(k, article, self.matcher.match(article), near))
+            keys = stories.headline_keys(article.title, article.body, language)
+            out.append(_Prepared(k, article, self.matcher.match(article), near, keys))
         return out
 
     def _store(
@@ -554,11 +561,11 @@ class Poller:
             if missing:  # stored or pruned by someone else meanwhile: rare
                 ready.update({p.keyed.index: p for p in prepare(missing)})
             todo = [ready[k.index] for k in todo_keys]
-            if any(p.fingerprint for p in todo):
+            if any(p.indexed for p in todo):
                 # Near-copies have no unique key to race on: replicas storing copies of one
                 # story at the same moment take turns (by the hashes that find copies), so that
                 # the second finds the first's. Before this transaction's first write.
-                lock_stories(session, (h for p in todo for h in p.fingerprint[: stories.INDEXED]))
+                lock_stories(session, (h for p in todo for h in p.indexed))
             plan = _plan_stories(session, todo, known, now, self.story_rules)
             # No body stored yet: the feed's first poll (or its first at a new URL), where an
             # undated item may be the bottom of an archive (core.alert_age).
@@ -847,16 +854,25 @@ def _plan_stories(
     an earlier item of the poll is found as a stored one would be."""
     exact = stories_of_hashes(session, [p.keyed.content_hash for p in todo])
     index: dict[int, list[int]] = {}
-    smallest = {h for p in todo for h in p.fingerprint[: stories.INDEXED]}
-    if smallest:
-        index = near_story_index(session, sorted(smallest), since=now - rules.window)
+    wanted = {h for p in todo for h in p.indexed}
+    if wanted:
+        index = near_story_index(session, sorted(wanted), since=now - rules.window)
 
-    def candidates(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
+    def ranked(
+        hashes: Sequence[int], least: int, *indexes: Mapping[int, Sequence[int]]
+    ) -> list[int]:
         shared: Counter[int] = Counter()
-        for h in p.fingerprint[: stories.INDEXED]:
+        for h in hashes:
             for found in indexes:
                 shared.update(found.get(h, ()))
-        return sorted(shared, key=lambda story: (-shared[story], story))[:NEAR_CANDIDATES]
+        best = sorted(shared, key=lambda story: (-shared[story], story))[:NEAR_CANDIDATES]
+        return [story for story in best if shared[story] >= least]
+
+    def candidates(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
+        return ranked(p.fingerprint[: stories.INDEXED], 1, *indexes)
+
+    def by_headline(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
+        return ranked(p.headline_keys, stories.HEADLINE_KEYS_SHARED, *indexes)
 
     stored_fingerprints = fingerprints_of(
         session, sorted({story for p in todo for story in candidates(p, index)})
@@ -870,10 +886,14 @@ def _plan_stories(
             [(s, stored_fingerprints.get(s)) for s in candidates(p, index)],
             rules.threshold,
         )
+    } | {
+        story for p in todo if p.keyed.content_hash not in exact for story in by_headline(p, index)
     }
     reports: dict[int, list[stories.Report]] = {
         story: [
-            stories.Report(stories.outlet_of(i.link, i.feed_name), i.at, i.title, i.text)
+            stories.Report(
+                stories.outlet_of(i.link, i.feed_name), i.at, i.title, i.text, i.language
+            )
             for i in found
         ]
         for story, found in story_items(session, sorted(similar)).items()
@@ -888,18 +908,20 @@ def _plan_stories(
     steps = []
     for p in todo:
         k = p.keyed
-        indexed = p.fingerprint[: stories.INDEXED]
+        indexed = p.indexed
         report = _report(p, now)
         story_id = exact.get(k.content_hash)
-        if story_id is None and indexed:
+        if story_id is None and p.fingerprint:
             found = candidates(p, index, made)
-            ranked = stories.ranked_candidates(
+            similarities = stories.ranked_candidates(
                 p.fingerprint, [(s, fingerprint_of.get(s)) for s in found], rules.threshold
             )
-            story_id = stories.choose(ranked, report, reports, rules)
+            story_id = stories.choose(similarities, report, reports, rules)
+        if story_id is None and p.headline_keys:
+            story_id = stories.choose_by_headline(by_headline(p, index, made), report, reports)
         if story_id is None:
             story_id = _TEMP_STORY + len(new_stories)
-            encoded = stories.encode(p.fingerprint) if indexed else None
+            encoded = stories.encode(p.fingerprint) if p.fingerprint else None
             new_stories.append(_NewStory(story_id, k.content_hash, encoded, tuple(indexed)))
             exact[k.content_hash] = story_id
             fingerprint_of[story_id] = encoded
@@ -926,7 +948,9 @@ def _report(p: _Prepared, now: datetime) -> stories.Report:
     """The item as the story rules weigh it: its outlet, its date (else now), headline, text."""
     a = p.article
     at = a.published if a.dated and a.published is not None else now
-    return stories.Report(stories.outlet_of(a.link, a.source or ""), at, a.title, a.body)
+    return stories.Report(
+        stories.outlet_of(a.link, a.source or ""), at, a.title, a.body, a.language
+    )
 
 
 def _new_item(p: _Prepared, now: datetime, story_id: int) -> NewItem:

@@ -8,7 +8,9 @@ import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from botapi import TOKEN, BotAPIDouble
@@ -40,6 +42,7 @@ from monitor.store.tables import alerts
 
 REPORT = "Taiwan report"  # one wire report, carried word for word by each outlet
 OUTLETS = ("wire", "bbc", "reuters")  # the feeds, in the order they carry it
+RSS = {"Content-Type": "application/rss+xml"}
 
 
 def serve(feeds: LoopbackServer, name: str, *titles: str) -> None:
@@ -420,3 +423,78 @@ def test_an_edit_waits_for_the_chats_send_slot_like_a_message(double: BotAPIDoub
     asyncio.run(scenario())
     [edit] = double.edits
     assert edit.plain is not None and edit.plain.endswith("also in: bbc")
+
+
+# One wire story as three outlets' feeds carried it: a headline and a sentence each (2026-02-17).
+JESSE_JACKSON = {
+    "abc": (
+        "https://www.abc.net.au/news/2026-02-17/civil-rghts-leader-jesse-jackson-dies-age-84/106356528",
+        "Civil rights leader Jesse Jackson dies, aged 84",
+        "Jesse Jackson was America's pre-eminent civil rights figure for decades.",
+    ),
+    "bbc": (
+        "https://www.bbc.com/news/articles/cp81l0e1eg5o?at_medium=RSS&at_campaign=rss",
+        "US civil rights leader Jesse Jackson dies aged 84",
+        "Tributes poured in from politicians who described Jackson as an agent of change and "
+        "transformative leader.",
+    ),
+    "japantoday": (
+        "https://japantoday.com/category/world/jesse-jackson-civil-rights-leader-and-us-presidential-hopeful-dies-at-84",
+        "Jesse Jackson, civil rights leader and U.S. presidential hopeful, dies at 84",
+        "Charismatic U.S. civil rights leader Jesse Jackson, an eloquent Baptist minister raised "
+        "in the segregated South who became a close associate of Martin Luther King Jr and twice…",
+    ),
+}
+
+
+def short_items_feed(*items: tuple[str, str, str]) -> bytes:
+    """An RSS feed of (link, title, description) items, published now."""
+    published = format_datetime(datetime.now(UTC))
+    entries = "".join(
+        f"<item><guid>{xml_escape(link)}</guid><title>{xml_escape(title)}</title>"
+        f"<link>{xml_escape(link)}</link><pubDate>{published}</pubDate>"
+        f"<description>{xml_escape(text)}</description></item>"
+        for link, title, text in items
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        f"{entries}</channel></rss>"
+    ).encode()
+
+
+def test_one_wire_story_in_three_short_item_feeds_alerts_once_and_adds_each_source(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """Three outlets carry one wire story under three headlines, each with a sentence of its own:
+    too little text to compare, but their headlines and leads tell the same news. The desk hears
+    of it once, and its message lists each outlet as its item arrives."""
+    for name in JESSE_JACKSON:
+        feeds.respond(f"/{name}.xml", body=short_items_feed(), headers=RSS)
+    feeds.respond("/abc.xml", body=short_items_feed(JESSE_JACKSON["abc"]), headers=RSS)
+    watchlists = (
+        "watchlists:\n"
+        "  jackson: {query: '\"Jesse Jackson\"', notify: [desk]}\n"
+        f"channels:\n  desk: {{type: telegram, chat_ids: [{DESK}]}}\n"
+    )
+    settings = write_config(
+        tmp_path, database_url, double, feeds, watchlists=watchlists, feed_names=list(JESSE_JACKSON)
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            for name in ("bbc", "japantoday"):
+                feeds.respond(
+                    f"/{name}.xml", body=short_items_feed(JESSE_JACKSON[name]), headers=RSS
+                )
+                await tick(service)
+            await tick(service)
+
+    asyncio.run(scenario())
+    [message] = double.messages_to(DESK)
+    assert "Civil rights leader Jesse Jackson dies, aged 84" in message.plain
+    assert [edit.plain for edit in double.edits] == [
+        message.plain + "\nalso in: bbc",
+        message.plain + "\nalso in: bbc, japantoday",
+    ]
+    assert len(outbox(settings)) == 1

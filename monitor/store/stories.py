@@ -126,6 +126,7 @@ class StoryItem:
     at: datetime
     title: str
     text: str
+    language: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +318,7 @@ def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[St
                 at,
                 items.c.title,
                 items.c.text,
+                items.c.language,
             )
             .join(feeds, feeds.c.id == items.c.feed_id)
             .where(items.c.story_id.in_(some))

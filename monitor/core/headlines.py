@@ -1,0 +1,187 @@
+"""Short items grouped by their headlines (SPEC §5): most news feeds carry a title and a sentence,
+too little text for a fingerprint (`core.stories`), so two outlets' items of one wire story are
+told by the words their headlines and leads share.
+
+* `telling_words(text, language)` — the words that say what a text is about: normalised tokens
+  without stop words (the `stop-words` lists of the item's language, English and Arabic, and a few
+  words of headline style such as "says" or "live"), each reduced to its Snowball stem, so that
+  "sanctions" meets "sanctioned" and "الصينية" meets "الصين".
+* `Headline.of(title, body, language)` — an item's telling title words (at most `TITLE_WORDS`) and
+  those of its title and opening (the first `OPENING` words of its text).
+* `same_story(a, b)` — two short items are one story when their titles share at least
+  `MIN_TITLE` telling words and title and opening together share at least `MIN_SHARED` of them,
+  two fewer for each title word shared beyond `MIN_TITLE`, and never fewer than `MIN_OPENING`:
+  a headline alone says little ("Iran talks"), a headline with its lead says who did what.
+  Items of one outlet are never grouped so (the caller's rule): an outlet does not carry one wire
+  story twice under two headlines, but does publish different stories on one subject.
+* `keys(headline)` — what the store indexes to find candidates: a key per pair of telling title
+  words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
+  far rarer across a day's news than either word, so candidates are few. The keys lie in
+  [2**61, 2**62), apart from fingerprint hashes (below 2**61), in the same index.
+
+Stemming in pure Python costs about 0.4 ms a word, and headlines repeat their words all day:
+stems are cached, and only the first `SHORT` words of an item are ever looked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import snowballstemmer
+from stop_words import AVAILABLE_LANGUAGES, LANGUAGE_MAPPING, get_stop_words
+
+from monitor.core.text import tokens
+
+SHORT = 120  # words (title and text) under which an item is short: grouped by its headline
+TITLE_WORDS = 12  # telling words of a title that count
+OPENING = 40  # words of the text that are its opening
+MIN_TITLE = 3  # telling words two titles share, at least
+MIN_SHARED = 9  # telling words title and opening share with MIN_TITLE in the titles
+PER_TITLE_WORD = 2  # fewer for each title word shared beyond MIN_TITLE
+MIN_OPENING = 5  # and never fewer than this
+_KEY_BASE = 1 << 61
+
+# Words of headline style that say nothing of the story.
+_HEADLINE_WORDS = (
+    "says said say tells told live latest update updates video watch photos breaking "
+    "news report reports analysis opinion explainer new amid after over year years "
+    "day days week weeks first"
+)
+
+# Stop words that headlines use as names: "US" is not "us".
+_NAMES = frozenset({"us", "uk", "un", "eu", "may"})
+
+
+def is_short(title: str, body: str) -> bool:
+    """Whether an item is a headline and a sentence or two, not an article."""
+    return len(tokens(f"{title}\n{body}")[:SHORT]) < SHORT
+
+
+@lru_cache(maxsize=64)
+def _stop_words(language: str | None) -> frozenset[str]:
+    words = set(tokens(_HEADLINE_WORDS))
+    for name in {"en", "ar", language or "en"}:
+        if name in LANGUAGE_MAPPING or name in AVAILABLE_LANGUAGES:
+            words.update(w for word in get_stop_words(name) for w in tokens(word))
+    return frozenset(words - _NAMES)
+
+
+_SNOWBALL = {
+    "ar": "arabic",
+    "da": "danish",
+    "de": "german",
+    "en": "english",
+    "es": "spanish",
+    "fa": "persian",
+    "fi": "finnish",
+    "fr": "french",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "it": "italian",
+    "nl": "dutch",
+    "no": "norwegian",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sv": "swedish",
+    "tr": "turkish",
+}
+
+# The proclitics and article of an Arabic word (SPEC §3 rule 5), longest first.
+_ARABIC_PREFIXES = ("وبال", "وكال", "فبال", "وال", "فال", "بال", "كال", "ولل", "فلل", "لل", "ال")
+
+
+@lru_cache(maxsize=32)
+def _stemmer(language: str) -> Any:
+    return snowballstemmer.stemmer(language)
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str, language: str | None) -> str:
+    """The Snowball stem of a normalised word: by its script for Arabic, else by the item's
+    language (English when unknown); a word of another script stays as it is."""
+    if "\u0600" <= word[0] <= "\u06ff":
+        # Snowball's Arabic stemmer takes the article off some words and not others (والرئيس):
+        # the proclitics go first, as the matcher's rules see them, then a final ه (folded ة).
+        for prefix in _ARABIC_PREFIXES:
+            if word.startswith(prefix) and len(word) - len(prefix) >= 3:
+                word = word[len(prefix) :]
+                break
+        arabic: str = _stemmer("arabic").stemWord(word) or word
+        return arabic[:-1] if arabic.endswith("ه") and len(arabic) > 3 else arabic
+    elif word.isascii():
+        algorithm = _SNOWBALL.get(language or "en", "english")
+    else:
+        algorithm = _SNOWBALL.get(language or "", "")
+        if not algorithm:
+            return word
+    stem: str = _stemmer(algorithm).stemWord(word)
+    return stem or word
+
+
+def telling_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:
+    """The stems of `text`'s first `limit` words that are not stop words, each once, in order."""
+    stop = _stop_words(language)
+    seen: dict[str, None] = {}
+    for word in tokens(text)[:limit]:
+        if word in stop or len(word) < 2 or word.isdigit():
+            continue
+        seen.setdefault(_stem(word, language), None)
+    return list(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    """An item's telling title words, and those of its title and opening together."""
+
+    title: frozenset[str]
+    words: frozenset[str]
+
+    @classmethod
+    def of(cls, title: str, body: str, language: str | None = None) -> Headline:
+        in_title = telling_words(title, language)[:TITLE_WORDS]
+        opening = telling_words(body, language, limit=OPENING)
+        return cls(frozenset(in_title), frozenset(in_title) | frozenset(opening))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How many telling words two short items of one story share (see the module's doc)."""
+
+    min_title: int = MIN_TITLE
+    min_shared: int = MIN_SHARED
+    per_title_word: int = PER_TITLE_WORD
+    min_opening: int = MIN_OPENING
+
+
+RULE = Rule()
+
+
+def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
+    """Whether two short items (of different outlets) are one story by their headlines."""
+    in_titles = len(first.title & second.title)
+    if in_titles < rule.min_title:
+        return False
+    extra = in_titles - rule.min_title
+    needed = max(rule.min_opening, rule.min_shared - rule.per_title_word * extra)
+    return len(first.words & second.words) >= needed
+
+
+def keys(headline: Headline) -> tuple[int, ...]:
+    """The index keys of a headline: one per pair of its telling title words, ascending."""
+    return tuple(sorted(_key(a, b) for a, b in itertools.combinations(sorted(headline.title), 2)))
+
+
+def _key(first: str, second: str) -> int:
+    digest = hashlib.blake2b(f"{first}\0{second}".encode(), digest_size=8).digest()
+    return _KEY_BASE + int.from_bytes(digest, "big") % _KEY_BASE
+
+
+@lru_cache(maxsize=4096)
+def headline_of(title: str, body: str, language: str | None) -> Headline:
+    """`Headline.of`, cached: the items of a candidate story are weighed by every new item."""
+    return Headline.of(title, body, language)

@@ -293,18 +293,32 @@ class SubscriberBot:
         except TelegramError as exc:
             await app.shutdown()
             raise BotError(f"cannot poll Telegram for updates: {self._redact(exc)}") from exc
-        await app.start()
-        self._watch_polling()
-        log.info("bot.started username=%s access=%s", app.bot.username, self.policy.mode)
-        await self._report_gone_watchlists()
+        except BaseException:
+            await self.stop()
+            raise
+        try:
+            await app.start()
+            self._watch_polling()
+            log.info("bot.started username=%s access=%s", app.bot.username, self.policy.mode)
+            await self._report_gone_watchlists()
+        except BaseException:
+            # Cancelled (a leader whose lease ran out while its bot started) or failed once
+            # polling had begun: a bot left polling would be a second getUpdates loop beside the
+            # next leader's.
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
+        """Polling first: what stops after it may take its time, but another replica may be
+        about to poll."""
         app = self.application
+        if app.updater is not None and app.updater.running:
+            # TelegramError: a rejected token ended polling already; RuntimeError: a 409
+            # Conflict's own stop (in `_tasks`) got there first.
+            with contextlib.suppress(TelegramError, RuntimeError):
+                await app.updater.stop()
         for task in list(self._tasks):
             await task
-        if app.updater is not None and app.updater.running:
-            with contextlib.suppress(TelegramError):  # a rejected token: polling ended already
-                await app.updater.stop()
         if app.running:
             await app.stop()
         await app.shutdown()

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -218,3 +219,49 @@ def test_send_test_calls_a_rejected_token_permanent(
         "check telegram.token): Unauthorized (permanent)"
     ), result.stderr
     assert TOKEN not in result.stderr + result.stdout
+
+
+def test_a_leader_whose_lease_runs_out_while_its_bot_starts_leaves_no_poller_behind(
+    double: BotAPIDouble, feeds: LoopbackServer, tmp_path: Path, postgresql_url: str
+) -> None:
+    """The bot has begun polling but its start has not finished (its last step, reading the
+    subscriptions, waits on a lock another transaction holds) when the leader's lease runs out:
+    stepping down ends that polling too. A start abandoned half-way used to leave a getUpdates
+    loop running with nobody to stop it, beside the next leader's."""
+    from sqlalchemy import text
+
+    from monitor.daemon.leader import STOP_SECONDS
+    from monitor.store.db import make_engine
+
+    settings = write_config(tmp_path, postgresql_url, double, feeds)
+    service = Service.build(settings)
+    service.prepare(now=datetime.now(UTC), alone=True)
+    clock = Clock()
+    leadership = Leadership(service, monotonic=clock)
+    engine = make_engine(postgresql_url)
+
+    def no_open_poll(d: BotAPIDouble) -> bool:
+        return all(p.end is not None for p in d.polls)
+
+    async def scenario() -> float:
+        with engine.begin() as holder:  # another transaction holds the subscriptions
+            holder.execute(text("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE"))
+            await leadership.round()
+            assert leadership.leading  # elected: its bot starts
+            await asyncio.to_thread(double.wait_for, lambda d: bool(d.polls), 60)
+            assert service.bot is None  # still starting
+            clock.now += 60  # the lease was not renewed in time
+            await leadership.round()
+            assert not leadership.leading
+            stepped_down = time.monotonic()
+        await asyncio.to_thread(double.wait_for, no_open_poll, 5)
+        await leadership.stop()
+        return stepped_down
+
+    try:
+        stepped_down = asyncio.run(scenario())
+    finally:
+        asyncio.run(service.close())
+        engine.dispose()
+    assert no_open_poll(double)
+    assert [p for p in double.polls if p.start > stepped_down + STOP_SECONDS] == []

@@ -442,7 +442,13 @@ def _count(db_path: Path, query: str) -> int:
 # ---- the report ---------------------------------------------------------------------------------
 
 
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes (what else ran beside us)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def report(results: Sequence[Figures], args: Any) -> None:
+    print(f"load average at the start: {args.load_at_start}; now: {load_average()}")
     print(
         f"{args.feeds} feeds × {args.items} items on loopback; a changed poll finds {args.new} new "
         f"items among {args.items}; fastest of {args.rounds} rounds"
@@ -519,6 +525,7 @@ def main() -> int:
         print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
         return 2
 
+    args.load_at_start = load_average()
     port = free_port()
     ready = multiprocessing.Event()
     server = multiprocessing.Process(
@@ -559,7 +566,8 @@ def main() -> int:
                     f"{daemon.memory_mb['VmRSS']:.0f} MB once every feed was polled "
                     f"({daemon.items} items in {daemon.first_s:.0f} s);\n"
                     f"every feed due again: {rate:.0f} polls/s of 304s "
-                    f"(a bare aiohttp loop: {bare:.0f}/s, {rate / bare:.0%})"
+                    f"(a bare aiohttp loop: {bare:.0f}/s, {rate / bare:.0%}); "
+                    f"load average now: {load_average()}"
                 )
     finally:
         server.terminate()

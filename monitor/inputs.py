@@ -21,9 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import trafilatura
-from trafilatura.utils import decode_file
-
 from monitor.errors import FeedParseError, FetchError, InputError
 from monitor.feeds import (
     clean_text,
@@ -213,6 +210,11 @@ def _text_article(data: bytes, name: str) -> Article:
 def html_article(data: bytes, name: str, *, url: str | None = None) -> Article:
     """The page's title and main text with trafilatura; its <title> and all text if trafilatura
     finds no main text."""
+    # Imported here: trafilatura and lxml take about 12 MB, which a service whose feeds fetch no
+    # pages (no `full_text`) need not hold.
+    import trafilatura
+    from trafilatura.utils import decode_file
+
     markup = decode_file(data)  # BOM, then <meta charset>, then detection
     title: str | None = None
     body = ""

@@ -237,3 +237,16 @@ def test_read_input_works_inside_a_running_loop(http_server: LoopbackServer) -> 
 )
 def test_is_url(spec: str, expected: bool) -> None:
     assert is_url(spec) is expected
+
+
+def test_the_service_loads_trafilatura_only_to_read_a_page() -> None:
+    """A service whose feeds fetch no pages does not hold trafilatura and lxml (about 12 MB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import monitor.cli.run, monitor.daemon.run, monitor.pipeline; "
+        "print('trafilatura' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

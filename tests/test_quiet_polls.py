@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event, select
 
 from monitor.config import Settings, parse_config
 from monitor.daemon import Service
-from monitor.daemon.service import MAX_CONCURRENT_POLLS
+from monitor.daemon.service import MAX_CLAIMED_FEEDS, MAX_CONCURRENT_POLLS, REFILL_BATCH
 from monitor.store import db
 from monitor.store.tables import feeds
 
@@ -43,6 +43,22 @@ def poll_state_writes() -> Iterator[list[bool]]:
     def record(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
         if statement.lstrip().upper().startswith("UPDATE FEEDS") and "last_status=" in statement:
             sent.append(many)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+@contextlib.contextmanager
+def claims() -> Iterator[list[str]]:
+    """One entry per statement that leases feeds to a process (a claim)."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE FEEDS SET LEASE_OWNER"):
+            sent.append(statement)
 
     event.listen(Engine, "before_cursor_execute", record)
     try:
@@ -117,8 +133,12 @@ def test_the_daemon_claims_more_due_feeds_as_polls_end_and_writes_what_waits_whe
                 session.execute(
                     feeds.update().values(next_poll_at=datetime(2000, 1, 1, tzinfo=UTC))
                 )
-            await service.poll_tick()
-            await settled(service)
+            with claims() as claimed:
+                await service.poll_tick()
+                await settled(service)
+            # The tick's claim, then one for every REFILL_BATCH polls that end at most (and one
+            # that finds nothing left): not one transaction per poll.
+            assert 2 <= len(claimed) <= 2 + (n - MAX_CLAIMED_FEEDS) // REFILL_BATCH
             assert service.poller.quiet.waiting == n
             assert {r.last_status for r in feed_rows(settings)} == {"ok"}  # not written yet
         finally:
@@ -128,3 +148,37 @@ def test_the_daemon_claims_more_due_feeds_as_polls_end_and_writes_what_waits_whe
     rows = feed_rows(settings)
     assert len(rows) == n
     assert {(r.last_status, r.lease_owner) for r in rows} == {("not_modified", None)}
+
+
+def test_polls_that_end_are_replaced_by_one_claim_per_batch_of_free_slots(
+    database_url: str, http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """With more feeds due than slots, a poll that ends leaves its slot free until REFILL_BATCH
+    are: then one claim fills them all (a claim is a write transaction)."""
+    settings = settings_with(database_url, http_server, 1, tmp_path)
+
+    async def go() -> None:
+        service = Service.build(settings, notifiers={})
+        service.prepare(now=datetime.now(UTC), alone=True)
+        claimed: list[int] = []
+
+        async def claim() -> None:
+            claimed.append(MAX_CLAIMED_FEEDS - len(service.in_flight))
+
+        service.poll_tick = claim  # type: ignore[method-assign]
+        never = asyncio.get_running_loop().create_future()
+        try:
+            service.in_flight = {i: never for i in range(MAX_CLAIMED_FEEDS)}  # type: ignore[misc]
+            service.more_due = True
+            for feed_id in range(REFILL_BATCH - 1):
+                service._forget(feed_id, never)
+                assert service.refilling is None
+            service._forget(REFILL_BATCH - 1, never)
+            assert service.refilling is not None
+            await service.refilling
+            assert claimed == [REFILL_BATCH]
+        finally:
+            never.cancel()
+            await service.close()
+
+    asyncio.run(go())

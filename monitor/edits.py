@@ -46,6 +46,7 @@ from monitor.store.message_edits import (
     postpone_edit,
 )
 from monitor.store.subscribers import SUBSCRIBERS_CHANNELS, DeliveryState
+from monitor.store.thread import DatabaseThread
 
 __all__ = ["EDIT_LEASE", "MAX_EDIT_ATTEMPTS", "EditStats", "MessageEditor"]
 
@@ -88,8 +89,11 @@ class MessageEditor:
         lease: timedelta = EDIT_LEASE,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        db_thread: DatabaseThread | None = None,
     ) -> None:
+        """`db_thread`: where the database work runs, the outbox's (`store.thread`)."""
         self.engine = engine
+        self.db_thread = db_thread or DatabaseThread("edits-db")
         self.owner = owner
         self.refusal = refusal
         self.lease = lease
@@ -113,7 +117,7 @@ class MessageEditor:
                 return await self._edit(editors[edit.alert.channel], edit, shown)
 
         while True:
-            batch, claimed = await asyncio.to_thread(self._claim, list(editors), limit, stats)
+            batch, claimed = await self.db_thread.run(self._claim, list(editors), limit, stats)
             for outcome in await asyncio.gather(*(gated(edit, shown) for edit, shown in batch)):
                 stats += outcome
             if claimed < limit:
@@ -155,12 +159,12 @@ class MessageEditor:
         try:
             await notifier.edit(shown, edit.message)
         except DeliveryError as exc:
-            return await asyncio.to_thread(self._record_failure, edit, exc)
+            return await self.db_thread.run(self._record_failure, edit, exc)
         except Exception as exc:  # a notifier bug must not stop the other edits
             log.exception("edit.crash alert=%s channel=%s", alert.id, alert.channel)
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-            return await asyncio.to_thread(self._record_failure, edit, error)
-        await asyncio.to_thread(self._record, edit)
+            return await self.db_thread.run(self._record_failure, edit, error)
+        await self.db_thread.run(self._record, edit)
         log.info(
             "edit.sources alert=%s channel=%s chat=%s message=%s sources=%s",
             alert.id,

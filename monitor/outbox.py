@@ -67,6 +67,7 @@ from monitor.store.subscribers import (
     SUBSCRIBERS_DIGEST_CHANNEL,
     DeliveryState,
 )
+from monitor.store.thread import DatabaseThread
 
 log = logging.getLogger("monitor.outbox")
 
@@ -140,8 +141,16 @@ class Outbox:
         self.lease = lease
         self.rng = rng or random.Random()
         self.clock = clock
+        # The outbox's database work, the edits' included, on a thread of its own
+        # (`store.thread`): a "sent" mark never queues behind poll writes for a worker thread.
+        self.db_thread = DatabaseThread("outbox-db")
         self.editor = MessageEditor(
-            engine, owner=owner, refusal=self._refusal, rng=self.rng, clock=clock
+            engine,
+            owner=owner,
+            refusal=self._refusal,
+            rng=self.rng,
+            clock=clock,
+            db_thread=self.db_thread,
         )
 
     def reconfigure(
@@ -203,7 +212,7 @@ class Outbox:
         loop = asyncio.get_running_loop()
         while True:
             claimed_at = loop.time()
-            batch, dropped, recent = await asyncio.to_thread(self._claim, limit)
+            batch, dropped, recent = await self.db_thread.run(self._claim, limit)
             total.dropped += dropped
             if not batch and not dropped:
                 return total
@@ -333,11 +342,11 @@ class Outbox:
         try:
             message = await notifier.send(alert)
         except DeliveryError as exc:
-            return await asyncio.to_thread(self._record_failure, alert, exc)
+            return await self.db_thread.run(self._record_failure, alert, exc)
         except Exception as exc:  # a notifier bug must not stop the others
             log.exception("alert.crash alert=%s channel=%s", alert.id, alert.channel)
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-            return await asyncio.to_thread(self._record_failure, alert, error)
+            return await self.db_thread.run(self._record_failure, alert, error)
         log.info(
             "alert.sent alert=%s channel=%s watchlist=%s", alert.id, alert.channel, alert.watchlist
         )
@@ -388,7 +397,7 @@ class Outbox:
         except DeliveryError as exc:
             stats = DeliveryStats()
             for alert in alerts:
-                stats += await asyncio.to_thread(self._record_failure, alert, exc)
+                stats += await self.db_thread.run(self._record_failure, alert, exc)
             return stats
         log.info("%s channel=%s recipient=%s alerts=%s", what, channel, alerts[0].recipient, count)
         sent_at = self.clock()
@@ -414,7 +423,7 @@ class Outbox:
         delay = MARK_SENT_FIRST_RETRY
         for attempt in itertools.count(1):
             try:
-                await asyncio.to_thread(self._record_sent, alert, sent_at, message)
+                await self.db_thread.run(self._record_sent, alert, sent_at, message)
             except StoreError as exc:
                 if loop.time() + delay > lease_ends:
                     self.unrecorded[alert.id] = sent_at
@@ -444,7 +453,8 @@ class Outbox:
                 return
 
     def _record_sent(self, alert: Alert, sent_at: datetime, message: MessageRef | None) -> None:
-        with db.transaction(self.engine) as session:
+        # Urgent: until it is written, a crash or a lost lease sends the alert again.
+        with db.transaction(self.engine, urgent=True) as session:
             mark_alert_sent(
                 session, alert.id, self.owner, sent_at, message=message, sources=alert.other_sources
             )
@@ -547,6 +557,7 @@ class Outbox:
         await self._close_retired()
         for notifier in self.notifiers.values():
             await notifier.close()
+        self.db_thread.close()
 
 
 DIGEST_TITLE_WATCHLISTS = 3  # named in a digest's title; the rest are counted

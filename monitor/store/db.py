@@ -35,6 +35,7 @@ from monitor.errors import DatabaseLocationError, SchemaVersionError, StoreError
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
+    "WriterLock",
     "alembic_config",
     "check_sqlite_location",
     "current_revision",
@@ -45,6 +46,7 @@ __all__ = [
     "sqlite_file",
     "transaction",
     "upgrade",
+    "writer_lock",
 ]
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -169,35 +171,71 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"{what} failed: {detail[:500]}") from exc
 
 
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class WriterLock:
+    """One write transaction at a time, where urgent writers go before the others waiting.
+
+    An urgent write is short and something waits on it that cannot wait long: the "sent" mark of
+    an alert Telegram has accepted (until it is written, a crash or a lost lease sends the alert
+    again). Poll writes are long and can wait: one of them finishing a little later costs nothing.
+    Among writers of the same kind the order is not defined."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._held = False
+        self.waiting = 0  # writers waiting for the lock now
+        self.urgent_waiting = 0  # of them, urgent
+
+    @contextmanager
+    def held(self, *, urgent: bool = False) -> Iterator[None]:
+        with self._condition:
+            self.waiting += 1
+            self.urgent_waiting += urgent
+            try:
+                while self._held or (not urgent and self.urgent_waiting):
+                    self._condition.wait()
+            finally:
+                self.waiting -= 1
+                self.urgent_waiting -= urgent
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._held = False
+                self._condition.notify_all()
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 _SQLITE_WRITERS_GUARD = threading.Lock()
 
 
-def _writer_lock(engine: Engine) -> threading.Lock | None:
-    """On SQLite, one write transaction at a time per engine (a process has one).
+def writer_lock(engine: Engine) -> WriterLock | None:
+    """On SQLite, the lock that lets one write transaction of this engine run at a time (a
+    process has one engine); None on PostgreSQL, where writers do not exclude each other.
 
     SQLite allows one writer anyway; queueing the threads here, instead of letting each spin in
     SQLite's busy handler while the writer competes with them for the GIL, keeps 50 concurrent polls
-    from running into the busy timeout ("database is locked"). Other processes still wait in the
-    busy handler."""
+    from running into the busy timeout ("database is locked"), and lets an urgent write go first.
+    Other processes still wait in the busy handler."""
     if engine.dialect.name != "sqlite":
         return None
     with _SQLITE_WRITERS_GUARD:
         lock = _SQLITE_WRITERS.get(engine)
         if lock is None:
-            lock = _SQLITE_WRITERS[engine] = threading.Lock()
+            lock = _SQLITE_WRITERS[engine] = WriterLock()
         return lock
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
+def transaction(engine: Engine, *, urgent: bool = False) -> Iterator[Session]:
     """One write transaction: committed when the block ends, rolled back if it raises.
 
-    On SQLite the write lock is taken at BEGIN (waiting up to the busy timeout for another writer).
-    """
-    lock = _writer_lock(engine)
+    On SQLite the write lock is taken at BEGIN (waiting up to the busy timeout for another
+    writer); within this process, an `urgent` transaction goes before the others waiting
+    (`WriterLock`)."""
+    lock = writer_lock(engine)
     with (
-        lock if lock is not None else nullcontext(),
+        lock.held(urgent=urgent) if lock is not None else nullcontext(),
         _translated("database transaction"),
         Session(_writer(engine)) as session,
         session.begin(),

@@ -122,10 +122,20 @@ class DeliveryError(MonitorError):
     """A notifier could not deliver an alert. `permanent` ones are given up at once with the
     reason; temporary ones are retried with back-off, no sooner than `retry_after` seconds."""
 
-    def __init__(self, reason: str, *, permanent: bool = False, retry_after: float | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        unconfirmed: bool = False,
+    ):
         self.reason = reason
         self.permanent = permanent
         self.retry_after = retry_after
+        # The message went out and no answer came: it may have arrived (a Telegram timeout after
+        # the request was sent). The outbox sends it once more at most.
+        self.unconfirmed = unconfirmed
         super().__init__(reason)
 
 

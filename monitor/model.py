@@ -72,6 +72,8 @@ class Alert:
     hits: tuple[Hit, ...] = ()
     other_sources: tuple[str, ...] = ()
     attempts: int = 0
+    # sends that may have arrived without an answer saying so (a timeout after the request went out)
+    unconfirmed_sends: int = 0
     language: str | None = None
     thread_id: int | None = None
     muted_until: datetime | None = None

@@ -59,6 +59,7 @@ from monitor.store.alerts import (
     mark_alert_failed,
     mark_alert_retry,
     mark_alert_sent,
+    mark_alert_unconfirmed,
     postpone_alert,
 )
 from monitor.store.subscribers import (
@@ -89,6 +90,10 @@ class DeliveryStats:
     # messages sent before, edited to list the sources that joined their story
     edits: EditStats = field(default_factory=EditStats)
 
+    # taken as delivered without Telegram saying so: two sends that both timed out after the
+    # request went out (one of them most likely arrived); not sent a third time
+    unconfirmed: int = 0
+
     @property
     def edited(self) -> int:
         return self.edits.edited
@@ -99,6 +104,7 @@ class DeliveryStats:
         self.failed += other.failed
         self.dropped += other.dropped
         self.edits += other.edits
+        self.unconfirmed += other.unconfirmed
         return self
 
 
@@ -467,6 +473,20 @@ class Outbox:
                 # The channel stopped (its notifier logged why): the alert waits, uncounted.
                 postpone_alert(session, alert.id, self.owner, error.reason, now)
                 return DeliveryStats(retried=1)
+            if error.unconfirmed and alert.unconfirmed_sends >= 1:
+                # The second copy, and again no answer: one of the two most likely arrived, and a
+                # third would be one too many. Taken as delivered (lost if neither arrived).
+                mark_alert_unconfirmed(session, alert.id, self.owner, now, error.reason)
+                log.warning(
+                    "alert.unconfirmed alert=%s channel=%s watchlist=%s recipient=%s sends=%s "
+                    "action=taken as delivered, not sent again",
+                    alert.id,
+                    alert.channel,
+                    alert.watchlist,
+                    alert.recipient,
+                    alert.unconfirmed_sends + 1,
+                )
+                return DeliveryStats(unconfirmed=1)
             if isinstance(error, RateLimitedError | RecipientMovedError):
                 if isinstance(error, RecipientMovedError):
                     # A group became a supergroup: follow it, and take its waiting alerts along.
@@ -542,7 +562,9 @@ class Outbox:
             retry_at = alert_retry_at(now, attempts, self.rng)
             if error.retry_after is not None:
                 retry_at = max(retry_at, now + timedelta(seconds=error.retry_after))
-            mark_alert_retry(session, alert.id, self.owner, error.reason, retry_at)
+            mark_alert_retry(
+                session, alert.id, self.owner, error.reason, retry_at, unconfirmed=error.unconfirmed
+            )
         log.info(
             "alert.retry alert=%s channel=%s attempt=%s at=%s reason=%r",
             alert.id,

@@ -489,6 +489,58 @@ def test_fault_50_a_message_accepted_before_the_timeout_is_sent_at_most_once_mor
         assert row.status == "sent"
 
 
+def test_fault_50_a_second_send_without_an_answer_is_taken_as_delivered_and_no_third_goes(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram takes every message but never answers in time: the first send may have arrived,
+    so the alert goes once more; when that one goes unanswered too, it is taken as delivered —
+    logged, counted, recorded — and no third copy is sent, however many rounds follow."""
+    from monitor.daemon import Service
+    from monitor.notify.telegram import TelegramNotifier
+
+    with BotAPIDouble() as double, LoopbackServer() as feeds_server:
+        serve(feeds_server, feed("first"))
+        settings = write_config(tmp_path, database_url, double, feeds_server)
+        double.fail(DESK, "late", times=None)
+        rounds = []
+        unconfirmed: list[float | None] = []
+
+        async def go() -> None:
+            telegram = TelegramNotifier(TOKEN, double.api_url, timeout=0.5)
+            service = Service.build(settings, notifiers={"desk": telegram})
+            service.prepare(alone=True)
+            try:
+                await service.poll_all()
+                with caplog.at_level(logging.WARNING, logger="monitor"):
+                    rounds.append(await service.deliver_tick())
+                    for _ in range(3):
+                        make_due(settings)
+                        rounds.append(await service.deliver_tick())
+                unconfirmed.append(
+                    service.metrics.registry.get_sample_value(
+                        "monitor_deliveries_total", {"outcome": "unconfirmed"}
+                    )
+                )
+            finally:
+                double.release()
+                await service.close()
+
+        asyncio.run(go())
+        copies = [m.plain for m in double.messages_to(DESK)]
+    assert len(copies) == 2 and copies[0] == copies[1] and "first" in copies[0]
+    assert [(r.sent, r.retried, r.unconfirmed) for r in rounds] == [
+        (0, 1, 0),  # the first copy: no answer, sent again
+        (0, 0, 1),  # the second: no answer again, taken as delivered
+        (0, 0, 0),
+        (0, 0, 0),
+    ]
+    assert unconfirmed == [1.0]
+    (line,) = [r.getMessage() for r in caplog.records if "alert.unconfirmed" in r.getMessage()]
+    assert "sends=2 action=taken as delivered, not sent again" in line
+    (row,) = outbox(settings)
+    assert (row.status, row.unconfirmed_sends) == ("sent", 2)
+
+
 # ---- 54: SQLite locked past the busy timeout ----------------------------------------------------
 
 

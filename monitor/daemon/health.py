@@ -181,6 +181,7 @@ class Metrics:
         self.alert_edits.labels("retried").inc(stats.edits.retried)
         self.alert_edits.labels("given_up").inc(stats.edits.given_up)
         self.alert_edits.labels("dropped").inc(stats.edits.dropped)
+        self.deliveries.labels("unconfirmed").inc(stats.unconfirmed)
 
 
 STALL_SECONDS = 120.0

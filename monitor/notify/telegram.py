@@ -16,7 +16,9 @@ subclasses of `NetworkError`, so they are caught first:
     ChatMigrated → RecipientMovedError(new_recipient=the new chat id): store it and resend
     BadRequest   → one immediate retry as plain text (no parse mode); if that is refused too, a
                    permanent DeliveryError with both reasons ("chat not found": RecipientGoneError)
-    TimedOut     → temporary DeliveryError, marked ambiguous: the message may have arrived (FAULTS 50)
+    TimedOut     → temporary DeliveryError, `unconfirmed`: the request went out and no answer came,
+                   so the message may have arrived (the outbox sends it once more at most); a
+                   timeout connecting, or waiting for a connection, is a plain temporary one
     InvalidToken → CredentialsRejectedError: Telegram answered 401 (or 404, a malformed token):
                    permanent for the token, so the notifier stops — every later send raises it
                    without asking Telegram, and the outbox leaves the alerts waiting
@@ -41,6 +43,7 @@ from datetime import UTC, timedelta, tzinfo
 from typing import Protocol
 from urllib.parse import quote
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -536,9 +539,14 @@ class TelegramNotifier:
         if isinstance(exc, BadRequest):  # before NetworkError: it is one
             return DeliveryError(f"Telegram refused the request: {reason}", permanent=True)
         if isinstance(exc, TimedOut):  # before NetworkError: it is one
+            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
+                # No connection, so no request: nothing can have arrived.
+                log.warning("telegram.timeout chat=%s ambiguous=false reason=%r", chat_id, reason)
+                return DeliveryError(f"Telegram timed out before the request was sent: {reason}")
             log.warning("telegram.timeout chat=%s ambiguous=true reason=%r", chat_id, reason)
             return DeliveryError(
-                f"Telegram timed out; the message may have been delivered: {reason}"
+                f"Telegram timed out; the message may have been delivered: {reason}",
+                unconfirmed=True,
             )
         if isinstance(exc, InvalidToken):
             return self._token_rejected(reason)

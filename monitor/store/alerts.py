@@ -60,6 +60,7 @@ __all__ = [
     "mark_alert_failed",
     "mark_alert_retry",
     "mark_alert_sent",
+    "mark_alert_unconfirmed",
     "matched_watchlists",
     "outbox_backlog",
     "postpone_alert",
@@ -84,6 +85,7 @@ class AlertToSend:
     channel: str
     recipient: str
     attempts: int
+    unconfirmed_sends: int
     title: str
     link: str | None
     text: str
@@ -108,6 +110,7 @@ class AlertToSend:
             hits=tuple(Hit(**h) for h in json.loads(self.hits or "[]")),
             other_sources=self.other_feeds,
             attempts=self.attempts,
+            unconfirmed_sends=self.unconfirmed_sends,
             language=self.language,
             thread_id=thread_id,
         )
@@ -327,6 +330,7 @@ def alerts_to_send(session: Session, ids: Collection[int]) -> list[AlertToSend]:
             alerts.c.channel,
             alerts.c.recipient,
             alerts.c.attempts,
+            alerts.c.unconfirmed_sends,
             func.coalesce(matches.c.title, items.c.title).label("title"),
             items.c.link,
             func.coalesce(matches.c.text, items.c.text).label("text"),
@@ -421,11 +425,36 @@ def mark_alert_sent(
 
 
 def mark_alert_retry(
-    session: Session, alert_id: int, owner: str, error: str, next_attempt_at: datetime
+    session: Session,
+    alert_id: int,
+    owner: str,
+    error: str,
+    next_attempt_at: datetime,
+    *,
+    unconfirmed: bool = False,
 ) -> bool:
-    """Failed this time; due again at `next_attempt_at`. False unless `owner` holds the lease."""
+    """Failed this time; due again at `next_attempt_at`. `unconfirmed`: it may have arrived all
+    the same (counted in `unconfirmed_sends`). False unless `owner` holds the lease."""
+    values: dict[str, Any] = {"last_error": short_error(error), "next_attempt_at": next_attempt_at}
+    if unconfirmed:
+        values["unconfirmed_sends"] = alerts.c.unconfirmed_sends + 1
+    return _finish_alert(session, alert_id, owner, **values)
+
+
+def mark_alert_unconfirmed(
+    session: Session, alert_id: int, owner: str, now: datetime, error: str
+) -> bool:
+    """Taken as delivered without an answer that said so: sent again after an unconfirmed send,
+    and unconfirmed again. Not sent a third time. False unless `owner` holds the lease."""
     return _finish_alert(
-        session, alert_id, owner, last_error=short_error(error), next_attempt_at=next_attempt_at
+        session,
+        alert_id,
+        owner,
+        status="sent",
+        sent_at=now,
+        edit_due_at=None,  # no message known to edit
+        last_error=short_error(error),
+        unconfirmed_sends=alerts.c.unconfirmed_sends + 1,
     )
 
 

@@ -245,6 +245,9 @@ alerts = Table(
     Column("edit_due_at", UTCDateTime(), index=True),
     Column("edit_requests", Integer, nullable=False, server_default=text("0")),
     Column("edit_attempts", Integer, nullable=False, server_default=text("0")),
+    # Sends whose outcome was unknown (a timeout after the request went out): the second is taken
+    # as delivered, so a chat gets at most two copies (outbox, migration 0012).
+    Column("unconfirmed_sends", Integer, nullable=False, server_default=text("0")),
     # SPEC §6: a story alerts once per watchlist per recipient (of each channel).
     UniqueConstraint("story_id", "watchlist", "channel", "recipient"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),

@@ -14,7 +14,8 @@ cannot know). `monitor run` runs as real processes (tests/replicas.py): one on S
 PostgreSQL, each SIGKILLed at random moments (KILLS in all, spread over the run) and started again
 at once. After MINUTES the feeds stop publishing and the killing stops; the service is given until
 every published item's alert has arrived (or DRAIN seconds). Printed per database: alerts
-expected (items published), delivered (distinct items that reached their chat), lost, repeated
+expected (items published), delivered (distinct items that reached their chat, each item of a
+burst or digest message counted, not only its first), lost, repeated
 (copies past the first), each put down to the copy before it: answered after an ambiguous timeout,
 sent by a process killed between Telegram's acceptance and its "sent" write, or nothing ambiguous
 (which should never happen); restarts, and peak resident memory of a `monitor run` process (and
@@ -62,8 +63,9 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+# tests/ first: its replicas.py (the cluster of processes) is not benchmarks/replicas.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from aiohttp import web  # noqa: E402
 from botapi import TOKEN, BotAPIDouble  # noqa: E402
@@ -458,13 +460,14 @@ def soak_one(kind: str, url: str, args: Any, tmp: Path) -> SoakFigures:
     return figures
 
 
+def marks_in(text: str) -> list[tuple[int, int]]:
+    """The items a message carries: one for an alert, several for a burst or a digest (a
+    message listing the alerts a chat would otherwise have got one by one)."""
+    return [(int(found.group(1)), int(found.group(2))) for found in MARK.finditer(text)]
+
+
 def delivered_marks(double: BotAPIDouble) -> set[tuple[int, int]]:
-    marks = set()
-    for message in double.messages:
-        found = MARK.search(message.plain)
-        if found:
-            marks.add((int(found.group(1)), int(found.group(2))))
-    return marks
+    return {mark for message in double.messages for mark in marks_in(message.plain)}
 
 
 def count_deliveries(
@@ -480,9 +483,8 @@ def count_deliveries(
     else "other"."""
     copies: dict[tuple[int, int], list[Any]] = {}
     for message in double.messages:
-        found = MARK.search(message.plain)
-        if found:
-            copies.setdefault((int(found.group(1)), int(found.group(2))), []).append(message)
+        for mark in set(marks_in(message.plain)):  # every alert of a burst, not only its first
+            copies.setdefault(mark, []).append(message)
     figures.delivered = len(expected & copies.keys())
     figures.lost = len(expected - copies.keys())
     for sent in copies.values():

@@ -105,7 +105,7 @@ def assert_clean_stops(cluster: Cluster) -> None:
         assert "run.stopped" in output
 
 
-def test_the_leader_killed_hands_over_within_ten_seconds(
+def test_fault_71_the_leader_killed_hands_over_within_ten_seconds(
     cluster: Cluster, double: BotAPIDouble
 ) -> None:
     for name in ("r1", "r2", "r3"):
@@ -124,7 +124,7 @@ def test_the_leader_killed_hands_over_within_ten_seconds(
     assert_clean_stops(cluster)
 
 
-def test_a_terminated_database_connection_leaves_one_leader_and_never_two_pollers(
+def test_fault_71_a_terminated_database_connection_leaves_one_leader_and_never_two_pollers(
     cluster: Cluster, double: BotAPIDouble, postgresql_url: str
 ) -> None:
     for name in ("r1", "r2", "r3"):
@@ -157,7 +157,7 @@ def test_a_terminated_database_connection_leaves_one_leader_and_never_two_poller
     assert_clean_stops(cluster)
 
 
-def test_a_leader_cut_off_from_the_database_stops_polling_before_another_takes_over(
+def test_fault_71_a_leader_cut_off_from_the_database_stops_polling_before_another_takes_over(
     cluster: Cluster, double: BotAPIDouble, postgresql_url: str
 ) -> None:
     with TcpProxy.to(postgresql_url) as proxy:
@@ -374,7 +374,7 @@ def _leases_of(engine: Engine, owner: str, *, feeds: int, alerts: int) -> set[st
 # ---- one clock --------------------------------------------------------------------------------
 
 
-def test_a_replica_whose_clock_runs_30_s_ahead_polls_on_schedule(
+def test_fault_70_a_replica_whose_clock_runs_30_s_ahead_polls_on_schedule(
     tmp_path: Path, postgresql_url: str, double: BotAPIDouble
 ) -> None:
     """Its polls are timed by the database's clock: each 10-minute feed is polled once, a feed

@@ -234,7 +234,7 @@ def corpus_item(name: str) -> FeedItem:
     return FeedItem(name, title, body, link)
 
 
-def test_a_follow_up_a_day_later_from_the_same_outlet_alerts_again(
+def test_fault_77_a_follow_up_a_day_later_from_the_same_outlet_alerts_again(
     database_url: str, tmp_path: Path, double: BotAPIDouble
 ) -> None:
     """Sky News Arabia reports that the Philippines apologise to Kuwait; the next day, that Kuwait

@@ -145,6 +145,17 @@ def test_a_database_left_at_its_old_place_is_an_error_naming_both(tmp_path: Path
     assert advise(settings, cwd=old_cwd) == []
 
 
+def test_a_database_folder_that_does_not_exist_is_an_error_naming_it(tmp_path: Path) -> None:
+    (finding,) = _findings(tmp_path, "database: {url: 'sqlite:///data/monitor.db'}\n")
+    assert (finding.problem.line, finding.problem.key, finding.error) == (1, "database.url", True)
+    assert finding.problem.message == (
+        f"the folder of the SQLite database {tmp_path}/data/monitor.db does not exist: create "
+        f"{tmp_path}/data, or set database.url to another path"
+    )
+    (tmp_path / "data").mkdir()
+    assert _findings(tmp_path, "database: {url: 'sqlite:///data/monitor.db'}\n") == []
+
+
 def test_the_example_config_has_nothing_to_report() -> None:
     example = Path(__file__).resolve().parents[1] / "config.example.yaml"
     settings = parse_config(example.read_text("utf-8"), str(example), {})

@@ -154,6 +154,40 @@ def test_fault_75_a_read_only_database_folder_is_one_line_and_exit_2(
     assert f"the folder of the SQLite database {data}/monitor.db is not writable" in line
 
 
+def test_check_reports_a_read_only_database_folder_as_an_error(tmp_path: Path) -> None:
+    """`monitor check` says what `once` and `run` would refuse, instead of `config.yaml: OK`."""
+    data = tmp_path / "data"
+    data.mkdir()
+    config = write_config(tmp_path / "config.yaml", database="sqlite:///data/monitor.db")
+    command = [sys.executable, "-m", "monitor.cli", "--config", str(config), "check"]
+    if os.geteuid() != 0:
+        data.chmod(0o555)  # read-only for this user (root ignores permission bits)
+    elif can_mount_read_only(tmp_path):
+        command = read_only_mount(data, *command)
+    else:
+        pytest.skip("root, and cannot make a read-only bind mount here (needs unshare and mount)")
+    try:
+        result = subprocess.run(
+            command,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+        )
+    finally:
+        data.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert "OK" not in result.stdout
+    assert result.stderr.splitlines() == [
+        f"error: {config}:1: database.url: the folder of the SQLite database {data}/monitor.db is "
+        f"not writable ({data}): the database needs to create files beside it; make it writable "
+        "for this user, or set database.url to another path",
+        f"1 problem in {config}",
+    ]
+
+
 # ---- where the database is ---------------------------------------------------------------------
 
 

@@ -19,9 +19,10 @@ def _count(count: int, noun: str) -> str:
 def check(ctx: typer.Context) -> None:
     """Validate the config and list every problem.
 
-    Every error, with file, line and key (exit 2), or a summary of the config (exit 0); and
-    warnings about what is valid but most likely wrong: a missing local feed file, a channel no
-    watchlist notifies, a lower-case and/or/not in a query.
+    Every error, with file, line and key (exit 2), or a summary of the config (exit 0); errors
+    where a valid config cannot work (a feed the fetch rules refuse, an SQLite database whose
+    folder is missing or read-only); and warnings about what is valid but most likely wrong: a
+    missing local feed file, a channel no watchlist notifies, a lower-case and/or/not in a query.
     """
     from monitor.config import summary
     from monitor.config.advice import advise

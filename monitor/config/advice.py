@@ -3,15 +3,17 @@ through, each one line with the file, line and key and what to do.
 
 - errors, where the config surely cannot work as written: a feed URL that will be refused when
   fetched (a loopback or private address without `allow_private` or a range of
-  `fetch.allow_networks`, a port of another protocol …), and an SQLite database still at the
-  place earlier versions read it from (every command refuses to start a second one);
+  `fetch.allow_networks`, a port of another protocol …), an SQLite database still at the
+  place earlier versions read it from (every command refuses to start a second one), and an
+  SQLite database whose folder is missing or read-only, or whose file is read-only (`once` and
+  `run` refuse to start);
 - warnings, where it most likely does not do what was meant: a local feed file that is not
   there, a channel no watchlist notifies, `and`/`or`/`not` in lower case in a query (an ordinary
   word, required like any other).
 
 The service still starts with any of these (a refused feed fails alone); `check` exits 2 for an
-error. This module looks at the file system (feed files, the database's old place) and nothing
-else: no network, no database.
+error. This module looks at the file system (feed files, the database's folder and old place)
+and nothing else: no network, no database.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from urllib.parse import urlsplit
 from monitor.config.database_location import database_moved_message, old_database_location
 from monitor.config.schema import CONSOLE, KeyPath, Settings, dotted
 from monitor.core.query import operator_lookalikes, parse
-from monitor.errors import ConfigProblem, UnsafeURLError
+from monitor.errors import ConfigProblem, DatabaseLocationError, UnsafeURLError
 
 LOCALHOST = "127.0.0.1"  # what `localhost` and `*.localhost` name (RFC 6761)
 
@@ -43,6 +45,7 @@ def advise(settings: Settings, cwd: Path | None = None) -> list[Finding]:
     old = old_database_location(settings, cwd)
     if old is not None:
         findings.append((("database", "url"), database_moved_message(settings, old), True))
+    findings += _database_location(settings)
     findings += _feed_findings(settings)
     findings += _unused_channels(settings)
     findings += _lookalike_operators(settings)
@@ -51,6 +54,20 @@ def advise(settings: Settings, cwd: Path | None = None) -> list[Finding]:
         for path, text, error in findings
     ]
     return sorted(result, key=lambda finding: finding.problem.line or 0)
+
+
+def _database_location(s: Settings) -> list[tuple[KeyPath, str, bool]]:
+    # the store's own rules, not a copy: what `once` and `run` would refuse at startup
+    from monitor.store.db import check_sqlite_location, sqlite_file
+
+    path = sqlite_file(s.database.url)
+    if path is None:
+        return []
+    try:
+        check_sqlite_location(path, create=True)
+    except DatabaseLocationError as exc:
+        return [(("database", "url"), str(exc), True)]
+    return []
 
 
 def _feed_findings(s: Settings) -> list[tuple[KeyPath, str, bool]]:

@@ -1,0 +1,518 @@
+"""Stories as a desk would draw them: pairwise precision and recall of "same story" on pairs
+labelled by hand, and the cost per item of fingerprint + lookup with many stored stories.
+
+    python benchmarks/stories.py [--corpus DIR] [--stored 100000] [--probes 400]
+                                 [--postgresql URL] [--no-cost]
+
+Three sets from the corpus, labelled by hand in benchmarks/stories_labels.json:
+
+* arabic — the ANT multi-source articles (Al Arabiya, BBC Arabic, CNN Arabic, France 24, Sky News
+  Arabia; 849 articles of 2018): cross-outlet copies and rewrites, and one outlet's follow-ups.
+* bbc — the BBC full-text articles (456, 2004-5): the same report filed twice, edited or not.
+* feeds — the items of the real news feeds of one day (1,127 items of 28 feeds), most a headline
+  and a sentence; only pairs of items of different outlets count, and an item a feed repeats
+  word for word counts once (the service stores it once).
+
+How they were labelled: for arabic and bbc, every pair of articles whose bodies share at least
+0.15 of their shingles (far below any setting measured) was read — headlines, outlets, dates and
+openings — and labelled one story or not; an outlet's report of a new development that reuses its
+earlier text (a follow-up) is not the earlier story; word-for-word copies are one story. (The
+script that listed the pairs to read is not kept: the labels are the record.) For feeds, every pair of items of different
+outlets whose headlines share two telling words, or whose texts share 0.15, was read, and the
+items reporting one news event grouped into a story; features, analyses, previews and digests
+about an event are not its story. A story is the transitive closure of its same pairs; every other
+pair counts as different, so a true pair that no filter above would have shown to the labeller
+counts as different too (recall can only be overstated by that).
+
+Each pair is decided as the service decides a later item against the story of an earlier one
+(`core.stories`, `core.headlines`): an exact copy (same content hash) is one story; else, with
+both fingerprints, the estimated share of shingles at the threshold (0.6 within one outlet), unless
+the later item is a follow-up; else, for two short items of different outlets, their headlines.
+The earlier of a pair is the earlier by date (the BBC articles have none: the one filed under the
+lower number). "old rule" is the baseline: an exact copy, or 0.6 of shingles, nothing else.
+
+Cost: a database (SQLite file; PostgreSQL when --postgresql or MONITOR_TEST_DATABASE_URL is set,
+in a schema of its own) is filled in bulk with STORED stories of synthetic text (one item each,
+their fingerprints indexed, and the headline keys of the short ones), plus the stories of half of
+PROBES corpus items; then each probe is fingerprinted and its story decided as a poll does
+(`pipeline._plan_stories`, all of its reads, in a transaction of its own). Median and p90 per
+item, beside the old rule's work (the fingerprint's lookup alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.core import headlines, stories  # noqa: E402
+from monitor.core.dedup import content_hash  # noqa: E402
+from monitor.feeds import parse_feed  # noqa: E402
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+LABELS = Path(__file__).resolve().parent / "stories_labels.json"
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+CHOSEN = stories.THRESHOLD
+SKIPPED_FEEDS = ("integration__",)  # test fixtures of a parser, not news
+
+
+@dataclass
+class Item:
+    key: str
+    outlet: str
+    title: str
+    body: str
+    at: datetime | None
+    language: str | None
+    order: int = 0
+    fingerprint: tuple[int, ...] = ()
+    hash: str = ""
+    headline: headlines.Headline | None = None  # for a short item
+    any_headline: headlines.Headline | None = None  # for every item
+
+    def prepare(self) -> Item:
+        self.fingerprint = stories.fingerprint(self.body)
+        self.hash = content_hash(self.title, self.body)
+        self.any_headline = headlines.Headline.of(self.title, self.body, self.language)
+        if headlines.is_short(self.title, self.body):
+            self.headline = self.any_headline
+        return self
+
+    def report(self, at: datetime) -> stories.Report:
+        return stories.Report(self.outlet, at, self.title, self.body, self.language)
+
+
+# ---- the sets ------------------------------------------------------------------------------------
+
+
+def arabic(corpus: Path) -> dict[str, Item]:
+    found = {}
+    for path in sorted((corpus / "articles" / "ar" / "ant-multisource").rglob("*.txt")):
+        text = path.read_text("utf-8", errors="replace")
+
+        def tag(name: str, text: str = text) -> str:
+            match = re.search(f"<{name}>(.*?)</{name}>", text, re.S)
+            return match.group(1).strip() if match else ""
+
+        at = parsedate_to_datetime(tag("TIME")) if tag("TIME") else None
+        outlet = stories.outlet_of(tag("URL") or None, path.parts[-3])
+        found[path.stem] = Item(path.stem, outlet, tag("TITLE"), tag("TEXT"), at, "ar")
+    return found
+
+
+def bbc(corpus: Path) -> dict[str, Item]:
+    found = {}
+    for path in sorted((corpus / "articles" / "en" / "bbc-fulltext").glob("*/*.txt")):
+        title, _, body = path.read_text("utf-8", errors="replace").partition("\n")
+        key = f"{path.parent.name}/{path.stem}"
+        found[key] = Item(key, "bbc.co.uk", title.strip(), body.strip(), None, "en")
+    return found
+
+
+def feeds(corpus: Path) -> dict[str, Item]:
+    found = {}
+    fetched = datetime(2026, 2, 18, tzinfo=UTC)
+    for path in sorted((corpus / "feeds" / "real" / "fastfeedparser").iterdir()):
+        if path.name.startswith(SKIPPED_FEEDS):
+            continue
+        name = path.stem.split("__")[0]
+        parsed = parse_feed(path.read_bytes(), fetched_at=fetched, source=name)
+        seen = set()
+        for i, a in enumerate(parsed.articles):
+            if (a.title, a.body) in seen:  # stored once, as the service does (one feed, one text)
+                continue
+            seen.add((a.title, a.body))
+            key = f"{name}#{i}"
+            outlet = stories.outlet_of(a.link, name)
+            found[key] = Item(key, outlet, a.title, a.body, a.published, a.language)
+    return found
+
+
+# ---- labels and decisions ------------------------------------------------------------------------
+
+
+def truth(labels: dict[str, Any], items: dict[str, Item]) -> set[tuple[str, str]]:
+    """Every pair of one story (sorted keys): the transitive closure of the pairs labelled same."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    groups = labels.get("stories") or labels["same"]
+    for group in groups:
+        for a, b in itertools.pairwise(group):
+            parent[root(a)] = root(b)
+    members: dict[str, list[str]] = {}
+    for key in parent:
+        if key in items:
+            members.setdefault(root(key), []).append(key)
+    return {
+        (a, b) for group in members.values() for a, b in itertools.combinations(sorted(group), 2)
+    }
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    rules: stories.Rules | None  # None: the old rule
+    headline: headlines.Rule | None = headlines.RULE
+    follow_ups: bool = True
+    one_short: bool = False  # the headline rule for an article and a short item too
+
+
+def same_story(first: Item, second: Item, setting: Setting) -> bool:
+    """Whether `setting` makes the later of two items join the story of the earlier one."""
+    earlier, later = sorted((first, second), key=_when)
+    if earlier.hash == later.hash:
+        return True
+    if setting.rules is None:
+        if not (earlier.fingerprint and later.fingerprint):
+            return False
+        return stories.similarity(earlier.fingerprint, later.fingerprint) >= stories.SAME_STORY
+    if earlier.fingerprint and later.fingerprint:
+        score = stories.similarity(earlier.fingerprint, later.fingerprint)
+        at = earlier.at or datetime(2000, 1, 1, tzinfo=UTC)
+        later_at = later.at or at + timedelta(hours=1)  # undated: the later-filed is later
+        new, old = later.report(later_at), earlier.report(at)
+        if setting.follow_ups:
+            if stories.joins(score, new, [old], setting.rules):
+                return True
+        elif score >= (
+            setting.rules.same_outlet if new.outlet == old.outlet else setting.rules.threshold
+        ):
+            return True
+    if setting.headline is None or earlier.outlet == later.outlet:
+        return False
+    first, second = earlier.headline, later.headline
+    if setting.one_short and (first or second):
+        first, second = earlier.any_headline, later.any_headline
+    if first is None or second is None:
+        return False
+    return headlines.same_story(first, second, setting.headline)
+
+
+def _when(item: Item) -> tuple[datetime, int]:
+    return (item.at or datetime(2000, 1, 1, tzinfo=UTC), item.order)
+
+
+def candidate_pairs(items: dict[str, Item]) -> set[tuple[str, str]]:
+    """The pairs any setting may call one story: an exact hash, a shared fingerprint hash, or two
+    shared telling title words. Every other pair is different under every setting."""
+    buckets: dict[object, list[str]] = {}
+    for key, item in items.items():
+        buckets.setdefault(("hash", item.hash), []).append(key)
+        for h in item.fingerprint:
+            buckets.setdefault(h, []).append(key)
+        if item.any_headline is not None:
+            for pair in itertools.combinations(sorted(item.any_headline.title), 2):
+                buckets.setdefault(pair, []).append(key)
+    pairs: set[tuple[str, str]] = set()
+    for keys in buckets.values():
+        if len(keys) < 400:  # a stop-word-like key: no pair is one story by it alone
+            pairs.update(itertools.combinations(sorted(keys), 2))
+    return pairs
+
+
+@dataclass
+class Score:
+    true_positive: int = 0
+    false_positive: int = 0
+    false_negative: int = 0
+
+    @property
+    def precision(self) -> float:
+        found = self.true_positive + self.false_positive
+        return self.true_positive / found if found else 1.0
+
+    @property
+    def recall(self) -> float:
+        wanted = self.true_positive + self.false_negative
+        return self.true_positive / wanted if wanted else 1.0
+
+    def __str__(self) -> str:
+        return f"{self.precision:.3f}/{self.recall:.3f}"
+
+
+def evaluate(
+    items: dict[str, Item],
+    same: set[tuple[str, str]],
+    settings: Sequence[Setting],
+    cross_outlet_only: bool,
+) -> list[Score]:
+    pairs = candidate_pairs(items) | same
+    if cross_outlet_only:
+        pairs = {(a, b) for a, b in pairs if items[a].outlet != items[b].outlet}
+        same = {(a, b) for a, b in same if items[a].outlet != items[b].outlet}
+    scores = [Score() for _ in settings]
+    for a, b in pairs:
+        labelled = (a, b) in same
+        for score, setting in zip(scores, settings, strict=True):
+            found = same_story(items[a], items[b], setting)
+            if found and labelled:
+                score.true_positive += 1
+            elif found:
+                score.false_positive += 1
+            elif labelled:
+                score.false_negative += 1
+    return scores
+
+
+def quality(corpus: Path) -> None:
+    labels = json.loads(LABELS.read_text("utf-8"))
+    sets = {"arabic": arabic(corpus), "bbc": bbc(corpus), "feeds": feeds(corpus)}
+    old = Setting("old rule (0.6)", None, None, follow_ups=False)
+    by_threshold = [
+        Setting(f"{t:g}{' (chosen)' if t == CHOSEN else ''}", stories.Rules(threshold=t))
+        for t in THRESHOLDS
+    ]
+    chosen = stories.Rules(threshold=CHOSEN)
+    variants = [
+        Setting("no follow-up rule", chosen, follow_ups=False),
+        Setting("no headline rule", chosen, headline=None),
+        Setting("headlines: from 8 shared", chosen, headlines.Rule(min_shared=8)),
+        Setting(
+            "headlines: never under 7 shared",
+            chosen,
+            headlines.Rule(min_opening=7),
+        ),
+        Setting("headlines: an article and a short item too", chosen, one_short=True),
+    ]
+    settings = [old, *by_threshold, *variants]
+    width = max(len(s.name) for s in settings)
+    print('Pairwise precision/recall of "same story" (labels: benchmarks/stories_labels.json)')
+    header = f"{'setting':<{width}}"
+    results = {}
+    for name, items in sets.items():
+        for order, item in enumerate(items.values()):
+            item.order = order
+            item.prepare()
+        same = truth(labels[name], items)
+        cross = name == "feeds"
+        results[name] = evaluate(items, same, settings, cross_outlet_only=cross)
+        pairs = len({p for p in same if not cross or items[p[0]].outlet != items[p[1]].outlet})
+        header += f"  {name + f' ({len(items)} items, {pairs} same pairs)':>34}"
+    print(header)
+    for i, setting in enumerate(settings):
+        print(f"{setting.name:<{width}}" + "".join(f"  {r[i]!s:>34}" for r in results.values()))
+
+
+# ---- cost ----------------------------------------------------------------------------------------
+
+
+def synthetic_text(rng: random.Random, vocabulary: Sequence[str], words: int) -> str:
+    return " ".join(rng.choices(vocabulary, k=words))
+
+
+def fill(url: str, stored: int, probes: Sequence[Item], rng: random.Random) -> None:
+    """`stored` stories of synthetic text, one item each, indexed as the service indexes them,
+    and the stories of every other probe; written in bulk (executemany; COPY on PostgreSQL)."""
+    from monitor.store import db
+    from monitor.store.tables import feeds as feeds_table
+    from monitor.store.tables import items as items_table
+    from monitor.store.tables import stories as stories_table
+    from monitor.store.tables import story_hashes
+
+    engine = db.make_engine(url)
+    db.ensure_schema(engine, upgrade=True)
+    now = datetime.now(UTC)
+    vocabulary = sorted({w for p in probes for w in (p.title + " " + p.body).split()})
+    texts: list[tuple[str, str, str | None]] = []  # title, body, link
+    for n in range(stored):
+        short = n % 2 == 0  # half of them a headline and a sentence, like most feeds' items
+        body = synthetic_text(rng, vocabulary, 25 if short else 150)
+        texts.append(
+            (synthetic_text(rng, vocabulary, 9), body, f"https://outlet{n % 50}.example/{n}")
+        )
+    texts += [(p.title, p.body, f"https://{p.outlet}/{p.key}") for p in probes[::2]]
+    story_rows, item_rows, hash_rows = [], [], []
+    unique = {content_hash(title, body): (title, body, link) for title, body, link in texts}
+    for story_id, (title, body, link) in enumerate(unique.values(), start=1):
+        fingerprint = stories.fingerprint(body)
+        keys = stories.headline_keys(title, body, None)
+        story_rows.append(
+            {
+                "id": story_id,
+                "content_hash": content_hash(title, body),
+                "created_at": now,
+                "fingerprint": stories.encode(fingerprint) if fingerprint else None,
+            }
+        )
+        item_rows.append(
+            {
+                "id": story_id,
+                "feed_id": 1,
+                "identity": f"guid:{story_id}",
+                "content_hash": content_hash(title, body),
+                "hash_version": 1,
+                "title": title,
+                "text": body,
+                "link": link,
+                "fetched_at": now,
+                "published_at": now - timedelta(hours=1),
+                "story_id": story_id,
+            }
+        )
+        for h in (*fingerprint[: stories.INDEXED], *keys):
+            hash_rows.append({"story_id": story_id, "hash": h, "created_at": now})
+    with db.transaction(engine) as session:
+        feed = {"id": 1, "name": "bench", "url": "bench", "next_poll_at": now, "created_at": now}
+        session.execute(feeds_table.insert(), [feed])
+        for table, rows in (
+            (stories_table, story_rows),
+            (items_table, item_rows),
+            (story_hashes, hash_rows),
+        ):
+            _bulk_insert(session, table, rows)
+    with engine.connect() as connection:  # planner statistics, as autovacuum would gather
+        connection.exec_driver_sql("ANALYZE")
+        connection.commit()
+    engine.dispose()
+
+
+def _bulk_insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(table.insert(), rows)  # an executemany
+        return
+    columns = list(rows[0])
+    cursor = session.connection().connection.cursor()
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+    if "id" in columns:
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), (SELECT max(id) FROM {table.name}))"
+        )
+
+
+def lookup_times(url: str, probes: Sequence[Item], old_rule: bool) -> tuple[list[float], float]:
+    """Per probe: its fingerprint (and headline keys), then its story decided as a poll does,
+    all of `pipeline._plan_stories`' reads in a transaction of its own: the seconds each took,
+    and the CPU seconds of this process per probe (the machine's load does not count there)."""
+    from monitor import pipeline
+    from monitor.core.dedup import item_identity
+    from monitor.model import Article
+    from monitor.store import db
+    from monitor.store.stories import FeedItems
+
+    engine = db.make_engine(url)
+    rules = stories.Rules(threshold=stories.SAME_STORY if old_rule else CHOSEN)
+    now = datetime.now(UTC)
+    times = []
+    cpu = time.process_time()
+    for n, probe in enumerate(probes):
+        article = Article(
+            title=probe.title,
+            body=probe.body,
+            link=f"https://probe.example/{n}",
+            source="probe",
+            published=now,
+            language=probe.language,
+        )
+        started = time.perf_counter()
+        fingerprint = stories.fingerprint(probe.body)
+        keys = () if old_rule else stories.headline_keys(probe.title, probe.body, probe.language)
+        keyed = pipeline._Keyed(  # the poll's own types: this measures its code
+            n, article, item_identity(None, article.link, "", ""), f"link:{n}", f"v1:probe-{n}"
+        )
+        prepared = pipeline._Prepared(keyed, article, [], fingerprint, keys)
+        with db.read_session(engine) as session:
+            pipeline._plan_stories(session, [prepared], FeedItems({}, {}), now, rules)
+        times.append(time.perf_counter() - started)
+    cpu = (time.process_time() - cpu) / len(probes)
+    engine.dispose()
+    return times, cpu
+
+
+def cost(corpus: Path, stored: int, count: int, postgresql: str | None) -> None:
+    rng = random.Random(7)
+    pool = [*arabic(corpus).values(), *feeds(corpus).values()]
+    probes = rng.sample(pool, min(count, len(pool)))
+    kinds = ["sqlite", *(["postgresql"] if postgresql else [])]
+    print()
+    print(
+        f"Fingerprint + lookup per item, {stored:,} stored stories, {len(probes)} probes "
+        "(half with a stored copy), ms: median / p90 of the time taken, and CPU of this process"
+    )
+    print(f"{'database':<12}  {'old rule (fingerprint only)':>30}  {'stories now':>30}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            with database(kind, Path(tmp), postgresql) as url:
+                fill(url, stored, probes, rng)
+                lookup_times(url, probes[:20], old_rule=False)  # warm the caches
+                old, old_cpu = lookup_times(url, probes, old_rule=True)
+                new, new_cpu = lookup_times(url, probes, old_rule=False)
+            print(f"{kind:<12}  {_ms(old, old_cpu):>30}  {_ms(new, new_cpu):>30}")
+    print("load average (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
+
+
+@contextlib.contextmanager
+def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'stories.db'}"
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from monitor.store.db import make_engine
+
+    assert postgresql is not None
+    schema = f"stories_bench_{os.getpid()}"
+    admin = make_engine(postgresql).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(postgresql).update_query_dict({"options": f"-csearch_path={schema}"})
+        try:
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.engine.dispose()
+
+
+def _ms(times: Sequence[float], cpu: float) -> str:
+    ordered = sorted(times)
+    p90 = ordered[int(len(ordered) * 0.9)]
+    return f"{statistics.median(ordered) * 1000:.2f} / {p90 * 1000:.2f}, CPU {cpu * 1000:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--probes", type=int, default=400)
+    parser.add_argument("--postgresql", default=os.environ.get("MONITOR_TEST_DATABASE_URL"))
+    parser.add_argument("--no-cost", action="store_true", help="precision and recall only")
+    args = parser.parse_args()
+    if not args.corpus.is_dir():
+        sys.exit(f"error: no corpus at {args.corpus}; pass --corpus DIR")
+    quality(args.corpus)
+    if not args.no_cost:
+        cost(args.corpus, args.stored, args.probes, args.postgresql)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ log = logging.getLogger("monitor.daemon")
 # From SIGTERM to the last delivery: SPEC's 10 s, less what closing the process takes.
 STOP_SECONDS = 8.0
 # From SIGTERM to the process's exit, whatever is still running then.
-EXIT_SECONDS = 9.5
+EXIT_SECONDS = 9.0
 
 
 class ExitDeadline:
@@ -102,9 +102,20 @@ async def run_forever(
     was started with."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    begun = False
+
+    def stopping() -> None:
+        # Called by the signal itself: on a loaded machine the loop may take a second more to
+        # get back to the task that waits for `stop`.
+        nonlocal begun
+        if not begun and on_stopping is not None:
+            on_stopping()
+        begun = True
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stopping)
     reloader = Reloader(service, config) if config is not None else None
     reloads: set[asyncio.Task[ReloadOutcome]] = set()
 
@@ -158,8 +169,7 @@ async def run_forever(
     finally:
         log.info("run.stopping")
         deadline = loop.time() + STOP_SECONDS
-        if on_stopping is not None:
-            on_stopping()
+        stopping()  # if `stop` was set by the caller, not by a signal
 
         def left() -> float:
             return max(0.0, deadline - loop.time())

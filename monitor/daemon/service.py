@@ -562,10 +562,7 @@ class Service:
             task.cancel()
         await asyncio.gather(*waiting.values(), return_exceptions=True)
         not_started = [feed_id for feed_id, task in waiting.items() if task.cancelled()]
-        try:
-            await asyncio.to_thread(self._release_all, not_started)
-        except StoreError as exc:  # the leases simply expire
-            log.warning("shutdown.release_failed feeds=%s error=%s", len(not_started), exc)
+        await self._give_back(not_started)
         tasks = {k: t for k, t in self.in_flight.items() if k not in waiting}
         if not tasks:
             if not_started:
@@ -585,11 +582,7 @@ class Service:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         abandoned = [feed_id for feed_id, task in tasks.items() if task.cancelled()]
-        try:
-            # Bounded: the cancelled polls' threads may hold every worker, waiting for locks.
-            await asyncio.wait_for(asyncio.to_thread(self._release_all, abandoned), RELEASE_SECONDS)
-        except (StoreError, TimeoutError) as exc:  # the leases simply expire
-            log.warning("shutdown.release_failed feeds=%s error=%r", len(abandoned), exc)
+        await self._give_back(abandoned)
         finished = len(tasks) - len(abandoned)
         log.info(
             "shutdown.drained finished=%s abandoned=%s not_started=%s",
@@ -597,6 +590,20 @@ class Service:
             len(abandoned),
             len(not_started),
         )
+
+    async def _give_back(self, feed_ids: list[int]) -> None:
+        """Release the leases of `feed_ids` (a stop), on the leasing thread: the default
+        executor's workers may all be held by the polls being stopped (waiting for locks), and its
+        queue by their next steps. At most RELEASE_SECONDS; past that the leases simply expire."""
+        if not feed_ids:
+            return
+        try:
+            await asyncio.wait_for(
+                self._on_leasing_thread(functools.partial(self._release_all, feed_ids)),
+                RELEASE_SECONDS,
+            )
+        except (StoreError, TimeoutError) as exc:
+            log.warning("shutdown.release_failed feeds=%s error=%r", len(feed_ids), exc)
 
     def _release_all(self, feed_ids: list[int]) -> None:
         if feed_ids:

@@ -48,6 +48,7 @@ from monitor.store.feeds import (
     record_poll,
     record_quiet_polls,
     release_feed,
+    release_feeds,
     sync_feeds,
 )
 from monitor.store.stories import (
@@ -345,6 +346,22 @@ def test_fault_61_concurrent_claims_get_disjoint_feeds(engine: Engine) -> None:
         replica.dispose()
     assert len(mine) == 2 and len(theirs) == 3
     assert {f.id for f in mine}.isdisjoint(f.id for f in theirs)
+
+
+def test_a_stop_gives_back_every_feed_it_claimed_in_one_statement(engine: Engine) -> None:
+    now = _now(engine)
+    with transaction(engine) as session:
+        sync_feeds(session, [(f"f{i}", f"https://f{i}/rss") for i in range(4)], now)
+    with transaction(engine) as session:
+        mine = claim_due_feeds(session, "one", LEASE, 3)
+        theirs = claim_due_feeds(session, "two", LEASE, 10)
+    everything = [f.id for f in [*mine, *theirs]]
+    with transaction(engine) as session:
+        assert release_feeds(session, everything, "one") == 3  # only its own
+        assert release_feeds(session, everything, "one") == 0
+    with transaction(engine) as session:
+        again = claim_due_feeds(session, "three", LEASE, 10)
+    assert sorted(f.id for f in again) == sorted(f.id for f in mine)  # due as they were
 
 
 # --- items and stories ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from monitor.store.feeds import (
     claim_due_feeds,
     feeds_for_metrics,
     release_feed,
+    release_feeds,
     release_leases,
     renew_feed_leases,
     sync_feeds,
@@ -608,8 +609,7 @@ class Service:
     def _release_all(self, feed_ids: list[int]) -> None:
         if feed_ids:
             with db.transaction(self.engine) as session:
-                for feed_id in feed_ids:
-                    release_feed(session, feed_id, self.owner)
+                release_feeds(session, feed_ids, self.owner)
 
 
 def _story_rules(settings: Settings) -> stories.Rules:

@@ -52,6 +52,7 @@ __all__ = [
     "record_poll",
     "record_quiet_polls",
     "release_feed",
+    "release_feeds",
     "release_leases",
     "renew_feed_leases",
     "sync_feeds",
@@ -408,6 +409,19 @@ def release_feed(session: Session, feed_id: int, owner: str) -> bool:
         .returning(feeds.c.id)
     )
     return result.first() is not None
+
+
+def release_feeds(session: Session, feed_ids: Collection[int], owner: str) -> int:
+    """`release_feed` for many feeds in one statement (a stop gives back what it claimed);
+    returns how many `owner` still held."""
+    if not feed_ids:
+        return 0
+    result = session.execute(
+        update(feeds)
+        .where(feeds.c.id.in_(list(feed_ids)), feeds.c.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+    )
+    return rowcount(result)
 
 
 def renew_feed_leases(

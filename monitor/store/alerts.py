@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -139,17 +140,18 @@ def watchlists_matched(session: Session, story_id: int) -> set[str]:
     return set(session.scalars(select(matches.c.watchlist).where(matches.c.story_id == story_id)))
 
 
+# Built once (its compiled SQL is cached); an indexed lookup (the unique story_id, watchlist).
+_MATCHED_WATCHLISTS = select(matches.c.story_id, matches.c.watchlist).where(
+    matches.c.story_id.in_(bindparam("story_ids", expanding=True))
+)
+
+
 def matched_watchlists(session: Session, story_ids: Collection[int]) -> dict[int, set[str]]:
     """For each of `story_ids`, the watchlists it has matched already, in one query."""
     found: dict[int, set[str]] = {story_id: set() for story_id in story_ids}
     ids = sorted(found)
     for start in range(0, len(ids), 500):
-        rows = session.execute(
-            select(matches.c.story_id, matches.c.watchlist).where(
-                matches.c.story_id.in_(ids[start : start + 500])
-            )
-        )
-        for row in rows:
+        for row in session.execute(_MATCHED_WATCHLISTS, {"story_ids": ids[start : start + 500]}):
             found[row.story_id].add(row.watchlist)
     return found
 

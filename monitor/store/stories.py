@@ -19,13 +19,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     and_,
     bindparam,
     delete,
     exists,
     func,
+    literal_column,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -252,29 +255,58 @@ def story_of_hash(session: Session, content_hash: str) -> int | None:
     return found
 
 
+# The reads of deciding a poll's stories, built once (their compiled SQL is cached): each takes
+# its values as one expanding parameter, and each is an indexed lookup.
+_VALUES: BindParameter[Any] = bindparam("values", expanding=True)
+_first_of_hash = (
+    select(items.c.content_hash, func.min(items.c.id).label("id"))
+    .where(items.c.content_hash.in_(_VALUES))
+    .group_by(items.c.content_hash)
+    .subquery()
+)
+# Both ways a hash has a story, in one round trip: the story it created (0 first), else the
+# story of the first stored item with that hash (1).
+_STORIES_OF_HASHES = union_all(
+    select(
+        stories.c.content_hash, stories.c.id.label("story_id"), literal_column("0").label("way")
+    ).where(stories.c.content_hash.in_(_VALUES)),
+    select(items.c.content_hash, items.c.story_id, literal_column("1").label("way")).join(
+        _first_of_hash, _first_of_hash.c.id == items.c.id
+    ),
+)
+_NEAR_STORY_INDEX = (
+    select(story_hashes.c.hash, story_hashes.c.story_id)
+    .where(story_hashes.c.hash.in_(_VALUES), story_hashes.c.created_at >= bindparam("since"))
+    .distinct()
+)
+_FINGERPRINTS = select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(_VALUES))
+_at = func.coalesce(items.c.published_at, items.c.fetched_at).label("at")
+_STORY_ITEMS = (
+    select(
+        items.c.story_id,
+        feeds.c.name.label("feed_name"),
+        items.c.link,
+        _at,
+        items.c.title,
+        items.c.text,
+        items.c.language,
+    )
+    .join(feeds, feeds.c.id == items.c.feed_id)
+    .where(items.c.story_id.in_(_VALUES))
+    .order_by(items.c.story_id, _at, items.c.id)
+)
+
+
 def stories_of_hashes(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     """`story_of_hash` for many hashes (hash → story id; a hash without a story is left out): the
     story each hash created, else the story of the first stored item with that hash (one that
-    joined its story as a near-copy). A query for each, whatever the number of hashes."""
-    found: dict[str, int] = {}
+    joined its story as a near-copy). One query, whatever the number of hashes."""
+    created: dict[str, int] = {}
+    joined: dict[str, int] = {}
     for some in _chunks(sorted(set(hashes))):
-        rows = session.execute(
-            select(stories.c.content_hash, stories.c.id).where(stories.c.content_hash.in_(some))
-        )
-        found.update({row.content_hash: row.id for row in rows})
-    joined = sorted(set(hashes) - found.keys())
-    for some in _chunks(joined):
-        first = (
-            select(items.c.content_hash, func.min(items.c.id).label("id"))
-            .where(items.c.content_hash.in_(some))
-            .group_by(items.c.content_hash)
-            .subquery()
-        )
-        rows = session.execute(
-            select(items.c.content_hash, items.c.story_id).join(first, first.c.id == items.c.id)
-        )
-        found.update({row.content_hash: row.story_id for row in rows})
-    return found
+        for row in session.execute(_STORIES_OF_HASHES, {"values": some}):
+            (joined if row.way else created)[row.content_hash] = row.story_id
+    return joined | created
 
 
 def near_story_index(
@@ -284,12 +316,7 @@ def near_story_index(
     `hashes` at once: the near-copy candidates of a poll's items (ranked by the caller)."""
     index: dict[int, list[int]] = {}
     for some in _chunks(sorted(set(hashes))):
-        rows = session.execute(
-            select(story_hashes.c.hash, story_hashes.c.story_id)
-            .where(story_hashes.c.hash.in_(some), story_hashes.c.created_at >= since)
-            .distinct()
-        )
-        for row in rows:
+        for row in session.execute(_NEAR_STORY_INDEX, {"values": some, "since": since}):
             index.setdefault(row.hash, []).append(row.story_id)
     return index
 
@@ -298,33 +325,17 @@ def fingerprints_of(session: Session, story_ids: Sequence[int]) -> dict[int, str
     """The stored fingerprint of each story (story id → fingerprint), in one query."""
     found: dict[int, str | None] = {}
     for some in _chunks(sorted(set(story_ids))):
-        rows = session.execute(
-            select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(some))
+        found.update(
+            {row.id: row.fingerprint for row in session.execute(_FINGERPRINTS, {"values": some})}
         )
-        found.update({row.id: row.fingerprint for row in rows})
     return found
 
 
 def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[StoryItem]]:
     """The items of each story (story id → its items, oldest first), in one query."""
     found: dict[int, list[StoryItem]] = {}
-    at = func.coalesce(items.c.published_at, items.c.fetched_at).label("at")
     for some in _chunks(sorted(set(story_ids))):
-        rows = session.execute(
-            select(
-                items.c.story_id,
-                feeds.c.name.label("feed_name"),
-                items.c.link,
-                at,
-                items.c.title,
-                items.c.text,
-                items.c.language,
-            )
-            .join(feeds, feeds.c.id == items.c.feed_id)
-            .where(items.c.story_id.in_(some))
-            .order_by(items.c.story_id, at, items.c.id)
-        )
-        for row in rows:
+        for row in session.execute(_STORY_ITEMS, {"values": some}):
             found.setdefault(row.story_id, []).append(StoryItem(**row._mapping))
     return found
 

@@ -207,15 +207,17 @@ def outbox(settings: Settings) -> list[Any]:
 
 def poll_and_deliver(
     settings: Settings,
-    notifiers: Mapping[str, Notifier],
+    notifiers: Mapping[str, Notifier] | None,
     clock: Callable[[], datetime] | None = None,
 ) -> list[PollResult]:
     """One `monitor once --force` in this process, delivering through `notifiers` (channel →
-    notifier), at `clock`'s time if given (else the database's): poll every feed (also one backing
-    off, as if its time had come), deliver, close. The poll results."""
+    notifier; None: the config's own channels), at `clock`'s time if given (else the database's):
+    poll every feed (also one backing off, as if its time had come), deliver, close. The poll
+    results."""
 
     async def go() -> list[PollResult]:
-        service = Service.build(settings, notifiers=dict(notifiers), clock=clock)
+        chosen = dict(notifiers) if notifiers is not None else None
+        service = Service.build(settings, notifiers=chosen, clock=clock)
         service.prepare(now=clock() if clock is not None else None, alone=True)
         try:
             results = await service.poll_all(force=True)

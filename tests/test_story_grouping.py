@@ -9,7 +9,6 @@ found by the hashes they share, the most first.
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,12 +21,11 @@ import pytest
 from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import DESK, RecordingNotifier
+from servicekit import DESK, RecordingNotifier, poll_and_deliver
 from sqlalchemy import select
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
-from monitor.daemon import Service
 from monitor.store import db
 from monitor.store.stories import add_fingerprint, near_stories, story_for_hash
 from monitor.store.tables import alerts, items, stories
@@ -124,18 +122,8 @@ class Desk:
         return parse_config(config.read_text("utf-8"), str(config))
 
     def once(self, settings: Settings) -> list[Any]:
-        async def go() -> list[Any]:
-            notifiers = None if self.telegram else {"console": self.notifier}
-            service = Service.build(settings, notifiers=notifiers, clock=lambda: self.now)
-            service.prepare(now=self.now, alone=True)
-            try:
-                results = await service.poll_all(force=True)
-                await service.deliver_tick()
-                return results
-            finally:
-                await service.close()
-
-        return asyncio.run(go())
+        notifiers = None if self.telegram else {"console": self.notifier}
+        return poll_and_deliver(settings, notifiers, clock=lambda: self.now)
 
     def rows(self, settings: Settings, table: Any) -> list[Any]:
         engine = db.make_engine(settings.database.url)

@@ -35,6 +35,13 @@ watchlists:
 """
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before it runs: SIGINT as a terminal's Ctrl-C finds it. A test run started in
+    the background by a non-interactive shell ignores SIGINT, and its children would inherit that:
+    Python then never raises KeyboardInterrupt, and the Ctrl-C these tests send goes unnoticed."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def monitor(
     *args: str, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -299,6 +306,7 @@ def test_ctrl_c_during_once_sends_what_is_queued_and_says_what_is_left(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=ctrl_c_as_in_a_terminal,
     ) as process:
         try:
             assert held.requested.wait(timeout=60), "the slow feed was never requested"
@@ -360,6 +368,7 @@ def test_ctrl_c_while_waiting_for_the_database_at_start_is_one_line_and_exit_130
                 stderr=subprocess.PIPE,
                 text=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
+                preexec_fn=ctrl_c_as_in_a_terminal,
             ) as process:
                 try:
                     assert wait_until(lambda: waiting(process.pid)), "it never waited"

@@ -47,8 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +56,7 @@ from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import match as match_bench  # the sibling benchmark script: corpus texts, watchlist generator
+from databases import fresh_database
 
 CONCURRENCY = 50  # the daemon's polls in flight (daemon.service.MAX_CONCURRENT_POLLS)
 
@@ -170,32 +170,6 @@ def bench_database(server_url: str) -> str:
     finally:
         admin.dispose()
     return url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
-    if kind == "SQLite":
-        path = tmp / f"poll-{uuid.uuid4().hex[:8]}.db"
-        yield f"sqlite:///{path}"
-        return
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from monitor.store.db import make_engine
-
-    assert postgresql is not None
-    schema = f"bench_poll_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgresql).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(postgresql).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.engine.dispose()
 
 
 # ---- one database × one number of watchlists ----------------------------------------------------
@@ -549,7 +523,7 @@ def main() -> int:
             for kind in kinds:
                 for size in sizes:
                     queries = match_bench.generate(size, vocab)
-                    with database(kind, tmp, args.postgresql) as url:
+                    with fresh_database(kind, tmp, args.postgresql, "bench_poll") as url:
                         results.append(measure(kind, size, url, tmp, port, queries, args))
                     print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
             report(results, args)

@@ -65,12 +65,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from botapi import BotAPIDouble  # noqa: E402
+from databases import fresh_database  # noqa: E402
 from replicas import Cluster, eventually  # noqa: E402
 from soak import (  # noqa: E402
     MARK,
     PublishingFeeds,
     children,
-    database,
     load_average,
     percentile,
     soak_config,
@@ -552,12 +552,12 @@ def main() -> int:
         for count in [int(n) for n in args.replicas.split(",")]:
             for lock in [lock.strip() for lock in args.locks.split(",")]:
                 if args.feeds:
-                    with database("postgresql", tmp, args.postgresql) as url:
+                    with fresh_database("postgresql", tmp, args.postgresql, "replicas") as url:
                         print(f"{lock} lock, {count} replica(s): throughput ...", file=sys.stderr)
                         throughput.append(measure_throughput(lock, count, url, args, tmp))
                         print(f"  {throughput[-1]}", file=sys.stderr)  # should a later run fail
                 if args.latency_feeds:
-                    with database("postgresql", tmp, args.postgresql) as url:
+                    with fresh_database("postgresql", tmp, args.postgresql, "replicas") as url:
                         print(f"{lock} lock, {count} replica(s): latency ...", file=sys.stderr)
                         latency.append(measure_latency(lock, count, url, args, tmp))
                         print(f"  {latency[-1]}", file=sys.stderr)

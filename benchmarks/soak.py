@@ -52,9 +52,8 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -69,6 +68,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from aiohttp import web  # noqa: E402
 from botapi import TOKEN, BotAPIDouble  # noqa: E402
+from databases import fresh_database  # noqa: E402
 from httpserver import ThreadedServer  # noqa: E402
 from replicas import Cluster, Replica  # noqa: E402
 
@@ -283,33 +283,6 @@ def kill(replica: Replica) -> None:
 # ---- databases ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
-    """A fresh database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / f'soak-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from monitor.store.db import make_engine
-
-    assert postgresql is not None
-    schema = f"soak_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgresql).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(postgresql).update_query_dict({"options": f"-csearch_path={schema}"})
-        try:
-            yield url.render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.engine.dispose()
-
-
 class FeedTable:
     """Reads the feeds table (id, next_poll_at, last_polled_at) of a database."""
 
@@ -512,7 +485,7 @@ def soak(args: Any) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp_name:
         for kind in kinds:
-            with database(kind, Path(tmp_name), args.postgresql) as url:
+            with fresh_database(kind, Path(tmp_name), args.postgresql, "soak") as url:
                 print(f"soak on {kind}: {args.minutes} min ...", file=sys.stderr)
                 results.append(soak_one(kind, url, args, Path(tmp_name)))
     print_soak(results, args)
@@ -591,7 +564,7 @@ def load(args: Any) -> int:
     kind = args.database
     with (
         tempfile.TemporaryDirectory(prefix="load-") as tmp_name,
-        database(kind, Path(tmp_name), args.postgresql) as url,
+        fresh_database(kind, Path(tmp_name), args.postgresql, "soak") as url,
         PublishingFeeds(args.feeds, args.publish, args.window, text) as feeds,
     ):
         tmp = Path(tmp_name)

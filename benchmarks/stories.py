@@ -42,7 +42,6 @@ item, beside the old rule's work (the fingerprint's lookup alone).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -52,7 +51,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -61,6 +60,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from databases import fresh_database  # noqa: E402
 
 from monitor.core import headlines, stories  # noqa: E402
 from monitor.core.dedup import content_hash  # noqa: E402
@@ -457,40 +458,13 @@ def cost(corpus: Path, stored: int, count: int, postgresql: str | None) -> None:
     print(f"{'database':<12}  {'old rule (fingerprint only)':>30}  {'stories now':>30}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
-            with database(kind, Path(tmp), postgresql) as url:
+            with fresh_database(kind, Path(tmp), postgresql, "stories_bench") as url:
                 fill(url, stored, probes, rng)
                 lookup_times(url, probes[:20], old_rule=False)  # warm the caches
                 old, old_cpu = lookup_times(url, probes, old_rule=True)
                 new, new_cpu = lookup_times(url, probes, old_rule=False)
             print(f"{kind:<12}  {_ms(old, old_cpu):>30}  {_ms(new, new_cpu):>30}")
     print("load average (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
-
-
-@contextlib.contextmanager
-def database(kind: str, tmp: Path, postgresql: str | None) -> Iterator[str]:
-    """A fresh database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'stories.db'}"
-        return
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from monitor.store.db import make_engine
-
-    assert postgresql is not None
-    schema = f"stories_bench_{os.getpid()}"
-    admin = make_engine(postgresql).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(postgresql).update_query_dict({"options": f"-csearch_path={schema}"})
-        try:
-            yield url.render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.engine.dispose()
 
 
 def _ms(times: Sequence[float], cpu: float) -> str:

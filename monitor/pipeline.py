@@ -17,13 +17,14 @@ whichever feeds carry them, and a story alerts once per watchlist and recipient.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,6 +185,12 @@ _DEFAULT_RULES = stories.Rules()
 NEAR_CANDIDATES = 20  # stories an item is compared with: those sharing most indexed hashes
 
 
+def _session_kind(policy: FetchPolicy, per_host: int) -> tuple[object, ...]:
+    """What an HTTP session is built with besides `allow_private`: the address rules it enforces,
+    its User-Agent and its connections per host (`open_session`)."""
+    return (policy.allowed_networks, policy.proxy, policy.user_agent, per_host)
+
+
 def digests_for(settings: Settings) -> dict[str, Digest]:
     """The channels that take their alerts as a digest, with its schedule."""
     return {
@@ -258,7 +265,9 @@ class Poller:
         self.clock = clock
         self.gone_after = gone_after
         self.story_rules = story_rules
-        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        # By `allow_private` and `_session_kind`; `_fetching` counts the fetches using each.
+        self._sessions: dict[tuple[bool, tuple[object, ...]], aiohttp.ClientSession] = {}
+        self._fetching: Counter[tuple[bool, tuple[object, ...]]] = Counter()
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
         self.quiet = QuietPolls(engine, owner)
@@ -266,12 +275,36 @@ class Poller:
         # Told how long each HTTP fetch of a feed took, in seconds (the service's metrics).
         self.on_fetch: Callable[[float], None] | None = None
 
-    def _session(self, policy: FetchPolicy) -> aiohttp.ClientSession:
-        session = self._sessions.get(policy.allow_private)
+    async def use_fetch(self, policy: FetchPolicy, per_host: int, gone_after: timedelta) -> None:
+        """Fetch with these `fetch:` settings from the next poll on (a reload). Polls under way
+        finish with their own; a session left with no use is closed once its last fetch ends."""
+        self.policy = policy
+        self.per_host = per_host
+        self.gone_after = gone_after
+        await self._close_unused_sessions()
+
+    @contextlib.asynccontextmanager
+    async def _session(self, policy: FetchPolicy) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session for fetches under `policy`, held for one fetch."""
+        key = (policy.allow_private, _session_kind(policy, self.per_host))
+        session = self._sessions.get(key)
         if session is None or session.closed:
             session = open_session(policy, limit_per_host=self.per_host)
-            self._sessions[policy.allow_private] = session
-        return session
+            self._sessions[key] = session
+        self._fetching[key] += 1
+        try:
+            yield session
+        finally:
+            self._fetching[key] -= 1
+            await self._close_unused_sessions()
+
+    async def _close_unused_sessions(self) -> None:
+        """Close the sessions built with `fetch:` settings a reload has changed and that no fetch
+        uses any more."""
+        current = _session_kind(self.policy, self.per_host)
+        for key in [k for k in self._sessions if k[1] != current and not self._fetching[k]]:
+            del self._fetching[key]
+            await self._sessions.pop(key).close()
 
     @property
     def parser(self) -> ParsePool:
@@ -300,6 +333,7 @@ class Poller:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        self._fetching.clear()
 
     async def poll(
         self, state: FeedState, feed: FeedSettings, *, force: bool = False
@@ -445,13 +479,14 @@ class Poller:
             return await asyncio.to_thread(fetch_local, feed.url, self.base_dir, policy.max_body)
         started = time.monotonic()
         try:
-            return await fetch(
-                feed.url,
-                policy=policy,
-                session=self._session(policy),
-                etag=None if force else state.etag,
-                last_modified=None if force else state.last_modified,
-            )
+            async with self._session(policy) as session:
+                return await fetch(
+                    feed.url,
+                    policy=policy,
+                    session=session,
+                    etag=None if force else state.etag,
+                    last_modified=None if force else state.last_modified,
+                )
         finally:
             if self.on_fetch is not None:
                 self.on_fetch(time.monotonic() - started)
@@ -468,7 +503,8 @@ class Poller:
         async def page(i: int) -> tuple[int, str | None]:
             link = articles[i].link or ""
             try:
-                result = await fetch(link, policy=policy, session=self._session(policy))
+                async with self._session(policy) as session:
+                    result = await fetch(link, policy=policy, session=session)
                 if not result.body:
                     return i, None
                 extracted = await asyncio.to_thread(html_article, result.body, link, url=result.url)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -24,10 +24,12 @@ from httpserver import LoopbackServer
 from servicekit import ROOT, SAMPLE, SAMPLE_WATCHLISTS, MonitorProcess, service_config
 
 from monitor import outbox
-from monitor.config import Settings, parse_config
+from monitor.config import Settings, load_config, parse_config
 from monitor.daemon import Service
+from monitor.daemon.reload import Reloader, ReloadOutcome
 from monitor.model import Alert
 from monitor.outbox import DeliveryStats
+from monitor.pipeline import PollResult
 
 CHINA = '  china: {query: "الصين"}\n'  # matches the sample's Arabic items about China
 
@@ -309,3 +311,57 @@ def test_alerts_claimed_before_a_reload_that_removes_their_channel_are_still_del
     assert second.sent == 0
     assert held.closed  # closed once nothing was in flight
     assert "desk" not in service.outbox.notifiers and "newsroom" in service.outbox.notifiers
+
+
+def test_a_reload_applies_every_fetch_setting_to_the_next_poll(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    server.respond(
+        "/news.xml",
+        body=SAMPLE.read_bytes(),
+        headers={"Content-Type": "application/rss+xml; charset=utf-8"},
+    )
+    config = tmp_path / "config.yaml"
+    database = f"sqlite:///{tmp_path / 'monitor.db'}"
+    feeds = {"news": server.url("/news.xml"), "missing": server.url("/missing.xml")}
+    service_config(
+        config, database, feeds, fetch='allow_networks: ["127.0.0.0/8"], user_agent: before/1'
+    )
+    now = [datetime.now(UTC)]
+    service = Service.build(load_config(config), clock=lambda: now[0])
+    service.prepare(now=now[0], alone=True)
+    with LoopbackServer() as proxy:
+        proxy.respond("/news.xml", body=SAMPLE.read_bytes())  # more than 1 KB
+        service_config(
+            config,
+            database,
+            feeds,
+            fetch=f'allow_networks: ["127.0.0.0/8"], user_agent: after/2, proxy: "{proxy.base_url}",'
+            " max_body: 1KB, per_host: 1, gone_after: 1h",
+        )
+
+        async def scenario() -> tuple[list[PollResult], ReloadOutcome, list[PollResult]]:
+            try:
+                before = await service.poll_all()
+                outcome = await Reloader(service, config).reload()
+                now[0] += timedelta(hours=2)
+                return before, outcome, await service.poll_all(force=True)  # missing backs off
+            finally:
+                await service.close()
+
+        before, outcome, after = asyncio.run(scenario())
+        through_proxy = proxy.requests
+    assert outcome.ok and outcome.needs_restart == []
+    assert {r.path: r.headers["User-Agent"] for r in server.requests} == {
+        "/news.xml": "before/1",
+        "/missing.xml": "before/1",
+    }
+    assert {r.path: r.headers["User-Agent"] for r in through_proxy} == {
+        "/news.xml": "after/2",
+        "/missing.xml": "after/2",
+    }
+    assert {r.feed: r.status for r in before} == {"news": "ok", "missing": "error"}
+    result = {r.feed: r for r in after}
+    assert result["news"].status == "error" and "1024-byte limit" in str(result["news"].error)
+    assert result["missing"].status == "gone"  # answered 404 for longer than gone_after
+    assert service.settings.fetch.per_host == service.poller.per_host == 1

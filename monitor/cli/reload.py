@@ -24,9 +24,9 @@ def reload(ctx: typer.Context) -> None:
     """Make the running service read its config again.
 
     Checks the config, then asks the `monitor run` listening on service.listen to reload it: new
-    feeds are polled at once, removed ones stop, watchlists, entities and channels change, and
-    polls and deliveries under way finish. Prints what changed. Exit 2 when the config has
-    problems (the service keeps its own), 1 when no service answers.
+    feeds are polled at once, removed ones stop, watchlists, entities, channels and the fetch
+    settings change, and polls and deliveries under way finish. Prints what changed. Exit 2 when
+    the config has problems (the service keeps its own), 1 when no service answers.
 
     \b
     Examples:

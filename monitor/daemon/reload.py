@@ -1,6 +1,7 @@
 """Reloading the config of a running service (SIGHUP, or `monitor reload` through the health
 port): read the file again, validate it, and swap what can change under a running service —
-feeds, watchlists, entities, channels, the SMTP server — without stopping anything.
+feeds, watchlists, entities, channels, the SMTP server, how feeds are fetched — without stopping
+anything.
 
 Polls and deliveries in flight go on with what they started with: a poll keeps its feed's old
 settings, an alert already claimed goes out through the notifier it was claimed for. The next
@@ -9,7 +10,7 @@ items stay), a changed URL is polled at once. An invalid file changes nothing: t
 logged (`reload.invalid`, then one `reload.problem` each) and the old config stays.
 
 Some settings belong to the process and only a restart changes them: `database`, `service`,
-`fetch`, `telegram` (the bot's token and access rules). A reload keeps the running values of those,
+`telegram` (the bot's token and access rules). A reload keeps the running values of those,
 logs `reload.needs_restart` naming them, and applies the rest.
 """
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("monitor.daemon")
 
-RESTART_ONLY = ("database", "service", "fetch", "telegram")
+RESTART_ONLY = ("database", "service", "telegram")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -276,8 +276,8 @@ class Service:
         )
         # The routes before the matcher: a poll reads the matcher first, then the routes, so one
         # in flight never pairs a new watchlist with old routes.
-        self.poller.policy = replace(
-            self.poller.policy, timeout=settings.defaults.timeout.total_seconds()
+        await self.poller.use_fetch(
+            FetchPolicy.from_settings(settings), settings.fetch.per_host, settings.fetch.gone_after
         )
         self.poller.routes = routes_for(settings)
         self.poller.digests = dict(digests_for(settings))

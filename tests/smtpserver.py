@@ -9,6 +9,8 @@
                                                                # DATA) answers that instead
     server.stall_next("DATA")                        # one-shot: never answer the next DATA (until
                                                      # the server stops)
+    server.hang_up_after_data(times=2)               # take the next 2 messages, then hang up
+                                                     # each time instead of answering 250
     server.connections                               # connections that carried messages
     server.drop_connections()                        # hang up on every client (an idle timeout)
 
@@ -127,6 +129,7 @@ class _Handler:
     messages: list[Received] = field(default_factory=list)
     faults: dict[str, tuple[int, str]] = field(default_factory=dict)
     stalls: set[str] = field(default_factory=set)
+    hang_ups: int = 0  # messages still to take without answering: the connection is closed
     released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
@@ -188,7 +191,11 @@ class _Handler:
         )
         with self.lock:
             self.messages.append(received)
-            if server.transport is not None and server.transport not in self.transports:
+            hang_up = self.hang_ups > 0
+            self.hang_ups -= hang_up
+            if hang_up and server.transport is not None:
+                server.transport.close()  # the reply below goes nowhere
+            elif server.transport is not None and server.transport not in self.transports:
                 self.transports.append(server.transport)
         return "250 2.0.0 Message accepted for delivery"
 
@@ -288,6 +295,12 @@ class SMTPTestServer:
         """Never answer the next `command` (until the server stops): a server that hangs."""
         with self._handler.lock:
             self._handler.stalls.add(command)
+
+    def hang_up_after_data(self, times: int = 1) -> None:
+        """Take each of the next `times` messages (recorded in `messages`), then close the
+        connection instead of answering: the client cannot tell whether it was accepted."""
+        with self._handler.lock:
+            self._handler.hang_ups = times
 
     def __enter__(self) -> SMTPTestServer:
         self._controller.start()

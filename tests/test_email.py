@@ -237,7 +237,7 @@ def test_fault_52_5xx_is_permanent_with_the_servers_reason(
 def test_fault_52_a_server_that_stalls_times_out() -> None:
     with StallingServer() as stall:
         error = send_error(notifier(stall, timeout=0.5), english_alert())
-    assert not error.permanent
+    assert not error.permanent and not error.unconfirmed  # nothing was handed over
     assert "timed out after 0.5s at connect" in error.reason
 
 
@@ -246,8 +246,25 @@ def test_fault_52_a_server_that_stalls_after_data_times_out_as_maybe_delivered(
 ) -> None:
     smtp.stall_next("DATA")
     error = send_error(notifier(smtp, timeout=0.5), english_alert())
-    assert not error.permanent
+    assert not error.permanent and error.unconfirmed
     assert "timed out after 0.5s at DATA (the message may have been delivered)" in error.reason
+
+
+def test_a_server_that_hangs_up_after_taking_the_message_leaves_it_unconfirmed(
+    smtp: SMTPTestServer,
+) -> None:
+    smtp.hang_up_after_data()
+    error = send_error(notifier(smtp), english_alert())
+    assert len(smtp.messages) == 1  # it did arrive; the client cannot know
+    assert not error.permanent and error.unconfirmed
+    assert "closed the connection at DATA" in error.reason
+    assert error.reason.endswith("(the message may have been delivered)")
+
+
+def test_a_failure_before_the_message_went_out_is_not_unconfirmed(smtp: SMTPTestServer) -> None:
+    smtp.fail_next("RCPT", 421, "4.3.2 Shutting down")
+    error = send_error(notifier(smtp), english_alert())
+    assert not error.permanent and not error.unconfirmed
 
 
 def test_a_non_ascii_recipient_goes_through_smtputf8(smtp: SMTPTestServer) -> None:

@@ -6,13 +6,14 @@ and on how many connections."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from botapi import BotAPIDouble
 from httpserver import LoopbackServer
-from servicekit import running, serve, stories_feed, write_config
+from servicekit import make_due, outbox, running, serve, stories_feed, write_config
 from smtpserver import SMTPTestServer
 
 from monitor.errors import ConfigError
@@ -70,6 +71,58 @@ def test_40_matches_in_a_burst_are_40_emails_over_one_smtp_connection(
         asyncio.run(scenario())
     assert len(smtp.messages) == 40
     assert smtp.connections == 1  # was 40: one connection per message
+
+
+def test_an_email_sent_twice_without_an_answer_is_taken_as_delivered_and_no_third_goes(
+    database_url: str,
+    double: BotAPIDouble,
+    smtp: SMTPTestServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server takes every message and hangs up before answering: the first copy may have
+    arrived, so the alert goes once more; when that one goes unanswered too, it is taken as
+    delivered — logged, counted, recorded — and no third copy is sent."""
+    watchlists = (
+        "watchlists:\n"
+        "  taiwan: {query: 'taiwan AND \"red line\"', notify: [desk]}\n"
+        "channels:\n"
+        "  desk: {type: email, to: [desk@example.org]}\n"
+        f"email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n"
+    )
+    smtp.hang_up_after_data(times=10)
+    rounds = []
+    with LoopbackServer() as feeds:
+        serve(feeds, stories_feed(1))
+        settings = write_config(tmp_path, database_url, double, feeds, watchlists=watchlists)
+
+        async def scenario() -> float | None:
+            async with running(settings, bot=False) as service:
+                await service.poll_all()
+                with caplog.at_level(logging.WARNING, logger="monitor"):
+                    rounds.append(await service.deliver_tick())
+                    for _ in range(3):
+                        make_due(settings)
+                        rounds.append(await service.deliver_tick())
+                return service.metrics.registry.get_sample_value(
+                    "monitor_deliveries_total", {"outcome": "unconfirmed"}
+                )
+
+        unconfirmed = asyncio.run(scenario())
+    assert len(smtp.messages) == 2  # was one more every round
+    first, second = (m.message for m in smtp.messages)
+    assert first["Message-ID"] == second["Message-ID"] and first["Subject"] == second["Subject"]
+    assert [(r.sent, r.retried, r.unconfirmed) for r in rounds] == [
+        (0, 1, 0),  # the first copy: no answer, sent again
+        (0, 0, 1),  # the second: no answer again, taken as delivered
+        (0, 0, 0),
+        (0, 0, 0),
+    ]
+    assert unconfirmed == 1.0
+    (line,) = [r.getMessage() for r in caplog.records if "alert.unconfirmed" in r.getMessage()]
+    assert "channel=desk" in line and "sends=2 action=taken as delivered, not sent again" in line
+    (row,) = outbox(settings)
+    assert (row.status, row.unconfirmed_sends) == ("sent", 2)
 
 
 def test_connections_are_capped_and_a_dropped_idle_one_is_replaced(smtp: SMTPTestServer) -> None:

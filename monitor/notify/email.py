@@ -18,9 +18,10 @@ becomes a `DeliveryError` (issue 4, FAULTS 52):
   STARTTLS not offered), authentication rejected (5xx) or not offered, no usable AUTH mechanism.
 
 smtplib has no timeout by default; here `timeout` bounds each socket operation and the whole send:
-when it runs out the socket is shut down, so the worker thread ends too. A timeout after the message
-was handed over (DATA) is ambiguous — the server may have accepted it — and the retry may deliver
-it twice; the outbox's at-least-once contract allows that, and the reason says so.
+when it runs out the socket is shut down, so the worker thread ends too. A timeout, a dropped
+connection or a network error after the message was handed over (DATA) is ambiguous — the server
+may have accepted it: the reason says so and the error is `unconfirmed`, so the outbox sends the
+message once more at most (a second such failure is taken as delivered).
 
 The password is used only for `login` and never appears in a reason, a log record or a repr; a
 server reply that echoes it (or its base64 forms) is masked before it becomes a reason.
@@ -268,7 +269,7 @@ class EmailNotifier:
             session.abort()
             work.add_done_callback(_discard_result)
             if session.stage != "QUIT":  # at QUIT the server had accepted the message
-                raise DeliveryError(self._timeout_reason(session.stage)) from None
+                raise self._timeout_error(session.stage) from None
             work.add_done_callback(_close_kept)
             return
         except asyncio.CancelledError:
@@ -317,7 +318,7 @@ class EmailNotifier:
         except Exception as exc:
             session.close()
             if session.aborted:  # the deadline shut the socket; send_message has reported it
-                raise DeliveryError(self._timeout_reason(session.stage)) from None
+                raise self._timeout_error(session.stage) from None
             error = self._error(exc, session.stage, recipient)
             if self._leaks(exc):  # never chain an exception that holds the password
                 raise error from None
@@ -400,8 +401,11 @@ class EmailNotifier:
     def _server(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _timeout_reason(self, stage: str) -> str:
-        return f"SMTP {self._server} timed out after {self.timeout:g}s at {stage}{_maybe(stage)}"
+    def _timeout_error(self, stage: str) -> DeliveryError:
+        return DeliveryError(
+            f"SMTP {self._server} timed out after {self.timeout:g}s at {stage}{_maybe(stage)}",
+            unconfirmed=_handed_over(stage),
+        )
 
     def _error(self, exc: BaseException, stage: str, recipient: str) -> DeliveryError:
         """The `DeliveryError` for an exception of smtplib, ssl or socket at `stage`."""
@@ -426,7 +430,8 @@ class EmailNotifier:
             return self._reply_error(exc.smtp_code, exc.smtp_error, f"answered at {stage}")
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return DeliveryError(
-                f"SMTP {server} closed the connection at {stage}: {self._text(exc)}{_maybe(stage)}"
+                f"SMTP {server} closed the connection at {stage}: {self._text(exc)}{_maybe(stage)}",
+                unconfirmed=_handed_over(stage),
             )
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             text = self._text(exc)
@@ -452,14 +457,15 @@ class EmailNotifier:
                 permanent=True,
             )
         if isinstance(exc, TimeoutError):
-            return DeliveryError(self._timeout_reason(stage))
+            return self._timeout_error(stage)
         if isinstance(exc, socket.gaierror):
             return DeliveryError(f"SMTP host {self.host} cannot be resolved: {self._text(exc)}")
         if isinstance(exc, ConnectionRefusedError):
             return DeliveryError(f"SMTP {server} refused the connection (nothing listening?)")
         if isinstance(exc, OSError):
             return DeliveryError(
-                f"SMTP {server} network error at {stage}: {self._text(exc)}{_maybe(stage)}"
+                f"SMTP {server} network error at {stage}: {self._text(exc)}{_maybe(stage)}",
+                unconfirmed=_handed_over(stage),
             )
         if isinstance(exc, (ValueError, UnicodeError)):
             return DeliveryError(f"cannot send the email: {self._text(exc)}", permanent=True)
@@ -592,10 +598,14 @@ def _without_bcc(message: EmailMessage) -> EmailMessage:
     return stripped
 
 
+def _handed_over(stage: str) -> bool:
+    """Whether a failure at `stage` may come after the server took the message: at DATA it may
+    have accepted it without its reply reaching us (ambiguous; sent once more at most)."""
+    return stage == "DATA"
+
+
 def _maybe(stage: str) -> str:
-    """A failure after the message went out (waiting for the reply to DATA) is ambiguous: the
-    server may have accepted it, and the retry may deliver it twice (at-least-once)."""
-    return " (the message may have been delivered)" if stage == "DATA" else ""
+    return " (the message may have been delivered)" if _handed_over(stage) else ""
 
 
 def _recipient(address: str) -> str:

@@ -30,6 +30,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Self
 
 from sqlalchemy import Engine
 
@@ -78,7 +79,8 @@ class EditStats:
 
 
 class MessageEditor:
-    """Makes the due edits of the channels it is given a notifier with `edit` for."""
+    """Makes the due edits of the channels it is given a notifier with `edit` for. Close it when
+    done (`close()`, or `with`): it ends the database thread it started, never one it was given."""
 
     def __init__(
         self,
@@ -91,14 +93,26 @@ class MessageEditor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         db_thread: DatabaseThread | None = None,
     ) -> None:
-        """`db_thread`: where the database work runs, the outbox's (`store.thread`)."""
+        """`db_thread`: where the database work runs, the outbox's (`store.thread`), which its
+        owner closes; without one the editor starts its own."""
         self.engine = engine
+        self._owns_thread = db_thread is None
         self.db_thread = db_thread or DatabaseThread("edits-db")
         self.owner = owner
         self.refusal = refusal
         self.lease = lease
         self.rng = rng or random.Random()
         self.clock = clock
+
+    def close(self) -> None:
+        if self._owns_thread:
+            self.db_thread.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     async def edit_due(self, notifiers: Mapping[str, Notifier], limit: int = 100) -> EditStats:
         """Make every edit that is due, in batches of `limit`; what became of them."""
@@ -117,31 +131,33 @@ class MessageEditor:
                 return await self._edit(editors[edit.alert.channel], edit, shown)
 
         while True:
-            batch, claimed = await self.db_thread.run(self._claim, list(editors), limit, stats)
+            batch, claimed, dropped = await self.db_thread.run(self._claim, list(editors), limit)
+            stats.dropped += dropped
             for outcome in await asyncio.gather(*(gated(edit, shown) for edit, shown in batch)):
                 stats += outcome
             if claimed < limit:
                 return stats
 
     def _claim(
-        self, channels: list[str], limit: int, stats: EditStats
-    ) -> tuple[list[tuple[EditToMake, Alert]], int]:
-        """Lease due edits; those of subscribers who lost access are dropped meanwhile (counted
-        in `stats`). The edits to make, each with the alert as its message is to show it now (a
-        subscriber's mute of the watchlist too), and how many were claimed."""
+        self, channels: list[str], limit: int
+    ) -> tuple[list[tuple[EditToMake, Alert]], int, int]:
+        """Lease due edits; those of subscribers who lost access are dropped meanwhile. The edits
+        to make, each with the alert as its message is to show it now (a subscriber's mute of the
+        watchlist too), how many were claimed and how many of them dropped."""
         with db.transaction(self.engine) as session:
             now = self.clock()
             claimed = claim_due_edits(session, self.owner, self.lease, limit, channels=channels)
             chats = {e.message.chat_id for e in claimed if e.alert.channel in SUBSCRIBERS_CHANNELS}
             states = subscribers.delivery_states(session, chats) if chats else {}
             admitted = []
+            dropped = 0
             for edit in claimed:
                 muted_until = None
                 if edit.alert.channel in SUBSCRIBERS_CHANNELS:
                     state = states.get(edit.message.chat_id)
                     if self.refusal(state, edit.alert.watchlist) is not None:
                         drop_edit(session, edit, self.owner, forget_message=False)
-                        stats.dropped += 1
+                        dropped += 1
                         continue
                     subscription = state.subscriptions.get(edit.alert.watchlist) if state else None
                     until = subscription.muted_until if subscription else None
@@ -150,7 +166,7 @@ class MessageEditor:
                     finish_edit(session, edit, self.owner, None)
                     continue
                 admitted.append((edit, replace(edit.alert.alert(), muted_until=muted_until)))
-        return admitted, len(claimed)
+        return admitted, len(claimed), dropped
 
     async def _edit(self, notifier: EditingNotifier, edit: EditToMake, shown: Alert) -> EditStats:
         """Make one edit (`shown`: the alert as the message is to show it) and record it; what

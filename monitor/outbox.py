@@ -579,6 +579,7 @@ class Outbox:
         await self._close_retired()
         for notifier in self.notifiers.values():
             await notifier.close()
+        self.editor.close()
         self.db_thread.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -32,12 +33,13 @@ from smtpserver import SMTPTestServer
 
 from monitor.config import Settings
 from monitor.daemon import Service
-from monitor.edits import MAX_EDIT_ATTEMPTS
+from monitor.edits import MAX_EDIT_ATTEMPTS, EditStats, MessageEditor
 from monitor.errors import RateLimitedError
 from monitor.model import Alert
 from monitor.notify.telegram import TelegramNotifier
 from monitor.store import db
 from monitor.store.message_edits import EditToMake, claim_due_edits, finish_edit
+from monitor.store.subscribers import SUBSCRIBERS_CHANNEL, DeliveryState
 from monitor.store.tables import alerts
 
 REPORT = "Taiwan report"  # one wire report, carried word for word by each outlet
@@ -221,6 +223,48 @@ def test_an_edit_waits_for_telegram_and_gives_up_quietly_after_a_few_tries(
     assert len(double.calls_of("editMessageText")) == 2 + MAX_EDIT_ATTEMPTS
     [alert] = outbox(settings)
     assert (alert.edit_due_at, alert.message_sources) == (None, '["bbc"]')
+
+
+def test_an_editor_made_on_its_own_counts_what_it_drops_and_ends_its_thread(
+    settings: Settings, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """A `MessageEditor` without the outbox's database thread starts its own, and closing it
+    (here: leaving `with`) ends it. A subscriber's edit it may not make is dropped and counted."""
+
+    async def before() -> None:
+        async with running(settings) as service:
+            await say(double, ALICE, "/subscribe taiwan-red-line")
+            await tick(service)
+            serve(feeds, "bbc", REPORT)
+            await service.poll_all()  # the edits are asked for, not made
+
+    def no_subscriber(state: DeliveryState | None, watchlist: str) -> tuple[str, bool]:
+        return "no access", True
+
+    async def edit(editor: MessageEditor) -> EditStats:
+        telegram = TelegramNotifier(
+            TOKEN, double.api_url, subscriber_channels=(SUBSCRIBERS_CHANNEL,)
+        )
+        try:
+            return await editor.edit_due({"desk": telegram, SUBSCRIBERS_CHANNEL: telegram})
+        finally:
+            await telegram.close()
+
+    asyncio.run(before())
+    engine = db.make_engine(settings.database.url)
+    try:
+        with MessageEditor(engine, owner="editor", refusal=no_subscriber) as editor:
+            stats = asyncio.run(edit(editor))
+            threads = [t for t in threading.enumerate() if t.name.startswith("edits-db")]
+            assert len(threads) == 1
+    finally:
+        engine.dispose()
+    threads[0].join(timeout=10)
+    assert not threads[0].is_alive()
+    assert stats == EditStats(edited=1, dropped=1)
+    [desk] = double.messages_to(DESK)
+    [made] = double.edits
+    assert (made.chat_id, made.plain) == (DESK, desk.plain + "\nalso in: bbc")
 
 
 def test_an_edit_asked_for_before_a_restart_is_made_after_it(

@@ -247,8 +247,21 @@ def test_a_disabled_feed_is_listed_as_disabled_and_left_out_of_the_check(tmp_pat
     records = {r["feed"]: r for r in map(json.loads, out.splitlines())}
     assert list(records) == configured
     assert [name for name, r in records.items() if not r["enabled"]] == ["aawsat", "trial"]
-    assert (records["aawsat"]["failures"], records["aawsat"]["failing_since"]) == (0, None)
-    assert records["aawsat"]["last_success"] == "2026-11-25T23:00:00Z"
+    assert records["aawsat"] == {  # as in the table: disabled, no error, what it did kept
+        "feed": "aawsat",
+        "enabled": False,
+        "status": "disabled",
+        "last_poll": "2026-11-26T09:00:00Z",
+        "last_success": "2026-11-25T23:00:00Z",
+        "failing_since": None,
+        "failures": 0,
+        "last_error": None,
+        "new_items": 0,
+        "next_poll": None,
+        "items": 0,
+        "alerts_given_up": 0,
+    }
+    assert (records["trial"]["status"], records["trial"]["last_poll"]) == ("disabled", None)
 
     code, out, _ = cli("feeds", "--check", "--config", str(config))
     assert code == 1

@@ -130,17 +130,18 @@ class Feed:
 
 
 def feed_json(feed: Feed) -> dict[str, Any]:
-    """The `--json` record of a feed; its keys are documented in the README."""
+    """The `--json` record of a feed; its keys are documented in the README. A disabled feed says
+    so as its status, as the table does, and without its error of when it was polled."""
     h = feed.health
     return {
         "feed": feed.name,
         "enabled": feed.enabled,
-        "status": h.last_status if h else None,
+        "status": "disabled" if not feed.enabled else h.last_status if h else None,
         "last_poll": iso(h.last_polled_at) if h else None,
         "last_success": iso(h.last_success_at) if h else None,
         "failing_since": iso(h.failing_since) if feed.failing and h else None,
         "failures": h.consecutive_failures if feed.failing and h else 0,
-        "last_error": h.last_error if h else None,
+        "last_error": feed.polled.last_error if feed.polled else None,
         "new_items": h.last_new_items if h else None,
         "next_poll": iso(h.next_poll_at) if feed.polled and h else None,
         "items": h.item_count if h else 0,

@@ -2,7 +2,7 @@
 
     python benchmarks/poll.py [--feeds 200] [--items 50] [--new 5] [--rounds 3]
                               [--sizes 100,10000] [--postgresql URL | --no-postgresql]
-                              [--memory-feeds 1000] [--memory-watchlists 10000]
+                              [--memory-feeds 1000] [--memory-watchlists 10000] [--memory-only]
 
 A separate process serves RSS feeds of ITEMS items each on 127.0.0.1 (real Arabic and English news
 texts from the corpus, each item with its own guid and suffix; ETag and 304 support). When asked,
@@ -496,6 +496,11 @@ def main() -> int:
     parser.add_argument("--memory-feeds", type=int, default=1000)
     parser.add_argument("--memory-watchlists", type=int, default=10000, help="0: skip")
     parser.add_argument("--memory-timeout", type=float, default=3600)
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the `monitor run` part: resident memory and the round of 304s",
+    )
     parser.add_argument("--corpus", type=Path, default=match_bench.DEFAULT_CORPUS)
     args = parser.parse_args()
     if not args.corpus.is_dir():
@@ -515,11 +520,14 @@ def main() -> int:
     try:
         vocab = match_bench.vocabulary(args.corpus)
         sizes = [int(s) for s in args.sizes.split(",")]
-        if args.no_postgresql:
+        if args.no_postgresql or args.memory_only:
             args.postgresql = None
         if args.postgresql:
             args.postgresql = bench_database(args.postgresql)
         kinds = ["SQLite", "PostgreSQL"] if args.postgresql else ["SQLite"]
+        if args.memory_only:
+            kinds = []
+            print(f"load average at the start: {args.load_at_start}")
         results = []
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
@@ -529,8 +537,9 @@ def main() -> int:
                     with fresh_database(kind, tmp, args.postgresql, "bench_poll") as url:
                         results.append(measure(kind, size, url, tmp, port, queries, args))
                     print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
-            report(results, args)
-            if not args.postgresql:
+            if results:
+                report(results, args)
+            if not args.postgresql and not args.memory_only:
                 print("(PostgreSQL left out: --no-postgresql, or no URL)")
             if args.memory_watchlists:
                 queries = match_bench.generate(args.memory_watchlists, vocab)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,7 @@ from monitor.store.alerts import (
     watchlists_matched,
 )
 from monitor.store.db import (
+    HEAD_REVISION,
     current_revision,
     ensure_schema,
     head_revision,
@@ -157,6 +160,20 @@ def test_migrations_reach_head_and_match_the_tables(fresh: Engine) -> None:
     with fresh.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
+
+
+def test_a_database_at_head_is_checked_without_importing_alembic(engine: Engine) -> None:
+    """Alembic (about 11 MB resident) is imported to migrate, not by every start."""
+    assert head_revision() == HEAD_REVISION
+    probe = (
+        "import sys; from monitor.store.db import ensure_schema, make_engine; "
+        "ensure_schema(make_engine(sys.argv[1]), upgrade=False); "
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'alembic'))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, _url(engine)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == "[]"
 
 
 def test_fault_57_a_newer_schema_is_refused(engine: Engine) -> None:

@@ -542,3 +542,73 @@ def test_one_wire_story_in_three_short_item_feeds_alerts_once_and_adds_each_sour
         message.plain + "\nalso in: bbc, japantoday",
     ]
     assert len(outbox(settings)) == 1
+
+
+# The US-Iran talks of 2026-02-17 in the real feeds: NPR's preview in the morning, then three
+# outlets' reports of what the talks agreed, each in words of its own.
+IRAN_TALKS_PREVIEW = (
+    "https://www.npr.org/2026/02/17/nx-s1-5716107/iran-us-nuclear-talks-geneva",
+    "US and Iran to meet for second round of nuclear talks",
+    "Representatives for the U.S. and Iran will meet in Geneva Tuesday for a second round of "
+    "nuclear talks as the U.S. builds up military forces in the region.",
+)
+IRAN_TALKS_AGREED = {
+    "ndtv": (
+        "https://www.ndtv.com/world-news/iran-us-agree-on-guiding-principles-for-deal-11046474",
+        "'Agreed On Guiding Principles For Deal': Iran On US Nuclear Talks",
+        'Iran and the United States agreed to "a set of guiding principles" laying the groundwork '
+        "for a broader deal during talks in Geneva on Tuesday, Tehran's top diplomat said, after "
+        "the leaders of both countries traded warnings of military action.",
+    ),
+    "aljazeera": (
+        "https://www.aljazeera.com/news/2026/2/17/us-and-iran-reach-guiding-principles-in-geneva",
+        "US and Iran reach \u2018guiding principles\u2019 in Geneva nuclear talks",
+        "The US and Iran reached an understanding on key \u201cguiding principles\u201d at "
+        "indirect nuclear talks in Geneva.",
+    ),
+    "bbc": (
+        "https://www.bbc.com/news/articles/c4g2e1x9ejxo?at_medium=RSS&at_campaign=rss",
+        "Iran says 'guiding principles' agreed with US at nuclear talks",
+        "Tehran also says more work is needed to get a deal - the US is yet to comment on the "
+        "issue.",
+    ),
+}
+
+
+def test_one_event_in_three_short_item_feeds_alerts_once_and_the_preview_before_it_alerts_too(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """Three outlets report what the talks agreed, each in its own words: one alert, edited to
+    add each outlet. The preview of the talks that morning shares their subject (Iran, the US,
+    nuclear talks) but no name or rare word of the outcome: it is news of its own and alerted
+    before, and the outcome alerts as well."""
+    names = ["npr", *IRAN_TALKS_AGREED]
+    for name in names:
+        feeds.respond(f"/{name}.xml", body=short_items_feed(), headers=RSS)
+    feeds.respond("/npr.xml", body=short_items_feed(IRAN_TALKS_PREVIEW), headers=RSS)
+    watchlists = (
+        "watchlists:\n"
+        "  iran: {query: 'Iran AND nuclear', notify: [desk]}\n"
+        f"channels:\n  desk: {{type: telegram, chat_ids: [{DESK}]}}\n"
+    )
+    settings = write_config(
+        tmp_path, database_url, double, feeds, watchlists=watchlists, feed_names=names
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            for name, item in IRAN_TALKS_AGREED.items():
+                feeds.respond(f"/{name}.xml", body=short_items_feed(item), headers=RSS)
+                await tick(service)
+            await tick(service)
+
+    asyncio.run(scenario())
+    preview, agreed = double.messages_to(DESK)
+    assert "US and Iran to meet for second round of nuclear talks" in preview.plain
+    assert "'Agreed On Guiding Principles For Deal'" in agreed.plain
+    assert [edit.plain for edit in double.edits] == [
+        agreed.plain + "\nalso in: aljazeera",
+        agreed.plain + "\nalso in: aljazeera, bbc",
+    ]
+    assert len(outbox(settings)) == 2

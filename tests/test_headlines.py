@@ -1,12 +1,21 @@
 """Short items grouped by their headlines (core.headlines): items of a headline and a sentence from
-different outlets are one story when their headlines and leads share enough telling words."""
+different outlets are one story when their headlines and leads share enough telling words, one of
+them distinctive, and they came within a day of each other."""
 
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
-from monitor.core import headlines
-from monitor.core.headlines import Headline, is_short, keys, same_story, telling_words
+from monitor.core import headlines, stories
+from monitor.core.headlines import (
+    Headline,
+    is_short,
+    keys,
+    rare_words,
+    same_story,
+    telling_words,
+)
 
 # Three outlets' items of one wire story, and another outlet's item of another (2026-02-17).
 ABC = Headline.of(
@@ -45,7 +54,7 @@ def test_one_wire_story_under_three_headlines_is_one_story() -> None:
 
 def test_few_title_words_in_common_need_more_of_the_lead() -> None:
     def headline(title: set[str], words: set[str]) -> Headline:
-        return Headline(frozenset(title), frozenset(title | words))
+        return Headline(frozenset(title), frozenset(title | words), frozenset({"peru"}))
 
     three = {"peru", "congress", "presid"}
     lead = {f"w{n}" for n in range(6)}
@@ -81,3 +90,94 @@ def test_stems_are_cached() -> None:
     headlines._stem.cache_clear()
     telling_words("sanctions sanctions sanctions")
     assert headlines._stem.cache_info().misses == 1
+
+
+# Items of the real feeds of 2026-02-17 (corpus/feeds/real/fastfeedparser): NPR's preview of the
+# day's US-Iran talks, and NDTV's and Al Jazeera's reports of what the talks agreed.
+NPR_PREVIEW = Headline.of(
+    "US and Iran to meet for second round of nuclear talks",
+    "Representatives for the U.S. and Iran will meet in Geneva Tuesday for a second round of "
+    "nuclear talks as the U.S. builds up military forces in the region.",
+    "en",
+)
+NDTV_RESULT = Headline.of(
+    "'Agreed On Guiding Principles For Deal': Iran On US Nuclear Talks",
+    'Iran and the United States agreed to "a set of guiding principles" laying the groundwork '
+    "for a broader deal during talks in Geneva on Tuesday, Tehran's top diplomat said, after the "
+    "leaders of both countries traded warnings of military action.",
+    "en",
+)
+ALJAZEERA_RESULT = Headline.of(
+    "US and Iran reach \u2018guiding principles\u2019 in Geneva nuclear talks",
+    "The US and Iran reached an understanding on key \u201cguiding principles\u201d at indirect "
+    "nuclear talks in Geneva.",
+    "en",
+)
+
+
+def test_distinctive_words_are_names_rare_words_and_numbers() -> None:
+    assert rare_words("Peru's Congress removes interim President Jer\u00ed, 84, in 2026", "en") == [
+        "peru",
+        "remov",
+        "jeri",
+        "84",
+    ]
+    # an accent does not make another name; a year and a common word are not distinctive
+    assert rare_words("Jeri", "en") == rare_words("Jer\u00ed", "en-US") == ["jeri"]
+    assert rare_words("president talks 2026 the", "en") == []
+    # a language without a frequency list has no distinctive word but its numbers
+    assert rare_words("Tervetuloa 84", "xx") == ["84"]
+
+
+def test_other_news_of_one_subject_on_one_day_shares_no_distinctive_word() -> None:
+    """A preview of the talks and the report of their outcome share the subject's words (Iran,
+    US, nuclear, talks) but nothing that tells one event from the other; two outlets' reports of
+    the outcome share "guiding principles"."""
+    assert len(NPR_PREVIEW.title & NDTV_RESULT.title) >= 4  # the rule before grouped them
+    assert not same_story(NPR_PREVIEW, NDTV_RESULT)
+    assert not same_story(NPR_PREVIEW, ALJAZEERA_RESULT)
+    assert same_story(NDTV_RESULT, ALJAZEERA_RESULT)
+
+
+def test_one_event_told_in_other_words_shares_its_names() -> None:
+    """ABC News and MercoPress on Peru's president: other verbs, the same names."""
+    abc = Headline.of(
+        "Peru's Congress removes interim President Jer\u00ed as he faces corruption allegations",
+        "Peru\u2019s Congress has voted to remove interim President Jos\u00e9 Jer\u00ed from "
+        "office as he faces corruption allegations",
+        "en",
+    )
+    mercopress = Headline.of(
+        "Peru\u2019s Congress ousts interim President Jos\u00e9 Jer\u00ed",
+        "Peru\u2019s Congress voted on Tuesday to remove interim President Jos\u00e9 Jer\u00ed, "
+        "just four months after he took office, deepening political uncertainty only weeks "
+        "before",
+        "en",
+    )
+    assert {"peru", "jeri"} <= abc.rare & mercopress.rare
+    assert same_story(abc, mercopress)
+
+
+def report(outlet: str, at: datetime, title: str, body: str) -> stories.Report:
+    return stories.Report(outlet, at, title, body, "en")
+
+
+def test_short_items_a_day_and_more_apart_are_not_grouped_by_their_headlines() -> None:
+    """The same headlines that make one story within a day make two when a day and a half
+    lies between them: a headline on the same subject a day later is most often news of its own."""
+    at = datetime(2026, 2, 17, 10, 0, tzinfo=UTC)
+    abc = report(
+        "abc.net.au",
+        at,
+        "Civil rights leader Jesse Jackson dies, aged 84",
+        "Jesse Jackson was America's pre-eminent civil rights figure for decades.",
+    )
+    bbc_title = "US civil rights leader Jesse Jackson dies aged 84"
+    bbc_text = "Tributes poured in from politicians who described Jackson as an agent of change."
+    story = {7: [abc]}
+    soon = report("bbc.com", at + timedelta(hours=9), bbc_title, bbc_text)
+    assert stories.choose_by_headline([7], soon, story) == 7
+    late = report("bbc.com", at + timedelta(hours=36), bbc_title, bbc_text)
+    assert stories.choose_by_headline([7], late, story) is None
+    earlier = report("bbc.com", at - timedelta(hours=36), bbc_title, bbc_text)
+    assert stories.choose_by_headline([7], earlier, story) is None

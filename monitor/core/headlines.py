@@ -12,8 +12,14 @@ told by the words their headlines and leads share.
   `MIN_TITLE` telling words and title and opening together share at least `MIN_SHARED` of them,
   two fewer for each title word shared beyond `MIN_TITLE`, and never fewer than `MIN_OPENING`:
   a headline alone says little ("Iran talks"), a headline with its lead says who did what.
+  And they share at least `MIN_RARE` distinctive word (`rare_words`: a name, a place, a rare
+  word, a number): other news of one subject on one day shares the subject's common words
+  ("US and Iran to meet for second round of nuclear talks" / "Agreed on guiding principles for
+  deal: Iran on US nuclear talks") but rarely what tells one event from another.
   Items of one outlet are never grouped so (the caller's rule): an outlet does not carry one wire
-  story twice under two headlines, but does publish different stories on one subject.
+  story twice under two headlines, but does publish different stories on one subject; nor are
+  items more than `WITHIN` apart (the caller's rule too): outlets carry a wire story within the
+  day, and a headline a day later on the same subject is most often news of its own.
 * `keys(headline)` — what the store indexes to find candidates: a key per pair of telling title
   words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
   far rarer across a day's news than either word, so candidates are few. The keys lie in
@@ -27,11 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import unicodedata
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 import snowballstemmer
+import wordfreq
 from stop_words import AVAILABLE_LANGUAGES, LANGUAGE_MAPPING, get_stop_words
 
 from monitor.core.text import tokens
@@ -43,6 +52,11 @@ MIN_TITLE = 3  # telling words two titles share, at least
 MIN_SHARED = 9  # telling words title and opening share with MIN_TITLE in the titles
 PER_TITLE_WORD = 2  # fewer for each title word shared beyond MIN_TITLE
 MIN_OPENING = 5  # and never fewer than this
+MIN_RARE = 1  # distinctive words (`rare_words`) the two share in title and opening, at least
+WITHIN = timedelta(hours=24)  # the most time between two short items of one story
+# A word is distinctive — a name, a place, a rare word — when it is rarer than once in 10,000 words
+# of its language's general text (Zipf 4, by wordfreq's lists); a number of two digits or more is too.
+RARE_ZIPF = 4.0
 _KEY_BASE = 1 << 61
 
 # Words of headline style that say nothing of the story.
@@ -113,14 +127,49 @@ def _stem(word: str, language: str | None) -> str:
                 break
         arabic: str = _stemmer("arabic").stemWord(word) or word
         return arabic[:-1] if arabic.endswith("ه") and len(arabic) > 3 else arabic
-    elif word.isascii():
-        algorithm = _SNOWBALL.get(language or "en", "english")
+    base = _base(language)
+    if word.isascii():
+        algorithm = _SNOWBALL.get(base or "en", "english")
     else:
-        algorithm = _SNOWBALL.get(language or "", "")
-        if not algorithm:
-            return word
-    stem: str = _stemmer(algorithm).stemWord(word)
-    return stem or word
+        algorithm = _SNOWBALL.get(base or "", "")
+    stem: str = _stemmer(algorithm).stemWord(word) or word if algorithm else word
+    # "Jerí" and "Jeri" are one name: accents go after stemming (some stemmers read them).
+    return "".join(c for c in unicodedata.normalize("NFKD", stem) if not unicodedata.combining(c))
+
+
+def _base(language: str | None) -> str | None:
+    """A language's base code: en-US and en_GB are en."""
+    return language.split("-")[0].split("_")[0].lower() if language else None
+
+
+@lru_cache(maxsize=64)
+def _frequencies(language: str | None) -> str | None:
+    """The wordfreq list of a language (its base code: en-US is en), None when it has none."""
+    code = _base(language) or "en"
+    return code if code in wordfreq.available_languages(wordlist="small") else None
+
+
+@lru_cache(maxsize=65536)
+def _is_rare(word: str, language: str | None) -> bool:
+    if word.isdigit():
+        return len(word) >= 2 and not (len(word) == 4 and word[:2] in ("19", "20"))  # not a year
+    listed = _frequencies(language)
+    if listed is None or (listed != "ar" and "\u0600" <= word[0] <= "\u06ff"):
+        return False
+    return wordfreq.zipf_frequency(word, listed, wordlist="small") < RARE_ZIPF
+
+
+def rare_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:
+    """The stems of `text`'s first `limit` words that are distinctive (`RARE_ZIPF`), and its
+    numbers of two digits or more (years aside), each once, in order: what tells one event
+    from another news of the same subject ("Jerí", "Hormuz", "84")."""
+    stop = _stop_words(language)
+    seen: dict[str, None] = {}
+    for word in tokens(text)[:limit]:
+        if word in stop or len(word) < 2 or not _is_rare(word, language):
+            continue
+        seen.setdefault(word if word.isdigit() else _stem(word, language), None)
+    return list(seen)
 
 
 def telling_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:
@@ -136,16 +185,19 @@ def telling_words(text: str, language: str | None = None, limit: int = SHORT) ->
 
 @dataclass(frozen=True, slots=True)
 class Headline:
-    """An item's telling title words, and those of its title and opening together."""
+    """An item's telling title words, those of its title and opening together, and the
+    distinctive ones (`rare_words`) of its title and opening."""
 
     title: frozenset[str]
     words: frozenset[str]
+    rare: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, title: str, body: str, language: str | None = None) -> Headline:
         in_title = telling_words(title, language)[:TITLE_WORDS]
         opening = telling_words(body, language, limit=OPENING)
-        return cls(frozenset(in_title), frozenset(in_title) | frozenset(opening))
+        rare = rare_words(title, language) + rare_words(body, language, limit=OPENING)
+        return cls(frozenset(in_title), frozenset(in_title) | frozenset(opening), frozenset(rare))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +208,7 @@ class Rule:
     min_shared: int = MIN_SHARED
     per_title_word: int = PER_TITLE_WORD
     min_opening: int = MIN_OPENING
+    min_rare: int = MIN_RARE
 
 
 RULE = Rule()
@@ -168,7 +221,9 @@ def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
         return False
     extra = in_titles - rule.min_title
     needed = max(rule.min_opening, rule.min_shared - rule.per_title_word * extra)
-    return len(first.words & second.words) >= needed
+    return (
+        len(first.words & second.words) >= needed and len(first.rare & second.rare) >= rule.min_rare
+    )
 
 
 def keys(headline: Headline) -> tuple[int, ...]:

@@ -237,8 +237,9 @@ def choose_by_headline(
     candidates: Sequence[int], new: Report, reports: Mapping[int, Sequence[Report]]
 ) -> int | None:
     """The story of `candidates` (found by headline keys, the most shared first) that the short
-    item `new` joins by its headline: one with a short item of another outlet telling the same
-    (`headlines.same_story`) and none of `new`'s own outlet. None: no such story."""
+    item `new` joins by its headline: one with a short item of another outlet, at most
+    `headlines.WITHIN` apart, telling the same (`headlines.same_story`), and none of `new`'s own
+    outlet. None: no such story."""
     if not headlines.is_short(new.title, new.body):
         return None
     mine = headlines.headline_of(new.title, new.body, new.language)
@@ -247,8 +248,10 @@ def choose_by_headline(
         if any(r.outlet == new.outlet for r in story):
             continue
         for r in story:
-            if headlines.is_short(r.title, r.body) and headlines.same_story(
-                mine, headlines.headline_of(r.title, r.body, r.language)
+            if (
+                abs(new.at - r.at) <= headlines.WITHIN
+                and headlines.is_short(r.title, r.body)
+                and headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
             ):
                 return story_id
     return None

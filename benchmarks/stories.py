@@ -42,6 +42,7 @@ item, beside the old rule's work (the fingerprint's lookup alone).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -51,7 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -180,6 +181,7 @@ class Setting:
     headline: headlines.Rule | None = headlines.RULE
     follow_ups: bool = True
     one_short: bool = False  # the headline rule for an article and a short item too
+    within: timedelta = headlines.WITHIN  # the most time between two short items of one story
 
 
 def same_story(first: Item, second: Item, setting: Setting) -> bool:
@@ -204,6 +206,8 @@ def same_story(first: Item, second: Item, setting: Setting) -> bool:
         ):
             return True
     if setting.headline is None or earlier.outlet == later.outlet:
+        return False
+    if earlier.at and later.at and later.at - earlier.at > setting.within:
         return False
     first, second = earlier.headline, later.headline
     if setting.one_short and (first or second):
@@ -235,6 +239,32 @@ def candidate_pairs(items: dict[str, Item]) -> set[tuple[str, str]]:
     return pairs
 
 
+def halves(same: set[tuple[str, str]]) -> Callable[[tuple[str, str]], int]:
+    """Which half of the pairs a pair is in, 0 (development) or 1 (held out): the half of its
+    story's event (its labelled story, named by its least key; else the item alone) when both
+    items' events fall in one half, so that no event is split; else by a hash of the pair."""
+    event: dict[str, str] = {}
+    for a, b in sorted(same):
+        event[b] = event[a] = min(event.get(a, a), event.get(b, b), a)
+    changed = True
+    while changed:  # the least key of each story, through chains of pairs
+        changed = False
+        for a, b in same:
+            least = min(event[a], event[b])
+            if event[a] != least or event[b] != least:
+                event[a] = event[b] = least
+                changed = True
+
+    def half_of(key: str) -> int:
+        return hashlib.blake2b(key.encode(), digest_size=1).digest()[0] % 2
+
+    def half(pair: tuple[str, str]) -> int:
+        first, second = (half_of(event.get(key, key)) for key in pair)
+        return first if first == second else half_of("\0".join(pair))
+
+    return half
+
+
 @dataclass
 class Score:
     true_positive: int = 0
@@ -260,11 +290,15 @@ def evaluate(
     same: set[tuple[str, str]],
     settings: Sequence[Setting],
     cross_outlet_only: bool,
+    keep: Callable[[tuple[str, str]], bool] | None = None,
 ) -> list[Score]:
     pairs = candidate_pairs(items) | same
     if cross_outlet_only:
         pairs = {(a, b) for a, b in pairs if items[a].outlet != items[b].outlet}
         same = {(a, b) for a, b in same if items[a].outlet != items[b].outlet}
+    if keep is not None:
+        pairs = {pair for pair in pairs if keep(pair)}
+        same = {pair for pair in same if keep(pair)}
     scores = [Score() for _ in settings]
     for a, b in pairs:
         labelled = (a, b) in same
@@ -297,6 +331,16 @@ def quality(corpus: Path) -> None:
             chosen,
             headlines.Rule(min_opening=7),
         ),
+        Setting("headlines: no distinctive word", chosen, headlines.Rule(min_rare=0)),
+        Setting("headlines: 2 distinctive words", chosen, headlines.Rule(min_rare=2)),
+        Setting("headlines: within 12 hours", chosen, within=timedelta(hours=12)),
+        Setting("headlines: within 36 hours", chosen, within=timedelta(hours=36)),
+        Setting(
+            "headlines: the rule before (no distinctive word, any time)",
+            chosen,
+            headlines.Rule(min_rare=0),
+            within=timedelta.max,
+        ),
         Setting("headlines: an article and a short item too", chosen, one_short=True),
     ]
     settings = [old, *by_threshold, *variants]
@@ -311,11 +355,31 @@ def quality(corpus: Path) -> None:
         same = truth(labels[name], items)
         cross = name == "feeds"
         results[name] = evaluate(items, same, settings, cross_outlet_only=cross)
-        pairs = len({p for p in same if not cross or items[p[0]].outlet != items[p[1]].outlet})
-        header += f"  {name + f' ({len(items)} items, {pairs} same pairs)':>34}"
+        pairs = {p for p in same if not cross or items[p[0]].outlet != items[p[1]].outlet}
+        header += f"  {name + f' ({len(items)} items, {len(pairs)} same pairs)':>34}"
+        if cross:  # tuned on the development half; the held-out half says how far that holds
+            half = halves(same)
+            for part, title in ((0, "feeds dev"), (1, "feeds held-out")):
+
+                def keep(
+                    pair: tuple[str, str],
+                    part: int = part,
+                    half: Callable[[tuple[str, str]], int] = half,
+                ) -> bool:
+                    return half(pair) == part
+
+                results[title] = evaluate(items, same, settings, cross, keep)
+                in_part = sum(1 for p in pairs if keep(p))
+                header += f"  {title + f' ({in_part} same pairs)':>30}"
     print(header)
     for i, setting in enumerate(settings):
-        print(f"{setting.name:<{width}}" + "".join(f"  {r[i]!s:>34}" for r in results.values()))
+        print(
+            f"{setting.name:<{width}}"
+            + "".join(
+                f"  {r[i]!s:>{30 if name.startswith('feeds ') else 34}}"
+                for name, r in results.items()
+            )
+        )
 
 
 # ---- cost ----------------------------------------------------------------------------------------

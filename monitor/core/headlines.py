@@ -156,7 +156,8 @@ def _is_rare(word: str, language: str | None) -> bool:
     listed = _frequencies(language)
     if listed is None or (listed != "ar" and "\u0600" <= word[0] <= "\u06ff"):
         return False
-    return wordfreq.zipf_frequency(word, listed, wordlist="small") < RARE_ZIPF
+    zipf: float = wordfreq.zipf_frequency(word, listed, wordlist="small")
+    return zipf < RARE_ZIPF
 
 
 def rare_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:

@@ -57,6 +57,7 @@ WITHIN = timedelta(hours=24)  # the most time between two short items of one sto
 # A word is distinctive — a name, a place, a rare word — when it is rarer than once in 10,000 words
 # of its language's general text (Zipf 4, by wordfreq's lists); a number of two digits or more is too.
 RARE_ZIPF = 4.0
+_RARE_FREQUENCY = 10 ** (RARE_ZIPF - 9)  # Zipf is log10 of the frequency per 10**9 words
 _KEY_BASE = 1 << 61
 
 # Words of headline style that say nothing of the story.
@@ -156,8 +157,15 @@ def _is_rare(word: str, language: str | None) -> bool:
     listed = _frequencies(language)
     if listed is None or (listed != "ar" and "\u0600" <= word[0] <= "\u06ff"):
         return False
-    zipf: float = wordfreq.zipf_frequency(word, listed, wordlist="small")
-    return zipf < RARE_ZIPF
+    return _frequency_list(listed).get(word, 0.0) < _RARE_FREQUENCY
+
+
+@lru_cache(maxsize=64)
+def _frequency_list(language: str) -> dict[str, float]:
+    # Looked up as it is: the word is normalised already, and wordfreq's own lookup would
+    # tokenise it again, which for Chinese and Japanese needs libraries the service lacks.
+    frequencies: dict[str, float] = wordfreq.get_frequency_dict(language, wordlist="small")
+    return frequencies
 
 
 def rare_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:

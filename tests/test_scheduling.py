@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from virtualtime import VirtualTime
 
 from monitor.config import FeedSettings, load_config
-from monitor.daemon import Service
+from monitor.daemon import Service, memory
 from monitor.daemon.service import MAX_CLAIMED_FEEDS, MAX_CONCURRENT_POLLS
 from monitor.pipeline import PollResult
 from monitor.store import db
@@ -165,6 +165,40 @@ def test_at_most_100_feeds_are_held_and_50_polled_at_once(build: Build) -> None:
         "polling": MAX_CONCURRENT_POLLS,
         "polled": len(names),  # every poll that ended made room for another claim
     }
+
+
+def test_the_heap_is_trimmed_once_every_50_polls(
+    build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the polls freed on their worker threads goes back to the system every
+    `TRIM_EVERY_POLLS` polls (`daemon.memory`): not after each poll, and not never."""
+    names = [f"f{i:03d}" for i in range(2 * memory.TRIM_EVERY_POLLS + 10)]
+    service, polls = build(names)
+    trims: list[int] = []
+
+    def trim() -> bool:
+        trims.append(len(polls.started))
+        return True
+
+    monkeypatch.setattr(memory, "trim", trim)
+
+    async def main() -> None:
+        polls.finish.set()
+        await service.poll_tick()
+        async with asyncio.timeout(600):
+            while len(polls.started) < len(names) or service.in_flight:
+                await asyncio.sleep(0.1)
+        await service.drain()
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        clock.run(main())
+    assert len(polls.started) == len(names)
+    assert len(trims) == 2
+
+
+def test_trimming_and_limiting_the_arenas_work_on_this_glibc() -> None:
+    assert memory.limit_arenas()
+    assert memory.trim()
 
 
 def test_on_stop_the_feeds_claimed_but_not_started_are_handed_back_at_once(build: Build) -> None:

@@ -217,10 +217,11 @@ def run(ctx: typer.Context) -> None:
       monitor run
       monitor run --config /etc/news-monitor/config.yaml
     """
-    from monitor.daemon import Service, configure_logging, run_forever, sqlite_lock
+    from monitor.daemon import Service, configure_logging, memory, run_forever, sqlite_lock
     from monitor.daemon.run import ExitDeadline
     from monitor.errors import MonitorError
 
+    memory.limit_arenas()  # before the first worker thread
     # Until the event loop takes over SIGTERM, it means "stop now, cleanly": exit 0, not 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload while starting: the file is read now

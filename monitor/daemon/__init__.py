@@ -6,6 +6,7 @@
 - `leader`: which process polls Telegram, and starting the subscriber bot
 - `locks`: the SQLite lock file that keeps a second process off one database
 - `logs`: text or JSON log lines, secrets redacted
+- `memory`: the heap that worker threads freed, given back to the system (glibc)
 
 The names most callers need are re-exported here.
 """

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from monitor.config import FeedSettings, Settings, TelegramChannel
 from monitor.core import stories
+from monitor.daemon import memory
 from monitor.daemon.budgets import SharedSendBudget
 from monitor.daemon.clock import DatabaseClock
 from monitor.daemon.health import Metrics
@@ -163,6 +164,7 @@ class Service:
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
     polls_full_since: float | None = None  # loop time since when every poll slot has been busy
     last_renewal: float = field(default_factory=time.monotonic)
+    polls_since_trim: int = 0  # polls ended since the heap was last trimmed (`daemon.memory`)
     send_budget: SharedSendBudget | None = None  # PostgreSQL: Telegram's limits, shared
     # What /healthz says of the subscriber bot (`daemon.leader`); None without `telegram:`.
     bot_status: str | None = None
@@ -369,6 +371,10 @@ class Service:
             self.metrics.polls_in_flight.dec()
         self.metrics.poll_duration.observe(time.monotonic() - started)
         self.metrics.record_poll(result)
+        self.polls_since_trim += 1
+        if self.polls_since_trim >= memory.TRIM_EVERY_POLLS:
+            self.polls_since_trim = 0
+            memory.trim()
         return result
 
     def _release(self, feed_id: int) -> None:

@@ -42,11 +42,15 @@ text of the test corpus; a test compares the two):
 
 from __future__ import annotations
 
+import lzma
 import math
+import shutil
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Sequence
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -90,7 +94,7 @@ class _Model:
     model file, without the identifier's per-state Python lists (about 8 MB)."""
 
     def __init__(self, model: Sequence[Any]) -> None:
-        ptc, pc, classes, nextmove, rows, output = model  # as py3langid.modelio.load_model has them
+        ptc, pc, classes, nextmove, rows, output = model  # as `_model_arrays` reads them
         self.ptc = ptc  # float16, one row per feature, one column per label
         self.pc = pc
         self.nextmove = np.frombuffer(nextmove, dtype=_UNSIGNED[nextmove.itemsize])
@@ -153,11 +157,29 @@ def _get_model() -> _Model:
     if _model is None:
         with _lock:
             if _model is None:
-                from py3langid import modelio
                 from py3langid.langid import MODEL_DIR, MODEL_FILE
 
-                _model = _Model(modelio.load_model(MODEL_DIR / MODEL_FILE))
+                _model = _Model(_model_arrays(MODEL_DIR / MODEL_FILE))
     return _model
+
+
+def _model_arrays(path: Path) -> tuple[Any, ...]:
+    """The arrays of py3langid's model file, as `py3langid.modelio.load_model` reads them but for
+    the automaton's, kept as the file has them: load_model copies each into a stdlib array, and
+    the second copy of the 37 MB transition table was the daemon's peak of resident memory."""
+    with tempfile.TemporaryFile(suffix=".npz") as unpacked:
+        with lzma.open(path) as packed:
+            shutil.copyfileobj(packed, unpacked, length=1 << 20)
+        unpacked.seek(0)
+        with np.load(unpacked, allow_pickle=False) as data:
+            return (
+                data["ptc"],
+                data["pc"],
+                data["classes"].tolist(),
+                data["nextmove"],
+                data["nextmove_row"],
+                data["out_feat"],
+            )
 
 
 def detect_language(text: str) -> str | None:

@@ -21,7 +21,7 @@ status and ``retry_after`` for the caller to decide.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -30,7 +30,7 @@ import socket
 import stat
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -273,6 +273,13 @@ def check_url(url: str, policy: FetchPolicy) -> URL:
     return parsed
 
 
+@functools.lru_cache(maxsize=4096)
+def _checked_url(url: str, policy: FetchPolicy) -> URL:
+    """`check_url` of a URL fetched again and again (every poll of a feed): a pure function of
+    the URL and the policy, so only its refusals are worked out anew (they are not cached)."""
+    return check_url(url, policy)
+
+
 def _literal_address(url: str, host: str) -> IPAddress | None:
     """The IP address a URL host names literally, None for a host name; refuses ambiguous forms."""
     if ":" in host:  # yarl keeps IPv6 literals without brackets
@@ -351,30 +358,56 @@ class _HostSlots:
         self.per_host = per_host
         self._hosts: dict[tuple[str, str, int | None], tuple[asyncio.Semaphore, list[int]]] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, url: URL, wait: float) -> AsyncIterator[None]:
-        """Hold one of the host's slots; HostBusyError after `wait` seconds without one."""
-        key = (url.scheme, (url.raw_host or "").lower(), url.port)
-        semaphore, users = self._hosts.setdefault(key, (asyncio.Semaphore(self.per_host), [0]))
-        users[0] += 1
+    def slot(self, url: URL, wait: float) -> _HostSlot:
+        """Hold one of the host's slots (`async with`); HostBusyError after `wait` seconds
+        without one."""
+        return _HostSlot(self, url, wait)
+
+
+class _HostSlot:
+    """One use of a host's slot. A class rather than a generator-based context manager: it is
+    entered for every request, and a free slot is taken without arming a timeout."""
+
+    __slots__ = ("_hosts", "_key", "_semaphore", "_url", "_users", "_wait")
+
+    def __init__(self, hosts: _HostSlots, url: URL, wait: float) -> None:
+        self._hosts = hosts
+        self._url = url
+        self._wait = wait
+        self._key = (url.scheme, (url.raw_host or "").lower(), url.port)
+
+    async def __aenter__(self) -> None:
+        hosts = self._hosts
+        entry = hosts._hosts.get(self._key)
+        if entry is None:
+            entry = hosts._hosts[self._key] = (asyncio.Semaphore(hosts.per_host), [0])
+        self._semaphore, self._users = entry
+        self._users[0] += 1
         try:
-            try:
-                async with asyncio.timeout(wait):
-                    await semaphore.acquire()
-            except TimeoutError:
-                raise HostBusyError(
-                    str(url),
-                    f"not sent: waited {wait:g} s for a free connection to {url.raw_host} "
-                    f"(fetch.per_host: {self.per_host})",
-                ) from None
-            try:
-                yield
-            finally:
-                semaphore.release()
-        finally:
-            users[0] -= 1
-            if not users[0]:  # nobody holds or waits: forget the host
-                del self._hosts[key]
+            if self._semaphore.locked():  # others hold or wait for every slot: queue behind them
+                async with asyncio.timeout(self._wait):
+                    await self._semaphore.acquire()
+            else:
+                await self._semaphore.acquire()  # free: returns at once, nothing to time out
+        except TimeoutError:
+            self._leave()
+            raise HostBusyError(
+                str(self._url),
+                f"not sent: waited {self._wait:g} s for a free connection to "
+                f"{self._url.raw_host} (fetch.per_host: {self._hosts.per_host})",
+            ) from None
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._semaphore.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._users[0] -= 1
+        if not self._users[0]:  # nobody holds or waits: forget the host
+            del self._hosts._hosts[self._key]
 
 
 class _Deadline:
@@ -469,7 +502,7 @@ async def fetch(
     `session` must come from `open_session` with the same address rules; without one, a session is
     opened and closed for this fetch.
     """
-    start = check_url(url, policy)
+    start = _checked_url(url, policy)
     if session is None:
         async with open_session(policy) as own_session:
             return await fetch(
@@ -579,7 +612,12 @@ async def _finish(
     permanent_redirect: str | None,
 ) -> FetchResult:
     status = response.status
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), _server_now(response))
+    retry_after_header = response.headers.get("Retry-After")
+    retry_after = (
+        parse_retry_after(retry_after_header, _server_now(response))
+        if retry_after_header is not None
+        else None
+    )
     if status in _RETRY_LATER_STATUSES:
         raise RetryLaterError(str(url), status, retry_after)
     if status == HTTPStatus.NOT_MODIFIED:

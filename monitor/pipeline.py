@@ -268,6 +268,7 @@ class Poller:
         # By `allow_private` and `_session_kind`; `_fetching` counts the fetches using each.
         self._sessions: dict[tuple[bool, tuple[object, ...]], aiohttp.ClientSession] = {}
         self._fetching: Counter[tuple[bool, tuple[object, ...]]] = Counter()
+        self._private_policy: tuple[FetchPolicy, FetchPolicy] | None = None  # (of, allowing)
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
         self.quiet = QuietPolls(engine, owner)
@@ -306,6 +307,15 @@ class Poller:
             del self._fetching[key]
             await self._sessions.pop(key).close()
 
+    def _policy_for(self, feed: FeedSettings) -> FetchPolicy:
+        """The policy a feed's own URL is fetched with: the process's, `allow_private` if the feed
+        says so. Built once per policy, not per poll (a reload may replace `self.policy`)."""
+        if not feed.allow_private or self.policy.allow_private:
+            return self.policy
+        if self._private_policy is None or self._private_policy[0] is not self.policy:
+            self._private_policy = (self.policy, replace(self.policy, allow_private=True))
+        return self._private_policy[1]
+
     @property
     def parser(self) -> ParsePool:
         if self._parser is None:
@@ -341,7 +351,7 @@ class Poller:
         """Poll one claimed feed and record the outcome (this releases its lease)."""
         now = self.clock()
         interval = feed.interval
-        policy = replace(self.policy, allow_private=feed.allow_private or self.policy.allow_private)
+        policy = self._policy_for(feed)
         try:
             result = await self._fetch(feed, state, policy, force=force)
         except RetryLaterError as exc:

@@ -753,3 +753,39 @@ def test_the_policy_of_a_config_is_its_fetch_section_and_default_timeout() -> No
     assert (policy.timeout, policy.max_body, policy.user_agent) == (7.0, 2048, "agent/3.0")
     assert policy.allow_private and policy.allowed_networks == ("10.1.0.0/16",)
     assert policy.proxy == "http://proxy.example:3128"
+
+
+def test_a_url_allowed_once_is_refused_under_a_stricter_policy(http_server: LoopbackServer) -> None:
+    """Checks of a URL fetched again and again are kept per policy: a loopback URL fetched with
+    `allow_private` is still refused, before connecting, under a policy without it."""
+    url = http_server.url("/etag")
+    assert get(url).status == 200
+    for _ in range(2):
+        with pytest.raises(UnsafeURLError, match="is not public"):
+            get(url, FetchPolicy())
+    assert get(url).status == 200
+    assert len(http_server.requests) == 2
+
+
+def test_conditional_gets_of_one_host_reuse_one_connection(http_server: LoopbackServer) -> None:
+    """Polls of one host's feeds go over one kept-alive TCP connection, not one each."""
+    peers: list[int] = []
+
+    async def not_modified(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(status=304, headers={"ETag": ETAG})
+
+    for n in range(3):
+        http_server.route(f"/feed{n}", not_modified)
+
+    async def poll_twenty() -> list[FetchResult]:
+        async with open_session(LOCAL) as session:
+            return [
+                await fetch(
+                    http_server.url(f"/feed{n % 3}"), policy=LOCAL, session=session, etag=ETAG
+                )
+                for n in range(20)
+            ]
+
+    assert all(result.not_modified for result in run(poll_twenty()))
+    assert len(peers) == 20 and len(set(peers)) == 1

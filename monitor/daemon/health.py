@@ -150,8 +150,11 @@ class Metrics:
 
     def record_poll(self, result: PollResult) -> None:
         self.polls.labels(result.status).inc()
-        self.items.inc(result.new_items + result.updated_items)
-        self.alerts_enqueued.inc(result.alerts)
+        # Most polls store nothing (304s): adding 0 would only take the counters' locks.
+        if result.new_items or result.updated_items:
+            self.items.inc(result.new_items + result.updated_items)
+        if result.alerts:
+            self.alerts_enqueued.inc(result.alerts)
 
     def record_state(
         self, feeds: FeedsForMetrics, backlog: dict[str, Backlog], channels: set[str], now: datetime

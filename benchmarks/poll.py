@@ -3,6 +3,7 @@
     python benchmarks/poll.py [--feeds 200] [--items 50] [--new 5] [--rounds 3]
                               [--sizes 100,10000] [--postgresql URL | --no-postgresql]
                               [--memory-feeds 1000] [--memory-watchlists 10000] [--memory-only]
+                              [--only-304]
 
 A separate process serves RSS feeds of ITEMS items each on 127.0.0.1 (real Arabic and English news
 texts from the corpus, each item with its own guid and suffix; ETag and 304 support). When asked,
@@ -193,6 +194,8 @@ class Figures:
     worker_s: list[float] = field(default_factory=list)
     ours_304_s: list[float] = field(default_factory=list)
     bare_304_s: list[float] = field(default_factory=list)
+    ours_304_cpu_s: list[float] = field(default_factory=list)  # this process's, all threads
+    bare_304_cpu_s: list[float] = field(default_factory=list)
 
 
 def spread(times: Sequence[float]) -> float:
@@ -248,8 +251,9 @@ def feedparser_alone(bodies: Sequence[bytes]) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> float:
-    """A bare aiohttp loop: the same conditional GETs, CONCURRENCY in flight, one session."""
+async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> tuple[float, float]:
+    """A bare aiohttp loop: the same conditional GETs, CONCURRENCY in flight, one session.
+    Seconds and CPU seconds of `repeat` rounds."""
     import aiohttp
 
     semaphore = asyncio.Semaphore(CONCURRENCY)
@@ -265,10 +269,10 @@ async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> f
             await asyncio.gather(*(one(u, e) for u, e in zip(urls, etags, strict=True)))
 
         await round_()  # warm-up: connections open, as the daemon's are
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(repeat):
             await round_()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 def measure(
@@ -300,7 +304,7 @@ def measure(
             check(results, "ok")
             figures.first_items = sum(r.new_items for r in results)
             figures.alerts = sum(r.alerts for r in results)
-            for _ in range(args.rounds):
+            for _ in range(0 if args.only_304 else args.rounds):
                 await advance(base)
                 started, cpu = time.perf_counter(), time.process_time()
                 results = await service.poll_all()
@@ -315,11 +319,14 @@ def measure(
                 figures.worker_s.append(await worker_parses(bodies))
             etags = [etag for _, etag in await fetch_all(urls)]
             for _ in range(args.rounds):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 for _ in range(args.repeat_304):
                     check(await service.poll_all(), "not_modified")
                 figures.ours_304_s.append(time.perf_counter() - started)
-                figures.bare_304_s.append(await bare_304s(urls, etags, args.repeat_304))
+                figures.ours_304_cpu_s.append(time.process_time() - cpu)
+                bare_s, bare_cpu_s = await bare_304s(urls, etags, args.repeat_304)
+                figures.bare_304_s.append(bare_s)
+                figures.bare_304_cpu_s.append(bare_cpu_s)
         finally:
             await service.close()
 
@@ -401,7 +408,7 @@ def daemon_run(
 
     async def bare() -> float:
         etags = [etag for _, etag in await fetch_all(urls)]
-        return await bare_304s(urls, etags, 1)
+        return (await bare_304s(urls, etags, 1))[0]
 
     return DaemonFigures(memory, first_s, items, round_304_s, asyncio.run(bare()))
 
@@ -422,6 +429,39 @@ def _count(db_path: Path, query: str) -> int:
 def load_average() -> str:
     """The machine's load average over 1, 5 and 15 minutes (what else ran beside us)."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report_304(results: Sequence[Figures], args: Any) -> None:
+    """The rounds of 304s alone (--only-304): rate and CPU per poll, ours beside aiohttp's."""
+    print(f"load average at the start: {args.load_at_start}; now: {load_average()}")
+    print(
+        f"{args.feeds} feeds on loopback, {args.repeat_304} conditional GETs of each per round, "
+        f"{CONCURRENCY} in flight; fastest of {args.rounds} rounds (CPU: least of the rounds)"
+    )
+    print(
+        f"{'database':10} | {'watchlists':>10} | {'304/s':>6} | {'aiohttp 304/s':>13} | "
+        f"{'share':>5} | {'CPU µs/poll':>11} | {'aiohttp CPU µs':>14} | {'CPU ratio':>9}"
+    )
+    for f in results:
+        polls = args.feeds * args.repeat_304
+        ours, bare = polls / min(f.ours_304_s), polls / min(f.bare_304_s)
+        ours_cpu = min(f.ours_304_cpu_s) / polls * 1e6
+        bare_cpu = min(f.bare_304_cpu_s) / polls * 1e6
+        print(
+            f"{f.database:10} | {f.watchlists:>10} | {ours:>6.0f} | {bare:>13.0f} | "
+            f"{ours / bare:>5.0%} | {ours_cpu:>11.0f} | {bare_cpu:>14.0f} | "
+            f"{ours_cpu / bare_cpu:>8.2f}×"
+        )
+    print(
+        "304/s: polls answered 304 by the daemon's code (Service.poll_all: claim, fetch, "
+        "poll state written) and by a bare aiohttp loop; share: ours / aiohttp;\nCPU µs/poll: "
+        "this process's CPU time (every thread) per poll"
+    )
+    for f in results:
+        print(
+            f"noise ({f.database}, {f.watchlists}): rounds differ by up to "
+            f"{spread(f.ours_304_s):.0%} 304, {spread(f.bare_304_s):.0%} aiohttp"
+        )
 
 
 def report(results: Sequence[Figures], args: Any) -> None:
@@ -487,6 +527,12 @@ def main() -> int:
     parser.add_argument("--repeat-304", type=int, default=5, help="304 polls per feed per round")
     parser.add_argument("--sizes", default="100,10000", help="numbers of watchlists")
     parser.add_argument(
+        "--only-304",
+        action="store_true",
+        help="only the rounds of 304s (after the first polls that store the validators); "
+        "no changed polls, no memory run",
+    )
+    parser.add_argument(
         "--postgresql",
         default=os.environ.get("MONITOR_TEST_DATABASE_URL"),
         help="a PostgreSQL server's URL (default: MONITOR_TEST_DATABASE_URL); the benchmark "
@@ -538,10 +584,10 @@ def main() -> int:
                         results.append(measure(kind, size, url, tmp, port, queries, args))
                     print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
             if results:
-                report(results, args)
+                (report_304 if args.only_304 else report)(results, args)
             if not args.postgresql and not args.memory_only:
                 print("(PostgreSQL left out: --no-postgresql, or no URL)")
-            if args.memory_watchlists:
+            if args.memory_watchlists and not args.only_304:
                 queries = match_bench.generate(args.memory_watchlists, vocab)
                 daemon = daemon_run(tmp, port, args.memory_feeds, queries, args.memory_timeout)
                 rate = args.memory_feeds / daemon.round_304_s

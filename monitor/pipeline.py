@@ -76,13 +76,11 @@ from monitor.store.stories import (
     FeedItems,
     NewItem,
     add_story_hashes,
-    fingerprints_of,
     identity_key,
     insert_items,
     insert_stories,
-    near_story_index,
     stored_versions,
-    stories_of_hashes,
+    story_candidates,
     story_items,
     update_items,
 )
@@ -894,46 +892,53 @@ def _plan_stories(
 ) -> _StoryPlan:
     """Each item's story (SPEC §5) — the one its exact content hash made, else a recent story it
     is a copy or rewrite of (core.stories: by its fingerprint, its outlet, its time, its headline
-    and its lead), else a new one — decided in order after four reads for the whole poll: the
-    stories of the exact hashes, the stories indexed by the fingerprints' smallest hashes, the
-    fingerprints of the best candidates, and the items of those similar enough. A story made by
-    an earlier item of the poll is found as a stored one would be."""
-    exact = stories_of_hashes(session, [p.keyed.content_hash for p in todo])
-    index: dict[int, list[int]] = {}
-    wanted = {h for p in todo for h in p.indexed}
-    if wanted:
-        index = near_story_index(session, sorted(wanted), since=now - rules.window)
+    and its lead), else a new one — decided in order after two reads for the whole poll: the
+    stories of the exact hashes together with each item's best candidates by its index hashes
+    and their fingerprints, then the items of those similar enough. A story made by an earlier
+    item of the poll is found as a stored one would be."""
+    lookups: list[tuple[int, ...]] = []  # 2n: item n's fingerprint hashes; 2n + 1: its keys
+    for p in todo:
+        lookups += [p.fingerprint[: stories.INDEXED], p.headline_keys]
+    found = story_candidates(
+        session,
+        [p.keyed.content_hash for p in todo],
+        lookups,
+        since=now - rules.window,
+        limit=NEAR_CANDIDATES,
+    )
+    exact = found.exact
+    made: dict[int, list[int]] = {}  # indexed hash → stories this poll makes
 
-    def ranked(
-        hashes: Sequence[int], least: int, *indexes: Mapping[int, Sequence[int]]
-    ) -> list[int]:
-        shared: Counter[int] = Counter()
+    def ranked(stored: Sequence[tuple[int, int]], hashes: Sequence[int], least: int) -> list[int]:
+        # The stored stories' best come ranked; the stories this poll made (all later than any
+        # stored one) are ranked with them as if the index held them already.
+        shared: Counter[int] = Counter(dict(stored))
         for h in hashes:
-            for found in indexes:
-                shared.update(found.get(h, ()))
+            shared.update(made.get(h, ()))
         best = sorted(shared, key=lambda story: (-shared[story], story))[:NEAR_CANDIDATES]
         return [story for story in best if shared[story] >= least]
 
-    def candidates(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
-        return ranked(p.fingerprint[: stories.INDEXED], 1, *indexes)
+    def candidates(n: int, p: _Prepared) -> list[int]:
+        return ranked(found.ranked[2 * n], p.fingerprint[: stories.INDEXED], 1)
 
-    def by_headline(p: _Prepared, *indexes: Mapping[int, Sequence[int]]) -> list[int]:
-        return ranked(p.headline_keys, stories.HEADLINE_KEYS_SHARED, *indexes)
+    def by_headline(n: int, p: _Prepared) -> list[int]:
+        return ranked(found.ranked[2 * n + 1], p.headline_keys, stories.HEADLINE_KEYS_SHARED)
 
-    stored_fingerprints = fingerprints_of(
-        session, sorted({story for p in todo for story in candidates(p, index)})
-    )
+    stored_fingerprints = found.fingerprints
     similar = {
         story
-        for p in todo
+        for n, p in enumerate(todo)
         if p.keyed.content_hash not in exact
         for _, story in stories.ranked_candidates(
             p.fingerprint,
-            [(s, stored_fingerprints.get(s)) for s in candidates(p, index)],
+            [(s, stored_fingerprints.get(s)) for s in candidates(n, p)],
             rules.threshold,
         )
     } | {
-        story for p in todo if p.keyed.content_hash not in exact for story in by_headline(p, index)
+        story
+        for n, p in enumerate(todo)
+        if p.keyed.content_hash not in exact
+        for story in by_headline(n, p)
     }
     reports: dict[int, list[stories.Report]] = {
         story: [
@@ -944,7 +949,6 @@ def _plan_stories(
         ]
         for story, found in story_items(session, sorted(similar)).items()
     }
-    made: dict[int, list[int]] = {}  # indexed hash → stories this poll makes
     new_stories: list[_NewStory] = []
     fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
     # identity → (stored item id, its story, first seen): None for an item this poll inserts
@@ -952,19 +956,20 @@ def _plan_stories(
         key: (ref.id, ref.story_id, ref.fetched_at) for key, ref in known.by_identity.items()
     }
     steps = []
-    for p in todo:
+    for n, p in enumerate(todo):
         k = p.keyed
         indexed = p.indexed
         report = _report(p, now)
         story_id = exact.get(k.content_hash)
         if story_id is None and p.fingerprint:
-            found = candidates(p, index, made)
             similarities = stories.ranked_candidates(
-                p.fingerprint, [(s, fingerprint_of.get(s)) for s in found], rules.threshold
+                p.fingerprint,
+                [(s, fingerprint_of.get(s)) for s in candidates(n, p)],
+                rules.threshold,
             )
             story_id = stories.choose(similarities, report, reports, rules)
         if story_id is None and p.headline_keys:
-            story_id = stories.choose_by_headline(by_headline(p, index, made), report, reports)
+            story_id = stories.choose_by_headline(by_headline(n, p), report, reports)
         if story_id is None:
             story_id = _TEMP_STORY + len(new_stories)
             encoded = stories.encode(p.fingerprint) if p.fingerprint else None

@@ -237,7 +237,17 @@ def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
 
 def keys(headline: Headline) -> tuple[int, ...]:
     """The index keys of a headline: one per pair of its telling title words, ascending."""
-    return tuple(sorted(_key(a, b) for a, b in itertools.combinations(sorted(headline.title), 2)))
+    return _keys_of(headline.title)
+
+
+def title_keys(title: str, language: str | None = None) -> tuple[int, ...]:
+    """`keys(Headline.of(title, body, language))` from the title alone: the keys never depend
+    on the opening, whose stems would cost several times the title's."""
+    return _keys_of(frozenset(telling_words(title, language)[:TITLE_WORDS]))
+
+
+def _keys_of(title_words: frozenset[str]) -> tuple[int, ...]:
+    return tuple(sorted(_key(a, b) for a, b in itertools.combinations(sorted(title_words), 2)))
 
 
 def _key(first: str, second: str) -> int:

@@ -230,7 +230,7 @@ def headline_keys(title: str, body: str, language: str | None) -> tuple[int, ...
     find its story; () for an article, which its fingerprint finds."""
     if not headlines.is_short(title, body):
         return ()
-    return headlines.keys(headlines.Headline.of(title, body, language))
+    return headlines.title_keys(title, language)
 
 
 def choose_by_headline(
@@ -240,7 +240,7 @@ def choose_by_headline(
     item `new` joins by its headline: one with a short item of another outlet, at most
     `headlines.WITHIN` apart, telling the same (`headlines.same_story`), and none of `new`'s own
     outlet. None: no such story."""
-    if not headlines.is_short(new.title, new.body):
+    if not candidates or not headlines.is_short(new.title, new.body):
         return None
     mine = headlines.headline_of(new.title, new.body, new.language)
     for story_id in candidates:

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -28,10 +29,12 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from monitor.store._shared import (
     insert_ignore,
@@ -45,6 +48,7 @@ __all__ = [
     "NewItem",
     "StoredItem",
     "StoredItemRef",
+    "StoryCandidates",
     "StoryItem",
     "add_fingerprint",
     "add_story_hashes",
@@ -62,6 +66,7 @@ __all__ = [
     "prune",
     "stored_versions",
     "stories_of_hashes",
+    "story_candidates",
     "story_for_hash",
     "story_items",
     "story_of_hash",
@@ -307,6 +312,111 @@ def stories_of_hashes(session: Session, hashes: Sequence[str]) -> dict[str, int]
         for row in session.execute(_STORIES_OF_HASHES, {"values": some}):
             (joined if row.way else created)[row.content_hash] = row.story_id
     return joined | created
+
+
+@dataclass(frozen=True, slots=True)
+class StoryCandidates:
+    """What a poll's items may join (`story_candidates`): the story of each exact content hash,
+    the best candidates of each lookup (story id, hashes shared; the most shared first, then the
+    oldest), and the stored fingerprint of every candidate."""
+
+    exact: dict[str, int]
+    ranked: list[list[tuple[int, int]]]
+    fingerprints: dict[int, str | None]
+
+
+_LOOKUP_ROWS = 900  # (lookup, hash) rows per statement: two parameters each
+
+
+def story_candidates(
+    session: Session,
+    content_hashes: Sequence[str],
+    lookups: Sequence[Sequence[int]],
+    since: datetime,
+    limit: int,
+) -> StoryCandidates:
+    """In one round trip (a statement per 500 hashes or 900 lookup hashes for huge polls):
+    `stories_of_hashes(content_hashes)`, and for each lookup (a group of index hashes), the
+    `limit` stories created since `since` sharing most of its hashes, with their fingerprints.
+
+    Ranked in the database, so that stories sharing only a common phrase's hash cannot crowd the
+    limit out of the true copy, which shares most of them, and only the best are sent back."""
+    hashes = sorted(set(content_hashes))
+    groups: list[list[tuple[int, int]]] = [[]]  # statements' (lookup, hash) rows
+    for number, lookup in enumerate(lookups):
+        if len(groups[-1]) + len(lookup) > _LOOKUP_ROWS and groups[-1]:
+            groups.append([])
+        groups[-1].extend((number, h) for h in lookup)
+    created: dict[str, int] = {}
+    joined: dict[str, int] = {}
+    ranked: list[list[tuple[int, int]]] = [[] for _ in lookups]
+    fingerprints: dict[int, str | None] = {}
+    for page in range(max(len(groups), -(-len(hashes) // _IN_CHUNK))):
+        some_hashes = hashes[page * _IN_CHUNK : (page + 1) * _IN_CHUNK]
+        rows = groups[page] if page < len(groups) else []
+        if not rows and not some_hashes:
+            continue
+        values: dict[str, Any] = {"hashes": some_hashes, "since": since, "limit": limit}
+        for n, (number, h) in enumerate(rows):
+            values[f"l{n}"] = number
+            values[f"h{n}"] = h
+        for row in session.execute(_candidates_statement(len(rows)), values):
+            if row.way == "near":
+                ranked[row.lookup].append((row.story_id, row.shared))
+                fingerprints[row.story_id] = row.detail
+            else:
+                (created if row.way == "created" else joined)[row.detail] = row.story_id
+    for found in ranked:
+        found.sort(key=lambda pair: (-pair[1], pair[0]))
+    return StoryCandidates(joined | created, ranked, fingerprints)
+
+
+@cache
+def _candidates_statement(rows: int) -> TextClause:
+    """`story_candidates`' statement for `rows` (lookup, hash) rows, built once per size."""
+    exact = """
+        SELECT 'created' AS way, NULL AS lookup, stories.id AS story_id, NULL AS shared,
+               stories.content_hash AS detail
+        FROM stories WHERE stories.content_hash IN :hashes
+        UNION ALL
+        SELECT 'joined', NULL, items.story_id, NULL, items.content_hash
+        FROM items JOIN (
+            SELECT min(items.id) AS id FROM items WHERE items.content_hash IN :hashes
+            GROUP BY items.content_hash
+        ) AS first_of_hash ON first_of_hash.id = items.id"""
+    if not rows:
+        sql = exact
+    else:
+        wanted = ", ".join(f"(CAST(:l{n} AS INTEGER), CAST(:h{n} AS BIGINT))" for n in range(rows))
+        # The hashes an index row shares with a lookup, counted once per (hash, story) however
+        # often the index holds the pair; each lookup's stories ranked by how many they share.
+        sql = f"""
+        WITH wanted (lookup, hash) AS (VALUES {wanted}),
+        indexed AS (
+            SELECT DISTINCT story_hashes.hash, story_hashes.story_id FROM story_hashes
+            WHERE story_hashes.hash IN (SELECT hash FROM wanted)
+              AND story_hashes.created_at >= :since
+        ),
+        counted AS (
+            SELECT wanted.lookup, indexed.story_id, count(*) AS shared
+            FROM wanted JOIN indexed ON indexed.hash = wanted.hash
+            GROUP BY wanted.lookup, indexed.story_id
+        ),
+        ranked AS (
+            SELECT lookup, story_id, shared, row_number() OVER (
+                PARTITION BY lookup ORDER BY shared DESC, story_id
+            ) AS place
+            FROM counted
+        )
+        SELECT 'near' AS way, ranked.lookup, ranked.story_id, ranked.shared,
+               stories.fingerprint AS detail
+        FROM ranked JOIN stories ON stories.id = ranked.story_id
+        WHERE ranked.place <= :limit
+        UNION ALL {exact}"""
+    statement = text(sql).bindparams(bindparam("hashes", expanding=True))
+    if rows:
+        statement = statement.bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
+    return statement
 
 
 def near_story_index(

@@ -79,6 +79,15 @@ def test_keys_are_pairs_of_title_words_apart_from_fingerprint_hashes() -> None:
     assert keys(ABC) == keys(Headline.of("Civil rights leader Jesse Jackson dies, aged 84", ""))
 
 
+def test_the_keys_come_from_the_title_alone_without_stemming_the_opening() -> None:
+    title, lead = "القضاء الفرنسي يوجه اتهامات لساركوزي", "وجه القضاء الفرنسي اتهامات جديدة " * 5
+    assert headlines.title_keys(title, "ar") == keys(Headline.of(title, lead, "ar"))
+    assert headlines.title_keys(title) == keys(Headline.of(title, lead))
+    headlines._stem.cache_clear()
+    headlines.title_keys("Jesse Jackson dies aged 84", "en")  # the lead is not even asked for
+    assert headlines._stem.cache_info().misses == 4  # the title's words but "84"; no lead word
+
+
 def test_only_short_items_and_a_bounded_number_of_words_count() -> None:
     assert is_short("A headline", "A sentence or two.")
     assert not is_short("A headline", "word " * 200)

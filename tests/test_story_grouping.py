@@ -22,12 +22,20 @@ from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import DESK, RecordingNotifier, poll_and_deliver
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
 from monitor.store import db
-from monitor.store.stories import add_fingerprint, near_stories, story_for_hash
+from monitor.store.feeds import sync_feeds
+from monitor.store.stories import (
+    NewItem,
+    add_fingerprint,
+    insert_item,
+    near_stories,
+    story_candidates,
+    story_for_hash,
+)
 from monitor.store.tables import alerts, items, stories
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,6 +220,57 @@ def test_candidates_are_ranked_by_the_hashes_they_share(database_url: str) -> No
         assert len(found) == 20
         assert found[0][0] == target
         assert core_stories.closest(copy, found) == target
+    finally:
+        engine.dispose()
+
+
+def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_url: str) -> None:
+    """`story_candidates`: each lookup's stories ranked by the hashes they share, the best 20
+    with their fingerprints, and the story of each exact hash (created, else joined by an item),
+    in one statement."""
+    original = core_stories.fingerprint(WANG_YI)
+    indexed = original[: core_stories.INDEXED]
+    engine = db.make_engine(database_url)
+    try:
+        db.ensure_schema(engine, upgrade=True)
+        now = datetime.now(UTC)
+        with db.transaction(engine) as session:
+            for n in range(30):  # each shares the common hash, and the first ten a second one
+                story, _ = story_for_hash(session, f"v1:other-{n}", now)
+                others = (indexed[0], *((indexed[1],) if n < 10 else ()), 10**15 + n)
+                add_fingerprint(session, story, core_stories.encode(others), others, now)
+            target, _ = story_for_hash(session, "v1:original", now)
+            add_fingerprint(session, target, core_stories.encode(original), indexed, now)
+            old, _ = story_for_hash(session, "v1:old", now - timedelta(days=5))
+            add_fingerprint(session, old, "v1:1", indexed, now - timedelta(days=5))
+            feed = sync_feeds(session, [("f", "https://f.example/rss")], now)["f"]
+            rewrite = NewItem(
+                "g", "v1:rewrite", 1, "t", "b", None, None, None, None, "ar", now, target
+            )  # joined the story as a near-copy: its hash made no story
+            insert_item(session, feed, rewrite)
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        copy = core_stories.fingerprint(WANG_YI + "\nجميع الحقوق محفوظة")
+        lookups = [copy[: core_stories.INDEXED], (), (indexed[1], 7)]
+        with db.read_session(engine) as session:
+            found = story_candidates(
+                session,
+                ["v1:original", "v1:rewrite", "v1:unknown"],
+                lookups,
+                since=now - timedelta(days=1),
+                limit=20,
+            )
+        assert len([sql for sql in statements if "SELECT" in sql]) == 1
+        assert found.exact == {"v1:original": target, "v1:rewrite": target}
+        first, none, second = found.ranked
+        assert len(first) == 20 and first[0] == (target, sum(h in indexed for h in lookups[0]))
+        assert [shared for _, shared in first[1:11]] == [2] * 10  # then the oldest first
+        assert [story for story, _ in first[1:]] == sorted(story for story, _ in first[1:])
+        assert none == []
+        assert sorted(second) == sorted([(target, 1), *((s, 1) for s, n in first[1:11])])
+        assert found.fingerprints[target] == core_stories.encode(original)
+        assert old not in found.fingerprints  # outside the window
+        assert core_stories.closest(copy, found.fingerprints.items()) == target
     finally:
         engine.dispose()
 

@@ -2,7 +2,7 @@
 labelled by hand, and the cost per item of fingerprint + lookup with many stored stories.
 
     python benchmarks/stories.py [--corpus DIR] [--stored 100000] [--probes 400]
-                                 [--postgresql URL] [--no-cost]
+                                 [--postgresql URL] [--no-cost | --cost-only]
 
 Three sets from the corpus, labelled by hand in benchmarks/stories_labels.json:
 
@@ -45,7 +45,8 @@ in a schema of its own) is filled in bulk with STORED stories of synthetic text 
 their fingerprints indexed, and the headline keys of the short ones), plus the stories of half of
 PROBES corpus items; then each probe is fingerprinted and its story decided as a poll does
 (`pipeline._plan_stories`, all of its reads, in a transaction of its own). Median and p90 per
-item, beside the old rule's work (the fingerprint's lookup alone).
+item, beside the old rule's work (the fingerprint's lookup alone); and the stored probes again
+as exact copies (their own content hash: the story of an exact hash).
 """
 
 from __future__ import annotations
@@ -421,13 +422,13 @@ def fill(url: str, stored: int, probes: Sequence[Item], rng: random.Random) -> N
     texts += [(p.title, p.body, f"https://{p.outlet}/{p.key}") for p in probes[::2]]
     story_rows, item_rows, hash_rows = [], [], []
     unique = {content_hash(title, body): (title, body, link) for title, body, link in texts}
-    for story_id, (title, body, link) in enumerate(unique.values(), start=1):
+    for story_id, (hash_, (title, body, link)) in enumerate(unique.items(), start=1):
         fingerprint = stories.fingerprint(body)
         keys = stories.headline_keys(title, body, None)
         story_rows.append(
             {
                 "id": story_id,
-                "content_hash": content_hash(title, body),
+                "content_hash": hash_,
                 "created_at": now,
                 "fingerprint": stories.encode(fingerprint) if fingerprint else None,
             }
@@ -437,7 +438,7 @@ def fill(url: str, stored: int, probes: Sequence[Item], rng: random.Random) -> N
                 "id": story_id,
                 "feed_id": 1,
                 "identity": f"guid:{story_id}",
-                "content_hash": content_hash(title, body),
+                "content_hash": hash_,
                 "hash_version": 1,
                 "title": title,
                 "text": body,
@@ -479,10 +480,14 @@ def _bulk_insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def lookup_times(url: str, probes: Sequence[Item], old_rule: bool) -> tuple[list[float], float]:
+def lookup_times(
+    url: str, probes: Sequence[Item], old_rule: bool, exact: bool = False
+) -> tuple[list[float], float]:
     """Per probe: its fingerprint (and headline keys), then its story decided as a poll does,
     all of `pipeline._plan_stories`' reads in a transaction of its own: the seconds each took,
-    and the CPU seconds of this process per probe (the machine's load does not count there)."""
+    and the CPU seconds of this process per probe (the machine's load does not count there).
+    `exact`: each probe has its own content hash (a stored probe is then an exact copy); else a
+    hash no item has, so that a stored probe is found as a near-copy."""
     from monitor import pipeline
     from monitor.core.dedup import item_identity
     from monitor.model import Article
@@ -507,7 +512,11 @@ def lookup_times(url: str, probes: Sequence[Item], old_rule: bool) -> tuple[list
         fingerprint = stories.fingerprint(probe.body)
         keys = () if old_rule else stories.headline_keys(probe.title, probe.body, probe.language)
         keyed = pipeline._Keyed(  # the poll's own types: this measures its code
-            n, article, item_identity(None, article.link, "", ""), f"link:{n}", f"v1:probe-{n}"
+            n,
+            article,
+            item_identity(None, article.link, "", ""),
+            f"link:{n}",
+            probe.hash if exact else f"v1:probe-{n}",
         )
         prepared = pipeline._Prepared(keyed, article, [], fingerprint, keys)
         with db.read_session(engine) as session:
@@ -524,20 +533,33 @@ def cost(corpus: Path, stored: int, count: int, postgresql: str | None) -> None:
     probes = rng.sample(pool, min(count, len(pool)))
     kinds = ["sqlite", *(["postgresql"] if postgresql else [])]
     print()
+    for probe in probes:
+        probe.hash = content_hash(probe.title, probe.body)  # not `prepare`: no stem cached yet
+    copies = probes[::2]  # stored by `fill`
     print(
         f"Fingerprint + lookup per item, {stored:,} stored stories, {len(probes)} probes "
-        "(half with a stored copy), ms: median / p90 of the time taken, and CPU of this process"
+        f"(half with a stored copy), ms: median / p90 of the time taken, and CPU of this process;"
+        f" exact copies: the {len(copies)} stored probes again with their own content hash"
     )
-    print(f"{'database':<12}  {'old rule (fingerprint only)':>30}  {'stories now':>30}")
+    print("load average before (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
+    columns = ("old rule (fingerprint only)", "stories now", "exact copies")
+    print(f"{'database':<12}" + "".join(f"  {c:>30}" for c in columns))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
+            started = time.perf_counter()
             with fresh_database(kind, Path(tmp), postgresql, "stories_bench") as url:
                 fill(url, stored, probes, rng)
+                filled = time.perf_counter() - started
                 lookup_times(url, probes[:20], old_rule=False)  # warm the caches
                 old, old_cpu = lookup_times(url, probes, old_rule=True)
                 new, new_cpu = lookup_times(url, probes, old_rule=False)
-            print(f"{kind:<12}  {_ms(old, old_cpu):>30}  {_ms(new, new_cpu):>30}")
-    print("load average (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
+                copy, copy_cpu = lookup_times(url, copies, old_rule=False, exact=True)
+            figures = (_ms(old, old_cpu), _ms(new, new_cpu), _ms(copy, copy_cpu))
+            print(
+                f"{kind:<12}" + "".join(f"  {f:>30}" for f in figures),
+                f"  (filled in {filled:.0f} s, {time.perf_counter() - started:.0f} s in all)",
+            )
+    print("load average after (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
 
 
 def _ms(times: Sequence[float], cpu: float) -> str:
@@ -552,11 +574,14 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--probes", type=int, default=400)
     parser.add_argument("--postgresql", default=os.environ.get("MONITOR_TEST_DATABASE_URL"))
-    parser.add_argument("--no-cost", action="store_true", help="precision and recall only")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-cost", action="store_true", help="precision and recall only")
+    only.add_argument("--cost-only", action="store_true", help="the cost per item only")
     args = parser.parse_args()
     if not args.corpus.is_dir():
         sys.exit(f"error: no corpus at {args.corpus}; pass --corpus DIR")
-    quality(args.corpus)
+    if not args.cost_only:
+        quality(args.corpus)
     if not args.no_cost:
         cost(args.corpus, args.stored, args.probes, args.postgresql)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    String,
     and_,
     bindparam,
     delete,
@@ -413,7 +414,8 @@ def _candidates_statement(rows: int) -> TextClause:
         FROM ranked JOIN stories ON stories.id = ranked.story_id
         WHERE ranked.place <= :limit
         UNION ALL {exact}"""
-    statement = text(sql).bindparams(bindparam("hashes", expanding=True))
+    # Typed: a page of lookups without hashes renders an empty IN of text, not of integers.
+    statement = text(sql).bindparams(bindparam("hashes", expanding=True, type_=String()))
     if rows:
         statement = statement.bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
     return statement

@@ -40,7 +40,6 @@ from functools import lru_cache
 from typing import Any
 
 import snowballstemmer
-import wordfreq
 from stop_words import AVAILABLE_LANGUAGES, LANGUAGE_MAPPING, get_stop_words
 
 from monitor.core.text import tokens
@@ -146,6 +145,8 @@ def _base(language: str | None) -> str | None:
 @lru_cache(maxsize=64)
 def _frequencies(language: str | None) -> str | None:
     """The wordfreq list of a language (its base code: en-US is en), None when it has none."""
+    import wordfreq  # on first use: it takes about 0.4 s to import
+
     code = _base(language) or "en"
     return code if code in wordfreq.available_languages(wordlist="small") else None
 
@@ -164,6 +165,8 @@ def _is_rare(word: str, language: str | None) -> bool:
 def _frequency_list(language: str) -> dict[str, float]:
     # Looked up as it is: the word is normalised already, and wordfreq's own lookup would
     # tokenise it again, which for Chinese and Japanese needs libraries the service lacks.
+    import wordfreq
+
     frequencies: dict[str, float] = wordfreq.get_frequency_dict(language, wordlist="small")
     return frequencies
 

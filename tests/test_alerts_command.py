@@ -52,7 +52,8 @@ def test_alerts_shows_why_alerts_wait_and_retries_or_purges_those_given_up(
         "attempts": 1,
         "last_error": "HTTP 502 Bad Gateway",
     }
-    assert waiting["next_try"] > waiting["queued"]
+    # Full jitter: the retry may fall in the very second the alert was queued (shown to the second).
+    assert waiting["next_try"] >= waiting["queued"]
     assert given_up == {
         "alert": given_up["alert"],
         "status": "given_up",

@@ -138,6 +138,21 @@ def test_distinctive_words_are_names_rare_words_and_numbers() -> None:
     assert rare_words("Tervetuloa 84", "xx") == ["84"]
 
 
+def test_distinctive_words_keep_only_the_common_words_of_a_language() -> None:
+    import wordfreq
+
+    wordfreq.get_frequency_list.cache_clear()
+    wordfreq.get_frequency_dict.cache_clear()
+    headlines._common_words.cache_clear()
+    headlines._is_rare.cache_clear()
+    assert rare_words("Nuclear talks between Washington and Tehran resume in Geneva", "en")
+    # The words at Zipf 4 and over, about a quarter of the 29,000 of the English list; not the
+    # whole list, and not wordfreq's caches of it, for the life of the process.
+    assert 5_000 < len(headlines._common_words("en")) < 10_000
+    assert wordfreq.get_frequency_list.cache_info().currsize == 0
+    assert wordfreq.get_frequency_dict.cache_info().currsize == 0
+
+
 def test_other_news_of_one_subject_on_one_day_shares_no_distinctive_word() -> None:
     """A preview of the talks and the report of their outcome share the subject's words (Iran,
     US, nuclear, talks) but nothing that tells one event from the other; two outlets' reports of

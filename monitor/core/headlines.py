@@ -158,17 +158,29 @@ def _is_rare(word: str, language: str | None) -> bool:
     listed = _frequencies(language)
     if listed is None or (listed != "ar" and "\u0600" <= word[0] <= "\u06ff"):
         return False
-    return _frequency_list(listed).get(word, 0.0) < _RARE_FREQUENCY
+    return word not in _common_words(listed)
 
 
 @lru_cache(maxsize=64)
-def _frequency_list(language: str) -> dict[str, float]:
+def _common_words(language: str) -> frozenset[str]:
+    """The words of a language's wordfreq list that are not rare (`RARE_ZIPF`): a fifth of the
+    list, kept without their frequencies. Read from the file rather than through
+    `wordfreq.get_frequency_dict`, which would keep the whole list twice (as a list and a dict of
+    floats, 3-8 MB a language) in wordfreq's own caches for the life of the process."""
     # Looked up as it is: the word is normalised already, and wordfreq's own lookup would
     # tokenise it again, which for Chinese and Japanese needs libraries the service lacks.
     import wordfreq
 
-    frequencies: dict[str, float] = wordfreq.get_frequency_dict(language, wordlist="small")
-    return frequencies
+    buckets = wordfreq.read_cBpack(wordfreq.available_languages(wordlist="small")[language])
+    common: set[str] = set()
+    # Bucket i holds the words of frequency cB_to_freq(-i); a word listed twice counts at its
+    # last bucket, as in get_frequency_dict.
+    for index, bucket in enumerate(buckets):
+        if wordfreq.cB_to_freq(-index) >= _RARE_FREQUENCY:
+            common.update(bucket)
+        else:
+            common.difference_update(bucket)
+    return frozenset(common)
 
 
 def rare_words(text: str, language: str | None = None, limit: int = SHORT) -> list[str]:

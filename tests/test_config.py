@@ -544,3 +544,20 @@ def test_story_grouping_settings_default_and_are_checked() -> None:
         parse_config("stories: {threshold: 0, windw: 2d}\n", "config.yaml")
     keys = sorted(p.key for p in caught.value.problems)
     assert keys == ["stories.threshold", "stories.windw"]
+
+
+def test_the_matcher_keeps_no_parse_cache_of_the_watchlists() -> None:
+    from monitor.core import query
+    from monitor.model import Article
+    from monitor.watchlists import compile_watchlists
+
+    text = "watchlists:\n" + "".join(
+        f"  w{n}: {{query: 'tariff{n} AND steel'}}\n" for n in range(50)
+    )
+    query.parse.cache_clear()
+    settings = parse_config(text, env={})
+    assert query.parse.cache_info().currsize == 50  # the config check parsed every query
+    matcher = compile_watchlists(settings)
+    assert query.parse.cache_info().currsize == 0  # and none stays beside the matcher
+    article = Article(title="tariff7 on steel", body="")
+    assert [hit.watchlist for hit in matcher.match(article)] == ["w7"]

@@ -144,7 +144,6 @@ def test_distinctive_words_keep_only_the_common_words_of_a_language() -> None:
     wordfreq.get_frequency_list.cache_clear()
     wordfreq.get_frequency_dict.cache_clear()
     headlines._common_words.cache_clear()
-    headlines._is_rare.cache_clear()
     assert rare_words("Nuclear talks between Washington and Tehran resume in Geneva", "en")
     # The words at Zipf 4 and over, about a quarter of the 29,000 of the English list; not the
     # whole list, and not wordfreq's caches of it, for the life of the process.

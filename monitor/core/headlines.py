@@ -151,7 +151,7 @@ def _frequencies(language: str | None) -> str | None:
     return code if code in wordfreq.available_languages(wordlist="small") else None
 
 
-@lru_cache(maxsize=65536)
+# Not cached: a set lookup, where a cache entry cost 150 bytes (10 MB for 65,536 words).
 def _is_rare(word: str, language: str | None) -> bool:
     if word.isdigit():
         return len(word) >= 2 and not (len(word) == 4 and word[:2] in ("19", "20"))  # not a year

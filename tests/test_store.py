@@ -618,9 +618,15 @@ def test_fault_54_sqlite_wal_busy_timeout_and_a_waiting_second_writer(tmp_path: 
         with engine.connect() as connection:
             pragma = {
                 name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "busy_timeout", "foreign_keys")
+                for name in ("journal_mode", "busy_timeout", "foreign_keys", "cache_size")
             }
-        assert pragma == {"journal_mode": "wal", "busy_timeout": 10_000, "foreign_keys": 1}
+        # cache_size: negative is KiB, the page cache each pooled connection may hold
+        assert pragma == {
+            "journal_mode": "wal",
+            "busy_timeout": 10_000,
+            "foreign_keys": 1,
+            "cache_size": -512,
+        }
 
         now = datetime.now(UTC)
         locked, release = threading.Event(), threading.Event()

@@ -251,3 +251,18 @@ def test_the_index_and_its_shortcuts_never_change_a_result() -> None:
     # the comparison is not between empty lists, nor without the forms of rule 7
     assert matched > 10 * len(texts)
     assert by_rule_7 > 50
+
+
+def test_the_forms_before_an_enclitic_share_the_whole_forms_strings() -> None:
+    words = ["حكومة", "وزير", "خط", "الصين", "مفاوضات", "رئيس"]
+    matcher = Matcher.compile([WatchlistRule(f"w{n}", word) for n, word in enumerate(words)])
+    enclitics = matcher._enclitics
+    assert enclitics is not None
+    bases = [*enclitics.before_pronoun, *enclitics.before_alif]
+    whole = {form: form for form in matcher._whole_forms}
+    assert sum(base in whole for base in bases) > len(bases) // 2
+    # one string object for each form, not an equal copy built apart
+    assert [base for base in bases if base in whole and whole[base] is not base] == []
+    # and the words with their enclitics still match
+    found = matcher.match(Article("وبحكومتهم ووزيرها", "وخطا"))
+    assert sorted(m.watchlist for m in found) == ["w0", "w1", "w2"]

@@ -183,6 +183,9 @@ _DEFAULT_RULES = stories.Rules()
 NEAR_CANDIDATES = 20  # stories an item is compared with: those sharing most indexed hashes
 
 
+_SessionKey = tuple[bool, tuple[object, ...]]  # allow_private, `_session_kind`
+
+
 def _session_kind(policy: FetchPolicy, per_host: int) -> tuple[object, ...]:
     """What an HTTP session is built with besides `allow_private`: the address rules it enforces,
     its User-Agent and its connections per host (`open_session`)."""
@@ -264,8 +267,10 @@ class Poller:
         self.gone_after = gone_after
         self.story_rules = story_rules
         # By `allow_private` and `_session_kind`; `_fetching` counts the fetches using each.
-        self._sessions: dict[tuple[bool, tuple[object, ...]], aiohttp.ClientSession] = {}
-        self._fetching: Counter[tuple[bool, tuple[object, ...]]] = Counter()
+        self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
+        self._fetching: Counter[_SessionKey] = Counter()
+        # Each policy's session key, by the policy's id (`_session_key`): worked out once.
+        self._session_keys: dict[int, tuple[FetchPolicy, int, _SessionKey]] = {}
         self._private_policy: tuple[FetchPolicy, FetchPolicy] | None = None  # (of, allowing)
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
@@ -285,22 +290,45 @@ class Poller:
     @contextlib.asynccontextmanager
     async def _session(self, policy: FetchPolicy) -> AsyncIterator[aiohttp.ClientSession]:
         """The session for fetches under `policy`, held for one fetch."""
-        key = (policy.allow_private, _session_kind(policy, self.per_host))
+        key, session = self._take_session(policy)
+        try:
+            yield session
+        finally:
+            await self._release_session(key)
+
+    def _take_session(self, policy: FetchPolicy) -> tuple[_SessionKey, aiohttp.ClientSession]:
+        """The session for a fetch under `policy`, counted as in use until `_release_session`."""
+        key = self._session_key(policy)
         session = self._sessions.get(key)
         if session is None or session.closed:
             session = open_session(policy, limit_per_host=self.per_host)
             self._sessions[key] = session
         self._fetching[key] += 1
-        try:
-            yield session
-        finally:
-            self._fetching[key] -= 1
+        return key, session
+
+    async def _release_session(self, key: _SessionKey) -> None:
+        self._fetching[key] -= 1
+        if key[1] != self._current_kind():
+            # A session of `fetch:` settings a reload has replaced: closed once its last fetch ends.
             await self._close_unused_sessions()
+
+    def _current_kind(self) -> tuple[object, ...]:
+        return self._session_key(self.policy)[1]
+
+    def _session_key(self, policy: FetchPolicy) -> _SessionKey:
+        known = self._session_keys.get(id(policy))
+        if known is not None and known[0] is policy and known[1] == self.per_host:
+            return known[2]
+        key = (policy.allow_private, _session_kind(policy, self.per_host))
+        if len(self._session_keys) > 16:  # policies a reload replaced
+            self._session_keys.clear()
+        self._session_keys[id(policy)] = (policy, self.per_host, key)
+        return key
 
     async def _close_unused_sessions(self) -> None:
         """Close the sessions built with `fetch:` settings a reload has changed and that no fetch
         uses any more."""
-        current = _session_kind(self.policy, self.per_host)
+        current = self._current_kind()
         for key in [k for k in self._sessions if k[1] != current and not self._fetching[k]]:
             del self._fetching[key]
             await self._sessions.pop(key).close()
@@ -486,16 +514,17 @@ class Poller:
         if not feed.url.startswith(("http://", "https://")) and "://" not in feed.url:
             return await asyncio.to_thread(fetch_local, feed.url, self.base_dir, policy.max_body)
         started = time.monotonic()
+        key, session = self._take_session(policy)
         try:
-            async with self._session(policy) as session:
-                return await fetch(
-                    feed.url,
-                    policy=policy,
-                    session=session,
-                    etag=None if force else state.etag,
-                    last_modified=None if force else state.last_modified,
-                )
+            return await fetch(
+                feed.url,
+                policy=policy,
+                session=session,
+                etag=None if force else state.etag,
+                last_modified=None if force else state.last_modified,
+            )
         finally:
+            await self._release_session(key)
             if self.on_fetch is not None:
                 self.on_fetch(time.monotonic() - started)
 

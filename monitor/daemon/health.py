@@ -113,6 +113,10 @@ class Metrics:
         self.polls_in_flight = Gauge(
             "monitor_polls_in_flight", "Feed polls running now", registry=self.registry
         )
+        # Counted in a plain int and read at each scrape: two locked updates less per poll.
+        self.polls_running = 0
+        self.polls_in_flight.set_function(lambda: self.polls_running)
+        self._polls_by_status: dict[str, Counter] = {}  # `polls`' labelled children
         self.feeds_gone = Gauge(
             "monitor_feeds_gone",
             "Feeds that have answered 404/410 for fetch.gone_after or longer (polled daily)",
@@ -149,7 +153,10 @@ class Metrics:
             self.registry.register(collector)
 
     def record_poll(self, result: PollResult) -> None:
-        self.polls.labels(result.status).inc()
+        by_status = self._polls_by_status.get(result.status)
+        if by_status is None:
+            by_status = self._polls_by_status[result.status] = self.polls.labels(result.status)
+        by_status.inc()
         # Most polls store nothing (304s): adding 0 would only take the counters' locks.
         if result.new_items or result.updated_items:
             self.items.inc(result.new_items + result.updated_items)

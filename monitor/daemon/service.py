@@ -363,12 +363,12 @@ class Service:
         if feed is None:  # dropped from the config while claimed
             await asyncio.to_thread(self._release, state.id)
             return PollResult(state.name, "error", error="no longer in the config")
-        self.metrics.polls_in_flight.inc()
+        self.metrics.polls_running += 1
         started = time.monotonic()
         try:
             result = await self.poller.poll(state, feed, force=force)
         finally:
-            self.metrics.polls_in_flight.dec()
+            self.metrics.polls_running -= 1
         self.metrics.poll_duration.observe(time.monotonic() - started)
         self.metrics.record_poll(result)
         self.polls_since_trim += 1

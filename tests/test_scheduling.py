@@ -35,6 +35,7 @@ class StandInPolls:
         self.service = service
         self.started: dict[str, float] = {}
         self.finish = asyncio.Event()
+        self.status = "ok"  # what every poll answers
 
     async def poll(
         self, state: FeedState, feed: FeedSettings, *, force: bool = False
@@ -42,7 +43,7 @@ class StandInPolls:
         self.started[state.name] = asyncio.get_running_loop().time()
         await self.finish.wait()
         await asyncio.to_thread(self._release, state.id)
-        return PollResult(state.name, "ok")
+        return PollResult(state.name, self.status)
 
     def _release(self, feed_id: int) -> None:
         """What a poll's record does to the schedule: due again an hour later, lease given back."""
@@ -194,6 +195,36 @@ def test_the_heap_is_trimmed_once_every_50_polls(
         clock.run(main())
     assert len(polls.started) == len(names)
     assert len(trims) == 2
+
+
+def test_quiet_polls_do_not_count_towards_a_trim(
+    build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """304s and unchanged bodies free next to nothing on the worker threads: a round of them
+    does not pay for a trim (a few milliseconds each, every 50 polls, on the event loop)."""
+    names = [f"f{i:03d}" for i in range(2 * memory.TRIM_EVERY_POLLS + 10)]
+    service, polls = build(names)
+    polls.status = "not_modified"
+    trims: list[int] = []
+
+    def trim() -> bool:
+        trims.append(len(polls.started))
+        return True
+
+    monkeypatch.setattr(memory, "trim", trim)
+
+    async def main() -> None:
+        polls.finish.set()
+        await service.poll_tick()
+        async with asyncio.timeout(600):
+            while len(polls.started) < len(names) or service.in_flight:
+                await asyncio.sleep(0.1)
+        await service.drain()
+
+    with VirtualTime(datetime.now(UTC)) as clock:
+        clock.run(main())
+    assert len(polls.started) == len(names)
+    assert trims == []
 
 
 def test_trimming_and_limiting_the_arenas_work_on_this_glibc() -> None:

@@ -5,7 +5,9 @@ a heap (an arena) of its own. What a poll frees there (item texts, rows, SQLite'
 that arena, scattered among what is still in use, and counts as resident until `malloc_trim`
 hands the free pages back: with 1,000 feeds polled this was about a fifth of the daemon's resident
 memory. So `monitor run` keeps the arenas to `ARENAS` and trims after every `TRIM_EVERY_POLLS`
-polls. Python's own small objects live in its own pools, which neither call touches.
+polls that did work there (not the quiet ones, a 304 or an unchanged body: they free next to
+nothing, and a trim takes about a millisecond of the event loop's thread). Python's own small
+objects live in its own pools, which neither call touches.
 """
 
 from __future__ import annotations

@@ -38,7 +38,14 @@ from monitor.fetch import FetchPolicy
 from monitor.notify import Notifier
 from monitor.notify.console import ConsoleNotifier
 from monitor.outbox import DeliveryStats, Outbox
-from monitor.pipeline import Poller, PollResult, digests_for, routes_for, telegram_channels_of
+from monitor.pipeline import (
+    QUIET_STATUSES,
+    Poller,
+    PollResult,
+    digests_for,
+    routes_for,
+    telegram_channels_of,
+)
 from monitor.store import db
 from monitor.store._shared import database_now
 from monitor.store.alerts import Backlog, alert_counts, outbox_backlog, renew_alert_leases
@@ -164,7 +171,7 @@ class Service:
     tickers: dict[str, Ticker] = field(default_factory=dict)  # `monitor run`'s periodic jobs
     polls_full_since: float | None = None  # loop time since when every poll slot has been busy
     last_renewal: float = field(default_factory=time.monotonic)
-    polls_since_trim: int = 0  # polls ended since the heap was last trimmed (`daemon.memory`)
+    polls_since_trim: int = 0  # polls (not quiet ones) since the heap was trimmed (`daemon.memory`)
     send_budget: SharedSendBudget | None = None  # PostgreSQL: Telegram's limits, shared
     # What /healthz says of the subscriber bot (`daemon.leader`); None without `telegram:`.
     bot_status: str | None = None
@@ -371,7 +378,10 @@ class Service:
             self.metrics.polls_running -= 1
         self.metrics.poll_duration.observe(time.monotonic() - started)
         self.metrics.record_poll(result)
-        self.polls_since_trim += 1
+        # A quiet poll (a 304, an unchanged body) frees next to nothing on the worker threads,
+        # and a trim costs a few milliseconds of this thread's time: only the others count.
+        if result.status not in QUIET_STATUSES:
+            self.polls_since_trim += 1
         if self.polls_since_trim >= memory.TRIM_EVERY_POLLS:
             self.polls_since_trim = 0
             memory.trim()

@@ -22,7 +22,7 @@ from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import DESK, RecordingNotifier, poll_and_deliver
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
@@ -35,7 +35,6 @@ from monitor.store.stories import (
     near_stories,
     story_candidates,
     story_for_hash,
-    story_items,
 )
 from monitor.store.tables import alerts, items, stories
 
@@ -276,29 +275,6 @@ def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_
             many = story_candidates(session, ["v1:rewrite"], [copy[:8]] * 150, now, limit=1)
         assert many.exact == {"v1:rewrite": target}
         assert many.ranked == [[first[0]]] * 150
-    finally:
-        engine.dispose()
-
-
-def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str) -> None:
-    """The story reads' text is the same whatever the number of items, hashes and stories (their
-    values are arrays), so psycopg prepares each after a few polls and PostgreSQL keeps its plan
-    instead of planning every poll's statement anew."""
-    engine = db.make_engine(postgresql_url)
-    try:
-        db.ensure_schema(engine, upgrade=True)
-        now = datetime.now(UTC)
-        with db.read_session(engine) as session:
-            for n in range(1, 9):  # psycopg prepares a statement at its 5th execution
-                hashes = [f"v1:hash-{i}" for i in range(n)]
-                lookups = [list(range(3 * n)), [n, n + 1], ()]
-                story_candidates(session, hashes, lookups, now - timedelta(days=3), limit=20)
-                story_items(session, list(range(1, n + 1)))
-            prepared = session.execute(
-                text("SELECT statement FROM pg_prepared_statements")
-            ).scalars()
-            statements = sorted(" ".join(sql.split())[:20] for sql in prepared)
-        assert statements == ["SELECT items.story_i", "WITH wanted (lookup,"]
     finally:
         engine.dispose()
 

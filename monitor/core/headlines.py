@@ -20,8 +20,8 @@ told by the words their headlines and leads share.
   story twice under two headlines, but does publish different stories on one subject; nor are
   items more than `WITHIN` apart (the caller's rule too): outlets carry a wire story within the
   day, and a headline a day later on the same subject is most often news of its own.
-* `keys(headline)` — what the store indexes to find candidates: a key per pair of telling title
-  words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
+* `title_keys(title)` — what the store indexes to find candidates: a key per pair of telling
+  title words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
   far rarer across a day's news than either word, so candidates are few. The keys lie in
   [2**61, 2**62), apart from fingerprint hashes (below 2**61), in the same index.
 
@@ -250,19 +250,12 @@ def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
     )
 
 
-def keys(headline: Headline) -> tuple[int, ...]:
-    """The index keys of a headline: one per pair of its telling title words, ascending."""
-    return _keys_of(headline.title)
-
-
 def title_keys(title: str, language: str | None = None) -> tuple[int, ...]:
-    """`keys(Headline.of(title, body, language))` from the title alone: the keys never depend
-    on the opening, whose stems would cost several times the title's."""
-    return _keys_of(frozenset(telling_words(title, language)[:TITLE_WORDS]))
-
-
-def _keys_of(title_words: frozenset[str]) -> tuple[int, ...]:
-    return tuple(sorted(_key(a, b) for a, b in itertools.combinations(sorted(title_words), 2)))
+    """The index keys of a headline: one per pair of its telling title words (`Headline.title`),
+    ascending. From the title alone: the opening, whose stems would cost several times the
+    title's, never changes them."""
+    words = sorted(set(telling_words(title, language)[:TITLE_WORDS]))
+    return tuple(sorted(_key(a, b) for a, b in itertools.combinations(words, 2)))
 
 
 def _key(first: str, second: str) -> int:

@@ -62,8 +62,8 @@ from monitor.store.stories import (
     forget_story_hashes,
     insert_item,
     items_since,
-    near_stories,
     prune,
+    story_candidates,
     story_for_hash,
     update_item,
 )
@@ -581,9 +581,11 @@ def test_prune_keeps_stories_with_alerts(engine: Engine) -> None:
         assert list(session.scalars(select(matches.c.item_id))) == [alerted_item]
         assert _count(session, alerts) == 1
         assert set(session.scalars(select(story_hashes.c.story_id))) == {alerted_story}
-        found = near_stories(session, [alerted_story * 10 + 2, 999], since=old)
-        assert found == [(alerted_story, "v1:1 2 3")]
-        assert near_stories(session, [alerted_story * 10 + 2], since=now) == []
+        found = story_candidates(session, [], [(alerted_story * 10 + 2, 999)], since=old, limit=20)
+        assert found.ranked == [[(alerted_story, 1)]]
+        assert found.fingerprints == {alerted_story: "v1:1 2 3"}
+        later = story_candidates(session, [], [(alerted_story * 10 + 2,)], since=now, limit=20)
+        assert later.ranked == [[]]
     # past the window no copy joins a story: its hashes go, its fingerprint stays
     with transaction(engine) as session:
         assert forget_story_hashes(session, old + timedelta(seconds=1)) == 2

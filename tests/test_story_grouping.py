@@ -32,7 +32,6 @@ from monitor.store.stories import (
     NewItem,
     add_fingerprint,
     insert_item,
-    near_stories,
     story_candidates,
     story_for_hash,
 )
@@ -216,10 +215,14 @@ def test_candidates_are_ranked_by_the_hashes_they_share(database_url: str) -> No
             add_fingerprint(session, target, core_stories.encode(original), indexed, now)
         copy = core_stories.fingerprint(WANG_YI + "\nجميع الحقوق محفوظة")
         with db.read_session(engine) as session:
-            found = near_stories(session, copy[: core_stories.INDEXED], since=now - timedelta(1))
-        assert len(found) == 20
-        assert found[0][0] == target
-        assert core_stories.closest(copy, found) == target
+            found = story_candidates(
+                session, [], [copy[: core_stories.INDEXED]], since=now - timedelta(1), limit=20
+            )
+        ranked = [story for story, _ in found.ranked[0]]
+        assert len(ranked) == 20
+        assert ranked[0] == target
+        candidates = [(story, found.fingerprints[story]) for story in ranked]
+        assert core_stories.closest(copy, candidates) == target
     finally:
         engine.dispose()
 

@@ -55,15 +55,12 @@ __all__ = [
     "add_story_hashes",
     "feed_says_already",
     "find_item",
-    "fingerprints_of",
     "forget_story_hashes",
     "identity_key",
     "insert_item",
     "insert_items",
     "insert_stories",
     "items_since",
-    "near_stories",
-    "near_story_index",
     "prune",
     "stored_versions",
     "stories_of_hashes",
@@ -280,12 +277,6 @@ _STORIES_OF_HASHES = union_all(
         _first_of_hash, _first_of_hash.c.id == items.c.id
     ),
 )
-_NEAR_STORY_INDEX = (
-    select(story_hashes.c.hash, story_hashes.c.story_id)
-    .where(story_hashes.c.hash.in_(_VALUES), story_hashes.c.created_at >= bindparam("since"))
-    .distinct()
-)
-_FINGERPRINTS = select(stories.c.id, stories.c.fingerprint).where(stories.c.id.in_(_VALUES))
 _at = func.coalesce(items.c.published_at, items.c.fetched_at).label("at")
 _STORY_ITEMS = (
     select(
@@ -421,28 +412,6 @@ def _candidates_statement(rows: int) -> TextClause:
     return statement
 
 
-def near_story_index(
-    session: Session, hashes: Sequence[int], since: datetime
-) -> dict[int, list[int]]:
-    """hash → the stories created since `since` whose fingerprint indexes it, for every hash of
-    `hashes` at once: the near-copy candidates of a poll's items (ranked by the caller)."""
-    index: dict[int, list[int]] = {}
-    for some in _chunks(sorted(set(hashes))):
-        for row in session.execute(_NEAR_STORY_INDEX, {"values": some, "since": since}):
-            index.setdefault(row.hash, []).append(row.story_id)
-    return index
-
-
-def fingerprints_of(session: Session, story_ids: Sequence[int]) -> dict[int, str | None]:
-    """The stored fingerprint of each story (story id → fingerprint), in one query."""
-    found: dict[int, str | None] = {}
-    for some in _chunks(sorted(set(story_ids))):
-        found.update(
-            {row.id: row.fingerprint for row in session.execute(_FINGERPRINTS, {"values": some})}
-        )
-    return found
-
-
 def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[StoryItem]]:
     """The items of each story (story id → its items, oldest first), in one query."""
     found: dict[int, list[StoryItem]] = {}
@@ -476,34 +445,6 @@ def add_story_hashes(session: Session, indexed: Sequence[tuple[int, int]], now: 
             story_hashes.insert(),
             [{"story_id": story_id, "hash": h, "created_at": now} for story_id, h in indexed],
         )
-
-
-def near_stories(
-    session: Session, smallest: Sequence[int], since: datetime, limit: int = 20
-) -> list[tuple[int, str | None]]:
-    """(story id, fingerprint) of the stories created since `since` that share one of the
-    `smallest` hashes of a fingerprint, those sharing the most first (then the oldest): the
-    candidates of which a new item may be a near-copy (core.stories decides).
-
-    Ranked in the database, so that stories sharing only a common phrase's hash cannot crowd the
-    `limit` out of the true copy, which shares most of them."""
-    if not smallest:
-        return []
-    shared = func.count().label("shared")
-    candidates = (
-        select(story_hashes.c.story_id, shared)
-        .where(story_hashes.c.hash.in_(list(smallest)), story_hashes.c.created_at >= since)
-        .group_by(story_hashes.c.story_id)
-        .order_by(shared.desc(), story_hashes.c.story_id)
-        .limit(limit)
-        .subquery()
-    )
-    found = (
-        select(stories.c.id, stories.c.fingerprint)
-        .join(candidates, candidates.c.story_id == stories.c.id)
-        .order_by(candidates.c.shared.desc(), stories.c.id)
-    )
-    return [(row.id, row.fingerprint) for row in session.execute(found)]
 
 
 def add_fingerprint(

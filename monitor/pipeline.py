@@ -269,8 +269,6 @@ class Poller:
         # By `allow_private` and `_session_kind`; `_fetching` counts the fetches using each.
         self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
         self._fetching: Counter[_SessionKey] = Counter()
-        # Each policy's session key, by the policy's id (`_session_key`): worked out once.
-        self._session_keys: dict[int, tuple[FetchPolicy, int, _SessionKey]] = {}
         self._private_policy: tuple[FetchPolicy, FetchPolicy] | None = None  # (of, allowing)
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
@@ -316,14 +314,7 @@ class Poller:
         return self._session_key(self.policy)[1]
 
     def _session_key(self, policy: FetchPolicy) -> _SessionKey:
-        known = self._session_keys.get(id(policy))
-        if known is not None and known[0] is policy and known[1] == self.per_host:
-            return known[2]
-        key = (policy.allow_private, _session_kind(policy, self.per_host))
-        if len(self._session_keys) > 16:  # policies a reload replaced
-            self._session_keys.clear()
-        self._session_keys[id(policy)] = (policy, self.per_host, key)
-        return key
+        return (policy.allow_private, _session_kind(policy, self.per_host))
 
     async def _close_unused_sessions(self) -> None:
         """Close the sessions built with `fetch:` settings a reload has changed and that no fetch

@@ -289,7 +289,7 @@ def test_the_dfa_state_depends_only_on_the_last_bytes() -> None:
     state, each byte maps a set of states to the set of their successors; after DFA_MEMORY bytes,
     every such set has one state left (and not after one byte fewer: the bound is tight)."""
     model = language._get_model()
-    table = model.nextmove.reshape(-1, 256)
+    table = model.transitions.table().reshape(-1, 256)
     rows = model.rowbase >> 8
     sets = [np.arange(len(rows))]
     for step in range(1, language.DFA_MEMORY + 1):
@@ -343,13 +343,42 @@ def test_the_fast_path_does_a_fraction_of_the_work() -> None:
 
 
 def test_the_model_is_read_as_py3langid_reads_it_without_copying_the_automaton() -> None:
-    """The same arrays as `modelio.load_model`, but the transition table and its row starts left
-    as the file holds them rather than copied into stdlib arrays (a second 37 MB while loading)."""
+    """The same arrays as `modelio.load_model`, but the transition table's row starts left as the
+    file holds them rather than copied into stdlib arrays (a second 37 MB while loading), and the
+    table itself in 17 bits an entry: every entry gives back the file's state number."""
     from py3langid import modelio
     from py3langid.langid import MODEL_DIR, MODEL_FILE
 
-    ours = language._model_arrays(MODEL_DIR / MODEL_FILE)
+    ours = list(language._model_arrays(MODEL_DIR / MODEL_FILE))
     theirs = modelio.load_model(MODEL_DIR / MODEL_FILE)
+    transitions = ours[3]
+    assert transitions.low.dtype == np.uint16
+    assert transitions.low.nbytes + transitions.high.nbytes < np.asarray(theirs[3]).nbytes * 0.6
+    reference = np.asarray(theirs[3])
+    assert reference.max() >= 1 << 16  # the 17th bit is used, and given back
+    assert np.array_equal(transitions.table(), reference)
+    ours[3] = reference
     for mine, reference in zip(ours, theirs, strict=True):
         assert np.array_equal(np.asarray(mine), np.asarray(reference))
-    assert all(isinstance(array, np.ndarray) for array in ours[3:5])
+    assert isinstance(ours[4], np.ndarray)
+
+
+def test_a_transition_table_is_read_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across chunk boundaries and a last partial byte of high bits, entries come back whole."""
+    import io
+
+    monkeypatch.setattr(language, "_CHUNK", 16)
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, 1 << 17, 16 * 5 + 3, dtype=np.uint32)
+    buffer = io.BytesIO()
+    np.save(buffer, table)
+    buffer.seek(0)
+    transitions = language._read_transitions(buffer)
+    assert np.array_equal(transitions.table(), table)
+    index = rng.integers(0, len(table), 50).astype(np.intp)
+    assert np.array_equal(transitions.at(index), table[index])
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([1 << 17], dtype=np.uint32))
+    buffer.seek(0)
+    with pytest.raises(ValueError, match="2\\*\\*17"):
+        language._read_transitions(buffer)

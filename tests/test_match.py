@@ -154,8 +154,29 @@ def test_every_form_of_an_arabic_term_matches_it_from_a_third_of_the_keys(term: 
         assert matcher.match(Article(word, "")) == [], word
     enclitics = matcher._enclitics
     assert enclitics is not None
-    keys = len(matcher._whole_forms) + len(enclitics.before_pronoun) + len(enclitics.before_alif)
+    keys = len(matcher._whole_forms) + len(enclitics.bases)
     assert keys * 2 < len(forms)  # 60 keys for the 168 forms of حكومة
+
+
+def test_the_matcher_keeps_its_forms_once() -> None:
+    """The forms are the keys of their tables and nothing else: no set of them beside a table,
+    one table for the words before a pronoun or the alif, and one (units, units) pair for all
+    the bases of a word, whose words with enclitics still match."""
+    words = ["حكومة", "وزير", "خط", "الصين", "مفاوضات", "Taiwan", "red line"]
+    matcher = Matcher.compile([WatchlistRule(f"w{n}", word) for n, word in enumerate(words)])
+    sets = [v for v in vars(matcher).values() if isinstance(v, (set, frozenset)) and len(v) > 50]
+    assert sets == []
+    enclitics = matcher._enclitics
+    assert enclitics is not None
+    assert list(type(enclitics).__slots__) == ["bases"]
+    pairs = {id(pair) for pair in enclitics.bases.values()}
+    assert len(pairs) == len(set(enclitics.bases.values()))  # equal pairs: one object
+    assert len(enclitics.bases) > 5 * len(pairs)
+    # bases before a pronoun only (وبحكومت) and before both a pronoun and the alif (وخط)
+    kinds = {(p is not None, a is not None) for p, a in enclitics.bases.values()}
+    assert kinds == {(True, False), (True, True)}
+    found = matcher.match(Article("وبحكومتهم ووزيرها في الصين", "وخطا Taiwan"))
+    assert sorted(m.watchlist for m in found) == ["w0", "w1", "w2", "w3", "w5"]
 
 
 def test_a_watchlist_that_does_not_compile_leaves_the_garbage_collector_on() -> None:
@@ -258,7 +279,7 @@ def test_the_forms_before_an_enclitic_share_the_whole_forms_strings() -> None:
     matcher = Matcher.compile([WatchlistRule(f"w{n}", word) for n, word in enumerate(words)])
     enclitics = matcher._enclitics
     assert enclitics is not None
-    bases = [*enclitics.before_pronoun, *enclitics.before_alif]
+    bases = list(enclitics.bases)
     whole = {form: form for form in matcher._whole_forms}
     assert sum(base in whole for base in bases) > len(bases) // 2
     # one string object for each form, not an equal copy built apart

@@ -85,7 +85,7 @@ def test_the_keys_come_from_the_title_alone_without_stemming_the_opening() -> No
     )
     headlines._stem.cache_clear()
     assert stories.headline_keys(title, lead, "en") == title_keys(title, "en")
-    assert headlines._stem.cache_info().misses == 4  # the title's words but "84"; no lead word
+    assert headlines._stem.misses == 4  # the title's words but "84"; no lead word
 
 
 def test_only_short_items_and_a_bounded_number_of_words_count() -> None:
@@ -98,7 +98,26 @@ def test_only_short_items_and_a_bounded_number_of_words_count() -> None:
 def test_stems_are_cached() -> None:
     headlines._stem.cache_clear()
     telling_words("sanctions sanctions sanctions")
-    assert headlines._stem.cache_info().misses == 1
+    assert headlines._stem.misses == 1
+
+
+def test_the_stem_cache_is_bounded_and_gives_the_stems_of_the_stemmer() -> None:
+    cache = headlines._StemCache(10)
+    words = [f"sanction{'s' * (n % 3)}x{n}" for n in range(25)] + ["حكومة", "والحكومة", "talks"]
+    for word in words:
+        language = "ar" if word[0] > "z" else "en"
+        assert cache(word, language) == headlines._stem_word(word, language)
+        assert len(cache) <= 10
+    assert cache.misses == len(words)
+    # the latest words are kept (one table per language), the oldest went
+    assert cache("talks", "en") == "talk" and cache.misses == len(words)
+    assert "sanctionx0" not in cache.tables["en"]
+    cache("sanctionx0", "en")
+    assert cache.misses == len(words) + 1
+    # a word that is its own stem keeps one string for both
+    cache.cache_clear()
+    word = "".join(["ira", "n"])
+    assert cache(word, "en") is word
 
 
 # Items of the real feeds of 2026-02-17 (corpus/feeds/real/fastfeedparser): NPR's preview of the

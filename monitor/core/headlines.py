@@ -114,8 +114,46 @@ def _stemmer(language: str) -> Any:
     return snowballstemmer.stemmer(language)
 
 
-@lru_cache(maxsize=65536)
-def _stem(word: str, language: str | None) -> str:
+class _StemCache:
+    """word → stem, one table per language tag, `size` words in all: when full, the older half of
+    the table that grows is dropped. A plain dict entry per word where `functools.lru_cache` kept
+    a link node and a (word, language) tuple too, and the stem is the word's own string when
+    stemming leaves the word as it is: about 220 bytes a word before, 120 after (65,536 words:
+    ~14 MB before, when full). Stems do not change, so a dropped word only costs its stemming
+    again; the dict operations are atomic, so threads may share it."""
+
+    __slots__ = ("misses", "size", "tables")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tables: dict[str | None, dict[str, str]] = {}
+        self.misses = 0  # words stemmed (for tests)
+
+    def __call__(self, word: str, language: str | None) -> str:
+        table = self.tables.get(language)
+        if table is None:
+            table = self.tables.setdefault(language, {})
+        stem = table.get(word)
+        if stem is None:
+            self.misses += 1
+            stem = _stem_word(word, language)
+            if stem == word:
+                stem = word  # one string, not two equal ones
+            if sum(map(len, self.tables.values())) >= self.size:
+                for old in list(itertools.islice(table, len(table) // 2 + 1)):
+                    table.pop(old, None)
+            table[word] = stem
+        return stem
+
+    def __len__(self) -> int:
+        return sum(map(len, self.tables.values()))
+
+    def cache_clear(self) -> None:
+        self.tables = {}
+        self.misses = 0
+
+
+def _stem_word(word: str, language: str | None) -> str:
     """The Snowball stem of a normalised word: by its script for Arabic, else by the item's
     language (English when unknown); a word of another script stays as it is."""
     if "\u0600" <= word[0] <= "\u06ff":
@@ -135,6 +173,9 @@ def _stem(word: str, language: str | None) -> str:
     stem: str = _stemmer(algorithm).stemWord(word) or word if algorithm else word
     # "Jerí" and "Jeri" are one name: accents go after stemming (some stemmers read them).
     return "".join(c for c in unicodedata.normalize("NFKD", stem) if not unicodedata.combining(c))
+
+
+_stem = _StemCache(65536)
 
 
 def _base(language: str | None) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, func, select, text, update
+from sqlalchemy import Engine, String, event, func, select, text, update
 from sqlalchemy.orm import Session
 
 from monitor.errors import SchemaVersionError, StoreError
@@ -253,6 +253,68 @@ def test_failing_since_starts_at_the_first_failure_and_ends_with_any_success(
         quiet = QuietPoll(feed_id, times[3], "not_modified", '"e"', None, None, times[3])
         record_quiet_polls(session, [quiet], "one")
     assert health() == (None, times[3], 0)
+
+
+def test_quiet_polls_write_what_record_poll_writes(engine: Engine) -> None:
+    """`record_quiet_polls` hands its rows to the driver itself: each feed's row ends as
+    `record_poll` leaves it for the same quiet poll (times stored alike, whole seconds too; text
+    cleaned; the lease given back), and a feed whose lease another owner holds is left alone."""
+    now = _now(engine).replace(microsecond=0)
+    names = [("a", "https://a/rss"), ("b", "https://b/rss"), ("c", "https://c/rss")]
+    with transaction(engine) as session:
+        ids = sync_feeds(session, names, now)
+    _set(engine, feeds, ids["c"], etag='"old"')
+    with transaction(engine) as session:
+        claim_due_feeds(session, "one", LEASE, 10)
+    _set(engine, feeds, ids["c"], lease_owner="two")  # c's lease went to another process
+    polled, later = now + timedelta(seconds=1, microseconds=5), now + timedelta(minutes=10)
+    dirty = '"e\x01tag"'  # a control character: cleaned on the way in
+    with transaction(engine) as session:
+        record_poll(
+            session,
+            ids["a"],
+            polled_at=polled,
+            status="not_modified",
+            error=None,
+            etag=dirty,
+            last_modified="Mon, 18 Sep 2023 08:00:00 GMT",
+            body_hash="h" * 64,
+            new_items=0,
+            next_poll_at=later,
+            failed=False,
+            owner="one",
+        )
+        record_quiet_polls(
+            session,
+            [
+                QuietPoll(
+                    ids[name],
+                    polled,
+                    "not_modified",
+                    dirty,
+                    "Mon, 18 Sep 2023 08:00:00 GMT",
+                    "h" * 64,
+                    later,
+                )
+                for name in ("b", "c")
+            ],
+            "one",
+        )
+    with read_session(engine) as session:
+        rows = {
+            row.name: row._asdict()
+            for row in session.execute(select(feeds).where(feeds.c.id.in_(ids.values())))
+        }
+    written = {k: v for k, v in rows["b"].items() if k not in ("id", "name", "url")}
+    assert written == {k: v for k, v in rows["a"].items() if k not in ("id", "name", "url")}
+    assert written["etag"] == '"etag"' and written["last_polled_at"] == polled
+    assert written["next_poll_at"] == later and written["lease_owner"] is None
+    assert rows["c"]["etag"] == '"old"' and rows["c"]["lease_owner"] == "two"
+    with engine.connect() as connection:  # stored alike, so that text order is time order
+        stored = connection.execute(
+            select(feeds.c.next_poll_at.cast(String)).where(feeds.c.id.in_([ids["a"], ids["b"]]))
+        ).scalars()
+        assert len(set(stored)) == 1
 
 
 def test_feed_leases_and_poll_records(engine: Engine) -> None:

@@ -13,7 +13,8 @@ Functions take a Session and never commit. Items, stories and alerts are in `sto
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,11 +23,14 @@ from sqlalchemy import (
     ColumnElement,
     bindparam,
     func,
+    literal_column,
     not_,
+    null,
     or_,
     select,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from monitor.store._shared import (
@@ -325,45 +329,78 @@ class QuietPoll:
 def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str) -> None:
     """`record_poll` for many quiet polls in one round trip (an executemany): each a success
     that stored nothing, releasing the feed's lease; a feed whose lease `owner` no longer holds
-    is left alone."""
+    is left alone.
+
+    The statement is compiled once for the batch and its rows handed to the driver with the
+    columns' own bind conversions (`bind_processor`): the same values as `session.execute`
+    would send, without its per-row parameter bookkeeping, which cost three times what the
+    driver's executemany itself does (about 40 µs a row against 13 on SQLite)."""
     if not polls:
         return
-    statement = (
-        update(feeds)
-        .where(feeds.c.id == bindparam("feed_id"), feeds.c.lease_owner == owner)
-        .values(
-            last_polled_at=bindparam("polled_at"),
-            last_status=bindparam("status"),
-            last_error=None,
-            etag=bindparam("new_etag"),
-            last_modified=bindparam("new_last_modified"),
-            body_hash=bindparam("new_body_hash"),
-            last_new_items=0,
-            next_poll_at=bindparam("new_next_poll_at"),
-            consecutive_failures=0,
-            last_success_at=bindparam("polled_at"),
-            failing_since=None,
-            missing_since=None,
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
-    rows = []
     for poll in polls:
         if poll.status not in ("not_modified", "unchanged"):
             raise ValueError(f"{poll.status!r} is not a quiet poll's status")
-        rows.append(
-            {
-                "feed_id": poll.feed_id,
-                "polled_at": poll.polled_at,
-                "status": poll.status,
-                "new_etag": poll.etag,
-                "new_last_modified": poll.last_modified,
-                "new_body_hash": poll.body_hash,
-                "new_next_poll_at": poll.next_poll_at,
-            }
-        )
-    session.execute(statement, rows)
+    connection = session.connection()
+    sql, names, convert, positional = _quiet_polls_statement(connection.dialect)
+    rows: list[Any] = []
+    for poll in polls:
+        given = {
+            "feed_id": poll.feed_id,
+            "owner": owner,
+            "polled_at": poll.polled_at,
+            "status": poll.status,
+            "new_etag": poll.etag,
+            "new_last_modified": poll.last_modified,
+            "new_body_hash": poll.body_hash,
+            "new_next_poll_at": poll.next_poll_at,
+        }
+        values = [
+            given[name] if processor is None else processor(given[name])
+            for name, processor in zip(names, convert, strict=True)
+        ]
+        rows.append(tuple(values) if positional else dict(zip(names, values, strict=True)))
+    connection.exec_driver_sql(sql, rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _quiet_polls_statement(
+    dialect: Dialect,
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], bool]:
+    """`_QUIET_POLLS` compiled for `dialect` (a few milliseconds, so once per engine's dialect):
+    its SQL, its parameters' names in the order the driver takes them, each one's conversion,
+    and whether the driver takes them by position."""
+    compiled = _QUIET_POLLS.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+    # The type as this dialect has it (`dialect_impl`): its processor is the one `execute` runs
+    # (the generic one would leave SQLite's times to the driver, stored in another form).
+    convert = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    return compiled.string, names, convert, compiled.positional
+
+
+# What `record_quiet_polls` writes for each quiet poll: every value a parameter of the row or a
+# constant written into the statement, so that rows go to the driver as they are.
+_QUIET_POLLS = (
+    update(feeds)
+    .where(feeds.c.id == bindparam("feed_id"), feeds.c.lease_owner == bindparam("owner"))
+    .values(
+        last_polled_at=bindparam("polled_at"),
+        last_status=bindparam("status"),
+        last_error=null(),
+        etag=bindparam("new_etag"),
+        last_modified=bindparam("new_last_modified"),
+        body_hash=bindparam("new_body_hash"),
+        last_new_items=literal_column("0"),
+        next_poll_at=bindparam("new_next_poll_at"),
+        consecutive_failures=literal_column("0"),
+        last_success_at=bindparam("polled_at"),
+        failing_since=null(),
+        missing_since=null(),
+        lease_owner=null(),
+        lease_until=null(),
+    )
+)
 
 
 def count_gone(session: Session) -> int:

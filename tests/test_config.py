@@ -561,3 +561,31 @@ def test_the_matcher_keeps_no_parse_cache_of_the_watchlists() -> None:
     assert query.parse.cache_info().currsize == 0  # and none stays beside the matcher
     article = Article(title="tariff7 on steel", body="")
     assert [hit.watchlist for hit in matcher.match(article)] == ["w7"]
+
+
+def test_the_line_of_each_key_is_read_again_from_the_text_when_asked() -> None:
+    """The settings keep the file's text, compressed, not the line of every key: the lines are
+    worked out when first asked for, and are those the loader saw (variables and all)."""
+    from monitor.config.yaml_loader import read_yaml
+
+    text = SPEC_EXAMPLE.read_text(encoding="utf-8")
+    text += "\nx-defaults: &feed {language: ar}\n"
+    env = SPEC_ENV | {"HOST": "example.org"}
+    settings = parse_config(text, "config.yaml", env)
+    assert settings._lines is None  # nothing worked out while loading
+    lines = read_yaml(text, env).lines
+    assert len(lines) > 30
+    for path, line in lines.items():
+        assert settings.wrote(path)
+        assert settings.line_of(path) == line
+    assert settings._lines == lines
+    assert not settings.wrote(("fetch", "gone_after")) or ("fetch", "gone_after") in lines
+    assert not settings.wrote(("nothing", "here"))
+    assert settings.line_of(("nothing", "here")) is None
+    # a copy (as a reload makes) answers the same
+    copy = settings.model_copy(update={"feeds": settings.feeds})
+    assert all(copy.line_of(path) == line for path, line in lines.items())
+    # and settings made in code, with no file, know no line
+    bare = Settings.model_validate({})
+    assert bare.line_of(("feeds",)) is None
+    assert not bare.wrote(("feeds",))

@@ -29,7 +29,8 @@ def parse_config(
 ) -> Settings:
     """Validate config text. `filename` names the file in problems and fixes `config_dir` (the
     current directory for "<string>"). `env` defaults to `os.environ`. Raises ConfigError."""
-    doc = read_yaml(text.removeprefix("\ufeff"), os.environ if env is None else env)
+    text = text.removeprefix("\ufeff")
+    doc = read_yaml(text, os.environ if env is None else env)
     problems = list(doc.problems)
     settings: Settings | None = None
     if isinstance(doc.data, dict):
@@ -38,7 +39,7 @@ def parse_config(
         config_dir = Path.cwd() if filename.startswith("<") else Path(filename).absolute().parent
         try:
             settings = Settings.model_validate(data | {"config_dir": config_dir})
-            settings.remember_source(filename, doc.lines, _with_inherited(doc.written, data))
+            settings.remember_source(filename, text, _with_inherited(doc.written, data))
         except ValidationError as exc:
             problems += validation_problems(exc, doc)
         problems += cross_check(data, doc.unresolved)

@@ -22,11 +22,13 @@ from aiohttp import web
 from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import DESK, RecordingNotifier, poll_and_deliver
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
+from monitor.errors import StoreError
 from monitor.store import db
+from monitor.store.alerts import matched_watchlists
 from monitor.store.feeds import sync_feeds
 from monitor.store.stories import (
     NewItem,
@@ -34,6 +36,7 @@ from monitor.store.stories import (
     insert_item,
     story_candidates,
     story_for_hash,
+    story_items,
 )
 from monitor.store.tables import alerts, items, stories
 
@@ -278,6 +281,41 @@ def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_
             many = story_candidates(session, ["v1:rewrite"], [copy[:8]] * 150, now, limit=1)
         assert many.exact == {"v1:rewrite": target}
         assert many.ranked == [[first[0]]] * 150
+    finally:
+        engine.dispose()
+
+
+def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str) -> None:
+    """The story reads' text is the same whatever the number of items, hashes and stories (their
+    values are arrays), and a read session ends with COMMIT (a ROLLBACK makes psycopg forget what
+    it prepared): so psycopg prepares each read after a few polls, and PostgreSQL keeps its plan
+    instead of planning every poll's statement anew. A read session cannot write."""
+    engine = db.make_engine(postgresql_url)
+    try:
+        db.ensure_schema(engine, upgrade=True)
+        now = datetime.now(UTC)
+        for n in range(1, 9):  # psycopg prepares a statement at its 5th execution
+            with db.read_session(engine) as session:
+                hashes = [f"v1:hash-{i}" for i in range(n)]
+                lookups = [list(range(3 * n)), [n, n + 1], ()]
+                story_candidates(session, hashes, lookups, now - timedelta(days=3), limit=20)
+                story_items(session, list(range(1, n + 1)))
+                matched_watchlists(session, list(range(1, n + 1)))
+        with db.read_session(engine) as session:
+            prepared = session.execute(
+                text("SELECT statement FROM pg_prepared_statements")
+            ).scalars()
+            statements = sorted(" ".join(sql.split())[:20] for sql in prepared)
+        assert statements == [
+            "SELECT items.story_i",
+            "SELECT matches.story",
+            "WITH wanted (lookup,",
+        ]
+        with (
+            pytest.raises(StoreError, match="read-only transaction"),
+            db.read_session(engine) as session,
+        ):
+            session.execute(stories.delete())
     finally:
         engine.dispose()
 

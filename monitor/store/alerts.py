@@ -21,8 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    Integer,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -144,14 +147,26 @@ def watchlists_matched(session: Session, story_id: int) -> set[str]:
 _MATCHED_WATCHLISTS = select(matches.c.story_id, matches.c.watchlist).where(
     matches.c.story_id.in_(bindparam("story_ids", expanding=True))
 )
+# On PostgreSQL the ids are one array parameter: the same text for any number of stories, so
+# psycopg prepares it after a few executions and the server keeps its plan.
+_MATCHED_WATCHLISTS_ANY = select(matches.c.story_id, matches.c.watchlist).where(
+    matches.c.story_id == any_(bindparam("story_ids", type_=ARRAY(Integer)))
+)
 
 
 def matched_watchlists(session: Session, story_ids: Collection[int]) -> dict[int, set[str]]:
     """For each of `story_ids`, the watchlists it has matched already, in one query."""
     found: dict[int, set[str]] = {story_id: set() for story_id in story_ids}
     ids = sorted(found)
-    for start in range(0, len(ids), 500):
-        for row in session.execute(_MATCHED_WATCHLISTS, {"story_ids": ids[start : start + 500]}):
+    if not ids:
+        return found
+    if session.get_bind().dialect.name == "postgresql":
+        pages, statement = [ids], _MATCHED_WATCHLISTS_ANY
+    else:
+        pages = [ids[start : start + 500] for start in range(0, len(ids), 500)]
+        statement = _MATCHED_WATCHLISTS
+    for some in pages:
+        for row in session.execute(statement, {"story_ids": some}):
             found[row.story_id].add(row.watchlist)
     return found
 

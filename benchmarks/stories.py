@@ -40,6 +40,16 @@ the later item is a follow-up; else, for two short items of different outlets, t
 The earlier of a pair is the earlier by date (the BBC articles have none: the one filed under the
 lower number). "old rule" is the baseline: an exact copy, or 0.6 of shingles, nothing else.
 
+A pair decided alone is not what a story is: the service puts each item in a story as it
+arrives, by the story's items, found by what is indexed of them. So the second table groups each
+set's items one after the other in order of date as a poll does (`grouped`: the story of an exact
+copy, else of a near-copy among the candidates sharing indexed fingerprint hashes, else of the
+headline rule among those sharing headline keys) and counts every pair of items of one story as
+"same": a story joined through one ambiguous item counts all its pairs with that story's items.
+Its rows are the headline index and rule before and now: the keys of a story's first item or of
+every item, and a story joined when any one of its items tells the same, or at least half of
+those compared.
+
 Cost: a database (SQLite file; PostgreSQL when --postgresql or MONITOR_TEST_DATABASE_URL is set,
 in a schema of its own) is filled in bulk with STORED stories of synthetic text (one item each,
 their fingerprints indexed, and the headline keys of the short ones), plus the stories of half of
@@ -190,7 +200,7 @@ class Setting:
     rules: stories.Rules | None  # None: the old rule
     headline: headlines.Rule | None = headlines.RULE
     follow_ups: bool = True
-    one_short: bool = False  # the headline rule for an article and a short item too
+    one_short: bool = True  # the headline rule for an article and a short item too
     within: timedelta = headlines.WITHIN  # the most time between two short items of one story
 
 
@@ -323,6 +333,119 @@ def evaluate(
     return scores
 
 
+def _before_by_headline(
+    candidates: Sequence[int], new: stories.Report, reports: dict[int, list[stories.Report]]
+) -> int | None:
+    """The headline rule before, to compare: two short items only, and a story joined when any
+    one of its items tells the same."""
+    if not headlines.is_short(new.title, new.body):
+        return None
+    mine = headlines.headline_of(new.title, new.body, new.language)
+    for story_id in candidates:
+        story = reports.get(story_id, [])
+        if any(r.outlet == new.outlet for r in story):
+            continue
+        for r in story:
+            if (
+                abs(new.at - r.at) <= headlines.WITHIN
+                and headlines.is_short(r.title, r.body)
+                and headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
+            ):
+                return story_id
+    return None
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How the service groups a set's items into stories, one item after the other."""
+
+    name: str
+    every_item: bool  # a story's headline keys are those of every item, not only its first
+    by_headline: Callable[..., int | None] = stories.choose_by_headline
+
+
+def grouped(items: dict[str, Item], grouping: Grouping) -> dict[str, int]:
+    """The story of each item when they arrive in order of date, as the poll decides it
+    (`pipeline._plan_stories`): the story of an exact copy; else the candidates found by the
+    indexed fingerprint hashes (`core.stories.choose`); else by the headline keys shared
+    (`HEADLINE_KEYS_SHARED`, the most shared first, 20 at most); else a story of its own.
+    An undated item counts as arriving at the end of the day."""
+    end = max(i.at for i in items.values() if i.at) if any(i.at for i in items.values()) else None
+    at_of = {key: item.at or end or datetime(2000, 1, 1, tzinfo=UTC) for key, item in items.items()}
+    story_of: dict[str, int] = {}
+    by_hash: dict[str, int] = {}
+    fingerprints: dict[int, tuple[int, ...]] = {}
+    index: dict[int, set[int]] = {}
+    reports: dict[int, list[stories.Report]] = {}
+    rules = stories.Rules(threshold=CHOSEN)
+    for item in sorted(items.values(), key=lambda i: (at_of[i.key], i.order)):
+        report = item.report(at_of[item.key])
+        story = by_hash.get(item.hash)
+        if story is None and item.fingerprint:
+            near = {s for h in item.fingerprint[: stories.INDEXED] for s in index.get(h, ())}
+            ranked = stories.ranked_candidates(
+                item.fingerprint,
+                [(s, stories.encode(fingerprints[s])) for s in near if fingerprints.get(s)],
+                rules.threshold,
+            )
+            story = stories.choose(ranked, report, reports, rules)
+        keys = headlines.title_keys(item.title, item.language)
+        if story is None:
+            shared: dict[int, int] = {}
+            for key in keys:
+                for s in index.get(key, ()):
+                    shared[s] = shared.get(s, 0) + 1
+            candidates = sorted(
+                (s for s, n in shared.items() if n >= stories.HEADLINE_KEYS_SHARED),
+                key=lambda s: (-shared[s], s),
+            )[:20]
+            story = grouping.by_headline(candidates, report, reports)
+            joined = story is not None
+        else:
+            joined = by_hash.get(item.hash) != story
+        if story is None:
+            story = len(reports)
+            fingerprints[story] = item.fingerprint
+            for h in item.fingerprint[: stories.INDEXED]:
+                index.setdefault(h, set()).add(story)
+        if story not in reports or (joined and grouping.every_item):
+            for key in keys:
+                index.setdefault(key, set()).add(story)
+        by_hash.setdefault(item.hash, story)
+        reports.setdefault(story, []).append(report)
+        story_of[item.key] = story
+    return story_of
+
+
+def evaluate_grouping(
+    items: dict[str, Item],
+    same: set[tuple[str, str]],
+    story_of: dict[str, int],
+    cross_outlet_only: bool,
+    keep: Callable[[tuple[str, str]], bool] | None = None,
+) -> Score:
+    """Pairwise precision/recall of the stories `story_of` drew: every pair of items of one story
+    is a "same" pair, every other pair a "different" one."""
+    members: dict[int, list[str]] = {}
+    for key, story in story_of.items():
+        members.setdefault(story, []).append(key)
+    found = {pair for keys in members.values() for pair in itertools.combinations(sorted(keys), 2)}
+    score = Score()
+    for pair in found | same:
+        a, b = pair
+        if cross_outlet_only and items[a].outlet == items[b].outlet:
+            continue
+        if keep is not None and not keep(pair):
+            continue
+        if pair in found and pair in same:
+            score.true_positive += 1
+        elif pair in found:
+            score.false_positive += 1
+        else:
+            score.false_negative += 1
+    return score
+
+
 def quality(corpus: Path) -> None:
     labels = json.loads(LABELS.read_text("utf-8"))
     sets = {"arabic": arabic(corpus), "bbc": bbc(corpus), "feeds": feeds(corpus)}
@@ -349,9 +472,10 @@ def quality(corpus: Path) -> None:
             "headlines: the rule before (no distinctive word, any time)",
             chosen,
             headlines.Rule(min_rare=0),
+            one_short=False,
             within=timedelta.max,
         ),
-        Setting("headlines: an article and a short item too", chosen, one_short=True),
+        Setting("headlines: two short items only (before)", chosen, one_short=False),
     ]
     settings = [old, *by_threshold, *variants]
     width = max(len(s.name) for s in settings)
@@ -390,6 +514,42 @@ def quality(corpus: Path) -> None:
                 for name, r in results.items()
             )
         )
+    groupings = [
+        Grouping(
+            "before: first item's headline; any item tells the same", False, _before_by_headline
+        ),
+        Grouping("every item's headline; any item tells the same", True, _before_by_headline),
+        Grouping("first item's headline; half its items, an article too", False),
+        Grouping("every item's headline; half its items, an article too (now)", True),
+    ]
+    print()
+    print("Grouped as the service groups them, one item after the other in order of date:")
+    width = max(len(g.name) for g in groupings)
+    print(
+        f"{'grouping':<{width}}"
+        + header[len(f"{'setting':<{max(len(s.name) for s in settings)}}") :]
+    )
+    for grouping in groupings:
+        row = f"{grouping.name:<{width}}"
+        for name, items in sets.items():
+            same = truth(labels[name], items)
+            cross = name == "feeds"
+            story_of = grouped(items, grouping)
+            row += f"  {evaluate_grouping(items, same, story_of, cross)!s:>34}"
+            if cross:
+                half = halves(same)
+                for part in (0, 1):
+
+                    def keep(
+                        pair: tuple[str, str],
+                        part: int = part,
+                        half: Callable[[tuple[str, str]], int] = half,
+                    ) -> bool:
+                        return half(pair) == part
+
+                    score = evaluate_grouping(items, same, story_of, cross, keep)
+                    row += f"  {score!s:>30}"
+        print(row)
 
 
 # ---- cost ----------------------------------------------------------------------------------------
@@ -424,7 +584,7 @@ def fill(url: str, stored: int, probes: Sequence[Item], rng: random.Random) -> N
     unique = {content_hash(title, body): (title, body, link) for title, body, link in texts}
     for story_id, (hash_, (title, body, link)) in enumerate(unique.items(), start=1):
         fingerprint = stories.fingerprint(body)
-        keys = stories.headline_keys(title, body, None)
+        keys = headlines.title_keys(title, None)
         story_rows.append(
             {
                 "id": story_id,
@@ -510,7 +670,7 @@ def lookup_times(
         )
         started = time.perf_counter()
         fingerprint = stories.fingerprint(probe.body)
-        keys = () if old_rule else stories.headline_keys(probe.title, probe.body, probe.language)
+        keys = () if old_rule else headlines.title_keys(probe.title, probe.language)
         keyed = pipeline._Keyed(  # the poll's own types: this measures its code
             n,
             article,

@@ -25,7 +25,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from monitor.config import Digest, FeedSettings, Settings
-from monitor.core import stories
+from monitor.core import headlines, stories
 from monitor.core.alert_age import too_old_to_alert
 from monitor.core.dedup import HASH_VERSION, content_hash, item_identity
 from monitor.core.match import Matcher
@@ -140,7 +140,7 @@ class _Prepared:
     article: Article
     matches: list[Match]
     fingerprint: tuple[int, ...] = ()  # of the feed's own body (core.stories); () if too short
-    headline_keys: tuple[int, ...] = ()  # of a short item's headline (core.headlines); else ()
+    headline_keys: tuple[int, ...] = ()  # of its headline (core.headlines)
 
     @property
     def indexed(self) -> tuple[int, ...]:
@@ -175,6 +175,9 @@ class _StoryPlan:
     steps: list[_Step]
     new_stories: list[_NewStory]
     matched: dict[int, set[str]]  # stored story → the watchlists it has matched
+    # (story, headline key) of the items that joined a story by their text or headline: a story
+    # is found by the headline of each of its items, not only of the one that made it.
+    joined_keys: list[tuple[int, int]] = field(default_factory=list)
 
 
 # Temp ids of the stories a poll makes sort after every stored story's, as their real ids will.
@@ -590,7 +593,7 @@ class Poller:
                 article, language=language, source=feed.name, body=pages.get(k.index, article.body)
             )
             near = stories.fingerprint(article.body)
-            keys = stories.headline_keys(article.title, article.body, language)
+            keys = headlines.title_keys(article.title, language)
             out.append(_Prepared(k, article, self.matcher.match(article), near, keys))
         return out
 
@@ -671,6 +674,10 @@ class Poller:
         )
         real = {story.temp_id: ids[story.content_hash] for story in plan.new_stories}
         # A story another transaction created meanwhile keeps its own fingerprint and index.
+
+        def story_of(step_story: int) -> int:
+            return real.get(step_story, step_story)
+
         add_story_hashes(
             session,
             [
@@ -678,12 +685,10 @@ class Poller:
                 for story in plan.new_stories
                 if story.content_hash in created
                 for h in story.indexed
-            ],
+            ]
+            + [(story_of(story_id), h) for story_id, h in plan.joined_keys],
             now,
         )
-
-        def story_of(step_story: int) -> int:
-            return real.get(step_story, step_story)
 
         firsts = [step for step in plan.steps if step.first]
         inserted = insert_items(
@@ -976,6 +981,7 @@ def _plan_stories(
         key: (ref.id, ref.story_id, ref.fetched_at) for key, ref in known.by_identity.items()
     }
     steps = []
+    joined_keys: list[tuple[int, int]] = []
     for n, p in enumerate(todo):
         k = p.keyed
         indexed = p.indexed
@@ -990,6 +996,7 @@ def _plan_stories(
             story_id = stories.choose(similarities, report, reports, rules)
         if story_id is None and p.headline_keys:
             story_id = stories.choose_by_headline(by_headline(n, p), report, reports)
+        joined = story_id is not None and exact.get(k.content_hash) != story_id
         if story_id is None:
             story_id = _TEMP_STORY + len(new_stories)
             encoded = stories.encode(p.fingerprint) if p.fingerprint else None
@@ -1001,6 +1008,10 @@ def _plan_stories(
         else:
             # A later exact copy in this poll finds the story of this item, as a stored one.
             exact.setdefault(k.content_hash, story_id)
+            if joined:
+                joined_keys += [(story_id, h) for h in p.headline_keys]
+                for h in p.headline_keys:
+                    made.setdefault(h, []).append(story_id)
         reports.setdefault(story_id, []).append(report)
         version = versions.get(k.key)
         if version is None:
@@ -1012,7 +1023,7 @@ def _plan_stories(
             versions[k.key] = (item_id, story_id, first_seen)
     involved = {s.story_id for s in steps} | {s.old_story_id for s in steps if s.old_story_id}
     matched = matched_watchlists(session, sorted(s for s in involved if s < _TEMP_STORY))
-    return _StoryPlan(steps, new_stories, matched)
+    return _StoryPlan(steps, new_stories, matched, joined_keys)
 
 
 def _report(p: _Prepared, now: datetime) -> stories.Report:

@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from botapi import TOKEN, BotAPIDouble
-from httpserver import LoopbackServer
+from httpserver import LoopbackServer, require_corpus
 from servicekit import (
     ALICE,
     DESK,
@@ -35,6 +35,7 @@ from monitor.config import Settings
 from monitor.daemon import Service
 from monitor.edits import MAX_EDIT_ATTEMPTS, EditStats, MessageEditor
 from monitor.errors import RateLimitedError
+from monitor.feeds import parse_feed
 from monitor.model import Alert
 from monitor.notify.telegram import TelegramNotifier
 from monitor.store import db
@@ -610,5 +611,113 @@ def test_one_event_in_three_short_item_feeds_alerts_once_and_the_preview_before_
     assert [edit.plain for edit in double.edits] == [
         agreed.plain + "\nalso in: aljazeera",
         agreed.plain + "\nalso in: aljazeera, bbc",
+    ]
+    assert len(outbox(settings)) == 2
+
+
+def corpus_feed_item(feed: str, title: str) -> tuple[str, str, str]:
+    """The (link, title, text) of the item of a real feed of the corpus (2026-02-17) with this
+    headline, as the feed carried it."""
+    [path] = (require_corpus() / "feeds" / "real" / "fastfeedparser").glob(f"{feed}__*")
+    parsed = parse_feed(path.read_bytes(), fetched_at=datetime(2026, 2, 18, tzinfo=UTC))
+    [item] = [a for a in parsed.articles if a.title == title]
+    return item.link or "", item.title, item.body
+
+
+def test_a_short_item_and_an_article_of_another_outlet_telling_the_same_alert_once(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """Japan Today carries a headline and a sentence of the Bondi hearing; Dawn, hours later,
+    the full article of the same wire report under a headline of its own: too little text in
+    common for a fingerprint, but the headlines and leads tell the same. One alert, then "also
+    in: dawn"."""
+    japantoday = corpus_feed_item(
+        "japantoday_world",
+        "Accused Bondi Beach killer Naveed Akram appears in court by video link",
+    )
+    dawn = corpus_feed_item(
+        "dawn_world", "Accused Bondi killer Naveed Akram appears in court by video link"
+    )
+    for name in ("japantoday", "dawn"):
+        feeds.respond(f"/{name}.xml", body=short_items_feed(), headers=RSS)
+    feeds.respond("/japantoday.xml", body=short_items_feed(japantoday), headers=RSS)
+    watchlists = (
+        "watchlists:\n"
+        "  bondi: {query: 'Akram', notify: [desk]}\n"
+        f"channels:\n  desk: {{type: telegram, chat_ids: [{DESK}]}}\n"
+    )
+    settings = write_config(
+        tmp_path,
+        database_url,
+        double,
+        feeds,
+        watchlists=watchlists,
+        feed_names=["japantoday", "dawn"],
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            await tick(service)
+            feeds.respond("/dawn.xml", body=short_items_feed(dawn), headers=RSS)
+            await tick(service)
+            await tick(service)
+
+    asyncio.run(scenario())
+    [message] = double.messages_to(DESK)
+    assert japantoday[1] in message.plain
+    assert [edit.plain for edit in double.edits] == [message.plain + "\nalso in: dawn"]
+    assert len(outbox(settings)) == 1
+
+
+def test_a_headline_of_another_event_over_a_lead_of_this_one_stays_apart(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """Dawn, NDTV and Al Jazeera report the guiding principles agreed at the US-Iran talks;
+    ABC Australia reports that Iran closed the Strait of Hormuz during the talks, under a
+    sentence on the principles. It shares a name and the subject's words with NDTV's item, but
+    tells another event than most of the story's items: a story of its own, and an alert."""
+    agreed = {
+        "dawn": corpus_feed_item(
+            "dawn_world", "Iran FM says agreed with US \u2018on guiding principles\u2019 for deal"
+        ),
+        "ndtv": corpus_feed_item(
+            "ndtv_search", "'Agreed On Guiding Principles For Deal': Iran On US Nuclear Talks"
+        ),
+        "aljazeera": corpus_feed_item(
+            "aljazeera_english",
+            "US and Iran reach \u2018guiding principles\u2019 in Geneva nuclear talks",
+        ),
+    }
+    hormuz = corpus_feed_item(
+        "abc_net_au_top", "Iran announces closure of vital shipping route during US nuclear talks"
+    )
+    names = [*agreed, "abc"]
+    for name in names:
+        feeds.respond(f"/{name}.xml", body=short_items_feed(), headers=RSS)
+    watchlists = (
+        "watchlists:\n"
+        "  iran: {query: 'Iran', notify: [desk]}\n"
+        f"channels:\n  desk: {{type: telegram, chat_ids: [{DESK}]}}\n"
+    )
+    settings = write_config(
+        tmp_path, database_url, double, feeds, watchlists=watchlists, feed_names=names
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            for name, item in agreed.items():
+                feeds.respond(f"/{name}.xml", body=short_items_feed(item), headers=RSS)
+                await tick(service)
+            feeds.respond("/abc.xml", body=short_items_feed(hormuz), headers=RSS)
+            await tick(service)
+            await tick(service)
+
+    asyncio.run(scenario())
+    principles, closure = double.messages_to(DESK)
+    assert agreed["dawn"][1] in principles.plain
+    assert hormuz[1] in closure.plain
+    assert [edit.plain for edit in double.edits] == [
+        principles.plain + "\nalso in: ndtv",
+        principles.plain + "\nalso in: aljazeera, ndtv",
     ]
     assert len(outbox(settings)) == 2

@@ -78,16 +78,6 @@ def test_keys_are_pairs_of_title_words_apart_from_fingerprint_hashes() -> None:
     assert shared >= 3
 
 
-def test_the_keys_come_from_the_title_alone_without_stemming_the_opening() -> None:
-    title, lead = (
-        "Jesse Jackson dies aged 84",
-        "Tributes poured in from politicians across America.",
-    )
-    headlines._stem.cache_clear()
-    assert stories.headline_keys(title, lead, "en") == title_keys(title, "en")
-    assert headlines._stem.misses == 4  # the title's words but "84"; no lead word
-
-
 def test_only_short_items_and_a_bounded_number_of_words_count() -> None:
     assert is_short("A headline", "A sentence or two.")
     assert not is_short("A headline", "word " * 200)

@@ -8,7 +8,7 @@ told by the words their headlines and leads share.
   "sanctions" meets "sanctioned" and "الصينية" meets "الصين".
 * `Headline.of(title, body, language)` — an item's telling title words (at most `TITLE_WORDS`) and
   those of its title and opening (the first `OPENING` words of its text).
-* `same_story(a, b)` — two short items are one story when their titles share at least
+* `same_story(a, b)` — a short item and another item (short, or an article) are one story when their titles share at least
   `MIN_TITLE` telling words and title and opening together share at least `MIN_SHARED` of them,
   two fewer for each title word shared beyond `MIN_TITLE`, and never fewer than `MIN_OPENING`:
   a headline alone says little ("Iran talks"), a headline with its lead says who did what.
@@ -19,9 +19,14 @@ told by the words their headlines and leads share.
   Items of one outlet are never grouped so (the caller's rule): an outlet does not carry one wire
   story twice under two headlines, but does publish different stories on one subject; nor are
   items more than `WITHIN` apart (the caller's rule too): outlets carry a wire story within the
-  day, and a headline a day later on the same subject is most often news of its own.
-* `title_keys(title)` — what the store indexes to find candidates: a key per pair of telling
-  title words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
+  day, and a headline a day later on the same subject is most often news of its own. And a
+  story is joined so when the item tells the same as at least half of its items it is compared
+  with (`core.stories.choose_by_headline`), not one: a headline of one event over a sentence of
+  another ("Iran announces closure of vital shipping route during US nuclear talks" / "… reached
+  an understanding over 'guiding principles'") does not pull the second event into the story.
+* `title_keys(title)` — what the store indexes to find candidates, for every item of a story
+  (an article's too, and each item that joined it, so that a later item is found by the headline
+  of any of them): a key per pair of telling title words. Two titles sharing `MIN_TITLE` words share at least three pairs, and a pair of words is
   far rarer across a day's news than either word, so candidates are few. The keys lie in
   [2**61, 2**62), apart from fingerprint hashes (below 2**61), in the same index.
 
@@ -52,7 +57,7 @@ MIN_SHARED = 9  # telling words title and opening share with MIN_TITLE in the ti
 PER_TITLE_WORD = 2  # fewer for each title word shared beyond MIN_TITLE
 MIN_OPENING = 5  # and never fewer than this
 MIN_RARE = 1  # distinctive words (`rare_words`) the two share in title and opening, at least
-WITHIN = timedelta(hours=24)  # the most time between two short items of one story
+WITHIN = timedelta(hours=24)  # the most time between two items grouped by their headlines
 # A word is distinctive — a name, a place, a rare word — when it is rarer than once in 10,000 words
 # of its language's general text (Zipf 4, by wordfreq's lists); a number of two digits or more is too.
 RARE_ZIPF = 4.0
@@ -267,7 +272,7 @@ class Headline:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """How many telling words two short items of one story share (see the module's doc)."""
+    """How many telling words two items of one story share (see the module's doc)."""
 
     min_title: int = MIN_TITLE
     min_shared: int = MIN_SHARED
@@ -280,7 +285,8 @@ RULE = Rule()
 
 
 def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
-    """Whether two short items (of different outlets) are one story by their headlines."""
+    """Whether two items (of different outlets, one of them short) are one story by their
+    headlines."""
     in_titles = len(first.title & second.title)
     if in_titles < rule.min_title:
         return False

@@ -59,7 +59,7 @@ SAME_OUTLET = 0.6  # within one outlet, whatever `stories.threshold` is below it
 FOLLOW_UP_TITLE = 0.3  # a follow-up's headline shares less than this of its words (Jaccard)
 FOLLOW_UP_OPENING = 0.5  # and at most this share of its opening's shingles is in the earlier text
 OPENING = 40  # words of a body that are its opening (a lead paragraph)
-# Headline keys a short item shares with a story found by its headline: titles sharing
+# Headline keys an item shares with a story found by its headline: titles sharing
 # `headlines.MIN_TITLE` words share that many pairs of them, at least.
 HEADLINE_KEYS_SHARED = headlines.MIN_TITLE * (headlines.MIN_TITLE - 1) // 2
 # How many of a fingerprint's smallest hashes are indexed to find candidate stories: a story at
@@ -225,33 +225,35 @@ def decode(stored: str | None) -> tuple[int, ...]:
     return tuple(map(int, stored[len(prefix) :].split()))
 
 
-def headline_keys(title: str, body: str, language: str | None) -> tuple[int, ...]:
-    """The headline keys of a short item (`core.headlines`), by which items of other outlets
-    find its story; () for an article, which its fingerprint finds."""
-    if not headlines.is_short(title, body):
-        return ()
-    return headlines.title_keys(title, language)
-
-
 def choose_by_headline(
     candidates: Sequence[int], new: Report, reports: Mapping[int, Sequence[Report]]
 ) -> int | None:
-    """The story of `candidates` (found by headline keys, the most shared first) that the short
-    item `new` joins by its headline: one with a short item of another outlet, at most
-    `headlines.WITHIN` apart, telling the same (`headlines.same_story`), and none of `new`'s own
-    outlet. None: no such story."""
-    if not candidates or not headlines.is_short(new.title, new.body):
+    """The story of `candidates` (found by headline keys, the most shared first) that `new` joins
+    by its headline: one with no item of `new`'s own outlet, whose items of other outlets at most
+    `headlines.WITHIN` apart (short ones, or any when `new` is short: a headline and a sentence
+    are compared with a short item or an article, never two articles, which their fingerprints
+    compare) tell the same (`headlines.same_story`) at least half of them. One ambiguous member (a
+    headline of one event over a sentence of another) does not pull a second event into the
+    story. None: no such story."""
+    if not candidates:
         return None
+    short = headlines.is_short(new.title, new.body)
     mine = headlines.headline_of(new.title, new.body, new.language)
     for story_id in candidates:
         story = reports.get(story_id, ())
         if any(r.outlet == new.outlet for r in story):
             continue
-        for r in story:
-            if (
-                abs(new.at - r.at) <= headlines.WITHIN
-                and headlines.is_short(r.title, r.body)
-                and headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
-            ):
-                return story_id
+        compared = [
+            r
+            for r in story
+            if abs(new.at - r.at) <= headlines.WITHIN
+            and (short or headlines.is_short(r.title, r.body))
+        ]
+        told = sum(
+            1
+            for r in compared
+            if headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
+        )
+        if told and 2 * told >= len(compared):
+            return story_id
     return None

@@ -2,8 +2,8 @@
 
 A near-copy has no unique key to race on, as an exact copy has its content hash: two replicas
 storing copies of one story at the same moment would each find no story and make one. A copy is
-found by the indexed hashes of its fingerprint (`core.stories.INDEXED`), or a short item by the
-word pairs of its headline (`core.headlines.title_keys`), both looked up in `story_hashes`, and two
+found by the indexed hashes of its fingerprint (`core.stories.INDEXED`), or by the word pairs of
+its headline (`core.headlines.title_keys`), both looked up in `story_hashes`, and two
 items can only be decided into one story if they share one of those keys. So a transaction locks each indexed hash of the items it decides, on PostgreSQL with a
 transaction-scoped advisory lock per hash: the second of two copies waits for the first to commit
 and then sees its story, while transactions about unrelated stories share no key and never wait

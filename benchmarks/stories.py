@@ -73,7 +73,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -334,7 +334,10 @@ def evaluate(
 
 
 def _before_by_headline(
-    candidates: Sequence[int], new: stories.Report, reports: dict[int, list[stories.Report]]
+    candidates: Sequence[int],
+    new: stories.Report,
+    reports: dict[int, list[stories.Report]],
+    rule: headlines.Rule,
 ) -> int | None:
     """The headline rule before, to compare: two short items only, and a story joined when any
     one of its items tells the same."""
@@ -349,7 +352,9 @@ def _before_by_headline(
             if (
                 abs(new.at - r.at) <= headlines.WITHIN
                 and headlines.is_short(r.title, r.body)
-                and headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
+                and headlines.same_story(
+                    mine, headlines.headline_of(r.title, r.body, r.language), rule
+                )
             ):
                 return story_id
     return None
@@ -362,6 +367,7 @@ class Grouping:
     name: str
     every_item: bool  # a story's headline keys are those of every item, not only its first
     by_headline: Callable[..., int | None] = stories.choose_by_headline
+    rule: headlines.Rule = headlines.RULE
 
 
 def grouped(items: dict[str, Item], grouping: Grouping) -> dict[str, int]:
@@ -399,7 +405,7 @@ def grouped(items: dict[str, Item], grouping: Grouping) -> dict[str, int]:
                 (s for s, n in shared.items() if n >= stories.HEADLINE_KEYS_SHARED),
                 key=lambda s: (-shared[s], s),
             )[:20]
-            story = grouping.by_headline(candidates, report, reports)
+            story = grouping.by_headline(candidates, report, reports, grouping.rule)
             joined = story is not None
         else:
             joined = by_hash.get(item.hash) != story
@@ -466,16 +472,25 @@ def quality(corpus: Path) -> None:
         ),
         Setting("headlines: no distinctive word", chosen, headlines.Rule(min_rare=0)),
         Setting("headlines: 2 distinctive words", chosen, headlines.Rule(min_rare=2)),
+        Setting(
+            "headlines: a second distinctive word worth no more", chosen, headlines.Rule(per_rare=0)
+        ),
+        Setting("headlines: question headlines too", chosen, headlines.Rule(questions=True)),
         Setting("headlines: within 12 hours", chosen, within=timedelta(hours=12)),
         Setting("headlines: within 36 hours", chosen, within=timedelta(hours=36)),
         Setting(
             "headlines: the rule before (no distinctive word, any time)",
             chosen,
-            headlines.Rule(min_rare=0),
+            headlines.Rule(min_rare=0, per_rare=0, questions=True),
             one_short=False,
             within=timedelta.max,
         ),
-        Setting("headlines: two short items only (before)", chosen, one_short=False),
+        Setting(
+            "headlines: two short items only, as before",
+            chosen,
+            headlines.Rule(per_rare=0, questions=True),
+            one_short=False,
+        ),
     ]
     settings = [old, *by_threshold, *variants]
     width = max(len(s.name) for s in settings)
@@ -514,13 +529,25 @@ def quality(corpus: Path) -> None:
                 for name, r in results.items()
             )
         )
+    before = headlines.Rule(per_rare=0, questions=True)
     groupings = [
         Grouping(
-            "before: first item's headline; any item tells the same", False, _before_by_headline
+            "before: first item's headline; any item tells the same",
+            False,
+            _before_by_headline,
+            before,
         ),
-        Grouping("every item's headline; any item tells the same", True, _before_by_headline),
-        Grouping("first item's headline; half its items, an article too", False),
-        Grouping("every item's headline; half its items, an article too (now)", True),
+        Grouping(
+            "every item's headline; any item tells the same", True, _before_by_headline, before
+        ),
+        Grouping("first item's headline; half its items, an article too", False, rule=before),
+        Grouping("every item's headline; half its items, an article too", True, rule=before),
+        Grouping(
+            "and a second distinctive word worth 4 words",
+            True,
+            rule=replace(before, per_rare=headlines.PER_RARE),
+        ),
+        Grouping("and no question headline (now)", True),
     ]
     print()
     print("Grouped as the service groups them, one item after the other in order of date:")

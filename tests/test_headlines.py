@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from monitor.core import headlines, stories
 from monitor.core.headlines import (
     Headline,
+    Rule,
+    is_question,
     is_short,
     rare_words,
     same_story,
@@ -213,3 +215,47 @@ def test_short_items_a_day_and_more_apart_are_not_grouped_by_their_headlines() -
     assert stories.choose_by_headline([7], late, story) is None
     earlier = report("bbc.com", at - timedelta(hours=36), bbc_title, bbc_text)
     assert stories.choose_by_headline([7], earlier, story) is None
+
+
+def test_a_second_distinctive_word_stands_for_common_ones() -> None:
+    """BBC and DW on the arrests over Quentin Deranque's death (2026-02-17): three title words
+    and six words in all in common, too few by common words alone (nine), but two names."""
+    bbc = Headline.of(
+        "Nine arrested in France over death of far-right student",
+        "Quentin Deranque died on Saturday, two days after being beaten in Lyon by masked men "
+        "believed to be far-left militants.",
+        "en-GB",
+    )
+    dw = Headline.of(
+        "France arrests nine in right-wing activist's death",
+        "Far-right activist Quentin Deranque was killed last week, seemingly in a clash with the "
+        "far left.",
+        None,
+    )
+    assert bbc.rare & dw.rare == {"quentin", "deranqu"}
+    assert same_story(bbc, dw)
+    assert not same_story(bbc, dw, Rule(per_rare=0))
+
+
+def test_a_question_headline_is_grouped_with_none() -> None:
+    """DW's explainer on the Strait of Hormuz and NYT's report of Iran's exercises there share
+    the strait's names, but the explainer reports no event."""
+    explainer = Headline.of(
+        "Why is the Strait of Hormuz off Iran so crucial?",
+        "The Strait of Hormuz is considered the world's most critical chokepoint for the oil "
+        "trade. Iran has repeatedly threatened to block the waterway and now is partially closing "
+        "it for military drills.",
+        None,
+    )
+    exercises = Headline.of(
+        "Iran Holds Exercises in Strait of Hormuz After Trump Threatens Military Action",
+        "The island of Qeshm, in the Strait of Hormuz. The strait is a key shipping lane for oil "
+        "and gas and connects the Persian Gulf to the open ocean.",
+        "en-US",
+    )
+    assert explainer.question and not exercises.question
+    assert not same_story(explainer, exercises)
+    assert same_story(explainer, exercises, Rule(questions=True))
+    assert is_question("\u00bfQu\u00e9 pasa? \u00bb") and is_question(
+        "\u0644\u0645\u0627\u0630\u0627\u061f"
+    )

@@ -15,7 +15,12 @@ told by the words their headlines and leads share.
   And they share at least `MIN_RARE` distinctive word (`rare_words`: a name, a place, a rare
   word, a number): other news of one subject on one day shares the subject's common words
   ("US and Iran to meet for second round of nuclear talks" / "Agreed on guiding principles for
-  deal: Iran on US nuclear talks") but rarely what tells one event from another.
+  deal: Iran on US nuclear talks") but rarely what tells one event from another. A distinctive
+  word is also worth more than a common one: each shared beyond the first counts as `PER_RARE`
+  telling words shared in title and opening ("Nine arrested in France over death of far-right
+  student" / "France arrests nine in right-wing activist's death", whose leads both name Quentin
+  Deranque). And a question headline ("Why is the Strait of Hormuz off Iran so crucial?") is an
+  explainer or an analysis, not the report of an event: it is grouped with none.
   Items of one outlet are never grouped so (the caller's rule): an outlet does not carry one wire
   story twice under two headlines, but does publish different stories on one subject; nor are
   items more than `WITHIN` apart (the caller's rule too): outlets carry a wire story within the
@@ -57,6 +62,7 @@ MIN_SHARED = 9  # telling words title and opening share with MIN_TITLE in the ti
 PER_TITLE_WORD = 2  # fewer for each title word shared beyond MIN_TITLE
 MIN_OPENING = 5  # and never fewer than this
 MIN_RARE = 1  # distinctive words (`rare_words`) the two share in title and opening, at least
+PER_RARE = 4  # fewer telling words needed for each distinctive word shared beyond MIN_RARE
 WITHIN = timedelta(hours=24)  # the most time between two items grouped by their headlines
 # A word is distinctive — a name, a place, a rare word — when it is rarer than once in 10,000 words
 # of its language's general text (Zipf 4, by wordfreq's lists); a number of two digits or more is too.
@@ -261,13 +267,19 @@ class Headline:
     title: frozenset[str]
     words: frozenset[str]
     rare: frozenset[str] = frozenset()
+    question: bool = False  # a question headline: an explainer or an analysis
 
     @classmethod
     def of(cls, title: str, body: str, language: str | None = None) -> Headline:
         in_title = telling_words(title, language)[:TITLE_WORDS]
         opening = telling_words(body, language, limit=OPENING)
         rare = rare_words(title, language) + rare_words(body, language, limit=OPENING)
-        return cls(frozenset(in_title), frozenset(in_title) | frozenset(opening), frozenset(rare))
+        return cls(
+            frozenset(in_title),
+            frozenset(in_title) | frozenset(opening),
+            frozenset(rare),
+            is_question(title),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +291,8 @@ class Rule:
     per_title_word: int = PER_TITLE_WORD
     min_opening: int = MIN_OPENING
     min_rare: int = MIN_RARE
+    per_rare: int = PER_RARE
+    questions: bool = False  # whether question headlines are grouped too
 
 
 RULE = Rule()
@@ -291,10 +305,18 @@ def same_story(first: Headline, second: Headline, rule: Rule = RULE) -> bool:
     if in_titles < rule.min_title:
         return False
     extra = in_titles - rule.min_title
-    needed = max(rule.min_opening, rule.min_shared - rule.per_title_word * extra)
-    return (
-        len(first.words & second.words) >= needed and len(first.rare & second.rare) >= rule.min_rare
-    )
+    if not rule.questions and (first.question or second.question):
+        return False
+    rare = len(first.rare & second.rare)
+    if rare < rule.min_rare:
+        return False
+    fewer = rule.per_title_word * extra + rule.per_rare * max(0, rare - max(rule.min_rare, 1))
+    return len(first.words & second.words) >= max(rule.min_opening, rule.min_shared - fewer)
+
+
+def is_question(title: str) -> bool:
+    """Whether a headline asks a question (its last mark, quotes aside, is "?" or "؟")."""
+    return title.rstrip(" \"'\u2019\u201d\u00bb").endswith(("?", "\u061f"))
 
 
 def title_keys(title: str, language: str | None = None) -> tuple[int, ...]:

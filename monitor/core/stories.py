@@ -226,7 +226,10 @@ def decode(stored: str | None) -> tuple[int, ...]:
 
 
 def choose_by_headline(
-    candidates: Sequence[int], new: Report, reports: Mapping[int, Sequence[Report]]
+    candidates: Sequence[int],
+    new: Report,
+    reports: Mapping[int, Sequence[Report]],
+    rule: headlines.Rule = headlines.RULE,
 ) -> int | None:
     """The story of `candidates` (found by headline keys, the most shared first) that `new` joins
     by its headline: one with no item of `new`'s own outlet, whose items of other outlets at most
@@ -252,7 +255,7 @@ def choose_by_headline(
         told = sum(
             1
             for r in compared
-            if headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language))
+            if headlines.same_story(mine, headlines.headline_of(r.title, r.body, r.language), rule)
         )
         if told and 2 * told >= len(compared):
             return story_id

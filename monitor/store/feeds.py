@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -156,19 +156,8 @@ def sync_feeds(
     return ids
 
 
-_FEED_STATE_COLUMNS = (
-    feeds.c.id,
-    feeds.c.name,
-    feeds.c.url,
-    feeds.c.etag,
-    feeds.c.last_modified,
-    feeds.c.body_hash,
-    feeds.c.consecutive_failures,
-    feeds.c.next_poll_at,
-    feeds.c.last_polled_at,
-    feeds.c.missing_since,
-    feeds.c.last_status,
-)
+# FeedState's fields in its order, so that a claimed row builds one by position.
+_FEED_STATE_COLUMNS = tuple(feeds.c[f.name] for f in fields(FeedState) if f.name != "due_in")
 
 
 def _waiting() -> ColumnElement[bool]:
@@ -226,7 +215,8 @@ def claim_due_feeds(
         .values(lease_owner=owner, lease_until=now + lease)
         .returning(*_FEED_STATE_COLUMNS)
     )
-    states = [FeedState(**row._mapping, due_in=_due_in(row, now, ahead)) for row in claimed]
+    # Each row holds FeedState's fields but the last, `due_in`, in its order.
+    states = [FeedState(*(*row, _due_in(row, now, ahead))) for row in claimed]
     states.sort(key=lambda state: (state.next_poll_at, state.id))
     return states
 

@@ -1,5 +1,6 @@
 """What the store's query modules share: the dialect of a session, race-safe insert (`INSERT … ON
-CONFLICT DO NOTHING RETURNING id`), the lease test, error truncation and the database's clock.
+CONFLICT DO NOTHING RETURNING id`), the lease test, error truncation, the database's clock, and
+PostgreSQL's array literals.
 
 Leases and due times are judged by `database_now`, the database's clock, never the host's: replicas
 on hosts whose clocks disagree still agree on who holds what. This module holds no query of any
@@ -8,7 +9,7 @@ table; `feeds`, `stories` and `alerts` do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -31,6 +32,17 @@ MAX_ERROR_CHARS = 2000
 
 def dialect(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def array_literal(values: Iterable[int | str]) -> str:
+    """`values` as a PostgreSQL array literal (`{1,2}`, `{"a","b"}`), one string parameter for a
+    statement to cast to its array type. psycopg dumps a list element by element, sizing each
+    integer: about 0.1 ms of CPU for the 12 hashes of one item's story lookup."""
+    parts = (
+        str(v) if isinstance(v, int) else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    )
+    return "{" + ",".join(parts) + "}"
 
 
 def insert_ignore(

@@ -22,11 +22,13 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     ColumnElement,
-    Integer,
+    String,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     or_,
@@ -37,7 +39,9 @@ from sqlalchemy.orm import Session
 
 from monitor.model import Alert, Hit, MessageRef
 from monitor.store._shared import (
+    array_literal,
     database_now,
+    dialect,
     insert_ignore,
     insert_ignore_many,
     lease_free,
@@ -150,7 +154,7 @@ _MATCHED_WATCHLISTS = select(matches.c.story_id, matches.c.watchlist).where(
 # On PostgreSQL the ids are one array parameter: the same text for any number of stories, so
 # psycopg prepares it after a few executions and the server keeps its plan.
 _MATCHED_WATCHLISTS_ANY = select(matches.c.story_id, matches.c.watchlist).where(
-    matches.c.story_id == any_(bindparam("story_ids", type_=ARRAY(Integer)))
+    matches.c.story_id == any_(cast(bindparam("story_ids", type_=String()), ARRAY(BigInteger())))
 )
 
 
@@ -160,8 +164,9 @@ def matched_watchlists(session: Session, story_ids: Collection[int]) -> dict[int
     ids = sorted(found)
     if not ids:
         return found
-    if session.get_bind().dialect.name == "postgresql":
-        pages, statement = [ids], _MATCHED_WATCHLISTS_ANY
+    pages: list[Any]
+    if dialect(session) == "postgresql":  # the ids as one array literal: the same text always
+        pages, statement = [array_literal(ids)], _MATCHED_WATCHLISTS_ANY
     else:
         pages = [ids[start : start + 500] for start in range(0, len(ids), 500)]
         statement = _MATCHED_WATCHLISTS

@@ -24,12 +24,12 @@ from sqlalchemy import (
     BigInteger,
     BindParameter,
     ColumnElement,
-    Integer,
     Select,
     String,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -44,6 +44,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from monitor.store._shared import (
+    array_literal,
+    dialect,
     insert_ignore,
     insert_ignore_many,
     rowcount,
@@ -307,7 +309,7 @@ _STORY_ITEMS = _story_items_statement(items.c.story_id.in_(_VALUES))
 # On PostgreSQL the ids are one array parameter: the statement's text is the same for any number
 # of ids, so psycopg prepares it after a few executions and the server keeps its plan.
 _STORY_ITEMS_ANY = _story_items_statement(
-    items.c.story_id == any_(bindparam("values", type_=ARRAY(Integer)))
+    items.c.story_id == any_(cast(bindparam("values", type_=String()), ARRAY(BigInteger())))
 )
 
 
@@ -379,7 +381,11 @@ def _candidate_pages(
         numbers = [number for number, lookup in enumerate(lookups) for _ in lookup]
         lookup_hashes = [h for lookup in lookups for h in lookup]
         if hashes or lookup_hashes:
-            arrays = {"hashes": list(hashes), "lookups": numbers, "lookup_hashes": lookup_hashes}
+            arrays = {
+                "hashes": array_literal(hashes),
+                "lookups": array_literal(numbers),
+                "lookup_hashes": array_literal(lookup_hashes),
+            }
             yield _candidates_statement(-1), arrays
         return
     groups: list[list[tuple[int, int]]] = [[]]  # statements' (lookup, hash) rows
@@ -401,7 +407,7 @@ def _candidate_pages(
 
 def _arrays(session: Session) -> bool:
     """Whether the database takes a list of values as one array parameter (PostgreSQL)."""
-    return session.get_bind().dialect.name == "postgresql"
+    return dialect(session) == "postgresql"
 
 
 @cache
@@ -409,7 +415,7 @@ def _candidates_statement(rows: int) -> TextClause:
     """`story_candidates`' statement for `rows` (lookup, hash) rows, built once per size; -1:
     PostgreSQL's, whose values are arrays."""
     arrays = rows < 0
-    in_hashes = "= ANY(:hashes)" if arrays else "IN :hashes"
+    in_hashes = "= ANY(CAST(:hashes AS VARCHAR[]))" if arrays else "IN :hashes"
     exact = f"""
         SELECT 'created' AS way, NULL AS lookup, stories.id AS story_id, NULL AS shared,
                stories.content_hash AS detail
@@ -424,7 +430,7 @@ def _candidates_statement(rows: int) -> TextClause:
         sql = exact
     else:
         if arrays:
-            wanted = "SELECT * FROM unnest(:lookups, :lookup_hashes)"
+            wanted = "SELECT * FROM unnest(CAST(:lookups AS INTEGER[]), CAST(:lookup_hashes AS BIGINT[]))"
         else:
             rows_sql = (f"(CAST(:l{n} AS INTEGER), CAST(:h{n} AS BIGINT))" for n in range(rows))
             wanted = f"VALUES {', '.join(rows_sql)}"
@@ -454,12 +460,8 @@ def _candidates_statement(rows: int) -> TextClause:
         WHERE ranked.place <= :limit
         UNION ALL {exact}"""
     if arrays:
-        return text(sql).bindparams(
-            bindparam("hashes", type_=ARRAY(String())),
-            bindparam("lookups", type_=ARRAY(Integer())),
-            bindparam("lookup_hashes", type_=ARRAY(BigInteger())),
-            bindparam("since", type_=story_hashes.c.created_at.type),
-        )
+        # The arrays come as literals (`array_literal`), cast in the statement.
+        return text(sql).bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
     # Typed: a page of lookups without hashes renders an empty IN of text, not of integers.
     statement = text(sql).bindparams(bindparam("hashes", expanding=True, type_=String()))
     if rows:
@@ -471,8 +473,9 @@ def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[St
     """The items of each story (story id → its items, oldest first), in one query."""
     found: dict[int, list[StoryItem]] = {}
     wanted = sorted(set(story_ids))
-    if _arrays(session):
-        pages, statement = [wanted] if wanted else [], _STORY_ITEMS_ANY
+    pages: list[Any]
+    if _arrays(session):  # the ids as one array literal: the same text always
+        pages, statement = [array_literal(wanted)] if wanted else [], _STORY_ITEMS_ANY
     else:
         pages, statement = list(_chunks(wanted)), _STORY_ITEMS
     for some in pages:

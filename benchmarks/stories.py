@@ -56,7 +56,10 @@ their fingerprints indexed, and the headline keys of the short ones), plus the s
 PROBES corpus items; then each probe is fingerprinted and its story decided as a poll does
 (`pipeline._plan_stories`, all of its reads, in a transaction of its own). Median and p90 per
 item, beside the old rule's work (the fingerprint's lookup alone); and the stored probes again
-as exact copies (their own content hash: the story of an exact hash).
+as exact copies (their own content hash: the story of an exact hash). Those three look up one
+item at a time, a poll of one new item; the last column looks the probes up five at a time, as a
+poll of five new items does (benchmarks/poll.py's changed poll) with the same reads for all
+five, and gives a poll's time and CPU divided by five: the cost per item in such polls.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ LABELS = Path(__file__).resolve().parent / "stories_labels.json"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 CHOSEN = stories.THRESHOLD
 SKIPPED_FEEDS = ("integration__",)  # test fixtures of a parser, not news
+POLL = 5  # new items per poll in the cost's last column (benchmarks/poll.py's changed poll)
 
 
 @dataclass
@@ -668,13 +672,15 @@ def _bulk_insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def lookup_times(
-    url: str, probes: Sequence[Item], old_rule: bool, exact: bool = False
+    url: str, probes: Sequence[Item], old_rule: bool, exact: bool = False, per_poll: int = 1
 ) -> tuple[list[float], float]:
     """Per probe: its fingerprint (and headline keys), then its story decided as a poll does,
     all of `pipeline._plan_stories`' reads in a transaction of its own: the seconds each took,
     and the CPU seconds of this process per probe (the machine's load does not count there).
     `exact`: each probe has its own content hash (a stored probe is then an exact copy); else a
-    hash no item has, so that a stored probe is found as a near-copy."""
+    hash no item has, so that a stored probe is found as a near-copy. `per_poll`: the probes
+    are looked up that many at a time, as a poll looks up all its new items with the same
+    reads; each time is then a poll's divided by `per_poll` (the time per item in such polls)."""
     from monitor import pipeline
     from monitor.core.dedup import item_identity
     from monitor.model import Article
@@ -684,10 +690,8 @@ def lookup_times(
     engine = db.make_engine(url)
     rules = stories.Rules(threshold=stories.SAME_STORY if old_rule else CHOSEN)
     now = datetime.now(UTC)
-    times = []
-    cpu = time.process_time()
-    for n, probe in enumerate(probes):
-        article = Article(
+    articles = [
+        Article(
             title=probe.title,
             body=probe.body,
             link=f"https://probe.example/{n}",
@@ -695,20 +699,28 @@ def lookup_times(
             published=now,
             language=probe.language,
         )
+        for n, probe in enumerate(probes)
+    ]
+    times = []
+    cpu = time.process_time()
+    for first in range(0, len(probes), per_poll):
         started = time.perf_counter()
-        fingerprint = stories.fingerprint(probe.body)
-        keys = () if old_rule else headlines.title_keys(probe.title, probe.language)
-        keyed = pipeline._Keyed(  # the poll's own types: this measures its code
-            n,
-            article,
-            item_identity(None, article.link, "", ""),
-            f"link:{n}",
-            probe.hash if exact else f"v1:probe-{n}",
-        )
-        prepared = pipeline._Prepared(keyed, article, [], fingerprint, keys)
+        todo = []
+        for n in range(first, min(first + per_poll, len(probes))):
+            probe, article = probes[n], articles[n]
+            fingerprint = stories.fingerprint(probe.body)
+            keys = () if old_rule else headlines.title_keys(probe.title, probe.language)
+            keyed = pipeline._Keyed(  # the poll's own types: this measures its code
+                n,
+                article,
+                item_identity(None, article.link, "", ""),
+                f"link:{n}",
+                probe.hash if exact else f"v1:probe-{n}",
+            )
+            todo.append(pipeline._Prepared(keyed, article, [], fingerprint, keys))
         with db.read_session(engine) as session:
-            pipeline._plan_stories(session, [prepared], FeedItems({}, {}), now, rules)
-        times.append(time.perf_counter() - started)
+            pipeline._plan_stories(session, todo, FeedItems({}, {}), now, rules)
+        times.append((time.perf_counter() - started) / len(todo))
     cpu = (time.process_time() - cpu) / len(probes)
     engine.dispose()
     return times, cpu
@@ -726,10 +738,17 @@ def cost(corpus: Path, stored: int, count: int, postgresql: str | None) -> None:
     print(
         f"Fingerprint + lookup per item, {stored:,} stored stories, {len(probes)} probes "
         f"(half with a stored copy), ms: median / p90 of the time taken, and CPU of this process;"
-        f" exact copies: the {len(copies)} stored probes again with their own content hash"
+        f" exact copies: the {len(copies)} stored probes again with their own content hash;"
+        f" the first three columns look up one item at a time (a poll of one new item), the last"
+        f" {POLL} at a time as a poll of {POLL} new items does (a poll's time divided by {POLL})"
     )
     print("load average before (1/5/15 min): {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg()))
-    columns = ("old rule (fingerprint only)", "stories now", "exact copies")
+    columns = (
+        "old rule (fingerprint only)",
+        "stories now",
+        "exact copies",
+        f"stories now, polls of {POLL}",
+    )
     print(f"{'database':<12}" + "".join(f"  {c:>30}" for c in columns))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
@@ -741,7 +760,13 @@ def cost(corpus: Path, stored: int, count: int, postgresql: str | None) -> None:
                 old, old_cpu = lookup_times(url, probes, old_rule=True)
                 new, new_cpu = lookup_times(url, probes, old_rule=False)
                 copy, copy_cpu = lookup_times(url, copies, old_rule=False, exact=True)
-            figures = (_ms(old, old_cpu), _ms(new, new_cpu), _ms(copy, copy_cpu))
+                polled, polled_cpu = lookup_times(url, probes, old_rule=False, per_poll=POLL)
+            figures = (
+                _ms(old, old_cpu),
+                _ms(new, new_cpu),
+                _ms(copy, copy_cpu),
+                _ms(polled, polled_cpu),
+            )
             print(
                 f"{kind:<12}" + "".join(f"  {f:>30}" for f in figures),
                 f"  (filled in {filled:.0f} s, {time.perf_counter() - started:.0f} s in all)",

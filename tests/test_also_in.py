@@ -721,3 +721,51 @@ def test_a_headline_of_another_event_over_a_lead_of_this_one_stays_apart(
         principles.plain + "\nalso in: aljazeera, ndtv",
     ]
     assert len(outbox(settings)) == 2
+
+
+def test_a_later_item_finds_its_story_by_the_headline_of_an_item_that_joined_it(
+    tmp_path: Path, database_url: str, double: BotAPIDouble, feeds: LoopbackServer
+) -> None:
+    """Al Jazeera reports Peru's impeachment of President Jeri; Japan Today's report of it joins
+    that story. DW's "Peru ousts interim president over corruption probe" shares two title words
+    with Al Jazeera's headline, too few to find its story by that headline, but five with Japan
+    Today's, which the story indexed when Japan Today's item joined it: one alert."""
+    reports = {
+        "aljazeera": corpus_feed_item(
+            "aljazeera_english",
+            "Peru\u2019s Congress votes to impeach President Jose Jeri in government shake-up",
+        ),
+        "japantoday": corpus_feed_item(
+            "japantoday_world",
+            "Peru's Congress removes interim President Jer\u00ed as he faces a corruption probe",
+        ),
+        "dw": corpus_feed_item(
+            "dw_english_all_rdf", "Peru ousts interim president over corruption probe"
+        ),
+    }
+    for name in reports:
+        feeds.respond(f"/{name}.xml", body=short_items_feed(), headers=RSS)
+    watchlists = (
+        "watchlists:\n"
+        "  peru: {query: 'Peru', notify: [desk]}\n"
+        f"channels:\n  desk: {{type: telegram, chat_ids: [{DESK}]}}\n"
+    )
+    settings = write_config(
+        tmp_path, database_url, double, feeds, watchlists=watchlists, feed_names=list(reports)
+    )
+
+    async def scenario() -> None:
+        async with running(settings, bot=False) as service:
+            for name, item in reports.items():
+                feeds.respond(f"/{name}.xml", body=short_items_feed(item), headers=RSS)
+                await tick(service)
+            await tick(service)
+
+    asyncio.run(scenario())
+    [message] = double.messages_to(DESK)
+    assert reports["aljazeera"][1] in message.plain
+    assert [edit.plain for edit in double.edits] == [
+        message.plain + "\nalso in: japantoday",
+        message.plain + "\nalso in: dw, japantoday",
+    ]
+    assert len(outbox(settings)) == 1

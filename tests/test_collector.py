@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
-from monitor.core.collector import FREEZE_ABOVE, collector_paused
+from monitor.core.collector import FREEZE_ABOVE, collector_paused, freeze_survivors
 
 
 def test_the_collector_is_held_in_the_block_and_restored_after() -> None:
@@ -34,3 +35,29 @@ def test_a_large_build_is_frozen_and_a_small_one_is_not() -> None:
     finally:
         gc.unfreeze()
     assert len(small) + len(large) > FREEZE_ABOVE
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the collector frees it
+
+
+def test_what_is_alive_at_the_start_is_frozen_and_garbage_is_collected_first() -> None:
+    """`monitor run` freezes what it built to start, and not the garbage made meanwhile: a
+    frozen cycle would never be freed."""
+    gc.collect()
+    before = gc.get_freeze_count()
+    alive = [[i] for i in range(1_000)]
+    garbage = _Node()
+    gone = weakref.ref(garbage)
+    del garbage
+    try:
+        frozen = freeze_survivors()
+        assert gone() is None  # collected, not frozen
+        assert frozen == gc.get_freeze_count() >= before + len(alive)
+        collections = gc.get_stats()[2]["collections"]
+        gc.collect()
+        assert gc.get_stats()[2]["collections"] == collections + 1
+        assert gc.get_freeze_count() == frozen  # a full collection leaves them frozen
+    finally:
+        gc.unfreeze()

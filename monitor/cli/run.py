@@ -217,6 +217,7 @@ def run(ctx: typer.Context) -> None:
       monitor run
       monitor run --config /etc/news-monitor/config.yaml
     """
+    from monitor.core.collector import freeze_survivors
     from monitor.daemon import Service, configure_logging, memory, run_forever, sqlite_lock
     from monitor.daemon.run import ExitDeadline
     from monitor.errors import MonitorError
@@ -236,6 +237,9 @@ def run(ctx: typer.Context) -> None:
             except BaseException:
                 service.engine.dispose()
                 raise
+            # What it has built to start (libraries, config, matcher) lives as long as it does:
+            # out of the collector's way from now on (`core.collector`).
+            freeze_survivors()
             exit_deadline = ExitDeadline()
 
             async def until_stopped() -> None:

@@ -9,6 +9,12 @@ as pre-forking servers do: otherwise the collector would scan the million object
 as they age, in the middle of the work that follows (matching articles, polling feeds), and every
 full collection of a long-running service would scan them again. Smaller builds (tests, a short
 config) leave the collector as it would have been.
+
+`monitor run` freezes whatever is left once it has started (`freeze_survivors`): the libraries it
+imported, its config, matcher and engine. Left in the oldest generation, they were all scanned
+again by each full collection: in benchmarks/poll.py's process (100 watchlists, about 140,000
+objects) one came about every thousand polls of 304s and took 65–95 µs of CPU a poll of that
+round; frozen, 1–3 µs.
 """
 
 from __future__ import annotations
@@ -33,3 +39,12 @@ def collector_paused() -> Iterator[None]:
             if gc.get_count()[0] > FREEZE_ABOVE:
                 gc.freeze()
             gc.enable()
+
+
+def freeze_survivors() -> int:
+    """Collect the garbage there is now, then move every object still alive to the permanent
+    generation, which collections no longer scan; the number frozen. Reference counting still
+    frees a frozen object when its last reference goes (only a frozen cycle stays)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

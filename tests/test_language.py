@@ -325,7 +325,8 @@ def test_random_bytes_walk_as_py3langid_walks_them() -> None:
 
 def test_the_fast_path_does_a_fraction_of_the_work() -> None:
     """CPU time, not wall time: the fast detector against the straightforward one on the same
-    texts, with a generous bound (it takes about half the time on texts of 1,000 characters)."""
+    texts, with a generous bound (it takes 0.6-0.66 of the time on texts over 500 characters,
+    since the transition table is kept in 17 bits an entry; about half before)."""
     import time
 
     texts = [t for t in corpus_texts() if len(t) > 500][:300]
@@ -339,7 +340,7 @@ def test_the_fast_path_does_a_fraction_of_the_work() -> None:
     for text in texts:
         detect_language(text)
     fast = time.process_time() - started
-    assert fast < reference * 0.75
+    assert fast < reference * 0.85
 
 
 def test_the_model_is_read_as_py3langid_reads_it_without_copying_the_automaton() -> None:

@@ -160,8 +160,9 @@ def test_fault_42_a_regular_expression_is_refused_and_matching_stays_linear(
 
 class _Backends:
     """The PostgreSQL backends of a service's connections (by their application_name), and a way
-    to end them as a restart of the server would (`pg_terminate_backend`), from a connection of
-    the test's own; `kill_on` ends them just before the service runs a statement starting so."""
+    to end them as a restart of the server would (`pg_terminate_backend`, waiting until each has
+    ended, as a restart does before the server is back), from a connection of the test's own;
+    `kill_on` ends them just before the service runs a statement starting so."""
 
     def __init__(self, service: Any, url: str) -> None:
         self.name = f"monitor {service.owner}"[:63]
@@ -179,7 +180,7 @@ class _Backends:
         with self.admin.connect() as connection:
             ended = connection.execute(
                 text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
                     " WHERE application_name = :name AND pid <> pg_backend_pid()"
                 ),
                 {"name": self.name},

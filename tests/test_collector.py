@@ -5,7 +5,13 @@ from __future__ import annotations
 import gc
 import weakref
 
-from monitor.core.collector import FREEZE_ABOVE, collector_paused, freeze_survivors
+from monitor.core.collector import (
+    FREEZE_ABOVE,
+    SERVICE_YOUNG_THRESHOLD,
+    collect_less_often,
+    collector_paused,
+    freeze_survivors,
+)
 
 
 def test_the_collector_is_held_in_the_block_and_restored_after() -> None:
@@ -61,3 +67,26 @@ def test_what_is_alive_at_the_start_is_frozen_and_garbage_is_collected_first() -
         assert gc.get_freeze_count() == frozen  # a full collection leaves them frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_service_collects_the_young_generation_less_often() -> None:
+    """`monitor run`'s threshold: 5,000 objects kept alive make no young collection (with
+    Python's 700, about seven); the older generations keep theirs."""
+    default = gc.get_threshold()
+
+    def young_collections(count: int) -> int:
+        gc.collect()
+        before = gc.get_stats()[0]["collections"]
+        kept = [[i] for i in range(count)]
+        made = gc.get_stats()[0]["collections"] - before
+        del kept
+        return made
+
+    try:
+        gc.set_threshold(700, *default[1:])
+        assert young_collections(5_000) >= 5
+        collect_less_often()
+        assert gc.get_threshold() == (SERVICE_YOUNG_THRESHOLD, *default[1:])
+        assert young_collections(5_000) == 0
+    finally:
+        gc.set_threshold(*default)

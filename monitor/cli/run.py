@@ -217,7 +217,7 @@ def run(ctx: typer.Context) -> None:
       monitor run
       monitor run --config /etc/news-monitor/config.yaml
     """
-    from monitor.core.collector import freeze_survivors
+    from monitor.core.collector import collect_less_often, freeze_survivors
     from monitor.daemon import Service, configure_logging, memory, run_forever, sqlite_lock
     from monitor.daemon.run import ExitDeadline
     from monitor.errors import MonitorError
@@ -240,6 +240,7 @@ def run(ctx: typer.Context) -> None:
             # What it has built to start (libraries, config, matcher) lives as long as it does:
             # out of the collector's way from now on (`core.collector`).
             freeze_survivors()
+            collect_less_often()
             exit_deadline = ExitDeadline()
 
             async def until_stopped() -> None:

@@ -14,13 +14,19 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     ColumnElement,
     CursorResult,
     Row,
+    String,
     Table,
+    any_,
+    bindparam,
     func,
     or_,
     select,
+    sql,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -43,6 +49,17 @@ def array_literal(values: Iterable[int | str]) -> str:
         for v in values
     )
     return "{" + ",".join(parts) + "}"
+
+
+def takes_arrays(session: Session) -> bool:
+    """Whether the database takes a list of values as one array parameter (PostgreSQL)."""
+    return dialect(session) == "postgresql"
+
+
+def in_id_array(column: ColumnElement[int], name: str) -> ColumnElement[bool]:
+    """`column = ANY(:name::bigint[])`: `name` is one `array_literal` of ids, so the statement's
+    text is the same for any number of them and PostgreSQL keeps its plan."""
+    return column == any_(sql.cast(bindparam(name, type_=String()), ARRAY(BigInteger())))
 
 
 def insert_ignore(

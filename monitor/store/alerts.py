@@ -21,14 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     ColumnElement,
-    String,
     and_,
-    any_,
     bindparam,
-    cast,
     delete,
     func,
     or_,
@@ -41,12 +36,13 @@ from monitor.model import Alert, Hit, MessageRef
 from monitor.store._shared import (
     array_literal,
     database_now,
-    dialect,
+    in_id_array,
     insert_ignore,
     insert_ignore_many,
     lease_free,
     rowcount,
     short_error,
+    takes_arrays,
 )
 from monitor.store.tables import alerts, feeds, items, matches
 
@@ -154,7 +150,7 @@ _MATCHED_WATCHLISTS = select(matches.c.story_id, matches.c.watchlist).where(
 # On PostgreSQL the ids are one array parameter: the same text for any number of stories, so
 # psycopg prepares it after a few executions and the server keeps its plan.
 _MATCHED_WATCHLISTS_ANY = select(matches.c.story_id, matches.c.watchlist).where(
-    matches.c.story_id == any_(cast(bindparam("story_ids", type_=String()), ARRAY(BigInteger())))
+    in_id_array(matches.c.story_id, "story_ids")
 )
 
 
@@ -165,7 +161,7 @@ def matched_watchlists(session: Session, story_ids: Collection[int]) -> dict[int
     if not ids:
         return found
     pages: list[Any]
-    if dialect(session) == "postgresql":  # the ids as one array literal: the same text always
+    if takes_arrays(session):  # the ids as one array literal: the same text always
         pages, statement = [array_literal(ids)], _MATCHED_WATCHLISTS_ANY
     else:
         pages = [ids[start : start + 500] for start in range(0, len(ids), 500)]

@@ -20,16 +20,12 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     BindParameter,
     ColumnElement,
     Select,
     String,
     and_,
-    any_,
     bindparam,
-    cast,
     delete,
     exists,
     func,
@@ -45,10 +41,11 @@ from sqlalchemy.sql.elements import TextClause
 
 from monitor.store._shared import (
     array_literal,
-    dialect,
+    in_id_array,
     insert_ignore,
     insert_ignore_many,
     rowcount,
+    takes_arrays,
 )
 from monitor.store.tables import alerts, clean_text, feeds, items, matches, stories, story_hashes
 
@@ -308,9 +305,7 @@ def _story_items_statement(story_ids: ColumnElement[bool]) -> Select[Any]:
 _STORY_ITEMS = _story_items_statement(items.c.story_id.in_(_VALUES))
 # On PostgreSQL the ids are one array parameter: the statement's text is the same for any number
 # of ids, so psycopg prepares it after a few executions and the server keeps its plan.
-_STORY_ITEMS_ANY = _story_items_statement(
-    items.c.story_id == any_(cast(bindparam("values", type_=String()), ARRAY(BigInteger())))
-)
+_STORY_ITEMS_ANY = _story_items_statement(in_id_array(items.c.story_id, "values"))
 
 
 def stories_of_hashes(session: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -377,7 +372,7 @@ def _candidate_pages(
     text whatever the poll, its values in arrays: psycopg prepares it after a few executions
     and the server keeps its plan instead of planning it at every poll (0.4-0.5 ms a time).
     Elsewhere a statement per page, its values one bind parameter each (SQLite has no arrays)."""
-    if _arrays(session):
+    if takes_arrays(session):
         numbers = [number for number, lookup in enumerate(lookups) for _ in lookup]
         lookup_hashes = [h for lookup in lookups for h in lookup]
         if hashes or lookup_hashes:
@@ -403,11 +398,6 @@ def _candidate_pages(
             values[f"l{n}"] = number
             values[f"h{n}"] = h
         yield _candidates_statement(len(rows)), values
-
-
-def _arrays(session: Session) -> bool:
-    """Whether the database takes a list of values as one array parameter (PostgreSQL)."""
-    return dialect(session) == "postgresql"
 
 
 @cache
@@ -474,7 +464,7 @@ def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[St
     found: dict[int, list[StoryItem]] = {}
     wanted = sorted(set(story_ids))
     pages: list[Any]
-    if _arrays(session):  # the ids as one array literal: the same text always
+    if takes_arrays(session):  # the ids as one array literal: the same text always
         pages, statement = [array_literal(wanted)] if wanted else [], _STORY_ITEMS_ANY
     else:
         pages, statement = list(_chunks(wanted)), _STORY_ITEMS

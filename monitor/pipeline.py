@@ -81,7 +81,7 @@ from monitor.store.stories import (
     insert_stories,
     stored_versions,
     story_candidates,
-    story_items,
+    story_reads,
     update_items,
 )
 from monitor.store.story_locks import lock_stories
@@ -965,6 +965,10 @@ def _plan_stories(
         if p.keyed.content_hash not in exact
         for story in by_headline(n, p)
     }
+    # Every stored story an item may end up in, or leave, is one of `exact`'s, `similar`'s, or
+    # one of the feed's stored items': their matches are read with the items, in one round trip.
+    may_match = set(exact.values()) | similar | {r.story_id for r in known.by_identity.values()}
+    read = story_reads(session, similar, may_match)
     reports: dict[int, list[stories.Report]] = {
         story: [
             stories.Report(
@@ -972,7 +976,7 @@ def _plan_stories(
             )
             for i in found
         ]
-        for story, found in story_items(session, sorted(similar)).items()
+        for story, found in read.items.items()
     }
     new_stories: list[_NewStory] = []
     fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
@@ -1022,7 +1026,10 @@ def _plan_stories(
             steps.append(_Step(p, story_id, False, item_id, old_story, first_seen))
             versions[k.key] = (item_id, story_id, first_seen)
     involved = {s.story_id for s in steps} | {s.old_story_id for s in steps if s.old_story_id}
-    matched = matched_watchlists(session, sorted(s for s in involved if s < _TEMP_STORY))
+    stored = sorted(s for s in involved if s < _TEMP_STORY)
+    unread = [s for s in stored if s not in read.matched]  # none: each is one `may_match` has
+    matched = {s: read.matched[s] for s in stored if s in read.matched}
+    matched |= matched_watchlists(session, unread) if unread else {}
     return _StoryPlan(steps, new_stories, matched, joined_keys)
 
 

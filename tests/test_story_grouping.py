@@ -28,7 +28,7 @@ from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
 from monitor.errors import StoreError
 from monitor.store import db
-from monitor.store.alerts import matched_watchlists
+from monitor.store.alerts import NewMatch, insert_matches
 from monitor.store.feeds import sync_feeds
 from monitor.store.stories import (
     NewItem,
@@ -36,7 +36,7 @@ from monitor.store.stories import (
     insert_item,
     story_candidates,
     story_for_hash,
-    story_items,
+    story_reads,
 )
 from monitor.store.tables import alerts, items, stories
 
@@ -285,6 +285,55 @@ def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_
         engine.dispose()
 
 
+def test_a_polls_story_items_and_matched_watchlists_come_in_one_query(database_url: str) -> None:
+    """`story_reads`: the items of some stories, oldest first, and the watchlists other stories
+    have matched (an entry for each story asked, empty when none), in one statement."""
+    engine = db.make_engine(database_url)
+    try:
+        db.ensure_schema(engine, upgrade=True)
+        now = datetime.now(UTC)
+        with db.transaction(engine) as session:
+            feed = sync_feeds(session, [("f", "https://f.example/rss")], now)["f"]
+            first, _ = story_for_hash(session, "v1:first", now)
+            second, _ = story_for_hash(session, "v1:second", now)
+            ids = {}
+            for n, (story, at) in enumerate(
+                [(first, now), (first, now - timedelta(hours=1)), (second, None)]
+            ):
+                item = NewItem(
+                    f"g{n}", f"v1:{n}", 1, f"t{n}", "b", None, f"https://o{n}/", None, at, "en",
+                    now, story,
+                )  # fmt: skip
+                ids[n] = insert_item(session, feed, item)
+            insert_matches(
+                session,
+                [
+                    NewMatch(first, ids[0], "w1", "[]"),
+                    NewMatch(first, ids[1], "w2", "[]"),
+                    NewMatch(second, ids[2], "w1", "[]"),
+                ],
+                now,
+            )
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        with db.read_session(engine) as session:
+            read = story_reads(session, [first], [first, second, second + 1])
+            nothing = story_reads(session, [], [])
+        assert len([sql for sql in statements if "SELECT" in sql]) == 1
+        assert [(i.title, i.at, i.feed_name, i.link) for i in read.items[first]] == [
+            ("t1", now - timedelta(hours=1), "f", "https://o1/"),
+            ("t0", now, "f", "https://o0/"),
+        ]
+        assert list(read.items) == [first]
+        assert read.matched == {first: {"w1", "w2"}, second: {"w1"}, second + 1: set()}
+        assert (nothing.items, nothing.matched) == ({}, {})
+        with db.read_session(engine) as session:
+            only_matches = story_reads(session, [], [second])
+        assert (only_matches.items, only_matches.matched) == ({}, {second: {"w1"}})
+    finally:
+        engine.dispose()
+
+
 def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str) -> None:
     """The story reads' text is the same whatever the number of items, hashes and stories (their
     values are arrays), and a read session ends with COMMIT (a ROLLBACK makes psycopg forget what
@@ -299,18 +348,13 @@ def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str)
                 hashes = [f"v1:hash-{i}" for i in range(n)]
                 lookups = [list(range(3 * n)), [n, n + 1], ()]
                 story_candidates(session, hashes, lookups, now - timedelta(days=3), limit=20)
-                story_items(session, list(range(1, n + 1)))
-                matched_watchlists(session, list(range(1, n + 1)))
+                story_reads(session, list(range(1, n + 1)), list(range(n, 2 * n + 1)))
         with db.read_session(engine) as session:
             prepared = session.execute(
                 text("SELECT statement FROM pg_prepared_statements")
             ).scalars()
             statements = sorted(" ".join(sql.split())[:20] for sql in prepared)
-        assert statements == [
-            "SELECT items.story_i",
-            "SELECT matches.story",
-            "WITH wanted (lookup,",
-        ]
+        assert statements == ["SELECT items.story_i", "WITH wanted (lookup,"]
         with (
             pytest.raises(StoreError, match="read-only transaction"),
             db.read_session(engine) as session,

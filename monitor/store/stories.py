@@ -13,7 +13,7 @@ Functions take a Session and never commit. Feeds are in `feeds`; matches and ale
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Select,
+    CompoundSelect,
     String,
     and_,
     bindparam,
@@ -30,6 +30,7 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    null,
     or_,
     select,
     text,
@@ -56,6 +57,7 @@ __all__ = [
     "StoredItemRef",
     "StoryCandidates",
     "StoryItem",
+    "StoryReads",
     "add_fingerprint",
     "add_story_hashes",
     "feed_says_already",
@@ -71,8 +73,8 @@ __all__ = [
     "stories_of_hashes",
     "story_candidates",
     "story_for_hash",
-    "story_items",
     "story_of_hash",
+    "story_reads",
     "update_item",
     "update_items",
 ]
@@ -285,8 +287,13 @@ _STORIES_OF_HASHES = union_all(
 _at = func.coalesce(items.c.published_at, items.c.fetched_at).label("at")
 
 
-def _story_items_statement(story_ids: ColumnElement[bool]) -> Select[Any]:
-    return (
+def _story_reads_statement(
+    story_ids: ColumnElement[bool], matched_ids: ColumnElement[bool]
+) -> CompoundSelect[Any]:
+    """The items of some stories and the watchlists other stories have matched, in one statement:
+    an item row has no watchlist, a match row only its story and watchlist. The item rows come in
+    order of story, date and id (the match rows fall among them)."""
+    item_rows = (
         select(
             items.c.story_id,
             feeds.c.name.label("feed_name"),
@@ -295,17 +302,27 @@ def _story_items_statement(story_ids: ColumnElement[bool]) -> Select[Any]:
             items.c.title,
             items.c.text,
             items.c.language,
+            items.c.id.label("item_id"),
+            null().label("watchlist"),
         )
         .join(feeds, feeds.c.id == items.c.feed_id)
         .where(story_ids)
-        .order_by(items.c.story_id, _at, items.c.id)
     )
+    empty = ("feed_name", "link", "at", "title", "text", "language", "item_id")
+    match_rows = select(
+        matches.c.story_id, *(null().label(name) for name in empty), matches.c.watchlist
+    ).where(matched_ids)
+    return union_all(item_rows, match_rows).order_by("story_id", "at", "item_id")
 
 
-_STORY_ITEMS = _story_items_statement(items.c.story_id.in_(_VALUES))
-# On PostgreSQL the ids are one array parameter: the statement's text is the same for any number
+_STORY_READS = _story_reads_statement(
+    items.c.story_id.in_(_VALUES), matches.c.story_id.in_(bindparam("matched", expanding=True))
+)
+# On PostgreSQL the ids are array parameters: the statement's text is the same for any number
 # of ids, so psycopg prepares it after a few executions and the server keeps its plan.
-_STORY_ITEMS_ANY = _story_items_statement(in_id_array(items.c.story_id, "values"))
+_STORY_READS_ANY = _story_reads_statement(
+    in_id_array(items.c.story_id, "values"), in_id_array(matches.c.story_id, "matched")
+)
 
 
 def stories_of_hashes(session: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -459,19 +476,49 @@ def _candidates_statement(rows: int) -> TextClause:
     return statement
 
 
-def story_items(session: Session, story_ids: Sequence[int]) -> dict[int, list[StoryItem]]:
-    """The items of each story (story id → its items, oldest first), in one query."""
+@dataclass(frozen=True, slots=True)
+class StoryReads:
+    """What deciding a poll's stories reads of stored stories (`story_reads`): the items of each
+    story it may join (story id → its items, oldest first) and the watchlists each story it may
+    end up in has matched (story id → watchlists; every story asked for has an entry)."""
+
+    items: dict[int, list[StoryItem]]
+    matched: dict[int, set[str]]
+
+
+def story_reads(
+    session: Session, item_stories: Collection[int], matched_stories: Collection[int]
+) -> StoryReads:
+    """The items of `item_stories` and the watchlists `matched_stories` have matched, in one round
+    trip (a statement per 500 ids of each on SQLite; none when both are empty): a poll that joins
+    a story reads both, and the second read cost a round trip of its own."""
     found: dict[int, list[StoryItem]] = {}
-    wanted = sorted(set(story_ids))
-    pages: list[Any]
-    if takes_arrays(session):  # the ids as one array literal: the same text always
-        pages, statement = [array_literal(wanted)] if wanted else [], _STORY_ITEMS_ANY
+    matched: dict[int, set[str]] = {story_id: set() for story_id in matched_stories}
+    wanted, wanted_matched = sorted(set(item_stories)), sorted(matched)
+    pages: list[tuple[Any, Any]]
+    if not wanted and not wanted_matched:
+        pages = []
+    elif takes_arrays(session):  # the ids as array literals: the same text always
+        pages = [(array_literal(wanted), array_literal(wanted_matched))]
+        statement = _STORY_READS_ANY
     else:
-        pages, statement = list(_chunks(wanted)), _STORY_ITEMS
-    for some in pages:
-        for row in session.execute(statement, {"values": some}):
-            found.setdefault(row.story_id, []).append(StoryItem(**row._mapping))
-    return found
+        count = max(len(wanted), len(wanted_matched))
+        pages = [
+            (wanted[start : start + _IN_CHUNK], wanted_matched[start : start + _IN_CHUNK])
+            for start in range(0, count, _IN_CHUNK)
+        ]
+        statement = _STORY_READS
+    for some, some_matched in pages:
+        for row in session.execute(statement, {"values": some, "matched": some_matched}):
+            if row.watchlist is not None:
+                matched[row.story_id].add(row.watchlist)
+                continue
+            found.setdefault(row.story_id, []).append(
+                StoryItem(
+                    row.story_id, row.feed_name, row.link, row.at, row.title, row.text, row.language
+                )
+            )
+    return StoryReads(found, matched)
 
 
 def insert_stories(

@@ -184,6 +184,9 @@ class _StoryPlan:
 _TEMP_STORY = 1 << 62
 _DEFAULT_RULES = stories.Rules()
 NEAR_CANDIDATES = 20  # stories an item is compared with: those sharing most indexed hashes
+# The candidates whose items and matched watchlists the candidates' statement reads along: those
+# sharing this many hashes with an item, every story its headline may join and most it copies.
+_READ_ALONG = stories.HEADLINE_KEYS_SHARED
 
 
 _SessionKey = tuple[bool, tuple[object, ...]]  # allow_private, `_session_kind`
@@ -924,12 +927,15 @@ def _plan_stories(
     lookups: list[tuple[int, ...]] = []  # 2n: item n's fingerprint hashes; 2n + 1: its keys
     for p in todo:
         lookups += [p.fingerprint[: stories.INDEXED], p.headline_keys]
+    stored_stories = {ref.story_id for ref in known.by_identity.values()}
     found = story_candidates(
         session,
         [p.keyed.content_hash for p in todo],
         lookups,
         since=now - rules.window,
         limit=NEAR_CANDIDATES,
+        read_along=_READ_ALONG,
+        stories_matched=stored_stories,
     )
     exact = found.exact
     made: dict[int, list[int]] = {}  # indexed hash → stories this poll makes
@@ -966,17 +972,25 @@ def _plan_stories(
         for story in by_headline(n, p)
     }
     # Every stored story an item may end up in, or leave, is one of `exact`'s, `similar`'s, or
-    # one of the feed's stored items': their matches are read with the items, in one round trip.
-    may_match = set(exact.values()) | similar | {r.story_id for r in known.by_identity.values()}
-    read = story_reads(session, similar, may_match)
+    # one of the feed's stored items': their matches are read with the items, in one round trip,
+    # unless the candidates' statement read them along already.
+    may_match = set(exact.values()) | similar | stored_stories
+    read = story_reads(
+        session,
+        [s for s in similar if s not in found.items],
+        [s for s in may_match if s not in found.matched],
+    )
+    items_of = found.items | read.items
+    read_matched = found.matched | read.matched
     reports: dict[int, list[stories.Report]] = {
         story: [
             stories.Report(
                 stories.outlet_of(i.link, i.feed_name), i.at, i.title, i.text, i.language
             )
-            for i in found
+            for i in items_of[story]
         ]
-        for story, found in read.items.items()
+        for story in sorted(similar)
+        if items_of.get(story)
     }
     new_stories: list[_NewStory] = []
     fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
@@ -1027,8 +1041,8 @@ def _plan_stories(
             versions[k.key] = (item_id, story_id, first_seen)
     involved = {s.story_id for s in steps} | {s.old_story_id for s in steps if s.old_story_id}
     stored = sorted(s for s in involved if s < _TEMP_STORY)
-    unread = [s for s in stored if s not in read.matched]  # none: each is one `may_match` has
-    matched = {s: read.matched[s] for s in stored if s in read.matched}
+    unread = [s for s in stored if s not in read_matched]  # none: each is one `may_match` has
+    matched = {s: read_matched[s] for s in stored if s in read_matched}
     matched |= matched_watchlists(session, unread) if unread else {}
     return _StoryPlan(steps, new_stories, matched, joined_keys)
 

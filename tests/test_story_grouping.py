@@ -334,6 +334,74 @@ def test_a_polls_story_items_and_matched_watchlists_come_in_one_query(database_u
         engine.dispose()
 
 
+def test_on_postgresql_the_candidates_statement_reads_the_likely_stories_along(
+    database_url: str,
+) -> None:
+    """With `read_along`, PostgreSQL's candidates statement also reads what `story_reads` would of
+    the candidates sharing that many hashes (their items, oldest first, and watchlists) and the
+    watchlists of the exact hashes' stories and of the stories named: the same, in the same round
+    trip. Elsewhere nothing is read along (`story_reads` reads it after)."""
+    fingerprint = core_stories.fingerprint(WANG_YI)
+    indexed = fingerprint[: core_stories.INDEXED]
+    engine = db.make_engine(database_url)
+    try:
+        db.ensure_schema(engine, upgrade=True)
+        now = datetime.now(UTC)
+        with db.transaction(engine) as session:
+            feed = sync_feeds(session, [("f", "https://f.example/rss")], now)["f"]
+            copied, _ = story_for_hash(session, "v1:copied", now)
+            add_fingerprint(session, copied, core_stories.encode(fingerprint), indexed, now)
+            loose, _ = story_for_hash(session, "v1:loose", now)  # shares one hash: not read
+            add_fingerprint(session, loose, core_stories.encode(indexed[:1]), indexed[:1], now)
+            exact, _ = story_for_hash(session, "v1:exact", now)
+            named, _ = story_for_hash(session, "v1:named", now)
+            ids = {}
+            dated = [(copied, now), (copied, now - timedelta(hours=1))]
+            for n, (story, at) in enumerate([*dated, (loose, None), (exact, None), (named, None)]):
+                item = NewItem(
+                    f"g{n}", f"v1:{n}", 1, f"t{n}", "b", None, f"https://o{n}/", None, at, "en",
+                    now, story,
+                )  # fmt: skip
+                ids[n] = insert_item(session, feed, item)
+            insert_matches(
+                session,
+                [
+                    NewMatch(copied, ids[0], "w1", "[]"),
+                    NewMatch(loose, ids[2], "w2", "[]"),
+                    NewMatch(exact, ids[3], "w3", "[]"),
+                    NewMatch(named, ids[4], "w4", "[]"),
+                ],
+                now,
+            )
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        with db.read_session(engine) as session:
+            found = story_candidates(
+                session,
+                ["v1:exact"],
+                [indexed],
+                now - timedelta(days=1),
+                limit=20,
+                read_along=3,
+                stories_matched=[named],
+            )
+            separately = story_reads(session, [copied], [copied, exact, named])
+        assert found.ranked == [[(copied, len(indexed)), (loose, 1)]]
+        if not database_url.startswith("postgresql"):
+            assert (found.items, found.matched) == ({}, {})
+            return
+        assert len([sql for sql in statements if "SELECT" in sql]) == 2
+        assert [(i.title, i.at, i.feed_name, i.link) for i in found.items[copied]] == [
+            ("t1", now - timedelta(hours=1), "f", "https://o1/"),
+            ("t0", now, "f", "https://o0/"),
+        ]
+        assert found.items == separately.items
+        assert found.matched == {copied: {"w1"}, exact: {"w3"}, named: {"w4"}}
+        assert found.matched == separately.matched
+    finally:
+        engine.dispose()
+
+
 def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str) -> None:
     """The story reads' text is the same whatever the number of items, hashes and stories (their
     values are arrays), and a read session ends with COMMIT (a ROLLBACK makes psycopg forget what
@@ -347,7 +415,15 @@ def test_a_polls_story_reads_are_planned_once_on_postgresql(postgresql_url: str)
             with db.read_session(engine) as session:
                 hashes = [f"v1:hash-{i}" for i in range(n)]
                 lookups = [list(range(3 * n)), [n, n + 1], ()]
-                story_candidates(session, hashes, lookups, now - timedelta(days=3), limit=20)
+                story_candidates(
+                    session,
+                    hashes,
+                    lookups,
+                    now - timedelta(days=3),
+                    limit=20,
+                    read_along=3,
+                    stories_matched=range(n),
+                )
                 story_reads(session, list(range(1, n + 1)), list(range(n, 2 * n + 1)))
         with db.read_session(engine) as session:
             prepared = session.execute(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 
 from monitor.store._shared import (
     array_literal,
@@ -346,6 +347,10 @@ class StoryCandidates:
     exact: dict[str, int]
     ranked: list[list[tuple[int, int]]]
     fingerprints: dict[int, str | None]
+    # Read along on PostgreSQL (`story_candidates`' `read_along`), as `story_reads` reads them:
+    # the items of each story read (oldest first), the watchlists of each story read.
+    items: dict[int, list[StoryItem]] = field(default_factory=dict)
+    matched: dict[int, set[str]] = field(default_factory=dict)
 
 
 _LOOKUP_ROWS = 900  # (lookup, hash) rows per statement: two parameters each
@@ -357,34 +362,64 @@ def story_candidates(
     lookups: Sequence[Sequence[int]],
     since: datetime,
     limit: int,
+    *,
+    read_along: int | None = None,
+    stories_matched: Collection[int] = (),
 ) -> StoryCandidates:
     """In one round trip (a statement per 500 hashes or 900 lookup hashes for huge polls):
     `stories_of_hashes(content_hashes)`, and for each lookup (a group of index hashes), the
     `limit` stories created since `since` sharing most of its hashes, with their fingerprints.
 
     Ranked in the database, so that stories sharing only a common phrase's hash cannot crowd the
-    limit out of the true copy, which shares most of them, and only the best are sent back."""
+    limit out of the true copy, which shares most of them, and only the best are sent back.
+
+    With `read_along` on PostgreSQL, the same statement reads what `story_reads` would of the
+    stories likely to be wanted next: the items of the candidates sharing at least `read_along`
+    hashes with a lookup, and the watchlists matched by those, by the exact hashes' stories and by
+    `stories_matched`; a poll that joins a stored story then needs no second round trip."""
     hashes = sorted(set(content_hashes))
     created: dict[str, int] = {}
     joined: dict[str, int] = {}
     ranked: list[list[tuple[int, int]]] = [[] for _ in lookups]
     fingerprints: dict[int, str | None] = {}
-    for statement, values in _candidate_pages(session, hashes, lookups):
+    items_of: dict[int, list[tuple[datetime, int, StoryItem]]] = {}
+    watchlists: dict[int, set[str]] = {}
+    along = read_along is not None and takes_arrays(session)
+    ran = False
+    for statement, values in _candidate_pages(session, hashes, lookups, along):
+        ran = True
         values |= {"since": since, "limit": limit}
+        if along:
+            values |= {"read_along": read_along, "stories": array_literal(stories_matched)}
         for row in session.execute(statement, values):
             if row.way == "near":
                 ranked[row.lookup].append((row.story_id, row.shared))
                 fingerprints[row.story_id] = row.detail
+            elif row.way == "item":
+                item = StoryItem(
+                    row.story_id, row.feed_name, row.link, row.at, row.title, row.text, row.language
+                )
+                items_of.setdefault(row.story_id, []).append((row.at, row.shared, item))
+            elif row.way == "matched":
+                watchlists.setdefault(row.story_id, set()).add(row.detail)
             else:
                 (created if row.way == "created" else joined)[row.detail] = row.story_id
     for found in ranked:
         found.sort(key=lambda pair: (-pair[1], pair[0]))
-    return StoryCandidates(joined | created, ranked, fingerprints)
+    exact = joined | created
+    if not (along and ran):
+        return StoryCandidates(exact, ranked, fingerprints)
+    # Which stories were read along, those without rows too, as the statement chose them.
+    read = {story for found in ranked for story, shared in found if shared >= (read_along or 0)}
+    items = {story: [i for _, _, i in sorted(items_of.get(story, []))] for story in read}
+    matched = {story: watchlists.get(story, set()) for story in read | set(exact.values())}
+    matched |= {story: watchlists.get(story, set()) for story in stories_matched}
+    return StoryCandidates(exact, ranked, fingerprints, items, matched)
 
 
 def _candidate_pages(
-    session: Session, hashes: Sequence[str], lookups: Sequence[Sequence[int]]
-) -> Iterator[tuple[TextClause, dict[str, Any]]]:
+    session: Session, hashes: Sequence[str], lookups: Sequence[Sequence[int]], along: bool = False
+) -> Iterator[tuple[TextClause | TextualSelect, dict[str, Any]]]:
     """`story_candidates`' statements and their values. On PostgreSQL one statement of constant
     text whatever the poll, its values in arrays: psycopg prepares it after a few executions
     and the server keeps its plan instead of planning it at every poll (0.4-0.5 ms a time).
@@ -398,7 +433,7 @@ def _candidate_pages(
                 "lookups": array_literal(numbers),
                 "lookup_hashes": array_literal(lookup_hashes),
             }
-            yield _candidates_statement(-1), arrays
+            yield (_candidates_reading_along() if along else _candidates_statement(-1)), arrays
         return
     groups: list[list[tuple[int, int]]] = [[]]  # statements' (lookup, hash) rows
     for number, lookup in enumerate(lookups):
@@ -474,6 +509,59 @@ def _candidates_statement(rows: int) -> TextClause:
     if rows:
         statement = statement.bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
     return statement
+
+
+@cache
+def _candidates_reading_along() -> TextualSelect:
+    """PostgreSQL's `story_candidates` statement with `read_along`: its rows, then the items of
+    the candidates sharing `:read_along` hashes or more with a lookup (`item` rows: the item's id
+    in `shared`), and the watchlists (`matched` rows, in `detail`) of those, of the exact hashes'
+    stories and of `:stories`. The columns an item row needs are NULL in the others."""
+    base = _candidates_statement(-1).text
+    head = base.partition("SELECT 'near' AS way")[0]
+    nothing = """, CAST(NULL AS TEXT) AS feed_name, CAST(NULL AS TEXT) AS link,
+               CAST(NULL AS TIMESTAMPTZ) AS at, CAST(NULL AS TEXT) AS title,
+               CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS language"""
+    sql = f"""{head.rstrip()},
+        best AS (
+            SELECT lookup, story_id, shared FROM ranked WHERE place <= :limit
+        ),
+        exact AS (
+            SELECT 'created' AS way, stories.id AS story_id, stories.content_hash AS detail
+            FROM stories WHERE stories.content_hash = ANY(CAST(:hashes AS VARCHAR[]))
+            UNION ALL
+            SELECT 'joined', items.story_id, items.content_hash
+            FROM items JOIN (
+                SELECT min(items.id) AS id FROM items
+                WHERE items.content_hash = ANY(CAST(:hashes AS VARCHAR[]))
+                GROUP BY items.content_hash
+            ) AS first_of_hash ON first_of_hash.id = items.id
+        ),
+        read_along AS (SELECT DISTINCT story_id FROM best WHERE shared >= :read_along)
+        SELECT 'near' AS way, best.lookup, best.story_id, best.shared,
+               stories.fingerprint AS detail{nothing}
+        FROM best JOIN stories ON stories.id = best.story_id
+        UNION ALL
+        SELECT way, NULL, story_id, NULL, detail, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM exact
+        UNION ALL
+        SELECT 'item', NULL, items.story_id, items.id, NULL, feeds.name, items.link,
+               coalesce(items.published_at, items.fetched_at), items.title, items.text,
+               items.language
+        FROM read_along JOIN items ON items.story_id = read_along.story_id
+        JOIN feeds ON feeds.id = items.feed_id
+        UNION ALL
+        SELECT 'matched', NULL, matches.story_id, NULL, matches.watchlist,
+               NULL, NULL, NULL, NULL, NULL, NULL
+        FROM matches WHERE matches.story_id IN (
+            SELECT story_id FROM read_along UNION SELECT story_id FROM exact
+            UNION SELECT unnest(CAST(:stories AS BIGINT[]))
+        )"""
+    return (
+        text(sql)
+        .bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
+        .columns(at=items.c.published_at.type)
+    )
 
 
 @dataclass(frozen=True, slots=True)

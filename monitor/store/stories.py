@@ -20,12 +20,15 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     ColumnElement,
     CompoundSelect,
+    Integer,
     String,
     and_,
     bindparam,
+    column,
     delete,
     exists,
     func,
@@ -40,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.types import TypeEngine
 
 from monitor.store._shared import (
     array_literal,
@@ -557,10 +561,17 @@ def _candidates_reading_along() -> TextualSelect:
             SELECT story_id FROM read_along UNION SELECT story_id FROM exact
             UNION SELECT unnest(CAST(:stories AS BIGINT[]))
         )"""
+    # Every column typed, in order: SQLAlchemy then matches them by position and keeps the
+    # result's description from one execution to the next instead of building it each time.
+    names = ("way", "lookup", "story_id", "shared", "detail", "feed_name", "link", "at", "title")
+    types: dict[str, TypeEngine[Any]] = {"lookup": Integer(), "at": items.c.published_at.type}
+    types |= {"story_id": BigInteger(), "shared": BigInteger()}
     return (
         text(sql)
         .bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
-        .columns(at=items.c.published_at.type)
+        .columns(
+            *(column(name, types.get(name, String())) for name in (*names, "text", "language"))
+        )
     )
 
 

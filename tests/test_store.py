@@ -612,7 +612,7 @@ def test_items_since_are_those_published_since_oldest_first(engine: Engine) -> N
     _store_item(engine, "a", "new2", "h2", now)
     _store_item(engine, "b", "new1", "h1", now, published_at=now - timedelta(hours=1))
     _store_item(engine, "b", "undated", "h3", now - timedelta(hours=2), published_at=None)
-    with read_session(engine) as session:
+    with read_session(engine, streaming=True) as session:
         found = list(items_since(session, now - timedelta(days=1)))
     assert [(i.title, i.feed_name) for i in found] == [
         ("title undated", "b"),

@@ -255,7 +255,8 @@ def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_
             )  # joined the story as a near-copy: its hash made no story
             insert_item(session, feed, rewrite)
         statements: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        for listened in {engine, db.read_engine(engine)}:
+            event.listen(listened, "before_cursor_execute", lambda *a: statements.append(a[2]))
         copy = core_stories.fingerprint(WANG_YI + "\nجميع الحقوق محفوظة")
         lookups = [copy[: core_stories.INDEXED], (), (indexed[1], 7)]
         with db.read_session(engine) as session:
@@ -315,7 +316,8 @@ def test_a_polls_story_items_and_matched_watchlists_come_in_one_query(database_u
                 now,
             )
         statements: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        for listened in {engine, db.read_engine(engine)}:
+            event.listen(listened, "before_cursor_execute", lambda *a: statements.append(a[2]))
         with db.read_session(engine) as session:
             read = story_reads(session, [first], [first, second, second + 1])
             nothing = story_reads(session, [], [])
@@ -374,7 +376,8 @@ def test_on_postgresql_the_candidates_statement_reads_the_likely_stories_along(
                 now,
             )
         statements: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        for listened in {engine, db.read_engine(engine)}:
+            event.listen(listened, "before_cursor_execute", lambda *a: statements.append(a[2]))
         with db.read_session(engine) as session:
             found = story_candidates(
                 session,

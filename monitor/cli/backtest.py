@@ -102,7 +102,7 @@ def backtest(
     engine = open_database(settings)
     try:
         try:
-            with db.read_session(engine) as session:
+            with db.read_session(engine, streaming=True) as session:
                 for item in items_since(session, cutoff):
                     scanned += 1
                     article = Article(

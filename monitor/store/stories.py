@@ -729,7 +729,8 @@ def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
     """Items published at or after `since` (an undated item: first seen at or after it), oldest
     first by that date, streamed in batches: the date a backtest filters and reports by.
 
-    Iterate while the session is open (a server-side cursor on PostgreSQL).
+    Iterate while the session is open (a server-side cursor on PostgreSQL: a `read_session`
+    with `streaming`).
     """
     published = func.coalesce(items.c.published_at, items.c.fetched_at)
     statement = (

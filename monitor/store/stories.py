@@ -13,6 +13,7 @@ Functions take a Session and never commit. Feeds are in `feeds`; matches and ale
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -357,9 +358,6 @@ class StoryCandidates:
     matched: dict[int, set[str]] = field(default_factory=dict)
 
 
-_LOOKUP_ROWS = 900  # (lookup, hash) rows per statement: two parameters each
-
-
 def story_candidates(
     session: Session,
     content_hashes: Sequence[str],
@@ -370,7 +368,7 @@ def story_candidates(
     read_along: int | None = None,
     stories_matched: Collection[int] = (),
 ) -> StoryCandidates:
-    """In one round trip (a statement per 500 hashes or 900 lookup hashes for huge polls):
+    """In one round trip (a statement per 500 content hashes for huge polls):
     `stories_of_hashes(content_hashes)`, and for each lookup (a group of index hashes), the
     `limit` stories created since `since` sharing most of its hashes, with their fingerprints.
 
@@ -427,7 +425,11 @@ def _candidate_pages(
     """`story_candidates`' statements and their values. On PostgreSQL one statement of constant
     text whatever the poll, its values in arrays: psycopg prepares it after a few executions
     and the server keeps its plan instead of planning it at every poll (0.4-0.5 ms a time).
-    Elsewhere a statement per page, its values one bind parameter each (SQLite has no arrays)."""
+    Elsewhere (SQLite has no arrays) the (lookup, hash) pairs as one JSON text, and the content
+    hashes in pages of `_IN_CHUNK`: two statements in all, whatever the poll. A statement whose
+    text grew with the pairs, a bind parameter each, was compiled and kept once per number of
+    pairs: with every item's headline keys looked up, hundreds of sizes and ~130 MB of the
+    daemon's memory."""
     if takes_arrays(session):
         numbers = [number for number, lookup in enumerate(lookups) for _ in lookup]
         lookup_hashes = [h for lookup in lookups for h in lookup]
@@ -439,27 +441,22 @@ def _candidate_pages(
             }
             yield (_candidates_reading_along() if along else _candidates_statement(-1)), arrays
         return
-    groups: list[list[tuple[int, int]]] = [[]]  # statements' (lookup, hash) rows
-    for number, lookup in enumerate(lookups):
-        if len(groups[-1]) + len(lookup) > _LOOKUP_ROWS and groups[-1]:
-            groups.append([])
-        groups[-1].extend((number, h) for h in lookup)
-    for page in range(max(len(groups), -(-len(hashes) // _IN_CHUNK))):
+    pairs = [(number, h) for number, lookup in enumerate(lookups) for h in lookup]
+    for page in range(max(1 if pairs else 0, -(-len(hashes) // _IN_CHUNK))):
         some_hashes = hashes[page * _IN_CHUNK : (page + 1) * _IN_CHUNK]
-        rows = groups[page] if page < len(groups) else []
+        rows = pairs if page == 0 else []
         if not rows and not some_hashes:
             continue
         values: dict[str, Any] = {"hashes": some_hashes}
-        for n, (number, h) in enumerate(rows):
-            values[f"l{n}"] = number
-            values[f"h{n}"] = h
-        yield _candidates_statement(len(rows)), values
+        if rows:
+            values["pairs"] = json.dumps(rows)
+        yield _candidates_statement(1 if rows else 0), values
 
 
 @cache
 def _candidates_statement(rows: int) -> TextClause:
-    """`story_candidates`' statement for `rows` (lookup, hash) rows, built once per size; -1:
-    PostgreSQL's, whose values are arrays."""
+    """`story_candidates`' statement: 0, for content hashes alone; 1, with lookups too, their
+    (lookup, hash) pairs in JSON; -1, PostgreSQL's, whose values are arrays."""
     arrays = rows < 0
     in_hashes = "= ANY(CAST(:hashes AS VARCHAR[]))" if arrays else "IN :hashes"
     exact = f"""
@@ -478,8 +475,10 @@ def _candidates_statement(rows: int) -> TextClause:
         if arrays:
             wanted = "SELECT * FROM unnest(CAST(:lookups AS INTEGER[]), CAST(:lookup_hashes AS BIGINT[]))"
         else:
-            rows_sql = (f"(CAST(:l{n} AS INTEGER), CAST(:h{n} AS BIGINT))" for n in range(rows))
-            wanted = f"VALUES {', '.join(rows_sql)}"
+            wanted = (
+                "SELECT CAST(json_extract(value, '$[0]') AS INTEGER),"
+                " CAST(json_extract(value, '$[1]') AS BIGINT) FROM json_each(:pairs)"
+            )
         # The hashes an index row shares with a lookup, counted once per (hash, story) however
         # often the index holds the pair; each lookup's stories ranked by how many they share.
         sql = f"""

@@ -276,6 +276,7 @@ class Poller:
         self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
         self._fetching: Counter[_SessionKey] = Counter()
         self._private_policy: tuple[FetchPolicy, FetchPolicy] | None = None  # (of, allowing)
+        self._last_key: tuple[FetchPolicy, int, _SessionKey] | None = None  # `_session_key`
         self._parser: ParsePool | None = None  # started at the first parse, in the poll's loop
         # 304s and unchanged bodies: their poll state is written for many feeds at once.
         self.quiet = QuietPolls(engine, owner)
@@ -298,7 +299,8 @@ class Poller:
         try:
             yield session
         finally:
-            await self._release_session(key)
+            if self._release_session(key):
+                await self._close_unused_sessions()
 
     def _take_session(self, policy: FetchPolicy) -> tuple[_SessionKey, aiohttp.ClientSession]:
         """The session for a fetch under `policy`, counted as in use until `_release_session`."""
@@ -310,17 +312,25 @@ class Poller:
         self._fetching[key] += 1
         return key, session
 
-    async def _release_session(self, key: _SessionKey) -> None:
+    def _release_session(self, key: _SessionKey) -> bool:
+        """Count a fetch with the session of `key` as done; True if that session is of `fetch:`
+        settings a reload has replaced, to be closed (`_close_unused_sessions`) once its last
+        fetch ends."""
         self._fetching[key] -= 1
-        if key[1] != self._current_kind():
-            # A session of `fetch:` settings a reload has replaced: closed once its last fetch ends.
-            await self._close_unused_sessions()
+        return key[1] != self._current_kind()
 
     def _current_kind(self) -> tuple[object, ...]:
         return self._session_key(self.policy)[1]
 
     def _session_key(self, policy: FetchPolicy) -> _SessionKey:
-        return (policy.allow_private, _session_kind(policy, self.per_host))
+        # Worked out at every fetch: kept for the last policy and `per_host` it was asked for
+        # (a reload replaces both).
+        last = self._last_key
+        if last is not None and last[0] is policy and last[1] == self.per_host:
+            return last[2]
+        key = (policy.allow_private, _session_kind(policy, self.per_host))
+        self._last_key = (policy, self.per_host, key)
+        return key
 
     async def _close_unused_sessions(self) -> None:
         """Close the sessions built with `fetch:` settings a reload has changed and that no fetch
@@ -425,22 +435,11 @@ class Poller:
         hints = {"max_age_seconds": cache_max_age(result.headers)}
         if result.not_modified or result.body is None:
             at = next_poll(now, interval, rng=self.rng, **hints)
-            return await self._record(
-                state, now, "not_modified", None, at, failed=False, validators=result
-            )
+            return self._record_quiet(state, now, "not_modified", at, result)
         body_hash = hashlib.sha256(result.body).hexdigest()
         if body_hash == state.body_hash and not force:
             at = next_poll(now, interval, rng=self.rng, **hints)
-            return await self._record(
-                state,
-                now,
-                "unchanged",
-                None,
-                at,
-                failed=False,
-                validators=result,
-                body_hash=body_hash,
-            )
+            return self._record_quiet(state, now, "unchanged", at, result, body_hash)
         self.parsing_feeds.add(state.id)
         try:
             parsed = await self.parser.parse(
@@ -521,7 +520,8 @@ class Poller:
                 last_modified=None if force else state.last_modified,
             )
         finally:
-            await self._release_session(key)
+            if self._release_session(key):
+                await self._close_unused_sessions()
             if self.on_fetch is not None:
                 self.on_fetch(time.monotonic() - started)
 
@@ -826,6 +826,30 @@ class Poller:
         error = f"{reason} since {since:%Y-%m-%d %H:%M} UTC"
         return await self._record(state, now, "gone", error, at, failed=True, missing_since=since)
 
+    def _record_quiet(
+        self,
+        state: FeedState,
+        now: datetime,
+        status: str,
+        next_at: datetime,
+        validators: FetchResult | None,
+        body_hash: str | None = None,
+    ) -> PollResult:
+        """Record a quiet poll (a 304, an unchanged body): queued, written with others'
+        (`poll_states`). Not a coroutine: most polls are quiet, and nothing here waits."""
+        self.quiet.add(
+            QuietPoll(
+                state.id,
+                polled_at=now,
+                status=status,
+                etag=validators.etag if validators else state.etag,
+                last_modified=validators.last_modified if validators else state.last_modified,
+                body_hash=body_hash or state.body_hash,
+                next_poll_at=next_at,
+            )
+        )
+        return PollResult(state.name, status)
+
     async def _record(
         self,
         state: FeedState,
@@ -845,18 +869,7 @@ class Poller:
         if missing_since is None and failed:
             missing_since = state.missing_since
         if status in QUIET_STATUSES and not failed:
-            self.quiet.add(
-                QuietPoll(
-                    state.id,
-                    polled_at=now,
-                    status=status,
-                    etag=validators.etag if validators else state.etag,
-                    last_modified=validators.last_modified if validators else state.last_modified,
-                    body_hash=body_hash or state.body_hash,
-                    next_poll_at=next_at,
-                )
-            )
-            return PollResult(state.name, status)
+            return self._record_quiet(state, now, status, next_at, validators, body_hash)
 
         def write() -> None:
             with db.transaction(self.engine) as session:

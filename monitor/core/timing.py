@@ -79,6 +79,8 @@ MAX_ALERT_ATTEMPTS: Final = 12  # ~2.5 h of retries on average: outlives an hour
 BOT_START_RETRY_BASE: Final = 5.0
 BOT_START_RETRY_CAP: Final = 300.0
 
+_MAX_POLL_SECONDS: Final = MAX_POLL_DELAY.total_seconds()
+_ZERO: Final = timedelta(0)
 _MAX_DOUBLINGS: Final = 64  # 2**64 intervals is beyond any cap; keeps the float finite
 
 
@@ -97,14 +99,22 @@ def next_poll(
     4 × the interval and at 24 h, then jittered 0–10 % later and capped again at
     max(24 h, interval).
     """
-    _check_interval(interval)
-    cap = min(_seconds(MAX_POLL_DELAY), _seconds(interval) * MAX_HINT_FACTOR)
-    hint = 0.0
-    if ttl_minutes is not None and ttl_minutes > 0:
-        hint = max(hint, min(ttl_minutes * 60.0, cap))
-    if max_age_seconds is not None and max_age_seconds > 0:
-        hint = max(hint, min(float(max_age_seconds), cap))
-    return now + _jittered(max(_seconds(interval), hint), interval, rng)
+    if interval <= _ZERO:
+        _check_interval(interval)
+    seconds = interval.total_seconds()
+    wait = seconds
+    # Most polls (every 304 without a max-age) have no hint: the interval is the wait.
+    if (ttl_minutes is not None and ttl_minutes > 0) or (
+        max_age_seconds is not None and max_age_seconds > 0
+    ):
+        cap = min(_MAX_POLL_SECONDS, seconds * MAX_HINT_FACTOR)
+        hint = 0.0
+        if ttl_minutes is not None and ttl_minutes > 0:
+            hint = max(hint, min(ttl_minutes * 60.0, cap))
+        if max_age_seconds is not None and max_age_seconds > 0:
+            hint = max(hint, min(float(max_age_seconds), cap))
+        wait = max(seconds, hint)
+    return now + _jittered_seconds(wait, seconds, rng)
 
 
 def next_poll_after_failure(
@@ -251,7 +261,12 @@ def _non_negative_int(text: str) -> int | None:
 
 def _jittered(seconds: float, interval: timedelta, rng: random.Random) -> timedelta:
     """`seconds` made 0–10 % longer, at most max(24 h, interval)."""
-    cap = max(_seconds(MAX_POLL_DELAY), _seconds(interval))
+    return _jittered_seconds(seconds, interval.total_seconds(), rng)
+
+
+def _jittered_seconds(seconds: float, interval: float, rng: random.Random) -> timedelta:
+    """`_jittered` with the interval in seconds."""
+    cap = max(_MAX_POLL_SECONDS, interval)
     return timedelta(seconds=min(min(seconds, cap) * rng.uniform(1.0, 1.0 + POLL_JITTER), cap))
 
 

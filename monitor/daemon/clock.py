@@ -13,7 +13,6 @@ costs no round trip and never goes back when the host's clock is stepped.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,25 +31,23 @@ class DatabaseClock:
     ) -> None:
         self._monotonic = monotonic
         self._host = host
-        self._lock = threading.Lock()
-        self._base: datetime | None = None
-        self._at = 0.0
+        # (the database's time, the monotonic time it was read at), replaced whole by `observe`:
+        # a reader on another thread gets one pair or the other, never half of each, without a
+        # lock (`now` is read at every poll).
+        self._observed: tuple[datetime, float] | None = None
 
     def observe(self, database_now: datetime) -> None:
         """The database's time, as just read."""
-        with self._lock:
-            self._base = database_now.astimezone(UTC)
-            self._at = self._monotonic()
+        self._observed = (database_now.astimezone(UTC), self._monotonic())
 
     @property
     def synchronised(self) -> bool:
-        return self._base is not None
+        return self._observed is not None
 
     def now(self) -> datetime:
-        with self._lock:
-            base, at = self._base, self._at
-        if base is None:
+        observed = self._observed
+        if observed is None:
             return self._host()
-        return base + timedelta(seconds=self._monotonic() - at)
+        return observed[0] + timedelta(seconds=self._monotonic() - observed[1])
 
     __call__ = now

@@ -34,11 +34,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from monitor.store._shared import (
+    array_literal,
     database_now,
+    in_id_array,
     insert_ignore,
     lease_free,
     rowcount,
     short_error,
+    takes_arrays,
 )
 from monitor.store.tables import alerts, clean_text, feeds, items
 
@@ -209,11 +212,15 @@ def claim_due_feeds(
     ids = list(session.scalars(due))
     if not ids:
         return []
+    # On PostgreSQL the ids are one array parameter: the same text however many (psycopg parses
+    # a statement of hundreds of parameters anew each time, and the server plans it anew).
+    arrays = takes_arrays(session)
     claimed = session.execute(
         update(feeds)
-        .where(feeds.c.id.in_(ids))
+        .where(in_id_array(feeds.c.id, "ids") if arrays else feeds.c.id.in_(ids))
         .values(lease_owner=owner, lease_until=now + lease)
-        .returning(*_FEED_STATE_COLUMNS)
+        .returning(*_FEED_STATE_COLUMNS),
+        {"ids": array_literal(ids)} if arrays else {},
     )
     # Each row holds FeedState's fields but the last, `due_in`, in its order.
     states = [FeedState(*(*row, _due_in(row, now, ahead))) for row in claimed]
@@ -332,11 +339,16 @@ def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str)
             raise ValueError(f"{poll.status!r} is not a quiet poll's status")
     connection = session.connection()
     sql, names, convert, positional = _quiet_polls_statement(connection.dialect)
+    # Each parameter converted once a row (`polled_at` is two of the statement's), the owner,
+    # the same in every row, once a batch.
+    conversions = dict(zip(names, convert, strict=True))
+    to_owner = conversions.pop("owner")
+    owner_value = owner if to_owner is None else to_owner(owner)
+    per_row = tuple(conversions.items())
     rows: list[Any] = []
     for poll in polls:
         given = {
             "feed_id": poll.feed_id,
-            "owner": owner,
             "polled_at": poll.polled_at,
             "status": poll.status,
             "new_etag": poll.etag,
@@ -344,11 +356,12 @@ def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str)
             "new_body_hash": poll.body_hash,
             "new_next_poll_at": poll.next_poll_at,
         }
-        values = [
-            given[name] if processor is None else processor(given[name])
-            for name, processor in zip(names, convert, strict=True)
-        ]
-        rows.append(tuple(values) if positional else dict(zip(names, values, strict=True)))
+        values = {
+            name: given[name] if processor is None else processor(given[name])
+            for name, processor in per_row
+        }
+        values["owner"] = owner_value
+        rows.append(tuple([values[name] for name in names]) if positional else values)
     connection.exec_driver_sql(sql, rows)
 
 

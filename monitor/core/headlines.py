@@ -332,7 +332,9 @@ def _key(first: str, second: str) -> int:
     return _KEY_BASE + int.from_bytes(digest, "big") % _KEY_BASE
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def headline_of(title: str, body: str, language: str | None) -> Headline:
-    """`Headline.of`, cached: the items of a candidate story are weighed by every new item."""
+    """`Headline.of`, cached: the items of a candidate story are weighed by every new item. The
+    cache keeps each item's text too (its key): 1,024 items of 1,500 characters hold about 6 MB,
+    where 4,096 held 23."""
     return Headline.of(title, body, language)

@@ -8,6 +8,9 @@ the claims, leases and releases are the real ones, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +207,46 @@ def test_the_heap_is_trimmed_once_every_50_polls_that_stored_something(
 def test_trimming_and_limiting_the_arenas_work_on_this_glibc() -> None:
     assert memory.limit_arenas()
     assert memory.trim()
+
+
+_LARGE_BLOCKS = """
+import ctypes, sys
+from monitor.daemon import memory
+if sys.argv[1] == "limited":
+    memory.limit_arenas()
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(8_000_000))  # as the language model's table once read
+mapped = libc.mallinfo2().hblks
+block = libc.malloc(4_000_000)  # a poll's large buffer
+print(libc.mallinfo2().hblks - mapped)
+libc.free(block)
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc 2.33 or later")
+@pytest.mark.parametrize(("mode", "mapped"), [("limited", "1"), ("as glibc has it", "0")])
+def test_after_a_large_block_is_freed_the_next_is_still_mapped_on_its_own(
+    mode: str, mapped: str
+) -> None:
+    """glibc raises its mmap threshold when a large mapped block is freed, and the next large
+    block then lands in the heap, where it stays resident after it is freed: `limit_arenas` fixes
+    the threshold (in a fresh process: the threshold is per process)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LARGE_BLOCKS, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.strip() == mapped
 
 
 def test_on_stop_the_feeds_claimed_but_not_started_are_handed_back_at_once(build: Build) -> None:

@@ -8,6 +8,13 @@ memory. So `monitor run` keeps the arenas to `ARENAS` and trims after every `TRI
 polls that did work there (not the quiet ones, a 304 or an unchanged body: they free next to
 nothing, and a trim takes about a millisecond of the event loop's thread). Python's own small
 objects live in its own pools, which neither call touches.
+
+It also fixes malloc's mmap threshold at `MMAP_THRESHOLD`: a block that large grows the heap by a
+mapping of its own, unmapped when freed. Left to itself, glibc raises that threshold (and the one
+under which the free top of a heap is kept rather than handed back) each time a large mapped
+block is freed, up to 32 MB: after the language model's 28 MB table was read, a poll's large
+buffers stayed in the heaps. With 1,000 feeds and 10,000 watchlists, 297 → 252 MB resident once
+every feed was polled.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import ctypes.util
 import functools
 from typing import Any
 
-__all__ = ["ARENAS", "TRIM_EVERY_POLLS", "limit_arenas", "trim"]
+__all__ = ["ARENAS", "MMAP_THRESHOLD", "TRIM_EVERY_POLLS", "limit_arenas", "trim"]
 
 ARENAS = 2
 TRIM_EVERY_POLLS = 50
-_M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
+MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's default, kept fixed
+_M_ARENA_MAX = -8  # mallopt's parameters, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
@@ -40,9 +49,14 @@ def _glibc() -> Any:
 
 
 def limit_arenas(count: int = ARENAS) -> bool:
-    """At most `count` malloc arenas for the threads started from now on; False if not glibc."""
+    """At most `count` malloc arenas for the threads started from now on, and the mmap threshold
+    fixed at `MMAP_THRESHOLD`; False if not glibc."""
     libc = _glibc()
-    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, count))
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, count)) and bool(
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    )
 
 
 def trim() -> bool:

@@ -453,22 +453,35 @@ def _candidate_pages(
         yield _candidates_statement(1 if rows else 0), values
 
 
+_IN_HASH_ARRAY = "= ANY(CAST(:hashes AS VARCHAR[]))"  # PostgreSQL: the hashes as one array
+
+
+def _exact_stories(in_hashes: str, *, candidate_columns: bool) -> str:
+    """The rows of the stories of the content hashes `:hashes` (`in_hashes` compares a column with
+    them): the story a hash created (`created`), else that of the first item stored with it
+    (`joined`), the hash in `detail`. With `candidate_columns`, NULL `lookup` and `shared`
+    columns too, in the order of the candidates' rows."""
+    lookup, shared = ("NULL AS lookup, ", "NULL AS shared, ") if candidate_columns else ("", "")
+    null = "NULL, " if candidate_columns else ""
+    return f"""
+        SELECT 'created' AS way, {lookup}stories.id AS story_id, {shared}
+               stories.content_hash AS detail
+        FROM stories WHERE stories.content_hash {in_hashes}
+        UNION ALL
+        SELECT 'joined', {null}items.story_id, {null}items.content_hash
+        FROM items JOIN (
+            SELECT min(items.id) AS id FROM items WHERE items.content_hash {in_hashes}
+            GROUP BY items.content_hash
+        ) AS first_of_hash ON first_of_hash.id = items.id"""
+
+
 @cache
 def _candidates_statement(rows: int) -> TextClause:
     """`story_candidates`' statement: 0, for content hashes alone; 1, with lookups too, their
     (lookup, hash) pairs in JSON; -1, PostgreSQL's, whose values are arrays."""
     arrays = rows < 0
-    in_hashes = "= ANY(CAST(:hashes AS VARCHAR[]))" if arrays else "IN :hashes"
-    exact = f"""
-        SELECT 'created' AS way, NULL AS lookup, stories.id AS story_id, NULL AS shared,
-               stories.content_hash AS detail
-        FROM stories WHERE stories.content_hash {in_hashes}
-        UNION ALL
-        SELECT 'joined', NULL, items.story_id, NULL, items.content_hash
-        FROM items JOIN (
-            SELECT min(items.id) AS id FROM items WHERE items.content_hash {in_hashes}
-            GROUP BY items.content_hash
-        ) AS first_of_hash ON first_of_hash.id = items.id"""
+    in_hashes = _IN_HASH_ARRAY if arrays else "IN :hashes"
+    exact = _exact_stories(in_hashes, candidate_columns=True)
     if not rows:
         sql = exact
     else:
@@ -529,16 +542,7 @@ def _candidates_reading_along() -> TextualSelect:
         best AS (
             SELECT lookup, story_id, shared FROM ranked WHERE place <= :limit
         ),
-        exact AS (
-            SELECT 'created' AS way, stories.id AS story_id, stories.content_hash AS detail
-            FROM stories WHERE stories.content_hash = ANY(CAST(:hashes AS VARCHAR[]))
-            UNION ALL
-            SELECT 'joined', items.story_id, items.content_hash
-            FROM items JOIN (
-                SELECT min(items.id) AS id FROM items
-                WHERE items.content_hash = ANY(CAST(:hashes AS VARCHAR[]))
-                GROUP BY items.content_hash
-            ) AS first_of_hash ON first_of_hash.id = items.id
+        exact AS ({_exact_stories(_IN_HASH_ARRAY, candidate_columns=False)}
         ),
         read_along AS (SELECT DISTINCT story_id FROM best WHERE shared >= :read_along)
         SELECT 'near' AS way, best.lookup, best.story_id, best.shared,

@@ -23,6 +23,7 @@ from botapi import TOKEN, BotAPIDouble
 from httpserver import LoopbackServer
 from servicekit import DESK, RecordingNotifier, poll_and_deliver
 from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
 
 from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
@@ -293,6 +294,17 @@ def test_a_polls_exact_stories_and_ranked_candidates_come_in_one_query(database_
         engine.dispose()
 
 
+def _insert_items(
+    session: Session, feed: int, placed: list[tuple[int, datetime | None]], now: datetime
+) -> list[int]:
+    """An item n (title "tn", link https://on/) for each (story, date) of `placed`; their ids."""
+    made = [
+        NewItem(f"g{n}", f"v1:{n}", 1, f"t{n}", "b", None, f"https://o{n}/", None, at, "en", now, story)
+        for n, (story, at) in enumerate(placed)
+    ]  # fmt: skip
+    return [insert_item(session, feed, item) for item in made]
+
+
 def test_a_polls_story_items_and_matched_watchlists_come_in_one_query(database_url: str) -> None:
     """`story_reads`: the items of some stories, oldest first, and the watchlists other stories
     have matched (an entry for each story asked, empty when none), in one statement."""
@@ -304,15 +316,8 @@ def test_a_polls_story_items_and_matched_watchlists_come_in_one_query(database_u
             feed = sync_feeds(session, [("f", "https://f.example/rss")], now)["f"]
             first, _ = story_for_hash(session, "v1:first", now)
             second, _ = story_for_hash(session, "v1:second", now)
-            ids = {}
-            for n, (story, at) in enumerate(
-                [(first, now), (first, now - timedelta(hours=1)), (second, None)]
-            ):
-                item = NewItem(
-                    f"g{n}", f"v1:{n}", 1, f"t{n}", "b", None, f"https://o{n}/", None, at, "en",
-                    now, story,
-                )  # fmt: skip
-                ids[n] = insert_item(session, feed, item)
+            placed = [(first, now), (first, now - timedelta(hours=1)), (second, None)]
+            ids = _insert_items(session, feed, placed, now)
             insert_matches(
                 session,
                 [
@@ -364,14 +369,9 @@ def test_on_postgresql_the_candidates_statement_reads_the_likely_stories_along(
             add_fingerprint(session, loose, core_stories.encode(indexed[:1]), indexed[:1], now)
             exact, _ = story_for_hash(session, "v1:exact", now)
             named, _ = story_for_hash(session, "v1:named", now)
-            ids = {}
             dated = [(copied, now), (copied, now - timedelta(hours=1))]
-            for n, (story, at) in enumerate([*dated, (loose, None), (exact, None), (named, None)]):
-                item = NewItem(
-                    f"g{n}", f"v1:{n}", 1, f"t{n}", "b", None, f"https://o{n}/", None, at, "en",
-                    now, story,
-                )  # fmt: skip
-                ids[n] = insert_item(session, feed, item)
+            placed = [*dated, (loose, None), (exact, None), (named, None)]
+            ids = _insert_items(session, feed, placed, now)
             insert_matches(
                 session,
                 [

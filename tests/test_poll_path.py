@@ -20,11 +20,11 @@ from test_pipeline import (
 )
 
 from monitor import language
-from monitor.config import Settings
+from monitor.config import Settings, parse_config
 from monitor.core import stories as core_stories
 from monitor.core.match import Matcher
 from monitor.daemon import Service
-from monitor.pipeline import PollResult
+from monitor.pipeline import CHANGED_AT_ONCE, Poller, PollResult
 from monitor.store import db
 from monitor.store.tables import feeds, items
 
@@ -225,3 +225,42 @@ def test_a_changed_poll_speaks_to_the_database_as_often_for_fifty_new_items_as_f
             gained,
         )
     assert sorted(sent["many"]) == sorted(sent["few"])
+
+
+def test_changed_feeds_are_parsed_matched_and_stored_a_few_at_a_time(
+    database_url: str, tmp_path: Path, http_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls whose feed changed wait for one of `CHANGED_AT_ONCE` slots before their parse, so
+    that a round of changed feeds holds a few polls' items in memory, not every poll's."""
+    count = 3 * CHANGED_AT_ONCE
+    served = [Feed(http_server, f"/changed-{n}.xml", news(3, start=10 * n)) for n in range(count)]
+    settings_for(
+        database_url,
+        "\n".join(f"- {{name: f{n}, url: '{f.url}'}}" for n, f in enumerate(served)),
+        tmp_path,
+    )
+    config = tmp_path / "config.yaml"
+    # Every feed fetched at once (the default lets two requests to one host run together).
+    config.write_text(
+        config.read_text("utf-8").replace(
+            "fetch: {allow_private: true}", f"fetch: {{allow_private: true, per_host: {count}}}"
+        ),
+        "utf-8",
+    )
+    settings = parse_config(config.read_text("utf-8"), str(config))
+    inside = most = 0
+    process = Poller._process
+
+    async def counting(self: Poller, *args: Any, **kwargs: Any) -> PollResult:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            return await process(self, *args, **kwargs)
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(Poller, "_process", counting)
+    results = poll_only(settings)
+    assert sorted(r.new_items for r in results) == [3] * count  # every feed stored
+    assert most == CHANGED_AT_ONCE

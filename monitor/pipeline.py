@@ -450,7 +450,7 @@ class Poller:
             at = next_poll(now, interval, rng=self.rng, **hints)
             return self._record_quiet(state, now, "unchanged", at, result, body_hash)
         async with self.processing:
-            return await self._process(state, feed, now, result, body_hash, hints)
+            return await self._process(state, feed, now, result, result.body, body_hash, hints)
 
     async def _process(
         self,
@@ -458,6 +458,7 @@ class Poller:
         feed: FeedSettings,
         now: datetime,
         result: FetchResult,
+        body: bytes,
         body_hash: str,
         hints: dict[str, int | None],
     ) -> PollResult:
@@ -466,7 +467,7 @@ class Poller:
         self.parsing_feeds.add(state.id)
         try:
             parsed = await self.parser.parse(
-                result.body,
+                body,
                 url=result.url,
                 headers=result.headers,
                 fetched_at=now,

@@ -344,7 +344,9 @@ class Service:
         ahead: timedelta = timedelta(0),
     ) -> list[FeedState]:
         with db.transaction(self.engine) as session:
-            self._observe(session)
+            now = database_now(session)
+            if isinstance(self.clock, DatabaseClock):
+                self.clock.observe(now)
             return claim_due_feeds(
                 session,
                 self.owner,
@@ -353,6 +355,7 @@ class Service:
                 include_not_due=everything,
                 include_waiting=waiting,
                 ahead=ahead,
+                now=now,
             )
 
     def state_for_metrics(self) -> tuple[FeedsForMetrics, dict[str, Backlog]]:

@@ -85,7 +85,7 @@ CLAIM_AHEAD_SECONDS = 3 * POLL_TICK_SECONDS
 # A claim is a write transaction on the leases' one thread: polls that end make room for more
 # due feeds, claimed once this many are free rather than one transaction per poll (a round of
 # 304s ends polls faster than claims of one feed each commit).
-REFILL_BATCH = MAX_CONCURRENT_POLLS // 5
+REFILL_BATCH = MAX_CONCURRENT_POLLS // 2
 SHUTDOWN_GRACE_SECONDS = 6.0
 FLUSH_SECONDS = 2.0
 RELEASE_SECONDS = 1.0  # giving the cancelled polls' leases back at a stop, at most

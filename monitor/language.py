@@ -48,6 +48,7 @@ gives the same state numbers, so the same answers. The feature table is kept spa
 
 from __future__ import annotations
 
+import functools
 import lzma
 import math
 import shutil
@@ -55,7 +56,7 @@ import tempfile
 import threading
 import unicodedata
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
@@ -125,34 +126,53 @@ class _SparseRows:
     """The model's feature × label table of log-probabilities (`ptc`, float16) as each column's
     least value (`floor`), which 81 % of its entries hold (a feature not seen in a language's
     training text), and the other entries row by row: their excess over the floor (float32) and
-    their columns (uint8). 14 MB where the dense table took 28 MB. Built a block of rows at a time, so that building it holds little
-    more than the table itself."""
+    their columns (uint8). 14 MB where the dense table took 28 MB.
+
+    Built from `passes`, which gives a new pass over the table's rows a block at a time each time
+    it is called (three passes: the floor, each row's count, the entries): the dense table is never
+    held whole. Loading it whole to build this held 28 + 14 MB at once, the daemon's peak of
+    resident memory at its start."""
 
     __slots__ = ("columns", "excess", "floor", "starts")
 
     _BLOCK: Final = 8192  # rows at a time while building
 
-    def __init__(self, table: Any) -> None:
-        rows, width = table.shape
-        if width > 256:
-            raise ValueError(f"unexpected feature table: {width} labels (columns kept in a byte)")
-        floor = table.min(axis=0)
+    def __init__(self, passes: Callable[[], Iterable[Any]]) -> None:
+        floor: Any = None
+        rows = 0
+        for block in passes():
+            least = block.min(axis=0)
+            floor = least if floor is None else np.minimum(floor, least)
+            rows += len(block)
+        if floor is None or not rows:
+            raise ValueError("empty feature table")
+        if len(floor) > 256:
+            raise ValueError(
+                f"unexpected feature table: {len(floor)} labels (columns kept in a byte)"
+            )
         self.floor = floor.astype(np.float32)
         counts = np.zeros(rows + 1, dtype=np.int64)
-        for start in range(0, rows, self._BLOCK):
-            block = table[start : start + self._BLOCK]
+        start = 0
+        for block in passes():
             counts[start + 1 : start + 1 + len(block)] = (block != floor).sum(axis=1)
+            start += len(block)
         self.starts = np.cumsum(counts)
         # Filled in place: growing lists of blocks and joining them left the heap fragmented.
         self.excess = np.empty(self.starts[-1], dtype=np.float32)
         self.columns = np.empty(self.starts[-1], dtype=np.uint8)
-        for start in range(0, rows, self._BLOCK):
-            block = table[start : start + self._BLOCK]
+        start = 0
+        for block in passes():
             other = block != floor
             at = np.nonzero(other)[1]  # row by row, each row's columns in order
             into = slice(self.starts[start], self.starts[start + len(block)])
             self.excess[into] = block[other].astype(np.float32) - self.floor[at]
             self.columns[into] = at
+            start += len(block)
+
+    @classmethod
+    def of_table(cls, table: Any) -> _SparseRows:
+        """Built from a table in memory."""
+        return cls(lambda: (table[i : i + cls._BLOCK] for i in range(0, len(table), cls._BLOCK)))
 
     def weighted_sum(self, rows: Any, weights: Any) -> Any:
         """`weights @ table[rows]` (float32): the floor once for every weight, then each stored
@@ -174,7 +194,7 @@ class _Model:
 
     def __init__(self, model: Sequence[Any]) -> None:
         ptc, pc, classes, transitions, rows, output = model  # as `_model_arrays` reads them
-        self.ptc = _SparseRows(ptc)  # one row per feature, one column per label
+        self.ptc: _SparseRows = ptc  # one row per feature, one column per label
         self.pc = pc
         self.transitions: _Transitions = transitions
         self.rowbase = np.frombuffer(rows, dtype=_UNSIGNED[rows.itemsize]).astype(np.intp) << 8
@@ -243,19 +263,22 @@ def _get_model() -> _Model:
 
 def _model_arrays(path: Path) -> tuple[Any, ...]:
     """The arrays of py3langid's model file, as `py3langid.modelio.load_model` reads them but for
-    the automaton's: its row starts kept as the file has them, and its transition table read a
-    chunk at a time into `_Transitions` (load_model copies each into a stdlib array, and the
-    second copy of the 37 MB transition table was the daemon's peak of resident memory)."""
+    two: its feature table read a block of rows at a time into `_SparseRows`, and its automaton's
+    transition table read a chunk at a time into `_Transitions`, its row starts kept as the file
+    has them (load_model copies each into a stdlib array, and the second copy of the 37 MB
+    transition table was the daemon's peak of resident memory)."""
     with tempfile.TemporaryFile(suffix=".npz") as unpacked:
         with lzma.open(path) as packed:
             shutil.copyfileobj(packed, unpacked, length=1 << 20)
         unpacked.seek(0)
-        with zipfile.ZipFile(unpacked) as archive, archive.open("nextmove.npy") as member:
-            transitions = _read_transitions(member)
+        with zipfile.ZipFile(unpacked) as archive:
+            with archive.open("nextmove.npy") as member:
+                transitions = _read_transitions(member)
+            features = _SparseRows(functools.partial(_row_blocks, archive, "ptc.npy"))
         unpacked.seek(0)
         with np.load(unpacked, allow_pickle=False) as data:
             return (
-                data["ptc"],
+                features,
                 data["pc"],
                 data["classes"].tolist(),
                 transitions,
@@ -264,14 +287,33 @@ def _model_arrays(path: Path) -> tuple[Any, ...]:
             )
 
 
+def _row_blocks(archive: zipfile.ZipFile, name: str) -> Iterator[Any]:
+    """The rows of the two-dimensional .npy member `name`, `_SparseRows._BLOCK` at a time."""
+    with archive.open(name) as member:
+        shape, fortran_order, dtype = _npy_header(member)
+        if len(shape) != 2 or fortran_order:
+            raise ValueError(f"unexpected feature table: {shape}")
+        rows, width = shape
+        for start in range(0, rows, _SparseRows._BLOCK):
+            count = min(_SparseRows._BLOCK, rows - start)
+            block = np.frombuffer(member.read(count * width * dtype.itemsize), dtype=dtype)
+            if len(block) != count * width:
+                raise ValueError("truncated feature table")
+            yield block.reshape(count, width)
+
+
+def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, Any]:
+    """The shape, order and dtype of the .npy file `member` is at the start of."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    return np.lib.format.read_array_header_2_0(member)
+
+
 def _read_transitions(member: Any) -> _Transitions:
     """The transition table of an .npy file (one dimension of unsigned integers under 2**17),
     read a chunk at a time so that the whole table is never held at its file's width."""
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
-    else:
-        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
+    shape, _fortran, dtype = _npy_header(member)
     if len(shape) != 1 or dtype.kind != "u":
         raise ValueError(f"unexpected transition table: {shape} {dtype}")
     (count,) = shape

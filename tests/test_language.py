@@ -352,6 +352,13 @@ def test_the_model_is_read_as_py3langid_reads_it_without_copying_the_automaton()
 
     ours = list(language._model_arrays(MODEL_DIR / MODEL_FILE))
     theirs = modelio.load_model(MODEL_DIR / MODEL_FILE)
+    features = ours[0]  # sparse: its entries give back the file's table
+    assert isinstance(features, language._SparseRows)
+    dense = np.repeat(features.floor[None, :], len(features.starts) - 1, axis=0)
+    rows = np.repeat(np.arange(len(features.starts) - 1), np.diff(features.starts))
+    dense[rows, features.columns] += features.excess
+    assert np.array_equal(dense.astype(np.asarray(theirs[0]).dtype), np.asarray(theirs[0]))
+    ours[0] = theirs[0]
     transitions = ours[3]
     assert transitions.low.dtype == np.uint16
     assert transitions.low.nbytes + transitions.high.nbytes < np.asarray(theirs[3]).nbytes * 0.6
@@ -389,10 +396,11 @@ def test_the_feature_table_is_kept_sparse_with_the_dense_tables_sums() -> None:
     """Most of the model's feature × label table is each label's floor (a feature unseen in its
     training text): kept as the other entries only, in about half the dense table's bytes (14
     of 28 MB), and any weighted sum of its rows is the dense table's."""
+    from py3langid import modelio
     from py3langid.langid import MODEL_DIR, MODEL_FILE
 
-    dense = language._model_arrays(MODEL_DIR / MODEL_FILE)[0]
-    sparse = language._SparseRows(dense)
+    dense = np.asarray(modelio.load_model(MODEL_DIR / MODEL_FILE)[0])
+    sparse = language._SparseRows.of_table(dense)
     kept = sum(a.nbytes for a in (sparse.excess, sparse.columns, sparse.starts, sparse.floor))
     assert kept < dense.nbytes * 0.6
     rng = np.random.default_rng(7)
@@ -405,3 +413,35 @@ def test_the_feature_table_is_kept_sparse_with_the_dense_tables_sums() -> None:
             rtol=1e-5,
             atol=1e-3,
         )
+
+
+def test_the_feature_table_is_read_a_block_of_rows_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model file's feature table is never held whole while it is made sparse: it is read
+    in blocks (here 5 rows, across a last partial block), each pass anew, and the sparse table
+    is the one made from the whole table in memory."""
+    import io
+    import zipfile
+
+    monkeypatch.setattr(language._SparseRows, "_BLOCK", 5)
+    rng = np.random.default_rng(5)
+    table = rng.choice(np.array([-9.0, -9.0, -9.0, -2.5, -1.0], dtype=np.float16), (23, 7))
+    member = io.BytesIO()
+    np.save(member, table)
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w") as archive:
+        archive.writestr("ptc.npy", member.getvalue())
+    blocks: list[int] = []
+    with zipfile.ZipFile(archive_bytes) as archive:
+
+        def passes() -> Any:
+            for block in language._row_blocks(archive, "ptc.npy"):
+                blocks.append(len(block))
+                yield block
+
+        streamed = language._SparseRows(passes)
+    whole = language._SparseRows.of_table(table)
+    assert blocks == [5, 5, 5, 5, 3] * 3  # three passes, never more than a block at once
+    for name in ("floor", "starts", "excess", "columns"):
+        assert np.array_equal(getattr(streamed, name), getattr(whole, name))

@@ -32,6 +32,7 @@ from virtualtime import VirtualTime
 from monitor import pipeline
 from monitor.config import Settings, parse_config
 from monitor.daemon import AlreadyRunningError, Service, run_forever, sqlite_lock
+from monitor.daemon import service as service_module
 from monitor.daemon.health import start_health_server
 from monitor.errors import DeliveryError
 from monitor.store import db
@@ -1084,3 +1085,36 @@ def test_fault_72_a_feed_queued_behind_its_hosts_other_feeds_is_not_failed(
     finally:
         engine.dispose()
     assert failures == [0, 0, 0]
+
+
+def test_monitor_once_claims_in_pages_and_polls_every_feed_once(
+    database_url: str,
+    server: LoopbackServer,
+    notifier: RecordingNotifier,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`poll_all` claims a page of feeds, starts their polls, claims the next page meanwhile:
+    every active feed is polled once, however many pages they take, and `total` hears of all."""
+    monkeypatch.setattr(service_module, "ONCE_FIRST_PAGE", 2)
+    monkeypatch.setattr(service_module, "ONCE_PAGE", 3)
+    served = [Feed(server, f"/p{n}.xml", rss((f"p{n}", f"Sunny {n}", "sunny"))) for n in range(8)]
+    settings = settings_for(
+        database_url,
+        "\n".join(f"- {{name: p{n}, url: '{f.url}'}}" for n, f in enumerate(served)),
+        tmp_path,
+    )
+    told: list[int] = []
+
+    async def go() -> list[pipeline.PollResult]:
+        service = service_for(settings, notifier)
+        try:
+            return await service.poll_all(total=told.append)
+        finally:
+            await service.close()
+
+    results = asyncio.run(go())
+    assert sorted(r.feed for r in results) == [f"p{n}" for n in range(8)]
+    assert all(r.new_items == 1 for r in results)
+    assert [len(f.requests) for f in served] == [1] * 8
+    assert told == [8]

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, String, event, func, select, text, update
+from sqlalchemy import DateTime, Engine, String, event, func, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from monitor.errors import SchemaVersionError, StoreError
@@ -67,7 +68,16 @@ from monitor.store.stories import (
     story_for_hash,
     update_item,
 )
-from monitor.store.tables import alerts, feeds, items, matches, metadata, stories, story_hashes
+from monitor.store.tables import (
+    UTCDateTime,
+    alerts,
+    feeds,
+    items,
+    matches,
+    metadata,
+    stories,
+    story_hashes,
+)
 
 PG_URL = os.environ.get("MONITOR_TEST_DATABASE_URL")
 LEASE = timedelta(minutes=5)
@@ -743,3 +753,25 @@ def test_fault_44_sqlite_missing_directory_is_a_clear_error(tmp_path: Path) -> N
     with pytest.raises(StoreError, match=re.escape(f"create {missing}, or set database.url")):
         make_engine(f"sqlite:///{missing / 'monitor.db'}")
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 6, 4, 10, 23, 278235, tzinfo=UTC),
+        datetime(2026, 12, 6, 4, 10, 23, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 12, 6, 9, 40, 23, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ],
+)
+def test_sqlite_stores_a_time_as_sqlalchemy_writes_it_in_utc(moment: datetime) -> None:
+    """Times are compared as text on SQLite (leases, due times): the fast conversion writes what
+    SQLAlchemy's own DATETIME does for the same moment in UTC, and refuses a naive time."""
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours(moment.replace(tzinfo=None))

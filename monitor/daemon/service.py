@@ -85,7 +85,10 @@ CLAIM_AHEAD_SECONDS = 3 * POLL_TICK_SECONDS
 # A claim is a write transaction on the leases' one thread: polls that end make room for more
 # due feeds, claimed once this many are free rather than one transaction per poll (a round of
 # 304s ends polls faster than claims of one feed each commit).
-REFILL_BATCH = MAX_CONCURRENT_POLLS // 5
+REFILL_BATCH = MAX_CONCURRENT_POLLS // 2
+# `monitor once` claims every feed in pages, polling each page while it claims the next.
+ONCE_FIRST_PAGE = MAX_CONCURRENT_POLLS
+ONCE_PAGE = 500
 SHUTDOWN_GRACE_SECONDS = 6.0
 FLUSH_SECONDS = 2.0
 RELEASE_SECONDS = 1.0  # giving the cancelled polls' leases back at a stop, at most
@@ -344,7 +347,9 @@ class Service:
         ahead: timedelta = timedelta(0),
     ) -> list[FeedState]:
         with db.transaction(self.engine) as session:
-            self._observe(session)
+            now = database_now(session)
+            if isinstance(self.clock, DatabaseClock):
+                self.clock.observe(now)
             return claim_due_feeds(
                 session,
                 self.owner,
@@ -353,6 +358,7 @@ class Service:
                 include_not_due=everything,
                 include_waiting=waiting,
                 ahead=ahead,
+                now=now,
             )
 
     def state_for_metrics(self) -> tuple[FeedsForMetrics, dict[str, Backlog]]:
@@ -399,15 +405,16 @@ class Service:
         force: bool = False,
     ) -> list[PollResult]:
         """`monitor once`: claim every active feed, due or not, poll them concurrently, return.
-        Feeds waiting out a Retry-After or a back-off are left alone unless `force`."""
-        states = await self._on_leasing_thread(
-            functools.partial(self._claim, 10_000, everything=True, waiting=force)
-        )
-        if total is not None:
-            total(len(states))
-        semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
+        Feeds waiting out a Retry-After or a back-off are left alone unless `force`.
 
+        The feeds are claimed a page at a time (`ONCE_FIRST_PAGE`, then `ONCE_PAGE`), the polls
+        of each page started as soon as it is claimed: one claim of every feed held the first
+        poll back until all were claimed (12 ms for 1,000 feeds, a tenth of a round of 304s).
+        `total` is told how many feeds were claimed once the last page is."""
+        semaphore = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
         finished: set[int] = set()
+        states: list[FeedState] = []
+        tasks: list[asyncio.Task[PollResult]] = []
 
         async def one(state: FeedState) -> PollResult:
             async with semaphore:
@@ -417,14 +424,28 @@ class Service:
                 on_result(result)
             return result
 
-        tasks = []
-        for state in states:
-            task = asyncio.create_task(one(state), name=f"poll:{state.name}")
-            self.in_flight[state.id] = task  # its lease is renewed until it is done
-            task.add_done_callback(functools.partial(self._forget, state.id))
-            tasks.append(task)
         renewing = asyncio.create_task(self._keep_renewing())
         try:
+            page_size = ONCE_FIRST_PAGE
+            while True:
+                try:
+                    page = await self._on_leasing_thread(
+                        functools.partial(self._claim, page_size, everything=True, waiting=force)
+                    )
+                except StoreError:  # the polls under way end (and record) before it is told
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
+                for state in page:
+                    task = asyncio.create_task(one(state), name=f"poll:{state.name}")
+                    self.in_flight[state.id] = task  # its lease is renewed until it is done
+                    task.add_done_callback(functools.partial(self._forget, state.id))
+                    states.append(state)
+                    tasks.append(task)
+                if len(page) < page_size:
+                    break
+                page_size = ONCE_PAGE
+            if total is not None:
+                total(len(states))
             results = list(await asyncio.gather(*tasks))
             await self.poller.flush()  # the 304s' poll state, written before `once` reports
             return results

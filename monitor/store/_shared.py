@@ -118,7 +118,7 @@ def rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def lease_free(table: Table, now: datetime) -> ColumnElement[bool]:
+def lease_free(table: Table, now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return or_(table.c.lease_until.is_(None), table.c.lease_until <= now)
 
 
@@ -128,10 +128,16 @@ def short_error(error: str | None) -> str | None:
     return error[: MAX_ERROR_CHARS - 1] + "…"
 
 
+# Built once: `database_now` is read at every claim, and building a statement costs more than
+# SQLite takes to run it.
+_POSTGRESQL_NOW = select(func.clock_timestamp())
+_SQLITE_NOW = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
+
+
 def database_now(session: Session) -> datetime:
     """The database's clock, aware UTC. Leases and due times are judged by it."""
     if dialect(session) == "postgresql":
-        value = session.execute(select(func.clock_timestamp())).scalar_one()
+        value = session.execute(_POSTGRESQL_NOW).scalar_one()
         return cast(datetime, value).astimezone(UTC)
-    text_value = session.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+    text_value = session.execute(_SQLITE_NOW).scalar_one()
     return datetime.fromisoformat(cast(str, text_value)).replace(tzinfo=UTC)

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     bindparam,
     func,
     literal_column,
@@ -32,16 +33,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from monitor.store._shared import (
-    array_literal,
     database_now,
-    in_id_array,
     insert_ignore,
     lease_free,
     rowcount,
     short_error,
-    takes_arrays,
 )
 from monitor.store.tables import alerts, clean_text, feeds, items
 
@@ -182,9 +181,11 @@ def claim_due_feeds(
     include_not_due: bool = False,
     include_waiting: bool = False,
     ahead: timedelta = timedelta(0),
+    now: datetime | None = None,
 ) -> list[FeedState]:
     """Lease up to `limit` active feeds that are due and not leased by anyone (or whose lease
-    expired) to `owner` until DB now + `lease`; most overdue first.
+    expired) to `owner` until DB now + `lease`; most overdue first. `now` is the database's
+    clock if the caller has just read it (`database_now`), else it is read here.
 
     `ahead` claims the feeds due within that time too, each with its `due_in`: the poller holds
     them and starts each at its due time rather than at its next claim after it.
@@ -192,40 +193,62 @@ def claim_due_feeds(
     `include_not_due` claims active feeds that are not due yet too (`monitor once`), except those
     waiting out a Retry-After or a back-off (FAULTS 73); `include_waiting` claims those as well
     (`monitor once --force`).
+
+    One statement, built once per kind of claim: the claim runs at every poll tick and whenever
+    polls end in numbers (a round of 304s), and building and reading the choice of feeds and
+    then updating them cost three times the database's own work.
     """
-    now = database_now(session)
-    due = (
-        select(feeds.c.id)
-        .where(feeds.c.active, lease_free(feeds, now))
-        .order_by(feeds.c.next_poll_at, feeds.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write transaction is exclusive
-    )
-    # A last poll "in the future" means the clock was set back: the stored schedule means
-    # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
-    clock_set_back = feeds.c.last_polled_at > now
-    is_due = or_(feeds.c.next_poll_at <= now + ahead, clock_set_back)
-    if not include_not_due:
-        due = due.where(is_due)
-    elif not include_waiting:
-        due = due.where(or_(is_due, not_(_waiting())))
-    ids = list(session.scalars(due))
-    if not ids:
-        return []
-    # On PostgreSQL the ids are one array parameter: the same text however many (psycopg parses
-    # a statement of hundreds of parameters anew each time, and the server plans it anew).
-    arrays = takes_arrays(session)
+    if now is None:
+        now = database_now(session)
+    statement = _claim_statement(include_not_due, include_waiting)
     claimed = session.execute(
-        update(feeds)
-        .where(in_id_array(feeds.c.id, "ids") if arrays else feeds.c.id.in_(ids))
-        .values(lease_owner=owner, lease_until=now + lease)
-        .returning(*_FEED_STATE_COLUMNS),
-        {"ids": array_literal(ids)} if arrays else {},
+        statement,
+        {
+            "now": now,
+            "due_by": now + ahead,
+            "limit": limit,
+            "owner": owner,
+            "lease_until": now + lease,
+        },
     )
     # Each row holds FeedState's fields but the last, `due_in`, in its order.
     states = [FeedState(*(*row, _due_in(row, now, ahead))) for row in claimed]
     states.sort(key=lambda state: (state.next_poll_at, state.id))
     return states
+
+
+@functools.cache
+def _claim_statement(include_not_due: bool, include_waiting: bool) -> Executable:
+    """`claim_due_feeds`' UPDATE of the feeds it chooses (a subquery, which on PostgreSQL locks
+    them with SKIP LOCKED; SQLite's write transaction is exclusive), returning their state."""
+    now = bindparam("now", type_=feeds.c.lease_until.type)
+    due = (
+        select(feeds.c.id)
+        .where(feeds.c.active, lease_free(feeds, now))
+        .order_by(feeds.c.next_poll_at, feeds.c.id)
+        .limit(bindparam("limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
+    )
+    # A last poll "in the future" means the clock was set back: the stored schedule means
+    # nothing then, and the feed is due at once instead of after the jump (FAULTS 62).
+    clock_set_back = feeds.c.last_polled_at > now
+    is_due = or_(
+        feeds.c.next_poll_at <= bindparam("due_by", type_=feeds.c.next_poll_at.type),
+        clock_set_back,
+    )
+    if not include_not_due:
+        due = due.where(is_due)
+    elif not include_waiting:
+        due = due.where(or_(is_due, not_(_waiting())))
+    return (
+        update(feeds)
+        .where(feeds.c.id.in_(due.scalar_subquery()))
+        .values(
+            lease_owner=bindparam("owner", type_=feeds.c.lease_owner.type),
+            lease_until=bindparam("lease_until", type_=feeds.c.lease_until.type),
+        )
+        .returning(*_FEED_STATE_COLUMNS)
+    )
 
 
 def _due_in(row: Any, now: datetime, ahead: timedelta) -> float:

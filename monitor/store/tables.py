@@ -15,7 +15,9 @@ the exact hash that created the story, and a near-copy (SPEC §5) joins that sto
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -112,6 +114,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        check = self.process_bind_param
+
+        # SQLite's text, as SQLAlchemy's DATETIME writes it (microseconds always), in one call
+        # of `isoformat` instead of its formatting of each field: half the CPU, for every time
+        # written (a round of 304s writes three a poll).
+        def process(value: datetime | None) -> str | None:
+            naive = check(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
+
+        return process
 
 
 # A 64-bit key on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.

@@ -75,10 +75,12 @@ from monitor.store.message_edits import request_edits
 from monitor.store.stories import (
     FeedItems,
     NewItem,
+    StoryItem,
     add_story_hashes,
     identity_key,
     insert_items,
     insert_stories,
+    item_texts,
     stored_versions,
     story_candidates,
     story_reads,
@@ -959,8 +961,9 @@ def _plan_stories(
     is a copy or rewrite of (core.stories: by its fingerprint, its outlet, its time, its headline
     and its lead), else a new one — decided in order after two reads for the whole poll: the
     stories of the exact hashes together with each item's best candidates by its index hashes
-    and their fingerprints, then the items of those similar enough. A story made by an earlier
-    item of the poll is found as a stored one would be."""
+    and their fingerprints, then the items of those similar enough, without their texts; and a
+    third, of the few texts the rules may look at (`_texts_wanted`), when there are any. A story
+    made by an earlier item of the poll is found as a stored one would be."""
     lookups: list[tuple[int, ...]] = []  # 2n: item n's fingerprint hashes; 2n + 1: its keys
     for p in todo:
         lookups += [p.fingerprint[: stories.INDEXED], p.headline_keys]
@@ -993,20 +996,20 @@ def _plan_stories(
         return ranked(found.ranked[2 * n + 1], p.headline_keys, stories.HEADLINE_KEYS_SHARED)
 
     stored_fingerprints = found.fingerprints
-    similar = {
-        story
-        for n, p in enumerate(todo)
-        if p.keyed.content_hash not in exact
-        for _, story in stories.ranked_candidates(
-            p.fingerprint,
-            [(s, stored_fingerprints.get(s)) for s in candidates(n, p)],
-            rules.threshold,
-        )
-    } | {
-        story
-        for n, p in enumerate(todo)
-        if p.keyed.content_hash not in exact
-        for story in by_headline(n, p)
+    # Item n → the stored stories it may join by its fingerprint, and their similarity.
+    scores: dict[int, dict[int, float]] = {}
+    for n, p in enumerate(todo):
+        if p.keyed.content_hash not in exact:
+            scores[n] = {
+                story: score
+                for score, story in stories.ranked_candidates(
+                    p.fingerprint,
+                    [(s, stored_fingerprints.get(s)) for s in candidates(n, p)],
+                    rules.threshold,
+                )
+            }
+    similar = {story for found_by_text in scores.values() for story in found_by_text} | {
+        story for n in scores for story in by_headline(n, todo[n])
     }
     # Every stored story an item may end up in, or leave, is one of `exact`'s, `similar`'s, or
     # one of the feed's stored items': their matches are read with the items, in one round trip,
@@ -1019,16 +1022,19 @@ def _plan_stories(
     )
     items_of = found.items | read.items
     read_matched = found.matched | read.matched
+    # The stored items as the rules weigh them, their texts read only where the rules may look
+    # at them (core.stories.texts_read): "" in the others, which the rules never read.
     reports: dict[int, list[stories.Report]] = {
-        story: [
-            stories.Report(
-                stories.outlet_of(i.link, i.feed_name), i.at, i.title, i.text, i.language
-            )
-            for i in items_of[story]
-        ]
+        story: [_stored_report(i, "") for i in items_of[story]]
         for story in sorted(similar)
         if items_of.get(story)
     }
+    wanted = _texts_wanted(todo, now, rules, scores, found.ranked, reports, items_of)
+    texts = item_texts(session, wanted) if wanted else {}
+    for story, weighed in reports.items():
+        for place, item in enumerate(items_of[story]):
+            if item.item_id in texts:
+                weighed[place] = _stored_report(item, texts[item.item_id])
     new_stories: list[_NewStory] = []
     fingerprint_of: dict[int, str | None] = dict(stored_fingerprints)
     # identity → (stored item id, its story, first seen): None for an item this poll inserts
@@ -1082,6 +1088,57 @@ def _plan_stories(
     matched = {s: read_matched[s] for s in stored if s in read_matched}
     matched |= matched_watchlists(session, unread) if unread else {}
     return _StoryPlan(steps, new_stories, matched, joined_keys)
+
+
+def _stored_report(item: StoryItem, text: str) -> stories.Report:
+    """A stored item as the story rules weigh it, with its text if read ("" if not)."""
+    outlet = stories.outlet_of(item.link, item.feed_name)
+    return stories.Report(outlet, item.at, item.title, text, item.language)
+
+
+def _texts_wanted(
+    todo: Sequence[_Prepared],
+    now: datetime,
+    rules: stories.Rules,
+    scores: Mapping[int, Mapping[int, float]],
+    ranked: Sequence[Sequence[tuple[int, int]]],
+    unread: Mapping[int, Sequence[stories.Report]],
+    items_of: Mapping[int, Sequence[StoryItem]],
+) -> set[int]:
+    """The ids of the stored items whose texts `_plan_stories`' rules may read
+    (core.stories.texts_read): of the stories in `unread` (their stored items, texts unread),
+    those that each item not found by its exact hash (`scores`' items) may be weighed against,
+    by its fingerprint (`scores`: the candidates at the threshold) or by its headline. More than
+    the rules read, never fewer, so that the decisions are those of the rules with every text at
+    hand. An item's headline candidates are those sharing `HEADLINE_KEYS_SHARED` of its keys with
+    the index (`ranked[2n + 1]`), the poll's earlier items' keys counted too: `_plan_stories`
+    counts the keys of an earlier item that joined a stored story as the index's, so a story
+    sharing none of an item's keys may be its candidate through an item joined before it. Each
+    earlier item is counted as if it had joined every story."""
+    wanted: set[int] = set()
+    earlier: Counter[int] = Counter()  # headline keys of the poll's earlier items
+    for n, p in enumerate(todo):
+        keys_before = sum(earlier[h] for h in p.headline_keys)
+        earlier.update(p.headline_keys)
+        by_text = scores.get(n)
+        if by_text is None:  # an exact copy: its story is its hash's
+            continue
+        by_text = by_text if p.fingerprint else {}
+        shared = dict(ranked[2 * n + 1]) if p.headline_keys else {}
+        least = stories.HEADLINE_KEYS_SHARED - keys_before
+        by_headline = {s for s in unread if p.headline_keys and shared.get(s, 0) >= least}
+        report = _report(p, now)
+        for story in by_headline | by_text.keys():
+            stored = unread.get(story)
+            if not stored:
+                continue
+            read = stories.texts_read(
+                report, stored, rules, score=by_text.get(story), by_headline=story in by_headline
+            )
+            wanted.update(
+                i.item_id for i, reads in zip(items_of[story], read, strict=True) if reads
+            )
+    return wanted
 
 
 def _report(p: _Prepared, now: datetime) -> stories.Report:

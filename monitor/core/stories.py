@@ -177,13 +177,21 @@ def opening_contained(later: str, earlier: str) -> float:
     return len(opening & _shingles(tokens(earlier))) / len(opening)
 
 
-def is_follow_up(new: Report, earlier: Report) -> bool:
-    """Whether `new` reports a new development after `earlier` rather than copying it: the same
-    outlet, later, under another headline, with a lead of its own."""
+def may_follow_up(new: Report, earlier: Report) -> bool:
+    """`is_follow_up` up to the texts: the same outlet, later, under another headline. Only when
+    this holds does `is_follow_up` read `earlier.body` (`texts_read`)."""
     return (
         new.outlet == earlier.outlet
         and new.at > earlier.at
         and title_overlap(new.title, earlier.title) < FOLLOW_UP_TITLE
+    )
+
+
+def is_follow_up(new: Report, earlier: Report) -> bool:
+    """Whether `new` reports a new development after `earlier` rather than copying it: the same
+    outlet, later, under another headline (`may_follow_up`), with a lead of its own."""
+    return (
+        may_follow_up(new, earlier)
         and opening_contained(new.body, earlier.body) <= FOLLOW_UP_OPENING
     )
 
@@ -244,13 +252,11 @@ def choose_by_headline(
     mine = headlines.headline_of(new.title, new.body, new.language)
     for story_id in candidates:
         story = reports.get(story_id, ())
-        if any(r.outlet == new.outlet for r in story):
-            continue
+        weighed = _weighed_by_headline(new, story)
         compared = [
             r
-            for r in story
-            if abs(new.at - r.at) <= headlines.WITHIN
-            and (short or headlines.is_short(r.title, r.body))
+            for r, weighs in zip(story, weighed, strict=True)
+            if weighs and (short or headlines.is_short(r.title, r.body))
         ]
         told = sum(
             1
@@ -260,3 +266,43 @@ def choose_by_headline(
         if told and 2 * told >= len(compared):
             return story_id
     return None
+
+
+def _weighed_by_headline(new: Report, story: Sequence[Report]) -> list[bool]:
+    """For each of `story`'s items, whether `choose_by_headline` weighs `new` against it, reading
+    its text: none when the story has an item of `new`'s own outlet, else those at most
+    `headlines.WITHIN` apart."""
+    if any(r.outlet == new.outlet for r in story):
+        return [False] * len(story)
+    return [abs(new.at - r.at) <= headlines.WITHIN for r in story]
+
+
+def texts_read(
+    new: Report,
+    stored: Sequence[Report],
+    rules: Rules,
+    *,
+    score: float | None = None,
+    by_headline: bool = False,
+) -> list[bool]:
+    """For each of a story's stored items (`stored`, their `body` unread and never looked at
+    here), whether the rules may read its text when they weigh `new` against the story: by its
+    fingerprint (`choose`; `score`: their similarity, None when the story is no candidate so), a
+    follow-up's test (`is_follow_up`) of an item of `new`'s outlet, when `score` asks for one
+    (`rules.same_outlet`) and `may_follow_up` holds; by its headline (`choose_by_headline`, when
+    `by_headline`), the items it compares (`_weighed_by_headline`).
+
+    Most of a story's items are never read, and a stored item's text is the most of what deciding
+    a poll's stories would hold in memory (`pipeline._plan_stories` reads the others' texts
+    alone). The tests here are the rules' own, so the two cannot drift apart; where the story
+    holds more items by the time it is weighed (a poll's earlier items that joined it), the rules
+    read no more of the stored ones: an own-outlet item of the poll can only stop
+    `choose_by_headline` from weighing the story, and `joins` reads each own-outlet item that
+    `may_follow_up` at most."""
+    read = [False] * len(stored)
+    if score is not None and score >= rules.same_outlet:
+        read = [may_follow_up(new, r) for r in stored]
+    if by_headline:
+        weighed = _weighed_by_headline(new, stored)
+        read = [a or b for a, b in zip(read, weighed, strict=True)]
+    return read

@@ -73,6 +73,7 @@ __all__ = [
     "insert_item",
     "insert_items",
     "insert_stories",
+    "item_texts",
     "items_since",
     "prune",
     "stored_versions",
@@ -137,14 +138,16 @@ class StoredItem:
 @dataclass(frozen=True, slots=True)
 class StoryItem:
     """An item of a story as the story rules weigh it (core.stories.Report): where it came
-    from, when (published, else first seen), its headline and text."""
+    from, when (published, else first seen), its headline, and its id, by which its text is read
+    (`item_texts`) when the rules may look at it (core.stories.texts_read): most never are, and
+    the texts were most of what a poll's story reads held in memory."""
 
     story_id: int
+    item_id: int
     feed_name: str
     link: str | None
     at: datetime
     title: str
-    text: str
     language: str | None
 
 
@@ -306,7 +309,6 @@ def _story_reads_statement(
             items.c.link,
             _at,
             items.c.title,
-            items.c.text,
             items.c.language,
             items.c.id.label("item_id"),
             null().label("watchlist"),
@@ -314,7 +316,7 @@ def _story_reads_statement(
         .join(feeds, feeds.c.id == items.c.feed_id)
         .where(story_ids)
     )
-    empty = ("feed_name", "link", "at", "title", "text", "language", "item_id")
+    empty = ("feed_name", "link", "at", "title", "language", "item_id")
     match_rows = select(
         matches.c.story_id, *(null().label(name) for name in empty), matches.c.watchlist
     ).where(matched_ids)
@@ -353,7 +355,8 @@ class StoryCandidates:
     ranked: list[list[tuple[int, int]]]
     fingerprints: dict[int, str | None]
     # Read along on PostgreSQL (`story_candidates`' `read_along`), as `story_reads` reads them:
-    # the items of each story read (oldest first), the watchlists of each story read.
+    # the items of each story read (oldest first, without their texts), the watchlists of each
+    # story read.
     items: dict[int, list[StoryItem]] = field(default_factory=dict)
     matched: dict[int, set[str]] = field(default_factory=dict)
 
@@ -399,7 +402,13 @@ def story_candidates(
                 fingerprints[row.story_id] = row.detail
             elif row.way == "item":
                 item = StoryItem(
-                    row.story_id, row.feed_name, row.link, row.at, row.title, row.text, row.language
+                    row.story_id,
+                    row.shared,
+                    row.feed_name,
+                    row.link,
+                    row.at,
+                    row.title,
+                    row.language,
                 )
                 items_of.setdefault(row.story_id, []).append((row.at, row.shared, item))
             elif row.way == "matched":
@@ -530,14 +539,14 @@ def _candidates_statement(rows: int) -> TextClause:
 @cache
 def _candidates_reading_along() -> TextualSelect:
     """PostgreSQL's `story_candidates` statement with `read_along`: its rows, then the items of
-    the candidates sharing `:read_along` hashes or more with a lookup (`item` rows: the item's id
-    in `shared`), and the watchlists (`matched` rows, in `detail`) of those, of the exact hashes'
+    the candidates sharing `:read_along` hashes or more with a lookup (`item` rows, without the
+    item's text: its id in `shared`), and the watchlists (`matched` rows, in `detail`) of those, of the exact hashes'
     stories and of `:stories`. The columns an item row needs are NULL in the others."""
     base = _candidates_statement(-1).text
     head = base.partition("SELECT 'near' AS way")[0]
     nothing = """, CAST(NULL AS TEXT) AS feed_name, CAST(NULL AS TEXT) AS link,
                CAST(NULL AS TIMESTAMPTZ) AS at, CAST(NULL AS TEXT) AS title,
-               CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS language"""
+               CAST(NULL AS TEXT) AS language"""
     sql = f"""{head.rstrip()},
         best AS (
             SELECT lookup, story_id, shared FROM ranked WHERE place <= :limit
@@ -549,17 +558,16 @@ def _candidates_reading_along() -> TextualSelect:
                stories.fingerprint AS detail{nothing}
         FROM best JOIN stories ON stories.id = best.story_id
         UNION ALL
-        SELECT way, NULL, story_id, NULL, detail, NULL, NULL, NULL, NULL, NULL, NULL
+        SELECT way, NULL, story_id, NULL, detail, NULL, NULL, NULL, NULL, NULL
         FROM exact
         UNION ALL
         SELECT 'item', NULL, items.story_id, items.id, NULL, feeds.name, items.link,
-               coalesce(items.published_at, items.fetched_at), items.title, items.text,
-               items.language
+               coalesce(items.published_at, items.fetched_at), items.title, items.language
         FROM read_along JOIN items ON items.story_id = read_along.story_id
         JOIN feeds ON feeds.id = items.feed_id
         UNION ALL
         SELECT 'matched', NULL, matches.story_id, NULL, matches.watchlist,
-               NULL, NULL, NULL, NULL, NULL, NULL
+               NULL, NULL, NULL, NULL, NULL
         FROM matches WHERE matches.story_id IN (
             SELECT story_id FROM read_along UNION SELECT story_id FROM exact
             UNION SELECT unnest(CAST(:stories AS BIGINT[]))
@@ -572,9 +580,7 @@ def _candidates_reading_along() -> TextualSelect:
     return (
         text(sql)
         .bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
-        .columns(
-            *(column(name, types.get(name, String())) for name in (*names, "text", "language"))
-        )
+        .columns(*(column(name, types.get(name, String())) for name in (*names, "language")))
     )
 
 
@@ -591,9 +597,10 @@ class StoryReads:
 def story_reads(
     session: Session, item_stories: Collection[int], matched_stories: Collection[int]
 ) -> StoryReads:
-    """The items of `item_stories` and the watchlists `matched_stories` have matched, in one round
-    trip (a statement per 500 ids of each on SQLite; none when both are empty): a poll that joins
-    a story reads both, and the second read cost a round trip of its own."""
+    """The items of `item_stories` (without their texts: `item_texts`) and the watchlists
+    `matched_stories` have matched, in one round trip (a statement per 500 ids of each on SQLite;
+    none when both are empty): a poll that joins a story reads both, and the second read cost a
+    round trip of its own."""
     found: dict[int, list[StoryItem]] = {}
     matched: dict[int, set[str]] = {story_id: set() for story_id in matched_stories}
     wanted, wanted_matched = sorted(set(item_stories)), sorted(matched)
@@ -617,10 +624,36 @@ def story_reads(
                 continue
             found.setdefault(row.story_id, []).append(
                 StoryItem(
-                    row.story_id, row.feed_name, row.link, row.at, row.title, row.text, row.language
+                    row.story_id,
+                    row.item_id,
+                    row.feed_name,
+                    row.link,
+                    row.at,
+                    row.title,
+                    row.language,
                 )
             )
     return StoryReads(found, matched)
+
+
+_ITEM_TEXTS = select(items.c.id, items.c.text).where(items.c.id.in_(_VALUES))
+_ITEM_TEXTS_ANY = select(items.c.id, items.c.text).where(in_id_array(items.c.id, "values"))
+
+
+def item_texts(session: Session, item_ids: Collection[int]) -> dict[int, str]:
+    """item id → text of the stored items `item_ids` (an item gone meanwhile is left out), in one
+    statement (a statement per 500 ids on SQLite; none for no ids): the texts the story rules
+    may read of the items `story_reads` and `story_candidates` read without them."""
+    wanted = sorted(set(item_ids))
+    if not wanted:
+        return {}
+    if takes_arrays(session):  # the ids as an array literal: the same text always
+        rows = session.execute(_ITEM_TEXTS_ANY, {"values": array_literal(wanted)})
+        return {row.id: row.text for row in rows}
+    texts: dict[int, str] = {}
+    for some in _chunks(wanted):
+        texts.update((row.id, row.text) for row in session.execute(_ITEM_TEXTS, {"values": some}))
+    return texts
 
 
 def insert_stories(

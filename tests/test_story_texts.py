@@ -97,6 +97,22 @@ def test_an_own_outlets_earlier_item_under_another_headline_is_read_for_a_follow
     assert stories.texts_read(new, found, stories.Rules(threshold=0.8), score=0.7) == [False] * 4
 
 
+def test_a_follow_ups_test_reads_no_item_after_the_first_that_cannot_be_followed_up() -> None:
+    """`joins` weighs the outlet's items in order and stops at the first that is no follow-up:
+    an item under the same headline stops it before its text is wanted, and so before any item
+    after it."""
+    same_title = report("a.example", AT, "Kuwait expels the ambassador")
+    earlier = report("a.example", AT - timedelta(hours=1), "The Philippines apologises to Kuwait")
+    other = report("c.example", AT, "Kuwait and the Philippines")
+    new = report("a.example", AT + timedelta(days=1), "Kuwait expels the ambassador")
+    assert stories.texts_read(new, [other, same_title, earlier], RULES, score=0.7) == [False] * 3
+    assert stories.texts_read(new, [earlier, other, earlier], RULES, score=0.7) == [
+        True,
+        False,
+        True,
+    ]
+
+
 def test_the_headline_rule_reads_the_items_within_a_day_of_a_story_without_the_outlet() -> None:
     near = report("a.example", AT, "Jesse Jackson dies")
     far = report("c.example", AT - WITHIN - timedelta(minutes=1), "Jesse Jackson dies")

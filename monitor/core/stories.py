@@ -297,11 +297,18 @@ def texts_read(
     alone). The tests here are the rules' own, so the two cannot drift apart; where the story
     holds more items by the time it is weighed (a poll's earlier items that joined it), the rules
     read no more of the stored ones: an own-outlet item of the poll can only stop
-    `choose_by_headline` from weighing the story, and `joins` reads each own-outlet item that
-    `may_follow_up` at most."""
+    `choose_by_headline` from weighing the story, and `joins` reads the own-outlet items that
+    `may_follow_up` before the first that does not, at most (the poll's own come after them)."""
     read = [False] * len(stored)
     if score is not None and score >= rules.same_outlet:
-        read = [may_follow_up(new, r) for r in stored]
+        # `joins` weighs the items of `new`'s outlet in order and stops at the first that is no
+        # follow-up: it reads none after the first that cannot be one.
+        for place, report in enumerate(stored):
+            if report.outlet != new.outlet:
+                continue
+            if not may_follow_up(new, report):
+                break
+            read[place] = True
     if by_headline:
         weighed = _weighed_by_headline(new, stored)
         read = [a or b for a, b in zip(read, weighed, strict=True)]

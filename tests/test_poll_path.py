@@ -264,3 +264,39 @@ def test_changed_feeds_are_parsed_matched_and_stored_a_few_at_a_time(
     results = poll_only(settings)
     assert sorted(r.new_items for r in results) == [3] * count  # every feed stored
     assert most == CHANGED_AT_ONCE
+
+
+def test_a_changed_poll_waiting_for_its_slot_is_waiting_for_its_parse(
+    database_url: str, tmp_path: Path, http_server: LoopbackServer
+) -> None:
+    """While a changed feed waits for a processing slot it counts among the feeds waiting for
+    their parse (`parsing_feeds`), which a stop gives back at once; once a slot is free it is
+    parsed and stored, and leaves that set."""
+    feed = Feed(http_server, "/waits.xml", news(3))
+    settings = settings_for(database_url, f"- {{name: waits, url: '{feed.url}'}}", tmp_path)
+
+    async def go() -> tuple[bool, list[PollResult], set[int]]:
+        service = Service.build(settings, notifiers={"console": RecordingNotifier()})
+        service.prepare(alone=True)
+        poller = service.poller
+        try:
+            for _ in range(CHANGED_AT_ONCE):  # every slot taken
+                await poller.processing.acquire()
+            polling = asyncio.create_task(service.poll_all())
+            waiting = False
+            for _ in range(2_000):  # the fetch on loopback, then the wait for a slot
+                if poller.parsing_feeds:
+                    waiting = True
+                    break
+                await asyncio.sleep(0.005)
+            for _ in range(CHANGED_AT_ONCE):
+                poller.processing.release()
+            results = await polling
+            return waiting, results, set(poller.parsing_feeds)
+        finally:
+            await service.close()
+
+    waiting, results, left = asyncio.run(go())
+    assert waiting
+    assert [(r.status, r.new_items) for r in results] == [("ok", 3)]
+    assert left == set()

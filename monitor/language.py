@@ -144,7 +144,7 @@ class _SparseRows:
             least = block.min(axis=0)
             floor = least if floor is None else np.minimum(floor, least)
             rows += len(block)
-        if floor is None or not rows:
+        if floor is None:
             raise ValueError("empty feature table")
         if len(floor) > 256:
             raise ValueError(

@@ -469,9 +469,9 @@ class Poller:
         body_hash: str,
         hints: dict[str, int | None],
     ) -> PollResult:
-        """Parse, match and store a changed feed (holding one of the `processing` slots)."""
+        """Parse, match and store a changed feed (holding one of the `processing` slots; the
+        feed is among `parsing_feeds` until its parse ends)."""
         interval = feed.interval
-        self.parsing_feeds.add(state.id)
         try:
             parsed = await self.parser.parse(
                 body,

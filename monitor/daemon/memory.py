@@ -12,7 +12,7 @@ objects live in its own pools, which neither call touches.
 It also fixes malloc's mmap threshold at `MMAP_THRESHOLD`: a block that large grows the heap by a
 mapping of its own, unmapped when freed. Left to itself, glibc raises that threshold (and the one
 under which the free top of a heap is kept rather than handed back) each time a large mapped
-block is freed, up to 32 MB: after the language model's 28 MB table was read, a poll's large
+block is freed, up to 32 MB: after the language model's tables were read, a poll's large
 buffers stayed in the heaps. With 1,000 feeds and 10,000 watchlists, 297 → 252 MB resident once
 every feed was polled.
 """

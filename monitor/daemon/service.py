@@ -334,9 +334,12 @@ class Service:
 
     # ---- polling ---------------------------------------------------------------------------------
 
-    def _observe(self, session: Session) -> None:
+    def _observe(self, session: Session) -> datetime:
+        """The database's clock, read now and handed to `self.clock` when it follows it."""
+        now = database_now(session)
         if isinstance(self.clock, DatabaseClock):
-            self.clock.observe(database_now(session))
+            self.clock.observe(now)
+        return now
 
     def _claim(
         self,
@@ -347,9 +350,7 @@ class Service:
         ahead: timedelta = timedelta(0),
     ) -> list[FeedState]:
         with db.transaction(self.engine) as session:
-            now = database_now(session)
-            if isinstance(self.clock, DatabaseClock):
-                self.clock.observe(now)
+            now = self._observe(session)
             return claim_due_feeds(
                 session,
                 self.owner,

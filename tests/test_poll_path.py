@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from httpserver import LoopbackServer
@@ -275,28 +275,36 @@ def test_a_changed_poll_waiting_for_its_slot_is_waiting_for_its_parse(
     feed = Feed(http_server, "/waits.xml", news(3))
     settings = settings_for(database_url, f"- {{name: waits, url: '{feed.url}'}}", tmp_path)
 
-    async def go() -> tuple[bool, list[PollResult], set[int]]:
+    class Slots(asyncio.Semaphore):
+        """The poller's slots, telling when a poll starts to wait for one."""
+
+        def __init__(self) -> None:
+            super().__init__(CHANGED_AT_ONCE)
+            self.asked = asyncio.Event()
+
+        async def acquire(self) -> Literal[True]:
+            self.asked.set()
+            return await super().acquire()
+
+    async def go() -> tuple[set[int], list[PollResult], set[int]]:
         service = Service.build(settings, notifiers={"console": RecordingNotifier()})
         service.prepare(alone=True)
         poller = service.poller
+        poller.processing = slots = Slots()
         try:
             for _ in range(CHANGED_AT_ONCE):  # every slot taken
-                await poller.processing.acquire()
+                await asyncio.Semaphore.acquire(slots)
             polling = asyncio.create_task(service.poll_all())
-            waiting = False
-            for _ in range(2_000):  # the fetch on loopback, then the wait for a slot
-                if poller.parsing_feeds:
-                    waiting = True
-                    break
-                await asyncio.sleep(0.005)
+            await asyncio.wait_for(slots.asked.wait(), timeout=30)
+            waiting = set(poller.parsing_feeds)
             for _ in range(CHANGED_AT_ONCE):
-                poller.processing.release()
+                slots.release()
             results = await polling
             return waiting, results, set(poller.parsing_feeds)
         finally:
             await service.close()
 
     waiting, results, left = asyncio.run(go())
-    assert waiting
+    assert len(waiting) == 1  # the feed, while it waited for a slot
     assert [(r.status, r.new_items) for r in results] == [("ok", 3)]
     assert left == set()

@@ -14,6 +14,7 @@ Functions take a Session and never commit. Items, stories and alerts are in `sto
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -211,8 +212,12 @@ def claim_due_feeds(
             "lease_until": now + lease,
         },
     )
-    # Each row holds FeedState's fields but the last, `due_in`, in its order.
-    states = [FeedState(*(*row, _due_in(row, now, ahead))) for row in claimed]
+    # Each row holds FeedState's fields but the last, `due_in`, in its order. Claimed without
+    # looking ahead, every feed is due now (`_due_in` would say 0 for each).
+    if ahead > _NO_TIME:
+        states = [FeedState(*(*row, _due_in(row, now, ahead))) for row in claimed]
+    else:
+        states = [FeedState(*row) for row in claimed]
     states.sort(key=lambda state: (state.next_poll_at, state.id))
     return states
 
@@ -251,11 +256,14 @@ def _claim_statement(include_not_due: bool, include_waiting: bool) -> Executable
     )
 
 
+_NO_TIME = timedelta(0)
+
+
 def _due_in(row: Any, now: datetime, ahead: timedelta) -> float:
     """Seconds until a claimed feed is due: 0 if due already, or if the clock was set back
     (its schedule means nothing then) or it was claimed without being due (`monitor once`)."""
     wait: timedelta = row.next_poll_at - now
-    if wait <= timedelta(0) or wait > ahead:
+    if wait <= _NO_TIME or wait > ahead:
         return 0.0
     if row.last_polled_at is not None and row.last_polled_at > now:
         return 0.0
@@ -354,55 +362,88 @@ def record_quiet_polls(session: Session, polls: Sequence[QuietPoll], owner: str)
     The statement is compiled once for the batch and its rows handed to the driver with the
     columns' own bind conversions (`bind_processor`): the same values as `session.execute`
     would send, without its per-row parameter bookkeeping, which cost three times what the
-    driver's executemany itself does (about 40 µs a row against 13 on SQLite)."""
+    driver's executemany itself does (about 40 µs a row against 13 on SQLite). Each row is a
+    tuple of the poll's converted fields put in the statement's order by one `itemgetter`."""
     if not polls:
         return
     for poll in polls:
         if poll.status not in ("not_modified", "unchanged"):
             raise ValueError(f"{poll.status!r} is not a quiet poll's status")
     connection = session.connection()
-    sql, names, convert, positional = _quiet_polls_statement(connection.dialect)
-    # Each parameter converted once a row (`polled_at` is two of the statement's), the owner,
-    # the same in every row, once a batch.
-    conversions = dict(zip(names, convert, strict=True))
-    to_owner = conversions.pop("owner")
-    owner_value = owner if to_owner is None else to_owner(owner)
-    per_row = tuple(conversions.items())
-    rows: list[Any] = []
-    for poll in polls:
-        given = {
-            "feed_id": poll.feed_id,
-            "polled_at": poll.polled_at,
-            "status": poll.status,
-            "new_etag": poll.etag,
-            "new_last_modified": poll.last_modified,
-            "new_body_hash": poll.body_hash,
-            "new_next_poll_at": poll.next_poll_at,
-        }
-        values = {
-            name: given[name] if processor is None else processor(given[name])
-            for name, processor in per_row
-        }
-        values["owner"] = owner_value
-        rows.append(tuple([values[name] for name in names]) if positional else values)
-    connection.exec_driver_sql(sql, rows)
+    statement = _quiet_polls_statement(connection.dialect)
+    to_id, to_polled, to_status, to_etag, to_modified, to_hash, to_next, to_owner = (
+        statement.convert
+    )
+    owner_value = to_owner(owner)  # the same in every row: converted once a batch
+    in_order = statement.in_order
+    rows: list[Any] = [
+        in_order(
+            (
+                to_id(poll.feed_id),
+                to_polled(poll.polled_at),
+                to_status(poll.status),
+                to_etag(poll.etag),
+                to_modified(poll.last_modified),
+                to_hash(poll.body_hash),
+                to_next(poll.next_poll_at),
+                owner_value,
+            )
+        )
+        for poll in polls
+    ]
+    if not statement.positional:
+        rows = [dict(zip(statement.names, row, strict=True)) for row in rows]
+    connection.exec_driver_sql(statement.sql, rows)
+
+
+# The parameters of `_QUIET_POLLS` in the order `record_quiet_polls` converts a poll's values
+# (`polled_at` appears twice in the statement, converted once).
+_QUIET_POLL_VALUES = (
+    "feed_id",
+    "polled_at",
+    "status",
+    "new_etag",
+    "new_last_modified",
+    "new_body_hash",
+    "new_next_poll_at",
+    "owner",
+)
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class _CompiledQuietPolls:
+    sql: str
+    names: tuple[str, ...]  # its parameters, in the order the driver takes them
+    positional: bool
+    convert: tuple[Callable[[Any], Any], ...]  # each of `_QUIET_POLL_VALUES`' conversion
+    in_order: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # those values in `names`' order
 
 
 @functools.lru_cache(maxsize=8)
-def _quiet_polls_statement(
-    dialect: Dialect,
-) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], bool]:
+def _quiet_polls_statement(dialect: Dialect) -> _CompiledQuietPolls:
     """`_QUIET_POLLS` compiled for `dialect` (a few milliseconds, so once per engine's dialect):
-    its SQL, its parameters' names in the order the driver takes them, each one's conversion,
-    and whether the driver takes them by position."""
+    its SQL, its parameters in the order the driver takes them, and each value's conversion.
+    The conversion is the one of the type as this dialect has it (`dialect_impl`), the processor
+    `execute` runs (the generic one would leave SQLite's times to the driver, stored in another
+    form)."""
     compiled = _QUIET_POLLS.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
-    # The type as this dialect has it (`dialect_impl`): its processor is the one `execute` runs
-    # (the generic one would leave SQLite's times to the driver, stored in another form).
-    convert = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+
+    def conversion(name: str) -> Callable[[Any], Any]:
+        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        return _unchanged if processor is None else processor
+
+    return _CompiledQuietPolls(
+        sql=compiled.string,
+        names=names,
+        positional=compiled.positional,
+        convert=tuple(conversion(name) for name in _QUIET_POLL_VALUES),
+        in_order=operator.itemgetter(*(_QUIET_POLL_VALUES.index(name) for name in names)),
     )
-    return compiled.string, names, convert, compiled.positional
 
 
 # What `record_quiet_polls` writes for each quiet poll: every value a parameter of the row or a

@@ -327,6 +327,43 @@ def test_quiet_polls_write_what_record_poll_writes(engine: Engine) -> None:
         assert len(set(stored)) == 1
 
 
+def test_a_feed_twice_in_a_batch_of_quiet_polls_keeps_its_last(engine: Engine) -> None:
+    """A batch holding two quiet polls of one feed leaves it as the later one on either database
+    (row after row on SQLite, one statement of arrays on PostgreSQL), and validators with
+    quotes, backslashes, commas, braces or the word NULL arrive as they were sent."""
+    now = _now(engine).replace(microsecond=0)
+    with transaction(engine) as session:
+        ids = sync_feeds(session, [("a", "https://a/rss"), ("b", "https://b/rss")], now)
+    with transaction(engine) as session:
+        claim_due_feeds(session, "one", LEASE, 10)
+    first, second = now + timedelta(seconds=1), now + timedelta(seconds=2, microseconds=7)
+    odd = 'W/"a,b}{\\"c\\\\" NULL'
+    modified = "Mon, 18 Sep 2023 08:00:00 GMT"
+    with transaction(engine) as session:
+        record_quiet_polls(
+            session,
+            [
+                QuietPoll(ids["a"], first, "not_modified", '"first"', None, None, first + LEASE),
+                QuietPoll(ids["b"], first, "not_modified", odd, "NULL", "h" * 64, first + LEASE),
+                QuietPoll(ids["a"], second, "unchanged", None, modified, "x" * 64, second + LEASE),
+            ],
+            "one",
+        )
+    with read_session(engine) as session:
+        rows = {row.name: row for row in session.execute(select(feeds))}
+    a, b = rows["a"], rows["b"]
+    assert (a.last_polled_at, a.last_status, a.etag, a.last_modified, a.body_hash) == (
+        second,
+        "unchanged",
+        None,
+        modified,
+        "x" * 64,
+    )
+    assert a.next_poll_at == second + LEASE and a.last_success_at == second
+    assert (b.etag, b.last_modified, b.last_polled_at) == (odd, "NULL", first)
+    assert a.lease_owner is None and b.lease_owner is None
+
+
 def test_feed_leases_and_poll_records(engine: Engine) -> None:
     now = _now(engine)
     with transaction(engine) as session:

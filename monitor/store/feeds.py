@@ -518,7 +518,8 @@ def _array(name: str, of: TypeEngine[Any]) -> ColumnElement[Any]:
     return cast(bindparam(name, type_=String()), ARRAY(of))
 
 
-_QUIET = (
+# A batch of quiet polls as rows: its arrays unnested side by side.
+_QUIET_POLL_ROWS = (
     func.unnest(
         _array("feed_ids", BigInteger()),
         _array("polled", DateTime(timezone=True)),
@@ -537,18 +538,18 @@ _QUIET = (
 # `_QUIET_POLLS` for a batch in arrays, on PostgreSQL.
 _QUIET_POLLS_IN_ARRAYS = (
     update(feeds)
-    .where(feeds.c.id == _QUIET.c.feed_id, feeds.c.lease_owner == bindparam("owner"))
+    .where(feeds.c.id == _QUIET_POLL_ROWS.c.feed_id, feeds.c.lease_owner == bindparam("owner"))
     .values(
-        last_polled_at=_QUIET.c.polled_at,
-        last_status=_QUIET.c.status,
+        last_polled_at=_QUIET_POLL_ROWS.c.polled_at,
+        last_status=_QUIET_POLL_ROWS.c.status,
         last_error=null(),
-        etag=_QUIET.c.etag,
-        last_modified=_QUIET.c.last_modified,
-        body_hash=_QUIET.c.body_hash,
+        etag=_QUIET_POLL_ROWS.c.etag,
+        last_modified=_QUIET_POLL_ROWS.c.last_modified,
+        body_hash=_QUIET_POLL_ROWS.c.body_hash,
         last_new_items=literal_column("0"),
-        next_poll_at=_QUIET.c.next_poll_at,
+        next_poll_at=_QUIET_POLL_ROWS.c.next_poll_at,
         consecutive_failures=literal_column("0"),
-        last_success_at=_QUIET.c.polled_at,
+        last_success_at=_QUIET_POLL_ROWS.c.polled_at,
         failing_since=null(),
         missing_since=null(),
         lease_owner=null(),

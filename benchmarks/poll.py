@@ -12,17 +12,18 @@ feed looks like from one poll to the next.
 
 For each database (SQLite in a temporary directory; PostgreSQL in a schema of its own in the
 database `bench_poll`, created if missing on the server of --postgresql or of
-MONITOR_TEST_DATABASE_URL) and each number of watchlists (generated in every query shape from the
-corpus's words), this process runs the daemon's own code (`Service.poll_all`: claim → fetch →
-parse → dedup → store → match → outbox):
+MONITOR_TEST_DATABASE_URL), this process runs the daemon's own code (`Service.poll_all`: claim →
+fetch → parse → dedup → store → match → outbox) for every number of watchlists (generated in every
+query shape from the corpus's words) side by side, a service and a database each, every round on
+one and then the other, so that the machine's drift during the run falls on all of them alike:
 
 * a first poll of every feed (every item new);
 * ROUNDS changed polls (the server advanced every feed: a 200 with NEW new items among ITEMS), each
-  beside `feedparser.parse` of the very same bytes, feed after feed in this process, and beside
-  the same bytes parsed through the daemon's parse workers (`ParsePool`, feed after feed: what
-  parsing in another process adds, the IPC);
-* ROUNDS rounds of 304s (nothing changed), each beside a bare aiohttp loop sending the same
-  conditional GETs to the same server with the same concurrency (50 in flight).
+  round beside `feedparser.parse` of the very same bytes, feed after feed in this process, and
+  beside the same bytes parsed through the daemon's parse workers (`ParsePool`, feed after feed:
+  what parsing in another process adds, the IPC), measured once a round for all sizes;
+* ROUNDS rounds of 304s (nothing changed), each round beside a bare aiohttp loop sending the same
+  conditional GETs to the same server with the same concurrency (50 in flight), once a round.
 
 The fastest round of each counts (the machine is shared), and the spread of the rounds is printed
 as the noise. Then it starts `monitor run` as a process with MEMORY_FEEDS feeds and
@@ -276,22 +277,34 @@ async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> t
 
 
 def measure(
-    kind: str, size: int, url: str, tmp: Path, port: int, queries: Sequence[str], args: Any
-) -> Figures:
+    kind: str,
+    databases: Sequence[tuple[int, str]],
+    tmp: Path,
+    port: int,
+    queries: dict[int, Sequence[str]],
+    args: Any,
+) -> list[Figures]:
+    """Every number of watchlists of `databases` ((watchlists, database URL) pairs) on one
+    database kind, a service each, side by side: each round (changed polls, then 304s) runs on
+    every service in turn, beside one measure of the baseline (feedparser, the parse workers,
+    the bare aiohttp loop) that all of them are compared with. The machine's speed drifts by more
+    than 10,000 watchlists add; run one after the other, the sizes would be compared across it."""
     from monitor.config import parse_config
     from monitor.core.collector import collect_less_often, freeze_survivors
     from monitor.daemon import Service
 
-    config = tmp / f"config-{kind}-{size}.yaml"
-    config.write_text(config_text(url, port, args.feeds, queries), encoding="utf-8")
-    settings = parse_config(config.read_text("utf-8"), str(config))
-    service = Service.build(settings, notifiers={})
-    service.prepare(now=datetime.now(UTC), alone=kind == "SQLite")
+    sides: list[tuple[Any, Figures]] = []
+    for size, url in databases:
+        config = tmp / f"config-{kind}-{size}.yaml"
+        config.write_text(config_text(url, port, args.feeds, queries[size]), encoding="utf-8")
+        settings = parse_config(config.read_text("utf-8"), str(config))
+        service = Service.build(settings, notifiers={})
+        service.prepare(now=datetime.now(UTC), alone=kind == "SQLite")
+        sides.append((service, Figures(kind, size)))
     freeze_survivors()  # as `monitor run` does once started
     collect_less_often()
     base = f"http://127.0.0.1:{port}"
     urls = [f"{base}/feed/{n}.xml" for n in range(args.feeds)]
-    figures = Figures(kind, size)
 
     def check(results: Sequence[Any], status: str) -> None:
         wrong = [r for r in results if r.status != status]
@@ -301,40 +314,47 @@ def measure(
     async def run() -> None:
         try:
             await advance(base, to_start=True)  # every database × size sees the same feeds
-            started = time.perf_counter()
-            results = await service.poll_all()
-            figures.first_s = time.perf_counter() - started
-            check(results, "ok")
-            figures.first_items = sum(r.new_items for r in results)
-            figures.alerts = sum(r.alerts for r in results)
+            for service, figures in sides:
+                started = time.perf_counter()
+                results = await service.poll_all()
+                figures.first_s = time.perf_counter() - started
+                check(results, "ok")
+                figures.first_items = sum(r.new_items for r in results)
+                figures.alerts = sum(r.alerts for r in results)
             for _ in range(0 if args.only_304 else args.rounds):
                 await advance(base)
-                started, cpu = time.perf_counter(), time.process_time()
-                results = await service.poll_all()
-                figures.changed_s.append(time.perf_counter() - started)
-                figures.changed_cpu_s.append(time.process_time() - cpu)
-                check(results, "ok")
-                figures.changed_items = sum(r.new_items for r in results)
+                for service, figures in sides:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    results = await service.poll_all()
+                    figures.changed_s.append(time.perf_counter() - started)
+                    figures.changed_cpu_s.append(time.process_time() - cpu)
+                    check(results, "ok")
+                    figures.changed_items = sum(r.new_items for r in results)
                 bodies = [body for body, _ in await fetch_all(urls)]
                 parse_s, parse_cpu_s = feedparser_alone(bodies)
-                figures.feedparser_s.append(parse_s)
-                figures.feedparser_cpu_s.append(parse_cpu_s)
-                figures.worker_s.append(await worker_parses(bodies))
+                worker_s = await worker_parses(bodies)
+                for _, figures in sides:
+                    figures.feedparser_s.append(parse_s)
+                    figures.feedparser_cpu_s.append(parse_cpu_s)
+                    figures.worker_s.append(worker_s)
             etags = [etag for _, etag in await fetch_all(urls)]
             for _ in range(args.rounds):
-                started, cpu = time.perf_counter(), time.process_time()
-                for _ in range(args.repeat_304):
-                    check(await service.poll_all(), "not_modified")
-                figures.ours_304_s.append(time.perf_counter() - started)
-                figures.ours_304_cpu_s.append(time.process_time() - cpu)
+                for service, figures in sides:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(args.repeat_304):
+                        check(await service.poll_all(), "not_modified")
+                    figures.ours_304_s.append(time.perf_counter() - started)
+                    figures.ours_304_cpu_s.append(time.process_time() - cpu)
                 bare_s, bare_cpu_s = await bare_304s(urls, etags, args.repeat_304)
-                figures.bare_304_s.append(bare_s)
-                figures.bare_304_cpu_s.append(bare_cpu_s)
+                for _, figures in sides:
+                    figures.bare_304_s.append(bare_s)
+                    figures.bare_304_cpu_s.append(bare_cpu_s)
         finally:
-            await service.close()
+            for service, _ in sides:
+                await service.close()
 
     asyncio.run(run())
-    return figures
+    return [figures for _, figures in sides]
 
 
 # ---- the daemon's resident memory ---------------------------------------------------------------
@@ -580,12 +600,18 @@ def main() -> int:
         results = []
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
+            queries = {size: match_bench.generate(size, vocab) for size in sizes} if kinds else {}
             for kind in kinds:
-                for size in sizes:
-                    queries = match_bench.generate(size, vocab)
-                    with fresh_database(kind, tmp, args.postgresql, "bench_poll") as url:
-                        results.append(measure(kind, size, url, tmp, port, queries, args))
-                    print(f"  measured {kind} with {size} watchlists", file=sys.stderr)
+                with contextlib.ExitStack() as databases:
+                    urls = [
+                        databases.enter_context(
+                            fresh_database(kind, tmp, args.postgresql, "bench_poll")
+                        )
+                        for _ in sizes
+                    ]
+                    pairs = list(zip(sizes, urls, strict=True))
+                    results += measure(kind, pairs, tmp, port, queries, args)
+                print(f"  measured {kind} with {args.sizes} watchlists", file=sys.stderr)
             if results:
                 (report_304 if args.only_304 else report)(results, args)
             if not args.postgresql and not args.memory_only:

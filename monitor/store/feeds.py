@@ -17,7 +17,7 @@ import functools
 import operator
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -424,6 +424,14 @@ _QUIET_POLL_VALUES = (
 )
 
 
+def _conversion(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """What `execute` does to a value of `type_` on its way to `dialect`'s driver: the processor
+    of the type as this dialect has it (`dialect_impl`; the generic one would leave SQLite's
+    times to the driver, stored in another form), or nothing."""
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    return _unchanged if processor is None else processor
+
+
 def _unchanged(value: Any) -> Any:
     return value
 
@@ -440,20 +448,15 @@ class _CompiledQuietPolls:
 def _quiet_polls_statement(dialect: Dialect) -> _CompiledQuietPolls:
     """`_QUIET_POLLS` compiled for `dialect` (a few milliseconds, so once per engine's dialect;
     a driver that takes parameters by position, SQLite's): its SQL and each value's
-    conversion, the processor of the type as this dialect has it (`dialect_impl`), which is the
-    one `execute` runs (the generic one would leave SQLite's times to the driver, stored in
-    another form)."""
+    `_conversion`."""
     compiled = _QUIET_POLLS.compile(dialect=dialect)
     if not compiled.positional or compiled.positiontup is None:
         raise ValueError(f"{dialect.name}'s driver does not take parameters by position")
-
-    def conversion(name: str) -> Callable[[Any], Any]:
-        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        return _unchanged if processor is None else processor
-
     return _CompiledQuietPolls(
         sql=compiled.string,
-        convert=tuple(conversion(name) for name in _QUIET_POLL_VALUES),
+        convert=tuple(
+            _conversion(compiled.binds[name].type, dialect) for name in _QUIET_POLL_VALUES
+        ),
         in_order=operator.itemgetter(
             *(_QUIET_POLL_VALUES.index(name) for name in compiled.positiontup)
         ),
@@ -488,30 +491,27 @@ def _record_quiet_polls_in_arrays(session: Session, polls: Sequence[QuietPoll], 
     """`record_quiet_polls` on PostgreSQL: one UPDATE of every feed of the batch, its values in
     arrays (`array_literal`s the statement unnests). psycopg's executemany spent about 25 µs of
     Python a row in its pipeline's bookkeeping, on a thread that shares the interpreter with
-    the event loop. `polls` has each feed once."""
+    the event loop. `polls` has each feed once. Each value gets its column's `_conversion`
+    (times to UTC, text cleaned), as `execute` would give it, then goes into its array as text."""
+    dialect = session.get_bind().dialect
+    to_time = _conversion(feeds.c.next_poll_at.type, dialect)
+    to_status, to_etag, to_modified, to_hash = (
+        _conversion(column.type, dialect)
+        for column in (feeds.c.last_status, feeds.c.etag, feeds.c.last_modified, feeds.c.body_hash)
+    )
     session.execute(
         _QUIET_POLLS_IN_ARRAYS,
         {
             "feed_ids": array_literal([poll.feed_id for poll in polls]),
-            "polled": array_literal([_utc_text(poll.polled_at) for poll in polls]),
-            "statuses": array_literal([poll.status for poll in polls]),
-            "etags": array_literal([_clean(poll.etag) for poll in polls]),
-            "modified": array_literal([_clean(poll.last_modified) for poll in polls]),
-            "hashes": array_literal([_clean(poll.body_hash) for poll in polls]),
-            "next": array_literal([_utc_text(poll.next_poll_at) for poll in polls]),
+            "polled": array_literal([to_time(poll.polled_at).isoformat() for poll in polls]),
+            "statuses": array_literal([to_status(poll.status) for poll in polls]),
+            "etags": array_literal([to_etag(poll.etag) for poll in polls]),
+            "modified": array_literal([to_modified(poll.last_modified) for poll in polls]),
+            "hashes": array_literal([to_hash(poll.body_hash) for poll in polls]),
+            "next": array_literal([to_time(poll.next_poll_at).isoformat() for poll in polls]),
             "owner": owner,
         },
     )
-
-
-def _utc_text(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment!r}: the store takes timezone-aware datetimes")
-    return moment.astimezone(UTC).isoformat()
-
-
-def _clean(text: str | None) -> str | None:
-    return None if text is None else clean_text(text)
 
 
 def _array(name: str, of: TypeEngine[Any]) -> ColumnElement[Any]:

@@ -255,11 +255,13 @@ def test_fault_47_refused_twice_gives_up_with_the_reason_never_retrying_forever(
 def test_fault_50_a_timeout_is_temporary_and_called_ambiguous(
     double: BotAPIDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
-    double.fail(CHAT, "hang")
-
     async def go() -> None:
-        notifier = _notifier(double, timeout=0.3)
+        notifier = _notifier(double, timeout=1.0)
         try:
+            # A message first, so that the one that hangs goes out on an open connection: on a
+            # busy machine, connecting can outlast a short timeout, and that one is no ambiguity.
+            await notifier.send(_alert())
+            double.fail(CHAT, "hang")
             with pytest.raises(DeliveryError) as raised:
                 await notifier.send(_alert())
             assert not raised.value.permanent

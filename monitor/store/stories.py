@@ -443,12 +443,17 @@ def _candidate_pages(
         numbers = [number for number, lookup in enumerate(lookups) for _ in lookup]
         lookup_hashes = [h for lookup in lookups for h in lookup]
         if hashes or lookup_hashes:
-            arrays = {
+            values: dict[str, Any] = {
                 "hashes": array_literal(hashes),
                 "lookups": array_literal(numbers),
                 "lookup_hashes": array_literal(lookup_hashes),
             }
-            yield (_candidates_reading_along() if along else _candidates_statement(-1)), arrays
+            statement = (
+                _candidates_reading_along()
+                if along
+                else _candidates_statement(arrays=True, lookups=True)
+            )
+            yield statement, values
         return
     pairs = [(number, h) for number, lookup in enumerate(lookups) for h in lookup]
     for page in range(max(1 if pairs else 0, -(-len(hashes) // _IN_CHUNK))):
@@ -456,10 +461,10 @@ def _candidate_pages(
         rows = pairs if page == 0 else []
         if not rows and not some_hashes:
             continue
-        values: dict[str, Any] = {"hashes": some_hashes}
+        values = {"hashes": some_hashes}
         if rows:
             values["pairs"] = json.dumps(rows)
-        yield _candidates_statement(1 if rows else 0), values
+        yield _candidates_statement(arrays=False, lookups=bool(rows)), values
 
 
 _IN_HASH_ARRAY = "= ANY(CAST(:hashes AS VARCHAR[]))"  # PostgreSQL: the hashes as one array
@@ -485,13 +490,13 @@ def _exact_stories(in_hashes: str, *, candidate_columns: bool) -> str:
 
 
 @cache
-def _candidates_statement(rows: int) -> TextClause:
-    """`story_candidates`' statement: 0, for content hashes alone; 1, with lookups too, their
-    (lookup, hash) pairs in JSON; -1, PostgreSQL's, whose values are arrays."""
-    arrays = rows < 0
+def _candidates_statement(*, arrays: bool, lookups: bool) -> TextClause:
+    """`story_candidates`' statement: for content hashes alone, or (`lookups`) for the
+    headline lookups too. `arrays`: PostgreSQL's, whose values are arrays, lookups always; else
+    the (lookup, hash) pairs come in JSON."""
     in_hashes = _IN_HASH_ARRAY if arrays else "IN :hashes"
     exact = _exact_stories(in_hashes, candidate_columns=True)
-    if not rows:
+    if not lookups:
         sql = exact
     else:
         if arrays:
@@ -531,7 +536,7 @@ def _candidates_statement(rows: int) -> TextClause:
         return text(sql).bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
     # Typed: a page of lookups without hashes renders an empty IN of text, not of integers.
     statement = text(sql).bindparams(bindparam("hashes", expanding=True, type_=String()))
-    if rows:
+    if lookups:
         statement = statement.bindparams(bindparam("since", type_=story_hashes.c.created_at.type))
     return statement
 
@@ -542,7 +547,7 @@ def _candidates_reading_along() -> TextualSelect:
     the candidates sharing `:read_along` hashes or more with a lookup (`item` rows, without the
     item's text: its id in `shared`), and the watchlists (`matched` rows, in `detail`) of those, of the exact hashes'
     stories and of `:stories`. The columns an item row needs are NULL in the others."""
-    base = _candidates_statement(-1).text
+    base = _candidates_statement(arrays=True, lookups=True).text
     head = base.partition("SELECT 'near' AS way")[0]
     nothing = """, CAST(NULL AS TEXT) AS feed_name, CAST(NULL AS TEXT) AS link,
                CAST(NULL AS TIMESTAMPTZ) AS at, CAST(NULL AS TEXT) AS title,

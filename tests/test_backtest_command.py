@@ -60,3 +60,28 @@ def test_a_disabled_watchlist_is_backtested_and_said_to_be_disabled(tmp_path: Pa
     code, _, err = cli("backtest", "eclipse", "--config", config)
     assert code == 2
     assert err == "error: no watchlist 'eclipse' (watchlists: solar, eclipse-trial)\n"
+
+
+def test_a_window_that_leaves_every_item_out_says_how_far_back_the_stored_ones_go(
+    tmp_path: Path,
+) -> None:
+    """The items were published yesterday: a window of an hour holds none of them, and the
+    backtest says so and how long a window would take them in; that window finds the matches."""
+    config = str(make_database(tmp_path))
+    code, out, err = cli("backtest", "eclipse-trial", "--since", "1h", "--config", config)
+    assert code == 0, err
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+    assert out.splitlines()[1] == (
+        f"3 stored items were published before that, the oldest on {yesterday:%Y-%m-%d};"
+        " --since 2d reaches back to it"
+    )
+
+    code, out, err = cli("backtest", "eclipse-trial", "--since", "2d", "--config", config)
+    assert code == 0, err
+    assert out.startswith("eclipse-trial (disabled): 2 of 3 items published since")
+    assert "stored item" not in out  # matches found: nothing to say of older items
+
+    # Nothing published before the window, and nothing matched: no line about older items.
+    code, out, _ = cli("backtest", "--query", "zebra", "--since", "7d", "--config", config)
+    assert code == 0 and out.startswith("--query: 0 of 3 items published since")
+    assert "stored item" not in out

@@ -4,8 +4,9 @@ a period by publication date: matches per day and the stories with the most hits
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from monitor.cli.app import (
     EXIT_USAGE,
+    count,
     fail,
     fail_with,
     load_settings,
@@ -69,7 +71,7 @@ def backtest(
     from monitor.errors import MonitorError
     from monitor.model import Article
     from monitor.store import db
-    from monitor.store.stories import items_since
+    from monitor.store.stories import items_before, items_since
 
     settings = load_settings(ctx)
     if (watchlist is None) == (query is None):
@@ -117,6 +119,10 @@ def backtest(
                     hits = len(found[0].hits)
                     if item.story_id not in stories or stories[item.story_id][0] < hits:
                         stories[item.story_id] = (hits, item)
+            older, oldest = 0, None
+            if not per_day:
+                with db.read_session(engine) as session:
+                    older, oldest = items_before(session, cutoff)
         finally:
             engine.dispose()
     except MonitorError as exc:
@@ -124,14 +130,24 @@ def backtest(
     out = Console(highlight=False)
     out.print(
         f"{label}: {sum(per_day.values())} of {scanned} items published since"
-        f" {cutoff:%Y-%m-%d %H:%M} UTC"
+        f" {cutoff:%Y-%m-%d %H:%M} UTC",
+        soft_wrap=True,
     )
+    if older and oldest is not None:
+        # Nothing matched in the window, and it left stored items out: say how far back they go
+        # (in whole days, an hour to spare, so that the window still holds the oldest later on).
+        reach = math.ceil((datetime.now(UTC) - oldest + timedelta(hours=1)) / timedelta(days=1))
+        out.print(
+            f"{count(older, 'stored item')} {'was' if older == 1 else 'were'} published before"
+            f" that, the oldest on {oldest:%Y-%m-%d}; --since {reach}d reaches back to it",
+            soft_wrap=True,
+        )
     if per_day:
         days = Table(title="matches per day", title_justify="left")
         days.add_column("day")
         days.add_column("items", justify="right")
-        for day, count in sorted(per_day.items()):
-            days.add_row(day, str(count))
+        for day, matched in sorted(per_day.items()):
+            days.add_row(day, str(matched))
         out.print(days)
         best = Table(title=f"top {top} stories (most hits)", title_justify="left", expand=True)
         for column in ("hits", "feed", "published", "title"):

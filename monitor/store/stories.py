@@ -766,6 +766,16 @@ def update_item(session: Session, item_id: int, item: NewItem, story_id: int) ->
     session.execute(update(items).where(items.c.id == item_id).values(values))
 
 
+def items_before(session: Session, before: datetime) -> tuple[int, datetime | None]:
+    """How many items were published before `before` (an undated item: first seen before it),
+    and the oldest of those dates: what a backtest's window left out."""
+    published = func.coalesce(items.c.published_at, items.c.fetched_at)
+    count, oldest = session.execute(
+        select(func.count(), func.min(published)).where(published < before)
+    ).one()
+    return count, oldest
+
+
 def items_since(session: Session, since: datetime) -> Iterator[StoredItem]:
     """Items published at or after `since` (an undated item: first seen at or after it), oldest
     first by that date, streamed in batches: the date a backtest filters and reports by.

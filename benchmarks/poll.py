@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +123,25 @@ def serve(port: int, items: int, new: int, corpus: Path, ready: Any) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+@contextlib.contextmanager
+def feed_server(items: int, new: int, corpus: Path) -> Iterator[int]:
+    """`serve` in a process of its own, for as long as the `with` lasts: its port."""
+    port = free_port()
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(
+        target=serve, args=(port, items, new, corpus, ready), daemon=True
+    )
+    server.start()
+    try:
+        if not ready.wait(120):
+            print("the feed server did not start", file=sys.stderr)
+            raise SystemExit(1)
+        yield port
+    finally:
+        server.terminate()
+        server.join()
 
 
 def free_port() -> int:
@@ -577,16 +596,7 @@ def main() -> int:
         return 2
 
     args.load_at_start = load_average()
-    port = free_port()
-    ready = multiprocessing.Event()
-    server = multiprocessing.Process(
-        target=serve, args=(port, args.items, args.new, args.corpus, ready), daemon=True
-    )
-    server.start()
-    if not ready.wait(120):
-        print("the feed server did not start", file=sys.stderr)
-        return 1
-    try:
+    with feed_server(args.items, args.new, args.corpus) as port:
         vocab = match_bench.vocabulary(args.corpus)
         sizes = [int(s) for s in args.sizes.split(",")]
         if args.no_postgresql or args.memory_only:
@@ -630,9 +640,6 @@ def main() -> int:
                     f"(a bare aiohttp loop: {bare:.0f}/s, {rate / bare:.0%}); "
                     f"load average now: {load_average()}"
                 )
-    finally:
-        server.terminate()
-        server.join()
     return 0
 
 

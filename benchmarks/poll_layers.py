@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -197,25 +196,13 @@ def main() -> int:
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus} (use --corpus)", file=sys.stderr)
         return 2
-    port = poll_bench.free_port()
-    ready = multiprocessing.Event()
-    server = multiprocessing.Process(
-        target=poll_bench.serve, args=(port, 3, 1, args.corpus, ready), daemon=True
-    )
-    server.start()
-    if not ready.wait(120):
-        print("the feed server did not start", file=sys.stderr)
-        return 1
     kind = "PostgreSQL" if args.postgresql else "SQLite"
-    try:
-        with (
-            tempfile.TemporaryDirectory() as tmp_name,
-            fresh_database(kind, Path(tmp_name), args.postgresql, "bench_poll") as url,
-        ):
-            report(measure(url, Path(tmp_name), port, args), kind, args)
-    finally:
-        server.terminate()
-        server.join()
+    with (
+        poll_bench.feed_server(3, 1, args.corpus) as port,
+        tempfile.TemporaryDirectory() as tmp_name,
+        fresh_database(kind, Path(tmp_name), args.postgresql, "bench_poll") as url,
+    ):
+        report(measure(url, Path(tmp_name), port, args), kind, args)
     return 0
 
 

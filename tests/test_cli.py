@@ -391,3 +391,21 @@ def test_an_option_without_its_value_is_a_one_line_usage_error() -> None:
         2,
         "error: Option '--failing-for' requires an argument; see monitor feeds --help\n",
     )
+
+
+def test_subscribers_without_a_bot_says_what_would_start_one(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {{url: 'sqlite:///{tmp_path / 'm.db'}'}}\n{WATCHLISTS}", "utf-8")
+    assert run("--config", str(config), "db", "upgrade")[0] == 0
+    code, out, err = run("--config", str(config), "subscribers")
+    assert (code, out) == (0, "")
+    assert err.startswith("no subscribers: this config has no `telegram:` section")
+
+    with_bot = config.read_text("utf-8") + "telegram: {token: '123456:ABCdef'}\n"
+    config.write_text(with_bot, "utf-8")
+    code, out, err = run("--config", str(config), "subscribers")
+    assert (code, out, err) == (
+        0,
+        "",
+        "no subscribers yet: people subscribe by talking to the bot\n",
+    )

@@ -73,7 +73,13 @@ def subscribers(
             typer.echo(json.dumps(_record(entry, settings, now), ensure_ascii=False))
         return
     if not listing:
-        stderr.print("no subscribers yet: people subscribe by talking to the bot")
+        if settings.telegram is None:
+            stderr.print(
+                "no subscribers: this config has no `telegram:` section, so no bot runs for people"
+                " to subscribe through (give it the bot's token there to start one)"
+            )
+        else:
+            stderr.print("no subscribers yet: people subscribe by talking to the bot")
         return
     for entry in listing:
         typer.echo("\n".join(_lines(_record(entry, settings, now))))

@@ -465,24 +465,41 @@ def _quiet_polls_statement(dialect: Dialect) -> _CompiledQuietPolls:
 
 # What `record_quiet_polls` writes for each quiet poll: every value a parameter of the row or a
 # constant written into the statement, so that rows go to the driver as they are.
+def _quiet_poll_values(
+    polled_at: Any, status: Any, etag: Any, last_modified: Any, body_hash: Any, next_poll_at: Any
+) -> dict[str, Any]:
+    """What a quiet poll writes to its feed's row, given the expressions of its own values: a
+    success that stored nothing, its lease given back."""
+    return {
+        "last_polled_at": polled_at,
+        "last_status": status,
+        "last_error": null(),
+        "etag": etag,
+        "last_modified": last_modified,
+        "body_hash": body_hash,
+        "last_new_items": literal_column("0"),
+        "next_poll_at": next_poll_at,
+        "consecutive_failures": literal_column("0"),
+        "last_success_at": polled_at,
+        "failing_since": null(),
+        "missing_since": null(),
+        "lease_owner": null(),
+        "lease_until": null(),
+    }
+
+
 _QUIET_POLLS = (
     update(feeds)
     .where(feeds.c.id == bindparam("feed_id"), feeds.c.lease_owner == bindparam("owner"))
     .values(
-        last_polled_at=bindparam("polled_at"),
-        last_status=bindparam("status"),
-        last_error=null(),
-        etag=bindparam("new_etag"),
-        last_modified=bindparam("new_last_modified"),
-        body_hash=bindparam("new_body_hash"),
-        last_new_items=literal_column("0"),
-        next_poll_at=bindparam("new_next_poll_at"),
-        consecutive_failures=literal_column("0"),
-        last_success_at=bindparam("polled_at"),
-        failing_since=null(),
-        missing_since=null(),
-        lease_owner=null(),
-        lease_until=null(),
+        _quiet_poll_values(
+            bindparam("polled_at"),
+            bindparam("status"),
+            bindparam("new_etag"),
+            bindparam("new_last_modified"),
+            bindparam("new_body_hash"),
+            bindparam("new_next_poll_at"),
+        )
     )
 )
 
@@ -540,20 +557,14 @@ _QUIET_POLLS_IN_ARRAYS = (
     update(feeds)
     .where(feeds.c.id == _QUIET_POLL_ROWS.c.feed_id, feeds.c.lease_owner == bindparam("owner"))
     .values(
-        last_polled_at=_QUIET_POLL_ROWS.c.polled_at,
-        last_status=_QUIET_POLL_ROWS.c.status,
-        last_error=null(),
-        etag=_QUIET_POLL_ROWS.c.etag,
-        last_modified=_QUIET_POLL_ROWS.c.last_modified,
-        body_hash=_QUIET_POLL_ROWS.c.body_hash,
-        last_new_items=literal_column("0"),
-        next_poll_at=_QUIET_POLL_ROWS.c.next_poll_at,
-        consecutive_failures=literal_column("0"),
-        last_success_at=_QUIET_POLL_ROWS.c.polled_at,
-        failing_since=null(),
-        missing_since=null(),
-        lease_owner=null(),
-        lease_until=null(),
+        _quiet_poll_values(
+            _QUIET_POLL_ROWS.c.polled_at,
+            _QUIET_POLL_ROWS.c.status,
+            _QUIET_POLL_ROWS.c.etag,
+            _QUIET_POLL_ROWS.c.last_modified,
+            _QUIET_POLL_ROWS.c.body_hash,
+            _QUIET_POLL_ROWS.c.next_poll_at,
+        )
     )
 )
 

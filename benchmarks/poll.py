@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,12 +295,24 @@ async def bare_304s(urls: Sequence[str], etags: Sequence[str], repeat: int) -> t
         return time.perf_counter() - started, time.process_time() - cpu
 
 
+def build_service(config: Path, url: str, port: int, feeds: int, queries: Sequence[str]) -> Any:
+    """A `Service` (`monitor once`'s) on the database `url` for `feeds` feeds of the server on
+    `port` and `queries` as watchlists, its config written to `config`; its schema made."""
+    from monitor.config import parse_config
+    from monitor.daemon import Service
+
+    config.write_text(config_text(url, port, feeds, queries), encoding="utf-8")
+    service = Service.build(parse_config(config.read_text("utf-8"), str(config)), notifiers={})
+    service.prepare(now=datetime.now(UTC), alone=url.startswith("sqlite"))
+    return service
+
+
 def measure(
     kind: str,
     databases: Sequence[tuple[int, str]],
     tmp: Path,
     port: int,
-    queries: dict[int, Sequence[str]],
+    queries: Mapping[int, Sequence[str]],
     args: Any,
 ) -> list[Figures]:
     """Every number of watchlists of `databases` ((watchlists, database URL) pairs) on one
@@ -308,17 +320,12 @@ def measure(
     every service in turn, beside one measure of the baseline (feedparser, the parse workers,
     the bare aiohttp loop) that all of them are compared with. The machine's speed drifts by more
     than 10,000 watchlists add; run one after the other, the sizes would be compared across it."""
-    from monitor.config import parse_config
     from monitor.core.collector import collect_less_often, freeze_survivors
-    from monitor.daemon import Service
 
     sides: list[tuple[Any, Figures]] = []
     for size, url in databases:
         config = tmp / f"config-{kind}-{size}.yaml"
-        config.write_text(config_text(url, port, args.feeds, queries[size]), encoding="utf-8")
-        settings = parse_config(config.read_text("utf-8"), str(config))
-        service = Service.build(settings, notifiers={})
-        service.prepare(now=datetime.now(UTC), alone=kind == "SQLite")
+        service = build_service(config, url, port, args.feeds, queries[size])
         sides.append((service, Figures(kind, size)))
     freeze_survivors()  # as `monitor run` does once started
     collect_less_often()
@@ -627,8 +634,8 @@ def main() -> int:
             if not args.postgresql and not args.memory_only:
                 print("(PostgreSQL left out: --no-postgresql, or no URL)")
             if args.memory_watchlists and not args.only_304:
-                queries = match_bench.generate(args.memory_watchlists, vocab)
-                daemon = daemon_run(tmp, port, args.memory_feeds, queries, args.memory_timeout)
+                watchlists = match_bench.generate(args.memory_watchlists, vocab)
+                daemon = daemon_run(tmp, port, args.memory_feeds, watchlists, args.memory_timeout)
                 rate = args.memory_feeds / daemon.round_304_s
                 bare = args.memory_feeds / daemon.bare_304_s
                 print(

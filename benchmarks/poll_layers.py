@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,21 +80,17 @@ async def timed(layer: Layer, work: Callable[[], Awaitable[None]]) -> None:
 
 
 def measure(database_url: str, tmp: Path, port: int, args: Any) -> list[Layer]:
-    from monitor.config import parse_config
     from monitor.core.collector import collect_less_often, freeze_survivors
-    from monitor.daemon import Service
     from monitor.fetch import FetchPolicy, fetch, open_session
 
-    services = []
-    for name in ("bare", "real"):
-        config = tmp / f"config-{name}.yaml"
-        url = database_url if name == "real" else f"sqlite:///{tmp}/without-database.db"
-        config.write_text(poll_bench.config_text(url, port, args.feeds, ["alpha"]), "utf-8")
-        settings = parse_config(config.read_text("utf-8"), str(config))
-        service = Service.build(settings, notifiers={})
-        service.prepare(now=datetime.now(UTC), alone=url.startswith("sqlite"))
-        services.append(service)
-    no_database, service = services
+    # The service without a database still stores the first polls (the ETags) in one of its own.
+    no_database, service = services = [
+        poll_bench.build_service(tmp / f"config-{name}.yaml", url, port, args.feeds, ["alpha"])
+        for name, url in (
+            ("without-database", f"sqlite:///{tmp}/without-database.db"),
+            ("database", database_url),
+        )
+    ]
     policy = FetchPolicy.from_settings(service.settings)
     freeze_survivors()  # as `monitor run` does once started
     collect_less_often()
@@ -104,6 +99,13 @@ def measure(database_url: str, tmp: Path, port: int, args: Any) -> list[Layer]:
     layers = [Layer(n) for n in ("session", "fetch", "poll_all, no database", "poll_all")]
 
     async def run() -> None:
+        try:
+            await measure_layers()
+        finally:
+            for each in services:
+                await each.close()
+
+    async def measure_layers() -> None:
         await poll_bench.advance(base, to_start=True)
         for each in services:
             await each.poll_all()  # stores every feed's ETag
@@ -146,8 +148,6 @@ def measure(database_url: str, tmp: Path, port: int, args: Any) -> list[Layer]:
                     bare_s, bare_cpu_s = await poll_bench.bare_304s(urls, etags, args.repeat)
                     layer.bare_s.append(bare_s)
                     layer.bare_cpu_s.append(bare_cpu_s)
-        for each in services:
-            await each.close()
 
     asyncio.run(run())
     return layers
